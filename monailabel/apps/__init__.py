@@ -1,0 +1,1 @@
+"""Template apps shipped with the package (``monailabel apps`` lists and copies them)."""

@@ -1,0 +1,124 @@
+"""The ``monailabel`` command line: ``start_server``, ``datasets``, ``apps``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+__all__ = ["main"]
+
+APPS_DIR = Path(__file__).parent / "apps"
+
+
+def _start_server(args: argparse.Namespace) -> int:
+    from monailabel_server.config import ServerConfig
+    from monailabel_server.server import serve
+
+    conf = {k: v for k, v in (args.conf or [])}
+    config = ServerConfig.from_env(
+        Path(args.app),
+        args.studies,
+        conf=conf,
+        host=args.host,
+        port=args.port,
+        rpc_threads=args.rpc_threads,
+        model_workers=args.model_workers,
+        max_queue=args.max_queue,
+        max_message_bytes=args.max_message_mb << 20 if args.max_message_mb else None,
+        max_volume_bytes=args.max_volume_mb << 20 if args.max_volume_mb else None,
+        session_ttl_s=args.session_ttl,
+    )
+    serve(config)
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from monailabel.datasets import write_phantoms
+
+    out = Path(args.output)
+    if args.if_empty and out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        print(f"{out} is not empty; leaving it as it is")
+        return 0
+    shape = tuple(args.shape)
+    ids = write_phantoms(out, count=args.count, shape=shape, labeled=args.labeled, seed=args.seed)
+    print(f"wrote {len(ids)} phantoms of shape {shape} to {out}")
+    return 0
+
+
+def _apps(args: argparse.Namespace) -> int:
+    names = sorted(p.name for p in APPS_DIR.iterdir() if (p / "main.py").is_file())
+    if not args.name:
+        print("template apps:", ", ".join(names))
+        return 0
+    if args.name not in names:
+        print(f"no app '{args.name}'; template apps: {', '.join(names)}", file=sys.stderr)
+        return 2
+    if not args.download:
+        print(f"{args.name}: {APPS_DIR / args.name}")
+        return 0
+    out = Path(args.output or args.name)
+    if out.exists():
+        print(f"{out} exists; choose another --output", file=sys.stderr)
+        return 2
+    shutil.copytree(APPS_DIR / args.name, out, ignore=shutil.ignore_patterns("__pycache__", "model", "*.pt"))
+    print(f"copied {args.name} to {out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """Returns the command line's parser."""
+    p = argparse.ArgumentParser(prog="monailabel", description="MONAI Label over gRPC")
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("start_server", help="serve an app over gRPC")
+    s.add_argument("-a", "--app", required=True, help="app folder holding main.py")
+    s.add_argument("-s", "--studies", required=True, help="datastore folder")
+    s.add_argument("-c", "--conf", nargs=2, action="append", metavar=("KEY", "VALUE"), help="app config pair")
+    s.add_argument("-i", "--host", default="127.0.0.1")
+    s.add_argument("-p", "--port", type=int, default=50051, help="0 picks a free port and prints it")
+    s.add_argument("--rpc-threads", type=int, default=None)
+    s.add_argument("--model-workers", type=int, default=None)
+    s.add_argument("--max-queue", type=int, default=None)
+    s.add_argument("--max-message-mb", type=int, default=None)
+    s.add_argument("--max-volume-mb", type=int, default=None)
+    s.add_argument("--session-ttl", type=int, default=None, help="seconds an idle session lives")
+    s.set_defaults(func=_start_server)
+
+    d = sub.add_parser("datasets", help="write offline sample data")
+    d.add_argument("-o", "--output", required=True)
+    d.add_argument("-n", "--count", type=int, default=8)
+    d.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64])
+    d.add_argument("--labeled", type=int, default=None, help="images that get a final label (default all)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--if-empty", action="store_true", help="do nothing when the folder has files")
+    d.set_defaults(func=_datasets)
+
+    a = sub.add_parser("apps", help="list or copy template apps")
+    a.add_argument("-n", "--name")
+    a.add_argument("-d", "--download", action="store_true")
+    a.add_argument("-o", "--output")
+    a.set_defaults(func=_apps)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the command line.
+
+    Args:
+        argv: arguments; None for ``sys.argv[1:]``.
+
+    Returns:
+        The exit status.
+    """
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""AppService: the app's info, as MONAI Label's ``/info`` returns it, typed."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import grpc
+
+import monailabel
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.v1 import app_pb2, app_pb2_grpc
+from monailabel_server.convert import to_struct
+from monailabel_server.datastore_servicer import status_message
+
+__all__ = ["AppServicer", "labels_map"]
+
+
+def labels_map(labels: Any) -> Dict[str, int]:
+    """Returns labels as ``{name: index}`` from MONAI Label's dict or list forms."""
+    if isinstance(labels, dict):
+        out: Dict[str, int] = {}
+        for k, v in labels.items():
+            try:
+                out[str(k)] = int(v)
+            except (TypeError, ValueError):
+                continue
+        return out
+    if isinstance(labels, (list, tuple)):
+        return {str(name): i + 1 for i, name in enumerate(labels)}
+    if isinstance(labels, str):
+        return {labels: 1}
+    return {}
+
+
+class AppServicer(app_pb2_grpc.AppServiceServicer):
+    """Serves app info.
+
+    Args:
+        app: the app.
+    """
+
+    def __init__(self, app: MONAILabelApp) -> None:
+        self.app = app
+
+    def GetAppInfo(self, request: app_pb2.GetAppInfoRequest, context: grpc.ServicerContext):
+        info = self.app.info()
+        models = []
+        for name, m in (info.get("models") or {}).items():
+            m = m or {}
+            models.append(
+                app_pb2.ModelInfo(
+                    name=name,
+                    type=str(getattr(m.get("type"), "value", m.get("type", ""))),
+                    labels=labels_map(m.get("labels")),
+                    dimension=int(m.get("dimension") or 0),
+                    description=str(m.get("description") or ""),
+                    interactive=str(getattr(m.get("type"), "value", m.get("type", ""))) in _INTERACTIVE,
+                    info=to_struct(m),
+                )
+            )
+        stats = info.get("train_stats") or {}
+        trainers = [
+            app_pb2.TrainerInfo(
+                name=name,
+                description=str((t or {}).get("description") or ""),
+                config=to_struct((t or {}).get("config") or {}),
+                stats=to_struct(stats.get(name) or {}),
+            )
+            for name, t in (info.get("trainers") or {}).items()
+        ]
+        return app_pb2.GetAppInfoResponse(
+            name=str(info.get("name") or ""),
+            description=str(info.get("description") or ""),
+            version=str(info.get("version") or ""),
+            labels=labels_map(info.get("labels")),
+            models=models,
+            trainers=trainers,
+            strategies=_methods(info.get("strategies")),
+            scoring_methods=_methods(info.get("scoring")),
+            datastore=status_message(self.app.datastore().status()),
+            info=to_struct(info),
+            server_version=monailabel.__version__,
+        )
+
+
+_INTERACTIVE = {"deepgrow", "deepedit", "scribbles", "annotation"}
+
+
+def _methods(values: Any) -> list:
+    return [
+        app_pb2.MethodInfo(name=name, description=str((v or {}).get("description") or ""), info=to_struct(v or {}))
+        for name, v in (values or {}).items()
+    ]

@@ -1,0 +1,71 @@
+"""Server settings, with defaults that suit a workstation and a command line that can change each."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict
+
+__all__ = ["ServerConfig", "MIB"]
+
+MIB = 1 << 20
+
+
+@dataclass
+class ServerConfig:
+    """How the server runs.
+
+    Attributes:
+        app_dir: folder holding the app's ``main.py``.
+        studies: datastore folder (or URI, for datastores that take one).
+        conf: the app's ``--conf KEY VALUE`` pairs.
+        host: address to bind.
+        port: port to bind; 0 picks a free one.
+        rpc_threads: threads that serve RPCs (model work never runs on them).
+        model_workers: threads that run infer tasks; more than one only helps with several devices.
+        max_queue: infer calls that may wait for a worker before RESOURCE_EXHAUSTED.
+        chunk_size: bytes per chunk the server sends.
+        max_message_bytes: largest gRPC message accepted (a chunk plus its envelope).
+        max_volume_bytes: largest volume an upload or inference may carry.
+        session_ttl_s: idle seconds before an interactive session expires.
+        max_session_bytes: memory all interactive sessions together may hold.
+        max_sessions: sessions that may exist at once.
+    """
+
+    app_dir: Path
+    studies: str
+    conf: Dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 50051
+    rpc_threads: int = 16
+    model_workers: int = 1
+    max_queue: int = 8
+    chunk_size: int = MIB
+    max_message_bytes: int = 4 * MIB
+    max_volume_bytes: int = 2048 * MIB
+    session_ttl_s: int = 600
+    max_session_bytes: int = 4096 * MIB
+    max_sessions: int = 64
+
+    @classmethod
+    def from_env(cls, app_dir: Path, studies: str, **overrides: object) -> "ServerConfig":
+        """Builds a config, taking unset values from ``MONAI_LABEL_GRPC_*`` environment variables.
+
+        Args:
+            app_dir: folder holding the app's ``main.py``.
+            studies: datastore folder.
+            **overrides: explicit values (from the command line), which win over the environment.
+
+        Returns:
+            The config.
+        """
+        values: Dict[str, object] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            env = os.environ.get(f"MONAI_LABEL_GRPC_{name.upper()}")
+            if env is not None and f.type in ("int", int):
+                values[name] = int(env)
+            elif env is not None and f.type in ("str", str):
+                values[name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(app_dir=app_dir, studies=studies, **values)  # type: ignore[arg-type]

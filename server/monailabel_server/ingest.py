@@ -1,0 +1,146 @@
+"""Receives a volume stream (header, then chunks) into a checked file, for every RPC that takes one."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import grpc
+
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.v1 import common_pb2
+from monailabel_server.convert import EXTENSION_BY_ENCODING, encoding_of_name
+from monailabel_server.transfer import StagedUpload, check_header_size
+from monailabel_server.volumes import VolumeInfo, inspect_volume, nifti_prefix_for_raw
+
+__all__ = ["Received", "receive", "chunks_of", "header_of"]
+
+
+@dataclass
+class Received:
+    """A whole, checked volume file in the staging folder.
+
+    Attributes:
+        path: the file, named with its extension.
+        encoding: its encoding (raw voxels arrive as a ``.nii`` file).
+        file_sha256: checksum of the file's bytes, when it equals the stream's (not for raw voxels).
+        volume: what the file holds.
+    """
+
+    path: Path
+    encoding: int
+    file_sha256: str
+    volume: VolumeInfo
+
+    def discard(self) -> None:
+        """Removes the file if it is still in staging."""
+        self.path.unlink(missing_ok=True)
+
+
+def header_of(first: Any, kind: str) -> Any:
+    """Returns the header of a stream's first message.
+
+    Args:
+        first: the first request message, or None when the stream was empty.
+        kind: the RPC's name, for the message.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT when the stream is empty or starts with a chunk.
+    """
+    if first is None or not first.HasField("header"):
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{kind}: the first message must be the header")
+    return first.header
+
+
+def chunks_of(requests: Iterable[Any], kind: str) -> Iterator[common_pb2.Chunk]:
+    """Yields the chunks of the rest of a request stream.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT when a second header comes.
+    """
+    for message in requests:
+        if not message.HasField("chunk"):
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{kind}: only chunks may follow the header")
+        yield message.chunk
+
+
+def resolve_encoding(content: common_pb2.ContentHeader) -> int:
+    """Returns the content's encoding, guessed from its file extension when unset.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT when neither says what the bytes are.
+    """
+    encoding = content.encoding or encoding_of_name(content.file_extension)
+    if encoding == common_pb2.ENCODING_UNSPECIFIED:
+        raise MONAILabelException(
+            MONAILabelError.INVALID_INPUT,
+            "content.encoding is unset and content.file_extension names no known format",
+        )
+    return encoding
+
+
+def receive(
+    content: common_pb2.ContentHeader,
+    chunks: Iterable[common_pb2.Chunk],
+    staging: Path,
+    key: Optional[str],
+    max_bytes: int,
+) -> Received:
+    """Streams chunks into a staging file and checks the result is a whole volume of its encoding.
+
+    Args:
+        content: the stream's header.
+        chunks: the chunks that follow it.
+        staging: the staging folder.
+        key: a stable name for a resumable upload; None for a one-off stream.
+        max_bytes: the server's volume limit.
+
+    Returns:
+        The received file.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT, OUT_OF_RANGE or RESOURCE_EXHAUSTED for bad streams.
+    """
+    encoding = resolve_encoding(content)
+    check_header_size(content, max_bytes)
+    prefix = nifti_prefix_for_raw(content) if encoding == common_pb2.ENCODING_RAW else b""
+    ext = EXTENSION_BY_ENCODING.get(encoding) or _own_extension(content)
+    resumable = key is not None
+    part = staging / (f"{key}.part" if resumable else f"{uuid.uuid4().hex}.part")
+    upload = StagedUpload(part, content.total_size, content.sha256, prefix, resumable).open()
+    try:
+        for chunk in chunks:
+            upload.write(chunk.offset, chunk.data)
+    except MONAILabelException as exc:
+        upload.suspend() if exc.error == MONAILabelError.OUT_OF_RANGE else upload.discard()
+        raise
+    except grpc.RpcError as exc:  # the client went away: keep what is committed for a resume
+        upload.suspend()
+        raise MONAILabelException(MONAILabelError.CANCELLED, "the client ended the stream") from exc
+    except BaseException:
+        upload.suspend()
+        raise
+    digest = upload.finish()
+    path = staging / f"{uuid.uuid4().hex}{ext}"
+    os.replace(part, path)
+    try:
+        volume = inspect_volume(path, encoding)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return Received(path, encoding, "" if prefix else digest, volume)
+
+
+def _own_extension(content: common_pb2.ContentHeader) -> str:
+    ext = content.file_extension.lower()
+    if not ext.startswith(".") or len(ext) > 8 or not ext[1:].replace(".", "").isalnum():
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"file_extension {ext!r} is not valid")
+    return ext
+
+
+def upload_status(staging: Path, key: str) -> tuple[int, int]:
+    """Returns ``(committed, total)`` of an interrupted resumable upload."""
+    return StagedUpload.status(staging / f"{key}.part")

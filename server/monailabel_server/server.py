@@ -1,0 +1,126 @@
+"""Builds and runs the gRPC server around a loaded app: servicers, errors, health, reflection."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.v1 import app_pb2, app_pb2_grpc, datastore_pb2, datastore_pb2_grpc, infer_pb2, infer_pb2_grpc
+from monailabel_server.app_loader import load_app
+from monailabel_server.app_servicer import AppServicer
+from monailabel_server.config import ServerConfig
+from monailabel_server.datastore_servicer import DatastoreServicer
+from monailabel_server.errors import ErrorInterceptor
+from monailabel_server.infer_servicer import InferServicer
+from monailabel_server.workers import ModelWorkers
+
+__all__ = ["RunningServer", "start", "serve"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    app_pb2.DESCRIPTOR.services_by_name["AppService"].full_name,
+    datastore_pb2.DESCRIPTOR.services_by_name["DatastoreService"].full_name,
+    infer_pb2.DESCRIPTOR.services_by_name["InferService"].full_name,
+)
+
+
+@dataclass
+class RunningServer:
+    """A started server.
+
+    Attributes:
+        server: the grpc server.
+        port: the bound port.
+        app: the app it serves.
+        workers: its model workers.
+        health: its health servicer.
+    """
+
+    server: grpc.Server
+    port: int
+    app: MONAILabelApp
+    workers: ModelWorkers
+    health: health.HealthServicer
+
+    @property
+    def address(self) -> str:
+        """``host:port`` a client on this machine dials."""
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, grace: Optional[float] = 5.0) -> None:
+        """Marks the server NOT_SERVING, stops taking calls, lets running ones end within ``grace``."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.workers.shutdown(wait=False)
+
+
+def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningServer:
+    """Loads the app (unless given) and starts serving it.
+
+    Args:
+        config: server settings.
+        app: an app already constructed; None loads ``config.app_dir/main.py``.
+
+    Returns:
+        The running server.
+    """
+    if app is None:
+        app = load_app(config.app_dir, config.studies, config.conf)
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
+        interceptors=[ErrorInterceptor()],
+        options=options,
+        maximum_concurrent_rpcs=config.rpc_threads * 4,
+    )
+    workers = ModelWorkers(config.model_workers, config.max_queue)
+    app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app), server)
+    datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(DatastoreServicer(app, config), server)
+    infer_pb2_grpc.add_InferServiceServicer_to_server(InferServicer(app, config, workers), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"cannot bind {config.host}:{config.port}")
+    server.start()
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("serving %s on %s:%d", type(app).__name__, config.host, port)
+    return RunningServer(server, port, app, workers, health_servicer)
+
+
+def serve(config: ServerConfig) -> None:
+    """Starts the server, prints its address, and serves until SIGINT or SIGTERM.
+
+    Args:
+        config: server settings.
+    """
+    running = start(config)
+    print(f"monailabel server listening on {config.host}:{running.port}", flush=True)
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        logger.info("signal %d: draining", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    done.wait()
+    running.stop()

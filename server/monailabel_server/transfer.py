@@ -1,0 +1,266 @@
+"""Byte streams in and out: staged, in-order, checksummed, durable and resumable uploads; chunked downloads.
+
+An upload is written straight to its staging file as chunks arrive (no list of chunks joined at the
+end, so memory stays near one chunk), while a second thread hashes what was written: receiving,
+hashing and writing overlap. A stream that breaks keeps what it committed; a new stream whose header
+announces the same size and checksum continues from there (as Google's ByteStream does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Iterator, Optional
+
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.v1 import common_pb2
+
+__all__ = ["StagedUpload", "read_chunks", "check_header_size"]
+
+_HASH_QUEUE_CHUNKS = 64
+
+
+def _invalid(msg: str) -> MONAILabelException:
+    return MONAILabelException(MONAILabelError.INVALID_INPUT, msg)
+
+
+def check_header_size(content: common_pb2.ContentHeader, max_bytes: int) -> None:
+    """Checks an announced size against the server's limit.
+
+    Args:
+        content: the stream's header.
+        max_bytes: the configured volume limit.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for a size that is not positive or a malformed checksum,
+            RESOURCE_EXHAUSTED for a size over the limit.
+    """
+    if content.total_size <= 0:
+        raise _invalid("content.total_size must be the positive number of bytes the stream carries")
+    if content.total_size > max_bytes:
+        raise MONAILabelException(
+            MONAILabelError.RESOURCE_EXHAUSTED,
+            f"volume of {content.total_size} bytes is over this server's limit of {max_bytes} bytes",
+        )
+    sha = content.sha256
+    if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+        raise _invalid("content.sha256 must be 64 lower-case hex digits")
+
+
+class _Hasher(threading.Thread):
+    """Hashes chunks in order on its own thread; hashlib releases the GIL on large buffers."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="upload-hasher")
+        self.digest = hashlib.sha256()
+        self.queue: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=_HASH_QUEUE_CHUNKS)
+
+    def run(self) -> None:
+        update, get = self.digest.update, self.queue.get
+        while (data := get()) is not None:
+            update(data)
+
+    def hexdigest(self) -> str:
+        self.queue.put(None)
+        self.join()
+        return self.digest.hexdigest()
+
+
+class StagedUpload:
+    """One upload into a staging file.
+
+    Args:
+        part_path: the staging file.
+        total_size: bytes the stream announces.
+        sha256: checksum the stream announces ("" for none).
+        prefix: bytes written before the stream's bytes (a NIfTI header for raw voxels).
+        resumable: keep the file and a small state file next to it when the stream breaks.
+    """
+
+    def __init__(
+        self, part_path: Path, total_size: int, sha256: str = "", prefix: bytes = b"", resumable: bool = True
+    ) -> None:
+        self.path = part_path
+        self.state_path = part_path.with_name(part_path.name + ".json")
+        self.total_size = total_size
+        self.sha256 = sha256
+        self.prefix = prefix
+        self.resumable = resumable
+        self.committed = 0
+        self._fd = -1
+        self._hasher = _Hasher()
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def open(self) -> "StagedUpload":
+        """Opens the staging file, resuming a matching earlier upload.
+
+        Returns:
+            self, with ``committed`` set to the bytes already held.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"total_size": self.total_size, "sha256": self.sha256, "prefix": len(self.prefix)}
+        resume = self.resumable and self._read_state() == state and self.path.exists()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | (0 if resume else os.O_TRUNC), 0o644)
+        self._hasher.start()
+        if resume:
+            held = max(0, min(os.fstat(self._fd).st_size - len(self.prefix), self.total_size))
+            os.ftruncate(self._fd, len(self.prefix) + held)
+            self._rehash(held)
+            self.committed = held
+        else:
+            os.write(self._fd, self.prefix)
+            if self.resumable:
+                self._write_state(state)
+        os.lseek(self._fd, len(self.prefix) + self.committed, os.SEEK_SET)
+        return self
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Writes one chunk at the end of what is committed.
+
+        Args:
+            offset: the chunk's position in the stream.
+            data: the chunk's bytes.
+
+        Raises:
+            MONAILabelException: OUT_OF_RANGE for an offset other than the committed size, or bytes
+                past the announced total.
+        """
+        if offset != self.committed:
+            raise MONAILabelException(
+                MONAILabelError.OUT_OF_RANGE,
+                f"chunk offset {offset} does not follow the {self.committed} bytes committed "
+                f"({'a gap' if offset > self.committed else 'an overlap'}); resume from offset {self.committed}",
+            )
+        if offset + len(data) > self.total_size:
+            raise MONAILabelException(
+                MONAILabelError.OUT_OF_RANGE,
+                f"chunk ends at byte {offset + len(data)}, past the announced total of {self.total_size}",
+            )
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._hasher.queue.put(data)
+        self.committed += len(data)
+
+    def finish(self) -> str:
+        """Completes the upload: all bytes present, checksum verified, data durable.
+
+        Returns:
+            The SHA-256 of the stream's bytes.
+
+        Raises:
+            MONAILabelException: INVALID_INPUT when bytes are missing or the checksum differs; the
+                staging file is removed on a checksum mismatch.
+        """
+        if self.committed != self.total_size:
+            self.suspend()
+            raise _invalid(
+                f"stream ended after {self.committed} of {self.total_size} bytes; "
+                f"resume from offset {self.committed} or send the whole volume"
+            )
+        digest = self._hasher.hexdigest()
+        if self.sha256 and digest != self.sha256:
+            self.discard()
+            raise _invalid(f"checksum mismatch: the bytes received hash to {digest}, the header says {self.sha256}")
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        self.state_path.unlink(missing_ok=True)
+        return digest
+
+    def suspend(self) -> None:
+        """Keeps what is committed, durable, for a later stream to resume; or discards it if not resumable."""
+        if not self.resumable:
+            self.discard()
+            return
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        self._stop_hasher()
+
+    def discard(self) -> None:
+        """Removes the staging file and its state."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._stop_hasher()
+        self.path.unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _stop_hasher(self) -> None:
+        if self._hasher.is_alive():
+            self._hasher.queue.put(None)
+            self._hasher.join()
+
+    def _rehash(self, held: int) -> None:
+        pos, step = len(self.prefix), 1 << 20
+        end = pos + held
+        while pos < end:
+            data = os.pread(self._fd, min(step, end - pos), pos)
+            self._hasher.queue.put(data)
+            pos += len(data)
+
+    def _read_state(self) -> Optional[dict]:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_state(self, state: dict) -> None:
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
+
+    @staticmethod
+    def status(part_path: Path) -> tuple[int, int]:
+        """Returns ``(committed, total)`` of an interrupted upload, ``(0, 0)`` when there is none.
+
+        Args:
+            part_path: the staging file.
+        """
+        state_path = part_path.with_name(part_path.name + ".json")
+        try:
+            state = json.loads(state_path.read_text())
+            size = part_path.stat().st_size
+        except (OSError, ValueError):
+            return 0, 0
+        total = int(state["total_size"])
+        return max(0, min(size - int(state["prefix"]), total)), total
+
+
+def read_chunks(path: Path, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[common_pb2.Chunk]:
+    """Reads a file as chunks from an offset.
+
+    Args:
+        path: the file.
+        offset: first byte to send.
+        chunk_size: largest chunk.
+
+    Yields:
+        Chunks with their offsets.
+
+    Raises:
+        MONAILabelException: OUT_OF_RANGE for an offset past the end.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if offset < 0 or offset > size:
+            raise MONAILabelException(
+                MONAILabelError.OUT_OF_RANGE, f"offset {offset} is outside the file's {size} bytes"
+            )
+        pos = offset
+        while pos < size:
+            data = os.pread(fd, min(chunk_size, size - pos), pos)
+            if not data:
+                break
+            yield common_pb2.Chunk(offset=pos, data=data)
+            pos += len(data)
+    finally:
+        os.close(fd)
