@@ -1,0 +1,508 @@
+"""A typed client: context manager, chunked and resumable transfers, numpy and NIfTI conveniences.
+
+Example::
+
+    with MonaiLabelClient("127.0.0.1:50051") as client:
+        client.upload_image("ct_001", "ct_001.nii.gz")
+        out = client.infer("segmentation", image_id="ct_001")
+        out.save("ct_001_seg.nii.gz")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+import grpc
+import numpy as np
+from google.protobuf import json_format, struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from monailabel.v1 import (
+    app_pb2,
+    app_pb2_grpc,
+    common_pb2,
+    datastore_pb2,
+    datastore_pb2_grpc,
+    infer_pb2,
+    infer_pb2_grpc,
+)
+
+__all__ = ["MonaiLabelClient", "InferOutput", "UploadError"]
+
+MIB = 1 << 20
+PathLike = Union[str, os.PathLike]
+
+_DTYPES = {
+    np.dtype(np.uint8): common_pb2.DATA_TYPE_UINT8,
+    np.dtype(np.int8): common_pb2.DATA_TYPE_INT8,
+    np.dtype(np.uint16): common_pb2.DATA_TYPE_UINT16,
+    np.dtype(np.int16): common_pb2.DATA_TYPE_INT16,
+    np.dtype(np.uint32): common_pb2.DATA_TYPE_UINT32,
+    np.dtype(np.int32): common_pb2.DATA_TYPE_INT32,
+    np.dtype(np.int64): common_pb2.DATA_TYPE_INT64,
+    np.dtype(np.float32): common_pb2.DATA_TYPE_FLOAT32,
+    np.dtype(np.float64): common_pb2.DATA_TYPE_FLOAT64,
+}
+_NUMPY = {v: k for k, v in _DTYPES.items()}
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED,
+              grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+class UploadError(RuntimeError):
+    """An upload failed after its retries."""
+
+
+def encoding_of(name: str) -> int:
+    """Returns the encoding a file name implies (NIfTI, NIfTI gzip, NRRD, 2D image)."""
+    lower = str(name).lower()
+    if lower.endswith(".nii.gz"):
+        return common_pb2.ENCODING_NIFTI_GZ
+    if lower.endswith(".nii"):
+        return common_pb2.ENCODING_NIFTI
+    if lower.endswith(".nrrd"):
+        return common_pb2.ENCODING_NRRD
+    if lower.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff")):
+        return common_pb2.ENCODING_IMAGE_2D
+    raise ValueError(f"cannot tell the encoding of {name!r}; pass encoding=")
+
+
+def _struct(value: Optional[Dict[str, Any]]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if value:
+        s.update(value)
+    return s
+
+
+def _geometry(affine: Optional[np.ndarray], ndim: int) -> common_pb2.Geometry:
+    if affine is None:
+        return common_pb2.Geometry()
+    a = np.asarray(affine, dtype=np.float64)
+    n = min(ndim, a.shape[0] - 1)
+    spacing = np.linalg.norm(a[:n, :n], axis=0)
+    return common_pb2.Geometry(
+        spacing=spacing.tolist(), origin=a[:n, n].tolist(),
+        direction=(a[:n, :n] / np.where(spacing == 0, 1, spacing)).reshape(-1).tolist(),
+    )
+
+
+def affine_of(geometry: common_pb2.Geometry, ndim: int) -> np.ndarray:
+    """Returns the affine of a geometry (identity where unset)."""
+    spacing = np.asarray(geometry.spacing or [1.0] * ndim)
+    direction = np.asarray(geometry.direction or np.eye(ndim).reshape(-1)).reshape(ndim, ndim)
+    affine = np.eye(ndim + 1)
+    affine[:ndim, :ndim] = direction * spacing
+    affine[:ndim, ndim] = geometry.origin or [0.0] * ndim
+    return affine
+
+
+@dataclass
+class InferOutput:
+    """The answer of an infer call.
+
+    Attributes:
+        result: the task's result dict (latencies, label names, app keys).
+        labels: label name to voxel value.
+        latency: seconds per stage.
+        header: what the mask bytes are (None when there is no mask).
+        data: the mask bytes.
+    """
+
+    result: Dict[str, Any]
+    labels: Dict[str, int]
+    latency: infer_pb2.Latency
+    header: Optional[common_pb2.ContentHeader]
+    data: bytes
+
+    def save(self, path: PathLike) -> Path:
+        """Writes the mask file as received (raw voxels are written as NIfTI)."""
+        path = Path(path)
+        if self.header is not None and self.header.encoding == common_pb2.ENCODING_RAW:
+            import nibabel as nib
+
+            array, affine = self.array_and_affine()
+            nib.save(nib.Nifti1Image(array, affine), str(path))
+        else:
+            path.write_bytes(self.data)
+        return path
+
+    def array_and_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """Returns the mask as an array with its affine."""
+        if self.header is None:
+            raise ValueError("the answer has no mask")
+        if self.header.encoding == common_pb2.ENCODING_RAW:
+            shape = tuple(self.header.shape)
+            array = np.frombuffer(self.data, dtype=_NUMPY[self.header.data_type]).reshape(shape, order="F")
+            return array, affine_of(self.header.geometry, min(len(shape), 3))
+        suffix = self.header.file_extension or ".nii.gz"
+        import tempfile
+
+        import nibabel as nib
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"mask{suffix}"
+            path.write_bytes(self.data)
+            if suffix == ".nrrd":
+                import nrrd
+
+                array, _ = nrrd.read(str(path))
+                return array, np.eye(4)
+            img = nib.load(str(path))
+            return np.asarray(img.dataobj), np.asarray(img.affine)
+
+    def array(self) -> np.ndarray:
+        """Returns the mask as an array."""
+        return self.array_and_affine()[0]
+
+
+class MonaiLabelClient:
+    """Calls a MONAI Label gRPC server.
+
+    Args:
+        address: ``host:port``.
+        timeout: default deadline of unary calls, in seconds (None for none).
+        chunk_size: bytes per uploaded chunk.
+        progress: show progress bars on transfers over 16 MiB.
+        channel: a channel to use instead of dialing ``address``.
+        retries: times a broken upload resumes before UploadError.
+    """
+
+    def __init__(self, address: str = "127.0.0.1:50051", *, timeout: Optional[float] = 60.0,
+                 chunk_size: int = MIB, progress: bool = False, channel: Optional[grpc.Channel] = None,
+                 retries: int = 3) -> None:
+        self.channel = channel or grpc.insecure_channel(address)
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+        self.progress = progress
+        self.retries = retries
+        self.app = app_pb2_grpc.AppServiceStub(self.channel)
+        self.datastore = datastore_pb2_grpc.DatastoreServiceStub(self.channel)
+        self.infers = infer_pb2_grpc.InferServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> "MonaiLabelClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self.channel.close()
+
+    # -- app and health ---------------------------------------------------------------------------
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Waits until the server reports SERVING."""
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+
+    def info(self) -> app_pb2.GetAppInfoResponse:
+        """Returns the app's info."""
+        return self.app.GetAppInfo(app_pb2.GetAppInfoRequest(), timeout=self.timeout)
+
+    # -- datastore --------------------------------------------------------------------------------
+    def list_images(self, filter: str = "all", tag: str = "", page_size: int = 100) -> Iterator[datastore_pb2.Image]:
+        """Yields every image, page after page.
+
+        Args:
+            filter: "all", "labeled" or "unlabeled".
+            tag: label tag the filter looks at (default final).
+            page_size: images per call.
+        """
+        f = {"all": 0, "labeled": datastore_pb2.IMAGE_FILTER_LABELED,
+             "unlabeled": datastore_pb2.IMAGE_FILTER_UNLABELED}[filter]
+        token = ""
+        while True:
+            page = self.datastore.ListImages(
+                datastore_pb2.ListImagesRequest(page_size=page_size, page_token=token, filter=f, label_tag=tag),
+                timeout=self.timeout,
+            )
+            yield from page.images
+            token = page.next_page_token
+            if not token:
+                return
+
+    def get_image(self, image_id: str) -> datastore_pb2.Image:
+        """Returns an image's record."""
+        return self.datastore.GetImage(datastore_pb2.GetImageRequest(image_id=image_id), timeout=self.timeout).image
+
+    def status(self) -> datastore_pb2.DatastoreStatus:
+        """Returns the datastore's counts."""
+        return self.datastore.GetDatastoreStatus(datastore_pb2.GetDatastoreStatusRequest(), timeout=self.timeout).status
+
+    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> datastore_pb2.Image:
+        """Merges keys into an image's info."""
+        return self.datastore.UpdateImageInfo(
+            datastore_pb2.UpdateImageInfoRequest(image_id=image_id, info=_struct(info)), timeout=self.timeout
+        ).image
+
+    def delete_image(self, image_id: str) -> None:
+        """Deletes an image and its labels."""
+        self.datastore.DeleteImage(datastore_pb2.DeleteImageRequest(image_id=image_id), timeout=self.timeout)
+
+    def delete_label(self, image_id: str, tag: str = "final") -> None:
+        """Deletes a label."""
+        self.datastore.DeleteLabel(datastore_pb2.DeleteLabelRequest(image_id=image_id, tag=tag), timeout=self.timeout)
+
+    def upload_image(self, image_id: str, source: Union[PathLike, bytes], *, info: Optional[Dict[str, Any]] = None,
+                     overwrite: bool = False, encoding: Optional[int] = None) -> datastore_pb2.Image:
+        """Uploads an image file (or its bytes), resuming after a broken stream.
+
+        Args:
+            image_id: id to give it.
+            source: a file path, or the file's bytes (then pass ``encoding``).
+            info: info to store with it.
+            overwrite: replace an existing image.
+            encoding: the file's encoding; guessed from the name when None.
+        """
+        content, opener = self._content(source, encoding)
+        header = datastore_pb2.UploadImageHeader(image_id=image_id, content=content, info=_struct(info),
+                                                 overwrite=overwrite)
+        return self._upload(
+            lambda offset: self._stream(datastore_pb2.UploadImageRequest, header, opener, offset, content.total_size),
+            self.datastore.UploadImage, image_id, "", content.total_size,
+        ).image
+
+    def upload_array(self, image_id: str, array: np.ndarray, affine: Optional[np.ndarray] = None, *,
+                     info: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> datastore_pb2.Image:
+        """Uploads an array as raw voxels with its affine (stored as NIfTI)."""
+        content, opener = self._raw(array, affine)
+        header = datastore_pb2.UploadImageHeader(image_id=image_id, content=content, info=_struct(info),
+                                                 overwrite=overwrite)
+        return self._upload(
+            lambda offset: self._stream(datastore_pb2.UploadImageRequest, header, opener, offset, content.total_size),
+            self.datastore.UploadImage, image_id, "", content.total_size,
+        ).image
+
+    def save_label(self, image_id: str, source: Union[PathLike, bytes, np.ndarray], *, tag: str = "final",
+                   affine: Optional[np.ndarray] = None, info: Optional[Dict[str, Any]] = None,
+                   encoding: Optional[int] = None) -> datastore_pb2.Label:
+        """Saves a label (file, bytes, or array with its affine) for an image under a tag."""
+        if isinstance(source, np.ndarray):
+            content, opener = self._raw(source, affine)
+        else:
+            content, opener = self._content(source, encoding)
+        header = datastore_pb2.SaveLabelHeader(image_id=image_id, tag=tag, content=content, info=_struct(info))
+        return self._upload(
+            lambda offset: self._stream(datastore_pb2.SaveLabelRequest, header, opener, offset, content.total_size),
+            self.datastore.SaveLabel, image_id, tag, content.total_size,
+        ).label
+
+    def download_image(self, image_id: str, dest: Optional[PathLike] = None) -> Union[bytes, Path]:
+        """Downloads an image's file; to ``dest`` when given, else as bytes."""
+        return self._download(
+            lambda offset: self.datastore.DownloadImage(
+                datastore_pb2.DownloadImageRequest(image_id=image_id, offset=offset)), dest)
+
+    def download_label(self, image_id: str, dest: Optional[PathLike] = None, tag: str = "final") -> Union[bytes, Path]:
+        """Downloads a label's file; to ``dest`` when given, else as bytes."""
+        return self._download(
+            lambda offset: self.datastore.DownloadLabel(
+                datastore_pb2.DownloadLabelRequest(image_id=image_id, tag=tag, offset=offset)), dest)
+
+    # -- inference --------------------------------------------------------------------------------
+    def infer(self, model: str, *, image_id: str = "", session_id: str = "",
+              foreground: Sequence[Sequence[int]] = (), background: Sequence[Sequence[int]] = (),
+              params: Optional[Dict[str, Any]] = None, device: str = "", encoding: int = 0,
+              save_label: bool = False, timeout: Optional[float] = None) -> InferOutput:
+        """Runs an infer task on a datastore image or a session.
+
+        Args:
+            model: the infer task.
+            image_id: a datastore image (or use ``session_id``).
+            session_id: an interactive session.
+            foreground: foreground clicks.
+            background: background clicks.
+            params: app-specific request keys.
+            device: device to run on.
+            encoding: mask encoding (e.g. ``common_pb2.ENCODING_RAW``); default NIfTI gzip.
+            save_label: also save the mask as the image's ``original`` label.
+            timeout: deadline in seconds.
+        """
+        request = infer_pb2.InferRequest(
+            model=model, params=self._params(foreground, background, params, device),
+            output=infer_pb2.OutputOptions(encoding=encoding, save_label=save_label),
+        )
+        if session_id:
+            request.session_id = session_id
+        else:
+            request.image_id = image_id
+        return self._collect(self.infers.Infer(request, timeout=timeout))
+
+    def infer_file(self, model: str, source: Union[PathLike, np.ndarray], *, affine: Optional[np.ndarray] = None,
+                   foreground: Sequence[Sequence[int]] = (), background: Sequence[Sequence[int]] = (),
+                   params: Optional[Dict[str, Any]] = None, device: str = "", encoding: int = 0,
+                   timeout: Optional[float] = None) -> InferOutput:
+        """Runs an infer task on a volume sent in the call: a file, or an array with its affine."""
+        if isinstance(source, np.ndarray):
+            content, opener = self._raw(source, affine)
+        else:
+            content, opener = self._content(source, None)
+        header = infer_pb2.InferVolumeHeader(
+            model=model, content=content, params=self._params(foreground, background, params, device),
+            output=infer_pb2.OutputOptions(encoding=encoding),
+        )
+        requests = self._stream(infer_pb2.InferVolumeRequest, header, opener, 0, content.total_size)
+        return self._collect(self.infers.InferVolume(requests, timeout=timeout))
+
+    def create_session(self, source: Union[PathLike, np.ndarray, None] = None, *, image_id: str = "",
+                       affine: Optional[np.ndarray] = None, ttl_seconds: int = 0) -> infer_pb2.Session:
+        """Creates an interactive session from a file, an array, or a datastore image."""
+        if image_id:
+            header = infer_pb2.CreateSessionHeader(ttl_seconds=ttl_seconds, image_id=image_id)
+            return self.infers.CreateSession(iter([infer_pb2.CreateSessionRequest(header=header)]),
+                                             timeout=self.timeout).session
+        if source is None:
+            raise ValueError("pass a file, an array or image_id")
+        if isinstance(source, np.ndarray):
+            content, opener = self._raw(source, affine)
+        else:
+            content, opener = self._content(source, None)
+        header = infer_pb2.CreateSessionHeader(ttl_seconds=ttl_seconds, content=content)
+        requests = self._stream(infer_pb2.CreateSessionRequest, header, opener, 0, content.total_size)
+        return self.infers.CreateSession(requests, timeout=self.timeout).session
+
+    def delete_session(self, session_id: str) -> None:
+        """Deletes a session."""
+        self.infers.DeleteSession(infer_pb2.DeleteSessionRequest(session_id=session_id), timeout=self.timeout)
+
+    # -- internals --------------------------------------------------------------------------------
+    @staticmethod
+    def _params(foreground: Sequence[Sequence[int]], background: Sequence[Sequence[int]],
+                params: Optional[Dict[str, Any]], device: str) -> infer_pb2.InferParams:
+        return infer_pb2.InferParams(
+            foreground=[infer_pb2.Point(coordinates=[int(c) for c in p]) for p in foreground],
+            background=[infer_pb2.Point(coordinates=[int(c) for c in p]) for p in background],
+            device=device, extra=_struct(params),
+        )
+
+    def _content(self, source: Union[PathLike, bytes], encoding: Optional[int]) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            if encoding is None:
+                raise ValueError("pass encoding= with bytes")
+            return (common_pb2.ContentHeader(encoding=encoding, total_size=len(data),
+                                             sha256=hashlib.sha256(data).hexdigest()),
+                    lambda: io.BytesIO(data))
+        path = Path(source)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(4 * MIB):
+                digest.update(block)
+        name = path.name.lower()
+        ext = ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+        header = common_pb2.ContentHeader(encoding=encoding if encoding is not None else encoding_of(path.name),
+                                          total_size=path.stat().st_size, sha256=digest.hexdigest(),
+                                          file_extension=ext)
+        return header, lambda: open(path, "rb")
+
+    def _raw(self, array: np.ndarray, affine: Optional[np.ndarray]) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
+        a = np.asarray(array)
+        dtype = a.dtype.newbyteorder("=")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype {a.dtype} cannot travel as raw voxels")
+        data = np.asarray(a, dtype=dtype).tobytes(order="F")
+        header = common_pb2.ContentHeader(
+            encoding=common_pb2.ENCODING_RAW, total_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+            data_type=_DTYPES[dtype], shape=list(a.shape), geometry=_geometry(affine, min(a.ndim, 3)),
+        )
+        return header, lambda: io.BytesIO(data)
+
+    def _bar(self, total: int, desc: str) -> Any:
+        if not self.progress or total < 16 * MIB:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc)
+
+    def _stream(self, message: Any, header: Any, opener: Callable[[], BinaryIO], offset: int, total: int) -> Iterator[Any]:
+        yield message(header=header)
+        bar = self._bar(total, "upload")
+        if bar is not None:
+            bar.update(offset)
+        with opener() as f:
+            f.seek(offset)
+            pos = offset
+            while block := f.read(self.chunk_size):
+                yield message(chunk=common_pb2.Chunk(offset=pos, data=block))
+                pos += len(block)
+                if bar is not None:
+                    bar.update(len(block))
+        if bar is not None:
+            bar.close()
+
+    def _upload(self, requests: Callable[[int], Iterator[Any]], call: Any, image_id: str, tag: str, total: int) -> Any:
+        offset = 0
+        for attempt in range(self.retries + 1):
+            try:
+                return call(requests(offset))
+            except grpc.RpcError as exc:
+                if exc.code() not in _RETRYABLE or attempt == self.retries:  # type: ignore[attr-defined]
+                    raise
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+                status = self.datastore.GetUploadStatus(
+                    datastore_pb2.GetUploadStatusRequest(image_id=image_id, label_tag=tag), timeout=self.timeout)
+                offset = status.committed_size if status.total_size == total else 0
+        raise UploadError(f"upload of {image_id} failed")
+
+    def _download(self, call: Callable[[int], Iterator[Any]], dest: Optional[PathLike]) -> Union[bytes, Path]:
+        buffer = io.BytesIO() if dest is None else None
+        tmp = Path(str(dest) + ".part") if dest is not None else None
+        sink: BinaryIO = buffer if buffer is not None else open(tmp, "wb")  # type: ignore[arg-type, assignment]
+        header: Optional[common_pb2.ContentHeader] = None
+        digest = hashlib.sha256()
+        received, bar = 0, None
+        try:
+            for attempt in range(self.retries + 1):
+                try:
+                    for message in call(received):
+                        if message.HasField("header"):
+                            header = message.header
+                            bar = bar or self._bar(header.total_size, "download")
+                            continue
+                        if message.chunk.offset != received:
+                            raise UploadError(f"chunk at {message.chunk.offset}, expected {received}")
+                        sink.write(message.chunk.data)
+                        digest.update(message.chunk.data)
+                        received += len(message.chunk.data)
+                        if bar is not None:
+                            bar.update(len(message.chunk.data))
+                    break
+                except grpc.RpcError as exc:
+                    if exc.code() not in _RETRYABLE or attempt == self.retries:  # type: ignore[attr-defined]
+                        raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if buffer is None:
+                sink.close()
+        if header is not None and header.sha256 and received == header.total_size and digest.hexdigest() != header.sha256:
+            raise UploadError("downloaded bytes do not match the server's checksum")
+        if buffer is not None:
+            return buffer.getvalue()
+        assert tmp is not None and dest is not None
+        os.replace(tmp, dest)
+        return Path(dest)
+
+    def _collect(self, responses: Iterator[Any]) -> InferOutput:
+        result: Optional[infer_pb2.InferResult] = None
+        parts: List[bytes] = []
+        for message in responses:
+            if message.HasField("result"):
+                result = message.result
+            else:
+                parts.append(message.chunk.data)
+        if result is None:
+            raise RuntimeError("the server sent no result")
+        return InferOutput(
+            result=json_format.MessageToDict(result.result),
+            labels=dict(result.labels),
+            latency=result.latency,
+            header=result.mask if result.HasField("mask") else None,
+            data=b"".join(parts),
+        )
