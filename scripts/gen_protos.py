@@ -5,6 +5,7 @@ Usage: python scripts/gen_protos.py [OUT_ROOT]
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def generate(out_root: Path) -> None:
         out_root: folder that receives monailabel/v1/*.py (the repository root for the committed code).
     """
     out_root.mkdir(parents=True, exist_ok=True)
+    # the mypy-protobuf plugins live beside this interpreter (the virtual environment's bin/)
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     files = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "monailabel" / "v1").glob("*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"
     args = [
