@@ -1,0 +1,264 @@
+"""``python -m benchmarks``: transfer, inference overhead and responsiveness, as one table.
+
+Every target is a ratio against a ceiling measured in the same run (machines here are shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, List
+
+import nibabel as nib
+import numpy as np
+
+from benchmarks import baselines
+
+ROOT = Path(__file__).resolve().parents[1]
+MIB = 1 << 20
+
+
+def _spawn(args: List[str], port_file: Path) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if port_file.exists() and port_file.read_text().strip():
+            return proc, int(port_file.read_text())
+        if proc.poll() is not None:
+            raise RuntimeError(f"{args} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(args)
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _start_server(tmp: Path, studies: Path) -> tuple[subprocess.Popen, int]:
+    app = tmp / "app"
+    shutil.copytree(ROOT / "monailabel" / "apps" / "radiology", app, ignore=shutil.ignore_patterns("model", "__pycache__"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monailabel.main", "--log-level", "WARNING", "start_server", "--app", str(app),
+         "--studies", str(studies), "--port", "0", "--max-volume-mb", "1024"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "listening on" in line:
+            return proc, int(line.rsplit(":", 1)[1])
+    raise RuntimeError("server did not start")
+
+
+class Table:
+    """Collects rows and prints them aligned."""
+
+    def __init__(self) -> None:
+        self.rows: List[tuple] = []
+
+    def add(self, name: str, value: str, ceiling: str, ratio: str, target: str, ok: bool | None) -> None:
+        self.rows.append((name, value, ceiling, ratio, target, "" if ok is None else ("PASS" if ok else "MISS")))
+        print("  ...", name, value, flush=True)
+
+    def print(self) -> None:
+        head = ("measure", "value", "ceiling (same run)", "ratio", "target", "")
+        rows = [head, *self.rows]
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+        for i, r in enumerate(rows):
+            print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+            if i == 0:
+                print("-+-".join("-" * w for w in widths))
+
+
+def _p(values: List[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--upload-shape", type=int, nargs=3, default=[512, 512, 256])
+    parser.add_argument("--infer-shape", type=int, nargs=3, default=[256, 256, 128])
+    parser.add_argument("--busy-shape", type=int, nargs=3, default=[512, 512, 256])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    from monailabel.v1 import common_pb2, datastore_pb2
+    from monailabel_client import MonaiLabelClient
+
+    table = Table()
+    tmp = Path(tempfile.mkdtemp(prefix="monailabel-bench-"))
+    procs: List[subprocess.Popen] = []
+    try:
+        # -- the volume ---------------------------------------------------------------------------
+        rng = np.random.default_rng(0)
+        volume = rng.integers(-1000, 2000, size=tuple(args.upload_shape), dtype=np.int16)
+        nii = tmp / "volume.nii"
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), str(nii))
+        data = nii.read_bytes()
+        vol_bytes = volume.nbytes
+        print(f"volume {tuple(args.upload_shape)} int16: {vol_bytes / MIB:.0f} MiB ({len(data)} bytes as .nii)")
+
+        # -- ceilings -----------------------------------------------------------------------------
+        echo, echo_port = _spawn(["-m", "benchmarks.baselines", "grpc", str(tmp / "echo.port")], tmp / "echo.port")
+        tcp, tcp_port = _spawn(["-m", "benchmarks.baselines", "tcp", str(tmp / "tcp.port")], tmp / "tcp.port")
+        procs += [echo, tcp]
+        view = memoryview(data)
+        bare_up = max(baselines.grpc_upload(echo_port, view) for _ in range(2))
+        bare_down = max(baselines.grpc_download(echo_port, len(data) // MIB * MIB) for _ in range(2))
+        raw_tcp = max(baselines.tcp_upload(tcp_port, view) for _ in range(2))
+
+        # -- our server ---------------------------------------------------------------------------
+        studies = tmp / "studies"
+        studies.mkdir()
+        server, port = _start_server(tmp, studies)
+        procs.append(server)
+        client = MonaiLabelClient(f"127.0.0.1:{port}", timeout=None)
+        client.wait_ready()
+        sha = hashlib.sha256(data).hexdigest()
+
+        def upload(image_id: str) -> float:
+            content = common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=len(data), sha256=sha)
+            header = datastore_pb2.UploadImageHeader(image_id=image_id, content=content, overwrite=True)
+
+            def stream():
+                yield datastore_pb2.UploadImageRequest(header=header)
+                for i in range(0, len(data), MIB):
+                    yield datastore_pb2.UploadImageRequest(chunk=common_pb2.Chunk(offset=i, data=bytes(view[i:i + MIB])))
+
+            t = time.perf_counter()
+            client.datastore.UploadImage(stream())
+            return len(data) / (time.perf_counter() - t) / 1e6
+
+        base_rss = _rss(server.pid)
+        peak = [base_rss]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], _rss(server.pid))
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        ups = [upload(f"bench_up_{i}") for i in range(3)]
+        stop.set()
+        sampler.join()
+        up = max(ups)
+        growth = (peak[0] - base_rss) / vol_bytes
+
+        def download() -> float:
+            t = time.perf_counter()
+            n = sum(len(r.chunk.data) for r in client.datastore.DownloadImage(
+                datastore_pb2.DownloadImageRequest(image_id="bench_up_0")))
+            assert n == len(data)
+            return n / (time.perf_counter() - t) / 1e6
+
+        down = max(download() for _ in range(3))
+        table.add("upload 128 MiB (MB/s)", f"{up:.0f}", f"grpc {bare_up:.0f} / tcp {raw_tcp:.0f}",
+                  f"{up / bare_up:.2f} of grpc", ">= 0.70 of grpc", up / bare_up >= 0.70)
+        table.add("download 128 MiB (MB/s)", f"{down:.0f}", f"grpc {bare_down:.0f}",
+                  f"{down / bare_down:.2f} of grpc", "(reported)", None)
+        table.add("server RSS growth in upload", f"{(peak[0] - base_rss) / MIB:.0f} MiB", f"volume {vol_bytes / MIB:.0f} MiB",
+                  f"{growth:.2f}x", "<= 1.3x volume", growth <= 1.3)
+
+        # -- inference overhead -------------------------------------------------------------------
+        image, _, _ = _phantom(args.infer_shape)
+        client.upload_array("bench_infer", image, np.diag([1.0, 1.0, 2.0, 1.0]), overwrite=True)
+        client.infer("segmentation", image_id="bench_infer")  # warm the model
+        overheads, models = [], []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            out = client.infer("segmentation", image_id="bench_infer")
+            wall = time.perf_counter() - t
+            overheads.append(wall - out.latency.infer)
+            models.append(out.latency.infer)
+        med = statistics.median(overheads)
+        table.add(f"infer overhead, datastore {tuple(args.infer_shape)} (s)", f"{med:.3f}",
+                  f"model {statistics.median(models):.3f}", f"{med / statistics.median(models):.2f} of model",
+                  "<= 0.100 s", med <= 0.1)
+        session = client.create_session(image_id="bench_infer")
+        s_over = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            out = client.infer("segmentation", session_id=session.session_id)
+            s_over.append(time.perf_counter() - t - out.latency.infer)
+        smed = statistics.median(s_over)
+        table.add("infer overhead, session (s)", f"{smed:.3f}", "", "", "<= 0.050 s", smed <= 0.05)
+
+        # -- responsiveness during a big inference ------------------------------------------------
+        busy = rng.normal(size=tuple(args.busy_shape)).astype(np.float32)
+        big = client.create_session(busy, affine=np.eye(4))
+        del busy
+        done = threading.Event()
+
+        def run_big() -> None:
+            try:
+                client.infer("segmentation", session_id=big.session_id, timeout=1800, encoding=common_pb2.ENCODING_RAW)
+            finally:
+                done.set()
+
+        from grpc_health.v1 import health_pb2
+
+        idle = _latencies(client, lambda: done.is_set(), 50, health_pb2)
+        worker = threading.Thread(target=run_big)
+        worker.start()
+        time.sleep(1.0)
+        info_lat, health_lat = _latencies(client, done.is_set, 400, health_pb2)
+        busy_running = not done.is_set()
+        worker.join()
+        p99_info, p99_health = _p(info_lat, 0.99), _p(health_lat, 0.99)
+        table.add(f"app info p99 during infer {tuple(args.busy_shape)} (ms)", f"{p99_info * 1e3:.1f}",
+                  f"idle p99 {_p(idle[0], 0.99) * 1e3:.1f}", f"{p99_info / max(_p(idle[0], 0.99), 1e-9):.1f}x idle",
+                  "<= 50 ms", p99_info <= 0.05 and busy_running)
+        table.add("health p99 during that infer (ms)", f"{p99_health * 1e3:.1f}",
+                  f"idle p99 {_p(idle[1], 0.99) * 1e3:.1f}", f"{p99_health / max(_p(idle[1], 0.99), 1e-9):.1f}x idle",
+                  "<= 50 ms", p99_health <= 0.05 and busy_running)
+        client.close()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    table.print()
+    return 0
+
+
+def _phantom(shape):
+    from monailabel.datasets import make_phantom
+
+    return make_phantom(tuple(shape), 0)
+
+
+def _latencies(client, stop: Callable[[], bool], n: int, health_pb2) -> tuple[List[float], List[float]]:
+    info, health = [], []
+    for _ in range(n):
+        if stop():
+            break
+        t = time.perf_counter()
+        client.info()
+        info.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        client.health.Check(health_pb2.HealthCheckRequest())
+        health.append(time.perf_counter() - t)
+        time.sleep(0.01)
+    return info, health
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
