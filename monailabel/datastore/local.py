@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from monailabel.datastore import files
+from monailabel.datastore.dicom import is_dicom_series
 from monailabel.datastore.index import DatastoreIndex, dumps
 from monailabel.datastore.queries import DatastoreQueries
 from monailabel.datastore.scan import import_v2, reconcile, scan_files, scan_label_tags
@@ -201,7 +202,7 @@ class LocalDatastore(DatastoreQueries):
         self._check_writable()
         src = Path(image_filename)
         if src.is_dir():
-            if not files.is_dicom_series(src):
+            if not is_dicom_series(src):
                 raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{src} is a folder without DICOM files")
             default_id, ext = src.name, ""
         else:
@@ -241,9 +242,9 @@ class LocalDatastore(DatastoreQueries):
                 self._label_path(r["tag"], image_id, r["ext"]) for r in self._index.label_rows([image_id])[image_id]
             ]
             paths.append(self._image_path(image_id, row["ext"]))
-            with set_aside(paths):
-                with self._index.write() as c:
-                    c.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            with set_aside(paths) as move_aside, self._index.write() as c:
+                move_aside()
+                c.execute("DELETE FROM images WHERE id = ?", (image_id,))
         logger.info("Removed image %s", image_id)
 
     def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
@@ -336,9 +337,9 @@ class LocalDatastore(DatastoreQueries):
             row = self._index.label_row(label_id, tag)
             if row is None:
                 raise LabelNotFoundException(f"label {label_id!r} with tag {tag!r} not found")
-            with set_aside([self._label_path(tag, label_id, row["ext"])]):
-                with self._index.write() as c:
-                    c.execute("DELETE FROM labels WHERE image_id = ? AND tag = ?", (label_id, tag))
+            with set_aside([self._label_path(tag, label_id, row["ext"])]) as move_aside, self._index.write() as c:
+                move_aside()
+                c.execute("DELETE FROM labels WHERE image_id = ? AND tag = ?", (label_id, tag))
 
     def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
         """Merges keys into the label's info (existing keys not given stay).

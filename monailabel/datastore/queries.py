@@ -27,7 +27,7 @@ __all__ = ["DatastoreQueries"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 10_000
 
 
 class DatastoreQueries(Datastore):
@@ -353,7 +353,7 @@ class DatastoreQueries(Datastore):
         Args:
             filter: ``"all"``, ``"labeled"`` (has a label of ``label_tag``) or ``"unlabeled"``.
             label_tag: the tag the filter refers to; ``""`` for ``final``.
-            page_size: records per page; 0 or less gives 100, more than 1000 gives 1000.
+            page_size: records per page; 0 or less gives 100, more than 10,000 gives 10,000.
             after_id: the id of the last record of the previous page; ``""`` for the first page.
             compute_sha256: compute (and store) digests still missing; False leaves them ``""``.
 

@@ -93,20 +93,27 @@ def put_file(
 
 
 @contextmanager
-def set_aside(paths: List[Path]) -> Iterator[None]:
-    """Renames files to hidden names while their rows are deleted; restores them if the delete fails.
+def set_aside(paths: List[Path]) -> Iterator[Callable[[], None]]:
+    """Deletes files together with their rows: restores them if the delete fails.
+
+    Yields a function that renames the files to hidden names; call it inside the transaction that
+    deletes the rows, so that another process's scan never sees a row without its file. The hidden
+    copies are removed once the block (and so the transaction) has succeeded.
 
     Args:
         paths: the files (or folders) being deleted; missing ones are skipped.
     """
     moved: List[Tuple[Path, Path]] = []
-    try:
+
+    def move_aside() -> None:
         for p in paths:
             if p.exists():
                 aside = files.hidden_sibling(p, "trash")
                 os.replace(p, aside)
                 moved.append((p, aside))
-        yield
+
+    try:
+        yield move_aside
     except BaseException:
         for p, aside in reversed(moved):
             os.replace(aside, p)
