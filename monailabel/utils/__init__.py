@@ -1,0 +1,3 @@
+"""Helpers that MONAI Label apps import from ``monailabel.utils``."""
+
+__all__: list = []
