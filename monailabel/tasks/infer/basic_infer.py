@@ -17,7 +17,6 @@ Additions to MONAI Label's behaviour, all opt-in through the request and harmles
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import threading
@@ -34,6 +33,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.utils.transform import CANCEL_CHECK_KEY, check_cancelled, copy_request, run_transforms
 from monailabel.tasks.infer._network import CancellableNetwork, load_network
+from monailabel.tasks.infer._pipeline import add_meta_dicts, as_list, is_loader, loader_for_keys
 from monailabel.transform.writer import ClassificationWriter, Writer
 from monailabel.utils.others.generic import device_list, device_map, name_to_device
 
@@ -50,10 +50,6 @@ class CallBackTypes(str, Enum):
     INVERT_TRANSFORMS = "INVERT_TRANSFORMS"
     POST_TRANSFORMS = "POST_TRANSFORMS"
     WRITER = "WRITER"
-
-
-def _is_loader(t: Any) -> bool:
-    return type(t).__name__.startswith("LoadImage") and hasattr(t, "keys")
 
 
 class BasicInferTask(InferTask):
@@ -300,39 +296,20 @@ class BasicInferTask(InferTask):
             data: the data dict.
             transforms: the pre-transforms.
         """
-        self._add_meta_dicts(data, [self.input_key])
-        for t in transforms or []:
-            if _is_loader(t):
+        add_meta_dicts(data, [self.input_key])
+        for t in as_list(transforms):
+            if is_loader(t):
                 keys = [k for k in t.keys if not (k in data and data[k] is not None and hasattr(data[k], "shape"))]
                 if len(keys) < len(tuple(t.keys)):
                     if not keys:
                         logger.debug(f"Skipping {type(t).__name__}: the image is decoded already")
                         continue
-                    t = self._loader_for(t, keys)
+                    t = loader_for_keys(t, keys)
                 data = run_transforms(data, [t], log_prefix="PRE")
-                self._add_meta_dicts(data, keys)
+                add_meta_dicts(data, keys)
             else:
                 data = run_transforms(data, [t], log_prefix="PRE")
         return data
-
-    @staticmethod
-    def _loader_for(t: Any, keys: Sequence[str]) -> Any:
-        # A copy of a dict loader that loads only ``keys`` (its per-key settings re-aligned).
-        all_keys = list(t.keys)
-        t2 = copy.copy(t)
-        t2.keys = tuple(keys)
-        for attr in ("meta_keys", "meta_key_postfix"):
-            values = getattr(t, attr, None)
-            if isinstance(values, (list, tuple)) and len(values) == len(all_keys):
-                setattr(t2, attr, tuple(values[all_keys.index(k)] for k in keys))
-        return t2
-
-    @staticmethod
-    def _add_meta_dicts(data: Dict[str, Any], keys: Sequence[str]) -> None:
-        for k in keys:
-            v = data.get(k)
-            if hasattr(v, "meta") and isinstance(v.meta, dict) and f"{k}_meta_dict" not in data:
-                data[f"{k}_meta_dict"] = dict(v.meta)
 
     def run_invert_transforms(
         self, data: Dict[str, Any], pre_transforms: Sequence[Callable], names: Union[None, Sequence[Any]]
@@ -348,7 +325,7 @@ class BasicInferTask(InferTask):
             return data
         by_name: Dict[str, Any] = {}
         transforms = []
-        for t in reversed(list(pre_transforms)):
+        for t in reversed(as_list(pre_transforms)):
             if hasattr(t, "inverse"):
                 by_name[t.__class__.__name__] = t
                 transforms.append(t)
