@@ -14,13 +14,24 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.v1 import app_pb2, app_pb2_grpc, datastore_pb2, datastore_pb2_grpc, infer_pb2, infer_pb2_grpc
+from monailabel.v1 import (
+    app_pb2,
+    app_pb2_grpc,
+    datastore_pb2,
+    datastore_pb2_grpc,
+    infer_pb2,
+    infer_pb2_grpc,
+    train_pb2,
+    train_pb2_grpc,
+)
 from monailabel_server.app_loader import load_app
 from monailabel_server.app_servicer import AppServicer
 from monailabel_server.config import ServerConfig
 from monailabel_server.datastore_servicer import DatastoreServicer
 from monailabel_server.errors import ErrorInterceptor
 from monailabel_server.infer_servicer import InferServicer
+from monailabel_server.jobs import JobManager
+from monailabel_server.train_servicer import TrainServicer
 from monailabel_server.workers import ModelWorkers
 
 __all__ = ["RunningServer", "start", "serve"]
@@ -31,6 +42,7 @@ SERVICE_NAMES = (
     app_pb2.DESCRIPTOR.services_by_name["AppService"].full_name,
     datastore_pb2.DESCRIPTOR.services_by_name["DatastoreService"].full_name,
     infer_pb2.DESCRIPTOR.services_by_name["InferService"].full_name,
+    train_pb2.DESCRIPTOR.services_by_name["TrainService"].full_name,
 )
 
 
@@ -44,6 +56,7 @@ class RunningServer:
         app: the app it serves.
         workers: its model workers.
         health: its health servicer.
+        jobs: its training jobs.
     """
 
     server: grpc.Server
@@ -51,6 +64,7 @@ class RunningServer:
     app: MONAILabelApp
     workers: ModelWorkers
     health: health.HealthServicer
+    jobs: Optional[JobManager] = None
 
     @property
     def address(self) -> str:
@@ -62,6 +76,8 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.workers.shutdown(wait=False)
+        if self.jobs is not None:
+            self.jobs.shutdown()
 
 
 def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningServer:
@@ -91,6 +107,8 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app), server)
     datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(DatastoreServicer(app, config), server)
     infer_pb2_grpc.add_InferServiceServicer_to_server(InferServicer(app, config, workers), server)
+    jobs = JobManager(app, config.app_dir, config.studies, config.conf)
+    train_pb2_grpc.add_TrainServiceServicer_to_server(TrainServicer(jobs), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -103,7 +121,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("serving %s on %s:%d", type(app).__name__, config.host, port)
-    return RunningServer(server, port, app, workers, health_servicer)
+    return RunningServer(server, port, app, workers, health_servicer, jobs)
 
 
 def serve(config: ServerConfig) -> None:

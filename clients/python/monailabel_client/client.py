@@ -31,6 +31,8 @@ from monailabel.v1 import (
     datastore_pb2_grpc,
     infer_pb2,
     infer_pb2_grpc,
+    train_pb2,
+    train_pb2_grpc,
 )
 
 __all__ = ["MonaiLabelClient", "InferOutput", "UploadError"]
@@ -184,6 +186,7 @@ class MonaiLabelClient:
         self.datastore = datastore_pb2_grpc.DatastoreServiceStub(self.channel)
         self.infers = infer_pb2_grpc.InferServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.train = train_pb2_grpc.TrainServiceStub(self.channel)
 
     def __enter__(self) -> "MonaiLabelClient":
         return self
@@ -372,6 +375,96 @@ class MonaiLabelClient:
         self.infers.DeleteSession(infer_pb2.DeleteSessionRequest(session_id=session_id), timeout=self.timeout)
 
     # -- internals --------------------------------------------------------------------------------
+    # -- training ---------------------------------------------------------------------------------
+    def list_trainers(self) -> List[app_pb2.TrainerInfo]:
+        """Returns the app's trainers with their config and last stats."""
+        return list(self.train.ListTrainers(train_pb2.ListTrainersRequest(), timeout=self.timeout).trainers)
+
+    def start_train(self, model: str, *, max_epochs: Optional[int] = None, val_split: Optional[float] = None,
+                    train_batch_size: Optional[int] = None, val_batch_size: Optional[int] = None,
+                    device: str = "", multi_gpu: Optional[bool] = None, dataset: str = "", dataloader: str = "",
+                    early_stop_patience: Optional[int] = None, train_ids: Sequence[str] = (),
+                    val_ids: Sequence[str] = (), queue: bool = False,
+                    extra: Optional[Dict[str, Any]] = None) -> train_pb2.TrainJob:
+        """Starts a training job (unset values take the trainer's defaults).
+
+        Args:
+            model: the trainer.
+            max_epochs: epochs to train.
+            val_split: share of the labeled images held out for validation.
+            train_batch_size: training batch size.
+            val_batch_size: validation batch size.
+            device: "cuda", "cpu", ...
+            multi_gpu: train on several GPUs.
+            dataset: dataset type (CacheDataset, Dataset, ...).
+            dataloader: data loader type (ThreadDataLoader, DataLoader).
+            early_stop_patience: epochs without improvement before stopping.
+            train_ids: images to train on instead of all labeled ones.
+            val_ids: images to validate on instead of a split.
+            queue: queue behind the model's running job instead of failing with ABORTED.
+            extra: other keys of the trainer's config.
+
+        Returns:
+            the job (RUNNING, or QUEUED).
+        """
+        request = train_pb2.StartTrainJobRequest(
+            model=model, device=device, dataset=dataset, dataloader=dataloader, train_ids=list(train_ids),
+            val_ids=list(val_ids), queue=queue,
+        )
+        for name, value in (("max_epochs", max_epochs), ("val_split", val_split),
+                            ("train_batch_size", train_batch_size), ("val_batch_size", val_batch_size),
+                            ("multi_gpu", multi_gpu), ("early_stop_patience", early_stop_patience)):
+            if value is not None:
+                setattr(request, name, value)
+        if extra:
+            request.extra.CopyFrom(_struct(extra))
+        return self.train.StartTrainJob(request, timeout=self.timeout).job
+
+    def get_job(self, job_id: str) -> train_pb2.TrainJob:
+        """Returns a training job."""
+        return self.train.GetTrainJob(train_pb2.GetTrainJobRequest(job_id=job_id), timeout=self.timeout).job
+
+    def list_jobs(self, model: str = "", page_size: int = 50) -> Iterator[train_pb2.TrainJob]:
+        """Yields training jobs, newest first, page after page."""
+        token = ""
+        while True:
+            page = self.train.ListTrainJobs(
+                train_pb2.ListTrainJobsRequest(page_size=page_size, page_token=token, model=model),
+                timeout=self.timeout)
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel_job(self, job_id: str) -> train_pb2.TrainJob:
+        """Cancels a queued or running training job."""
+        return self.train.CancelTrainJob(train_pb2.CancelTrainJobRequest(job_id=job_id), timeout=self.timeout).job
+
+    def watch_job(self, job_id: str, after_sequence: int = 0,
+                  timeout: Optional[float] = None) -> Iterator[train_pb2.TrainJobEvent]:
+        """Yields a job's events until it ends; resumes from the last sequence seen when the stream drops.
+
+        Args:
+            job_id: the job.
+            after_sequence: the last sequence number already seen (0: from the start).
+            timeout: deadline of each stream, in seconds (None for none).
+        """
+        last = after_sequence
+        attempt = 0
+        while True:
+            try:
+                for response in self.train.WatchTrainJob(
+                        train_pb2.WatchTrainJobRequest(job_id=job_id, after_sequence=last), timeout=timeout):
+                    attempt = 0
+                    last = response.event.sequence
+                    yield response.event
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:  # type: ignore[attr-defined]
+                    raise
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+                attempt += 1
+
     @staticmethod
     def _params(foreground: Sequence[Sequence[int]], background: Sequence[Sequence[int]],
                 params: Optional[Dict[str, Any]], device: str) -> infer_pb2.InferParams:

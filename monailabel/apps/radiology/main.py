@@ -1,7 +1,10 @@
 """Radiology template app: 3D segmentation with a MONAI UNet, on the local datastore.
 
 Start it with ``monailabel start_server --app <this folder> --studies <images folder>``.
-Config keys (``--conf KEY VALUE``): ``roi_size`` (e.g. "96,96,96"), ``device`` ("cpu", "cuda").
+Config keys (``--conf KEY VALUE``): ``roi_size`` (e.g. "96,96,96"), ``device`` ("cpu", "cuda"),
+``train_roi_size`` (training crops and validation windows, default "32,32,32").
+The trainer ``segmentation`` publishes its best checkpoint to ``model/segmentation.pt``, the file the
+infer task of the same name loads (and reloads when it changes).
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import os
 from typing import Any, Dict
 
 import torch
-
 from lib.infers.segmentation import SegmentationInfer, make_network
+from lib.trainers.segmentation import SegmentationTrainer
+
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,7 @@ class RadiologyApp(MONAILabelApp):
         self.model_dir = os.path.join(app_dir, "model")
         self.final_model = os.path.join(self.model_dir, "segmentation.pt")
         self.roi_size = tuple(int(v) for v in conf.get("roi_size", "96,96,96").split(","))
+        self.train_roi_size = tuple(int(v) for v in conf.get("train_roi_size", "32,32,32").split(","))
         self._ensure_model()
         super().__init__(
             app_dir=app_dir,
@@ -59,6 +65,19 @@ class RadiologyApp(MONAILabelApp):
                 labels=LABELS,
                 roi_size=self.roi_size,
                 description="Segment the organ in a 3D volume",
+            )
+        }
+
+    def init_trainers(self) -> Dict[str, TrainTask]:
+        return {
+            "segmentation": SegmentationTrainer(
+                model_dir=os.path.join(self.model_dir, "segmentation"),
+                network=make_network(),
+                roi_size=self.train_roi_size,
+                publish_path=self.final_model,
+                labels=LABELS,
+                description="Train the segmentation model on the final labels",
+                config={"max_epochs": 20},
             )
         }
 
