@@ -1,15 +1,15 @@
-"""``monailabel-client``: the common calls from a shell (info, list, upload, download, infer, status)."""
+"""``monailabel-client``: the common calls from a shell (info, list, upload, download, infer, status, train)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from google.protobuf import json_format
 
-from monailabel.v1 import common_pb2
+from monailabel.v1 import common_pb2, train_pb2
 from monailabel_client.client import MonaiLabelClient
 
 __all__ = ["main"]
@@ -60,6 +60,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     inf.add_argument("--save-label", action="store_true")
     inf.add_argument("--foreground", type=int, nargs=3, action="append", default=[])
     inf.add_argument("--background", type=int, nargs=3, action="append", default=[])
+    tr = sub.add_parser("train", help="start a training job (and watch it unless --no-watch)")
+    tr.add_argument("model")
+    tr.add_argument("--max-epochs", type=int)
+    tr.add_argument("--val-split", type=float)
+    tr.add_argument("--train-batch-size", type=int)
+    tr.add_argument("--val-batch-size", type=int)
+    tr.add_argument("--device", default="")
+    tr.add_argument("--dataset", default="")
+    tr.add_argument("--dataloader", default="")
+    tr.add_argument("--early-stop-patience", type=int)
+    tr.add_argument("--train-id", action="append", default=[], dest="train_ids")
+    tr.add_argument("--val-id", action="append", default=[], dest="val_ids")
+    tr.add_argument("--queue", action="store_true", help="queue behind the model's running job")
+    tr.add_argument("--extra", default="", help="more config keys as JSON")
+    tr.add_argument("--no-watch", action="store_true")
+    jobs = sub.add_parser("jobs", help="list training jobs (or show one, or cancel one)")
+    jobs.add_argument("job_id", nargs="?")
+    jobs.add_argument("--model", default="")
+    jobs.add_argument("--cancel", action="store_true")
+    w = sub.add_parser("watch", help="follow a training job with a progress bar")
+    w.add_argument("job_id")
+    w.add_argument("--after", type=int, default=0, help="resume after this event sequence number")
+    w.add_argument("--log", action="store_true", help="print the job's log lines too")
     args = p.parse_args(argv)
 
     with MonaiLabelClient(args.address, progress=sys.stderr.isatty(), timeout=None) as client:
@@ -90,7 +113,79 @@ def main(argv: Optional[List[str]] = None) -> int:
             out.save(args.output)
             print(json.dumps({"labels": out.labels, "latency": json_format.MessageToDict(out.latency),
                               "output": args.output}, indent=2))
+        elif args.command == "train":
+            job = client.start_train(
+                args.model, max_epochs=args.max_epochs, val_split=args.val_split,
+                train_batch_size=args.train_batch_size, val_batch_size=args.val_batch_size, device=args.device,
+                dataset=args.dataset, dataloader=args.dataloader, early_stop_patience=args.early_stop_patience,
+                train_ids=args.train_ids, val_ids=args.val_ids, queue=args.queue,
+                extra=json.loads(args.extra) if args.extra else None,
+            )
+            print(job.job_id, train_pb2.JobState.Name(job.state), flush=True)
+            if not args.no_watch:
+                return watch(client, job.job_id)
+        elif args.command == "jobs":
+            if args.job_id:
+                _print(client.cancel_job(args.job_id) if args.cancel else client.get_job(args.job_id))
+            else:
+                for j in client.list_jobs(model=args.model):
+                    best = f"{j.best_metric:.4f}" if j.best_metric_epoch else "-"
+                    print(j.job_id, j.model, _state(j.state), f"epoch {j.epoch}/{j.max_epochs}", f"best {best}",
+                          j.error)
+        elif args.command == "watch":
+            return watch(client, args.job_id, args.after, show_log=args.log)
     return 0
+
+
+def _state(state: int) -> str:
+    return train_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
+
+
+def watch(client: MonaiLabelClient, job_id: str, after: int = 0, show_log: bool = False) -> int:
+    """Follows a job with a tqdm bar over its iterations; prints each epoch's metrics and the end state.
+
+    Args:
+        client: the client.
+        job_id: the job.
+        after: resume after this event sequence number.
+        show_log: print the job's log lines.
+
+    Returns:
+        0 when the job succeeded, else 1.
+    """
+    from tqdm import tqdm
+
+    job = client.get_job(job_id)
+    bar: Any = tqdm(total=None, desc=f"{job.model} {job_id}", unit="it", file=sys.stderr, dynamic_ncols=True)
+    try:
+        for event in client.watch_job(job_id, after_sequence=after):
+            kind = event.WhichOneof("event")
+            if kind == "iteration":
+                it = event.iteration
+                total = it.epoch_length * it.max_epochs
+                if total and bar.total != total:
+                    bar.total = total
+                bar.n = it.iteration
+                bar.set_postfix(epoch=f"{it.epoch}/{it.max_epochs}", loss=f"{it.loss:.4f}", refresh=False)
+                bar.refresh()
+            elif kind == "epoch":
+                ep = event.epoch
+                metrics = {**ep.train_metrics, **ep.val_metrics}
+                text = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+                bar.write(f"epoch {ep.epoch}/{ep.max_epochs} {text} best={ep.best_metric:.4f}@{ep.best_metric_epoch}")
+            elif kind == "log_line" and show_log:
+                bar.write(event.log_line)
+            elif kind == "state_change":
+                bar.write(f"[{event.sequence}] {_state(event.state_change.state)} {event.state_change.message}")
+    finally:
+        bar.close()
+    job = client.get_job(job_id)
+    print(f"{job_id} {_state(job.state)} epoch {job.epoch}/{job.max_epochs} best {job.best_metric:.4f}"
+          + (f" published v{job.published_version}" if job.published_version else "")
+          + (f" error: {job.error}" if job.error else ""))
+    if job.state == train_pb2.JOB_STATE_FAILED and job.last_log_lines:
+        print("last log lines:\n  " + "\n  ".join(job.last_log_lines))
+    return 0 if job.state == train_pb2.JOB_STATE_SUCCEEDED else 1
 
 
 if __name__ == "__main__":

@@ -195,6 +195,7 @@ class JobManager:
                 self._handle_line(job_id, running, line)
             except Exception:  # noqa: BLE001 - a bad line must not stop the job's bookkeeping
                 logger.exception("train job %s: cannot record %r", job_id, line[:200])
+        running.proc.stdout.close()
         rc = running.proc.wait()
         try:
             self._finish(job_id, running, rc)
