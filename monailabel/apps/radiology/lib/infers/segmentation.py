@@ -6,7 +6,6 @@ from typing import Any, Callable, Sequence
 
 from monai.networks.nets import UNet
 from monai.transforms import (
-    AsDiscreted,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
@@ -16,6 +15,7 @@ from monai.transforms import (
 
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
+from monailabel.transform.argmax import ArgmaxLabelsd
 
 
 def make_network() -> UNet:
@@ -59,6 +59,6 @@ class SegmentationInfer(BasicInferTask):
         # argmax of the logits equals argmax of their softmax: skip the softmax.
         return [
             EnsureTyped(keys="pred", device="cpu"),
-            AsDiscreted(keys="pred", argmax=True),
+            ArgmaxLabelsd(keys="pred"),
             SqueezeDimd(keys="pred", dim=0),
         ]
