@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: setup
-	$(PY) -m monailabel.main datasets --output $(STUDIES) --if-empty
+	$(PY) -m monailabel.main datasets --output $(STUDIES) --labeled 6 --if-empty
 	$(PY) -m monailabel.main start_server --app $(APP) --studies $(STUDIES) --port $(PORT)
 
 proto: setup
