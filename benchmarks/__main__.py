@@ -93,13 +93,17 @@ def main() -> int:
     parser.add_argument("--infer-shape", type=int, nargs=3, default=[256, 256, 128])
     parser.add_argument("--busy-shape", type=int, nargs=3, default=[512, 512, 256])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=["transfer", "infer", "busy"], action="append",
+                        help="run only these parts (repeatable); default all")
+    parser.add_argument("--studies-root", default=None, help="where the server's studies folder goes")
     args = parser.parse_args()
 
     from monailabel.v1 import common_pb2, datastore_pb2
     from monailabel_client import MonaiLabelClient
 
     table = Table()
-    tmp = Path(tempfile.mkdtemp(prefix="monailabel-bench-"))
+    parts = set(args.only or ["transfer", "infer", "busy"])
+    tmp = Path(tempfile.mkdtemp(prefix="monailabel-bench-", dir=args.studies_root))
     procs: List[subprocess.Popen] = []
     try:
         # -- the volume ---------------------------------------------------------------------------
@@ -153,7 +157,7 @@ def main() -> int:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        ups = [upload(f"bench_up_{i}") for i in range(3)]
+        ups = [upload(f"bench_up_{i}") for i in range(3)] if "transfer" in parts else [0.0]
         stop.set()
         sampler.join()
         up = max(ups)
@@ -166,15 +170,34 @@ def main() -> int:
             assert n == len(data)
             return n / (time.perf_counter() - t) / 1e6
 
-        down = max(download() for _ in range(3))
-        table.add("upload 128 MiB (MB/s)", f"{up:.0f}", f"grpc {bare_up:.0f} / tcp {raw_tcp:.0f}",
+        down = max(download() for _ in range(3)) if "transfer" in parts else 0.0
+        if "transfer" in parts:
+            table.add("upload 128 MiB (MB/s)", f"{up:.0f}", f"grpc {bare_up:.0f} / tcp {raw_tcp:.0f}",
                   f"{up / bare_up:.2f} of grpc", ">= 0.70 of grpc", up / bare_up >= 0.70)
-        table.add("download 128 MiB (MB/s)", f"{down:.0f}", f"grpc {bare_down:.0f}",
+            table.add("download 128 MiB (MB/s)", f"{down:.0f}", f"grpc {bare_down:.0f}",
                   f"{down / bare_down:.2f} of grpc", "(reported)", None)
-        table.add("server RSS growth in upload", f"{(peak[0] - base_rss) / MIB:.0f} MiB", f"volume {vol_bytes / MIB:.0f} MiB",
+            table.add("server RSS growth in upload", f"{(peak[0] - base_rss) / MIB:.0f} MiB", f"volume {vol_bytes / MIB:.0f} MiB",
                   f"{growth:.2f}x", "<= 1.3x volume", growth <= 1.3)
 
         # -- inference overhead -------------------------------------------------------------------
+        if "infer" in parts:
+            _infer_overhead(client, table, args)
+        if "busy" in parts:
+            _busy(client, table, args, rng)
+        client.close()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    table.print()
+    return 0
+
+
+def _infer_overhead(client, table: Table, args) -> None:
+    if True:
         image, _, _ = _phantom(args.infer_shape)
         client.upload_array("bench_infer", image, np.diag([1.0, 1.0, 2.0, 1.0]), overwrite=True)
         client.infer("segmentation", image_id="bench_infer")  # warm the model
@@ -198,7 +221,11 @@ def main() -> int:
         smed = statistics.median(s_over)
         table.add("infer overhead, session (s)", f"{smed:.3f}", "", "", "<= 0.050 s", smed <= 0.05)
 
-        # -- responsiveness during a big inference ------------------------------------------------
+
+def _busy(client, table: Table, args, rng) -> None:
+    from monailabel.v1 import common_pb2
+
+    if True:
         busy = rng.normal(size=tuple(args.busy_shape)).astype(np.float32)
         big = client.create_session(busy, affine=np.eye(4))
         del busy
@@ -226,16 +253,6 @@ def main() -> int:
         table.add("health p99 during that infer (ms)", f"{p99_health * 1e3:.1f}",
                   f"idle p99 {_p(idle[1], 0.99) * 1e3:.1f}", f"{p99_health / max(_p(idle[1], 0.99), 1e-9):.1f}x idle",
                   "<= 50 ms", p99_health <= 0.05 and busy_running)
-        client.close()
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
-        shutil.rmtree(tmp, ignore_errors=True)
-    print()
-    table.print()
-    return 0
 
 
 def _phantom(shape):
