@@ -118,6 +118,7 @@ def test_list_trainers_shows_config_with_defaults_and_choices(client: MonaiLabel
         ({"dataset": "NoSuchDataset"}, "dataset"),
         ({"dataloader": "NoSuchLoader"}, "dataloader"),
         ({"device": "no-such-device"}, "device"),
+        ({"extra": {"seed": "x"}}, "seed"),
         ({"train_ids": ["no_such_image"]}, "no_such_image"),
         ({"val_ids": ["no_such_image"]}, "no_such_image"),
     ],
@@ -154,8 +155,8 @@ def test_no_labeled_data_is_failed_precondition(tmp_path: Path) -> None:
 
 def test_train_from_random_weights_then_infer_held_out_phantoms(holder: Holder, client: MonaiLabelClient) -> None:
     started = time.monotonic()
-    job = client.start_train(MODEL, max_epochs=8, val_split=0.25, device="cpu", extra={"pretrained": False})
-    assert job.state == train_pb2.JOB_STATE_RUNNING and job.max_epochs == 8
+    job = client.start_train(MODEL, max_epochs=12, val_split=0.25, device="cpu", extra={"pretrained": False, "seed": 0})
+    assert job.state == train_pb2.JOB_STATE_RUNNING and job.max_epochs == 12
 
     # the server keeps serving while the child process trains
     first = _first_iteration(client, job.job_id)
@@ -176,17 +177,17 @@ def test_train_from_random_weights_then_infer_held_out_phantoms(holder: Holder, 
     states = [e.state_change.state for e in events if e.WhichOneof("event") == "state_change"]
     assert states == [train_pb2.JOB_STATE_QUEUED, train_pb2.JOB_STATE_RUNNING, train_pb2.JOB_STATE_SUCCEEDED]
     epochs = [e.epoch for e in events if e.WhichOneof("event") == "epoch"]
-    assert [e.epoch for e in epochs] == list(range(1, 9))
+    assert [e.epoch for e in epochs] == list(range(1, 13))
     assert all("val_mean_dice" in e.val_metrics and "train_dice" in e.train_metrics for e in epochs)
     assert epochs[-1].best_metric == pytest.approx(done.best_metric)
     assert sum(e.WhichOneof("event") == "iteration" for e in events) >= 8
     assert any(e.WhichOneof("event") == "log_line" for e in events)
-    assert done.epoch == 8 and done.published_version >= 1 and done.published_path.endswith("segmentation.pt")
+    assert done.epoch == 12 and done.published_version >= 1 and done.published_path.endswith("segmentation.pt")
 
     # app info carries the train stats, as MONAI Label's train_stats
     (trainer,) = [t for t in client.info().trainers if t.name == MODEL]
     stats = dict(trainer.stats.items())
-    assert stats["epoch"] == 8 and stats["best_metric"] == pytest.approx(done.best_metric) and stats["total_time"]
+    assert stats["epoch"] == 12 and stats["best_metric"] == pytest.approx(done.best_metric) and stats["total_time"]
 
     # the infer task serves the published model with no restart
     dice = []

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+import torch
+
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.tasks.train.basic_train import BasicTrainTask
+from monailabel.tasks.train.request import resolve_request
 
 __all__ = ["validate", "records", "request", "NO_DATA"]
 
@@ -36,19 +40,14 @@ def validate(task: Any, params: Dict[str, Any]) -> int:
         ids = params.get(key)
         if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids)):
             raise _invalid(f"'{key}' must be a list of image ids")
-    config = task.config() if hasattr(task, "config") else {}
-    try:
-        from monailabel.tasks.train.basic_train import BasicTrainTask
-        from monailabel.tasks.train.request import resolve_request
-    except ImportError:  # pragma: no cover - training extras missing
-        return 0
+    seed = params.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise _invalid(f"'seed' must be an integer in [0, 2**32); got {seed!r}")
     if not isinstance(task, BasicTrainTask):
-        return int(params.get("max_epochs") or 0) if str(params.get("max_epochs", "")).isdigit() else 0
+        return 0  # another TrainTask validates its own request, in its process
     rest = {k: v for k, v in params.items() if k not in ("train_ids", "val_ids")}
-    resolved = resolve_request(config, rest)
+    resolved = resolve_request(task.config(), rest)
     device = str(resolved.get("device") or "cuda")
-    import torch
-
     try:
         torch.device(device)
     except RuntimeError:

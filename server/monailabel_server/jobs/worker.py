@@ -42,7 +42,8 @@ def emit(event: Dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     """Runs one training job described by the JSON spec in ``argv[0]``.
 
-    The spec holds ``app_dir``, ``studies``, ``conf``, ``model``, ``request`` and ``cancel_file``.
+    The spec holds ``app_dir``, ``studies``, ``conf``, ``model``, ``request`` and ``cancel_file``. A ``seed``
+    in the request makes the run reproducible (MONAI's ``set_determinism`` before the app loads).
 
     Args:
         argv: the arguments after the module name.
@@ -65,6 +66,12 @@ def main(argv: list[str]) -> int:
     from monailabel_server.app_loader import load_app
 
     try:
+        seed = spec["request"].get("seed")
+        if seed is not None:
+            # before the app builds its networks: same seed, same initial weights, crops and order
+            from monai.utils import set_determinism
+
+            set_determinism(seed=int(seed))
         app = load_app(Path(spec["app_dir"]), spec["studies"], spec.get("conf") or {})
         task = app.trainers()[spec["model"]]
         request = dict(spec["request"])

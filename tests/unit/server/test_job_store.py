@@ -1,0 +1,86 @@
+"""The job store: per-job sequence numbers, paging, persistence across reopen, unfinished jobs on restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from monailabel_server.jobs.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore
+
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+
+
+@pytest.fixture()
+def store(tmp_path: Path):
+    s = JobStore(tmp_path / ".monailabel" / "jobs.db")
+    yield s
+    s.close()
+
+
+def test_create_get_and_events_numbered_per_job(store: JobStore) -> None:
+    a = store.create("seg", {"max_epochs": 3}, QUEUED, max_epochs=3)
+    b = store.create("seg", {}, QUEUED)
+    assert (a.state, a.params, a.max_epochs, a.last_sequence) == (QUEUED, {"max_epochs": 3}, 3, 1)
+    store.set_state(a.job_id, RUNNING, "started")
+    assert store.append(a.job_id, [{"type": "log", "text": "x"}, {"type": "iteration", "loss": 0.5}]) == 4
+    store.set_state(a.job_id, SUCCEEDED, "done", last_log_lines=["x"], best_metric=0.9)
+
+    events = store.events(a.job_id)
+    assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
+    assert [e.payload["type"] for e in events] == ["state", "state", "log", "iteration", "state"]
+    assert [e.sequence for e in store.events(a.job_id, after=3)] == [4, 5]
+    assert [e.sequence for e in store.events(b.job_id)] == [1]
+
+    job = store.get(a.job_id)
+    assert job.terminal and job.start_time and job.end_time and job.end_time >= job.start_time
+    assert (job.last_log_lines, job.best_metric) == (["x"], 0.9)
+
+
+def test_unknown_job_is_not_found(store: JobStore) -> None:
+    with pytest.raises(MONAILabelException) as info:
+        store.get("nope")
+    assert info.value.error == MONAILabelError.NOT_FOUND
+
+
+def test_list_is_newest_first_paged_and_filtered(store: JobStore) -> None:
+    ids = [store.create("a" if i % 2 else "b", {}, QUEUED).job_id for i in range(5)]
+    assert [j.job_id for j in store.list(0, 10)] == ids[::-1]
+    assert [j.job_id for j in store.list(1, 2)] == ids[::-1][1:3]
+    assert [j.job_id for j in store.list(0, 10, model="a")] == [ids[3], ids[1]]
+    assert [j.job_id for j in store.active("b")] == [ids[0], ids[2], ids[4]]
+
+
+def test_history_survives_reopen_and_unfinished_jobs_fail(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    first = JobStore(path)
+    done = first.create("seg", {}, QUEUED)
+    first.set_state(done.job_id, CANCELLED, "cancelled by client")
+    running = first.create("seg", {}, QUEUED)
+    first.set_state(running.job_id, RUNNING)
+    queued = first.create("seg", {}, QUEUED)
+    first.close()
+
+    second = JobStore(path)
+    assert sorted(second.fail_unfinished("server restarted")) == sorted([running.job_id, queued.job_id])
+    assert second.get(done.job_id).state == CANCELLED
+    failed = second.get(running.job_id)
+    assert failed.state == FAILED and failed.error == "server restarted"
+    assert second.events(running.job_id)[-1].payload == {"type": "state", "state": FAILED,
+                                                         "message": "server restarted"}
+    assert second.next_version("seg") == 1
+    second.update(done.job_id, published_version=3)
+    assert second.next_version("seg") == 4
+    second.close()
+
+
+def test_wait_wakes_on_append(store: JobStore) -> None:
+    job = store.create("seg", {}, QUEUED)
+    timer = threading.Timer(0.1, lambda: store.append(job.job_id, [{"type": "log", "text": "hi"}]))
+    timer.start()
+    t0 = time.monotonic()
+    store.wait(5.0)
+    timer.join()
+    assert time.monotonic() - t0 < 4.0
+    assert store.events(job.job_id, after=1)[0].payload["text"] == "hi"
