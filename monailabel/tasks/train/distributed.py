@@ -11,6 +11,8 @@ import logging
 import os
 import queue
 import tempfile
+import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import torch
@@ -29,6 +31,16 @@ _RESULT = "_result"
 _ERROR = "_error"
 
 
+def _exit_with_parent(parent: int) -> None:
+    # a rank whose launcher died would otherwise wait in a collective for its peers forever
+    def _watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=_watch, name="parent-watchdog", daemon=True).start()
+
+
 def _worker(
     rank: int,
     world_size: int,
@@ -38,7 +50,9 @@ def _worker(
     events: Any,
     cancel: Any,
     want_progress: bool,
+    parent: int,
 ) -> None:
+    _exit_with_parent(parent)
     logging.basicConfig(
         level=logging.INFO,
         format="[%(asctime)s.%(msecs)03d][%(levelname)5s](%(name)s) - %(message)s",
@@ -120,7 +134,7 @@ def run_distributed(
     try:
         procs = mp.start_processes(
             _worker,
-            args=(world_size, request, datalist, task, events, cancel, bool(callbacks)),
+            args=(world_size, request, datalist, task, events, cancel, bool(callbacks), os.getpid()),
             nprocs=world_size,
             join=False,
             start_method="spawn",

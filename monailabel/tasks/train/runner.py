@@ -8,6 +8,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 from monai.data import get_track_meta, set_track_meta
@@ -173,14 +174,26 @@ def train_rank(
             rank=rank,
         )
         joined = True
+        # ignite discovers the process group lazily with a collective; doing it here on every rank keeps
+        # a rank-0-only handler (CheckpointSaver) from triggering it alone and hanging
+        idist.sync()
     track_meta = get_track_meta()
     if task._disable_meta_tracking:
         set_track_meta(False)
+    in_step = False  # whether every rank is known to reach the end together
     try:
-        return _train(task, context)
+        stats = _train(task, context)
+        in_step = True
+        return stats
+    except MONAILabelException as e:
+        in_step = e.error == MONAILabelError.CANCELLED  # all ranks agreed on it
+        raise
     finally:
         set_track_meta(track_meta)
         if joined:
+            if in_step:
+                # gloo aborts a process whose peer tears the group down while messages are in flight
+                dist.barrier()
             dist.destroy_process_group()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
