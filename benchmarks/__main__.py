@@ -98,8 +98,9 @@ def main() -> int:
     parser.add_argument("--studies-root", default=None, help="where the server's studies folder goes")
     args = parser.parse_args()
 
-    from monailabel.v1 import common_pb2, datastore_pb2
     from monailabel_client import MonaiLabelClient
+
+    from monailabel.v1 import common_pb2, datastore_pb2
 
     table = Table()
     parts = set(args.only or ["transfer", "infer", "busy"])

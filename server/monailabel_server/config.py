@@ -49,7 +49,7 @@ class ServerConfig:
     max_sessions: int = 64
 
     @classmethod
-    def from_env(cls, app_dir: Path, studies: str, **overrides: object) -> "ServerConfig":
+    def from_env(cls, app_dir: Path, studies: str, **overrides: object) -> ServerConfig:
         """Builds a config, taking unset values from ``MONAI_LABEL_GRPC_*`` environment variables.
 
         Args:

@@ -57,7 +57,7 @@ class _Hasher(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True, name="upload-hasher")
         self.digest = hashlib.sha256()
-        self.queue: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=_HASH_QUEUE_CHUNKS)
+        self.queue: queue.Queue[Optional[bytes]] = queue.Queue(maxsize=_HASH_QUEUE_CHUNKS)
 
     def run(self) -> None:
         update, get = self.digest.update, self.queue.get
@@ -95,7 +95,7 @@ class StagedUpload:
         self._hasher = _Hasher()
 
     # -- life cycle -------------------------------------------------------------------------------
-    def open(self) -> "StagedUpload":
+    def open(self) -> StagedUpload:
         """Opens the staging file, resuming a matching earlier upload.
 
         Returns:

@@ -188,7 +188,7 @@ class MonaiLabelClient:
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.train = train_pb2_grpc.TrainServiceStub(self.channel)
 
-    def __enter__(self) -> "MonaiLabelClient":
+    def __enter__(self) -> MonaiLabelClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
