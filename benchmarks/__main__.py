@@ -49,11 +49,29 @@ def _rss(pid: int) -> int:
 
 def _start_server(tmp: Path, studies: Path) -> tuple[subprocess.Popen, int]:
     app = tmp / "app"
-    shutil.copytree(ROOT / "monailabel" / "apps" / "radiology", app, ignore=shutil.ignore_patterns("model", "__pycache__"))
+    shutil.copytree(
+        ROOT / "monailabel" / "apps" / "radiology", app, ignore=shutil.ignore_patterns("model", "__pycache__")
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monailabel.main", "--log-level", "WARNING", "start_server", "--app", str(app),
-         "--studies", str(studies), "--port", "0", "--max-volume-mb", "1024"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "monailabel.main",
+            "--log-level",
+            "WARNING",
+            "start_server",
+            "--app",
+            str(app),
+            "--studies",
+            str(studies),
+            "--port",
+            "0",
+            "--max-volume-mb",
+            "1024",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -77,7 +95,7 @@ class Table:
         rows = [head, *self.rows]
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
         for i, r in enumerate(rows):
-            print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+            print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
             if i == 0:
                 print("-+-".join("-" * w for w in widths))
 
@@ -93,14 +111,17 @@ def main() -> int:
     parser.add_argument("--infer-shape", type=int, nargs=3, default=[256, 256, 128])
     parser.add_argument("--busy-shape", type=int, nargs=3, default=[512, 512, 256])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", choices=["transfer", "infer", "busy"], action="append",
-                        help="run only these parts (repeatable); default all")
+    parser.add_argument(
+        "--only",
+        choices=["transfer", "infer", "busy"],
+        action="append",
+        help="run only these parts (repeatable); default all",
+    )
     parser.add_argument("--studies-root", default=None, help="where the server's studies folder goes")
     args = parser.parse_args()
 
-    from monailabel_client import MonaiLabelClient
-
     from monailabel.v1 import common_pb2, datastore_pb2
+    from monailabel_client import MonaiLabelClient
 
     table = Table()
     parts = set(args.only or ["transfer", "infer", "busy"])
@@ -141,7 +162,9 @@ def main() -> int:
             def stream():
                 yield datastore_pb2.UploadImageRequest(header=header)
                 for i in range(0, len(data), MIB):
-                    yield datastore_pb2.UploadImageRequest(chunk=common_pb2.Chunk(offset=i, data=bytes(view[i:i + MIB])))
+                    yield datastore_pb2.UploadImageRequest(
+                        chunk=common_pb2.Chunk(offset=i, data=bytes(view[i : i + MIB]))
+                    )
 
             t = time.perf_counter()
             client.datastore.UploadImage(stream())
@@ -166,19 +189,39 @@ def main() -> int:
 
         def download() -> float:
             t = time.perf_counter()
-            n = sum(len(r.chunk.data) for r in client.datastore.DownloadImage(
-                datastore_pb2.DownloadImageRequest(image_id="bench_up_0")))
+            n = sum(
+                len(r.chunk.data)
+                for r in client.datastore.DownloadImage(datastore_pb2.DownloadImageRequest(image_id="bench_up_0"))
+            )
             assert n == len(data)
             return n / (time.perf_counter() - t) / 1e6
 
         down = max(download() for _ in range(3)) if "transfer" in parts else 0.0
         if "transfer" in parts:
-            table.add("upload 128 MiB (MB/s)", f"{up:.0f}", f"grpc {bare_up:.0f} / tcp {raw_tcp:.0f}",
-                  f"{up / bare_up:.2f} of grpc", ">= 0.70 of grpc", up / bare_up >= 0.70)
-            table.add("download 128 MiB (MB/s)", f"{down:.0f}", f"grpc {bare_down:.0f}",
-                  f"{down / bare_down:.2f} of grpc", "(reported)", None)
-            table.add("server RSS growth in upload", f"{(peak[0] - base_rss) / MIB:.0f} MiB", f"volume {vol_bytes / MIB:.0f} MiB",
-                  f"{growth:.2f}x", "<= 1.3x volume", growth <= 1.3)
+            table.add(
+                "upload 128 MiB (MB/s)",
+                f"{up:.0f}",
+                f"grpc {bare_up:.0f} / tcp {raw_tcp:.0f}",
+                f"{up / bare_up:.2f} of grpc",
+                ">= 0.70 of grpc",
+                up / bare_up >= 0.70,
+            )
+            table.add(
+                "download 128 MiB (MB/s)",
+                f"{down:.0f}",
+                f"grpc {bare_down:.0f}",
+                f"{down / bare_down:.2f} of grpc",
+                "(reported)",
+                None,
+            )
+            table.add(
+                "server RSS growth in upload",
+                f"{(peak[0] - base_rss) / MIB:.0f} MiB",
+                f"volume {vol_bytes / MIB:.0f} MiB",
+                f"{growth:.2f}x",
+                "<= 1.3x volume",
+                growth <= 1.3,
+            )
 
         # -- inference overhead -------------------------------------------------------------------
         if "infer" in parts:
@@ -210,9 +253,14 @@ def _infer_overhead(client, table: Table, args) -> None:
             overheads.append(wall - out.latency.infer)
             models.append(out.latency.infer)
         med = statistics.median(overheads)
-        table.add(f"infer overhead, datastore {tuple(args.infer_shape)} (s)", f"{med:.3f}",
-                  f"model {statistics.median(models):.3f}", f"{med / statistics.median(models):.2f} of model",
-                  "<= 0.100 s", med <= 0.1)
+        table.add(
+            f"infer overhead, datastore {tuple(args.infer_shape)} (s)",
+            f"{med:.3f}",
+            f"model {statistics.median(models):.3f}",
+            f"{med / statistics.median(models):.2f} of model",
+            "<= 0.100 s",
+            med <= 0.1,
+        )
         session = client.create_session(image_id="bench_infer")
         s_over = []
         for _ in range(args.repeats):
@@ -248,12 +296,22 @@ def _busy(client, table: Table, args, rng) -> None:
         busy_running = not done.is_set()
         worker.join()
         p99_info, p99_health = _p(info_lat, 0.99), _p(health_lat, 0.99)
-        table.add(f"app info p99 during infer {tuple(args.busy_shape)} (ms)", f"{p99_info * 1e3:.1f}",
-                  f"idle p99 {_p(idle[0], 0.99) * 1e3:.1f}", f"{p99_info / max(_p(idle[0], 0.99), 1e-9):.1f}x idle",
-                  "<= 50 ms", p99_info <= 0.05 and busy_running)
-        table.add("health p99 during that infer (ms)", f"{p99_health * 1e3:.1f}",
-                  f"idle p99 {_p(idle[1], 0.99) * 1e3:.1f}", f"{p99_health / max(_p(idle[1], 0.99), 1e-9):.1f}x idle",
-                  "<= 50 ms", p99_health <= 0.05 and busy_running)
+        table.add(
+            f"app info p99 during infer {tuple(args.busy_shape)} (ms)",
+            f"{p99_info * 1e3:.1f}",
+            f"idle p99 {_p(idle[0], 0.99) * 1e3:.1f}",
+            f"{p99_info / max(_p(idle[0], 0.99), 1e-9):.1f}x idle",
+            "<= 50 ms",
+            p99_info <= 0.05 and busy_running,
+        )
+        table.add(
+            "health p99 during that infer (ms)",
+            f"{p99_health * 1e3:.1f}",
+            f"idle p99 {_p(idle[1], 0.99) * 1e3:.1f}",
+            f"{p99_health / max(_p(idle[1], 0.99), 1e-9):.1f}x idle",
+            "<= 50 ms",
+            p99_health <= 0.05 and busy_running,
+        )
 
 
 def _phantom(shape):

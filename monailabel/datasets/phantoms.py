@@ -33,12 +33,12 @@ def make_phantom(
     grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
     centre = [rng.uniform(0.35, 0.65) * s for s in shape]
     radii = [rng.uniform(0.12, 0.25) * s for s in shape]
-    dist = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii))
+    dist = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True))
     label = (dist <= 1.0).astype(np.uint8)
     background = rng.normal(0.0, 25.0, size=shape).astype(np.float32)
     image = 40.0 + background + label * rng.uniform(120.0, 180.0)
     affine = np.diag([*[float(s) for s in spacing], 1.0])
-    affine[:3, 3] = [-0.5 * s * d for s, d in zip(shape, spacing)]
+    affine[:3, 3] = [-0.5 * s * d for s, d in zip(shape, spacing, strict=True)]
     return np.clip(image, -1024, 3071).astype(np.int16), label, affine
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.utils.others.atomic import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -158,24 +159,6 @@ def hidden_sibling(final: Path, kind: str) -> Path:
         kind: a word for the purpose (``tmp``, ``trash``).
     """
     return final.parent / f".{final.name}.{kind}-{uuid.uuid4().hex[:12]}"
-
-
-def fsync_dir(folder: Path) -> None:
-    """Flushes a folder's entries (renames) to disk; a no-op where folders cannot be opened (Windows).
-
-    Args:
-        folder: the folder.
-    """
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def copy_file(src: Path, dest: Path, want_sha256: bool) -> Optional[str]:

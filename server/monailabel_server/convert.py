@@ -1,15 +1,20 @@
-"""Conversions between protobuf messages and the SDK's plain Python values, in one module."""
+"""Conversions between protobuf messages and the SDK's plain Python values, in one module.
+
+Array and geometry conversions shared with the client live in ``monailabel_client.wire``.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.v1 import common_pb2, datastore_pb2
+from monailabel.v1 import common_pb2
+from monailabel_client import wire
+from monailabel_client.wire import DTYPE_BY_ENUM, ENUM_BY_DTYPE, encoding_of_name, geometry_of_affine
 
 __all__ = [
     "DTYPE_BY_ENUM",
@@ -21,22 +26,7 @@ __all__ = [
     "jsonable",
     "geometry_of_affine",
     "affine_of_geometry",
-    "image_proto",
-    "label_proto",
 ]
-
-DTYPE_BY_ENUM: Dict[int, np.dtype] = {
-    common_pb2.DATA_TYPE_UINT8: np.dtype(np.uint8),
-    common_pb2.DATA_TYPE_INT8: np.dtype(np.int8),
-    common_pb2.DATA_TYPE_UINT16: np.dtype(np.uint16),
-    common_pb2.DATA_TYPE_INT16: np.dtype(np.int16),
-    common_pb2.DATA_TYPE_UINT32: np.dtype(np.uint32),
-    common_pb2.DATA_TYPE_INT32: np.dtype(np.int32),
-    common_pb2.DATA_TYPE_INT64: np.dtype(np.int64),
-    common_pb2.DATA_TYPE_FLOAT32: np.dtype(np.float32),
-    common_pb2.DATA_TYPE_FLOAT64: np.dtype(np.float64),
-}
-ENUM_BY_DTYPE: Dict[np.dtype, int] = {v: k for k, v in DTYPE_BY_ENUM.items()}
 
 EXTENSION_BY_ENCODING: Dict[int, str] = {
     common_pb2.ENCODING_NIFTI: ".nii",
@@ -44,29 +34,6 @@ EXTENSION_BY_ENCODING: Dict[int, str] = {
     common_pb2.ENCODING_NRRD: ".nrrd",
     common_pb2.ENCODING_RAW: ".nii",  # raw voxels are stored as NIfTI with the header written first
 }
-
-
-def encoding_of_name(name: str) -> int:
-    """Returns the encoding a file name's extension implies.
-
-    Args:
-        name: a file name or an extension such as ".nii.gz".
-
-    Returns:
-        An ``Encoding`` value; ENCODING_UNSPECIFIED when the extension is unknown.
-    """
-    lower = name.lower()
-    if lower.endswith(".nii.gz"):
-        return common_pb2.ENCODING_NIFTI_GZ
-    if lower.endswith(".nii"):
-        return common_pb2.ENCODING_NIFTI
-    if lower.endswith(".nrrd"):
-        return common_pb2.ENCODING_NRRD
-    if lower.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff")):
-        return common_pb2.ENCODING_IMAGE_2D
-    if lower.endswith(".zip"):
-        return common_pb2.ENCODING_DICOM_ZIP
-    return common_pb2.ENCODING_UNSPECIFIED
 
 
 def jsonable(value: Any) -> Any:
@@ -135,88 +102,13 @@ def _ints(value: Any) -> Any:
     return value
 
 
-def geometry_of_affine(affine: np.ndarray) -> common_pb2.Geometry:
-    """Splits an affine into spacing, origin and direction.
-
-    Args:
-        affine: an (N+1)x(N+1) voxel-to-world matrix.
-
-    Returns:
-        The geometry.
-    """
-    a = np.asarray(affine, dtype=np.float64)
-    n = a.shape[0] - 1
-    linear = a[:n, :n]
-    spacing = np.linalg.norm(linear, axis=0)
-    direction = linear / np.where(spacing == 0, 1.0, spacing)
-    return common_pb2.Geometry(
-        spacing=spacing.tolist(), origin=a[:n, n].tolist(), direction=direction.reshape(-1).tolist()
-    )
-
-
 def affine_of_geometry(geometry: common_pb2.Geometry, ndim: int) -> np.ndarray:
-    """Builds an affine from a geometry; unset parts default to identity, unit spacing, zero origin.
-
-    Args:
-        geometry: the geometry.
-        ndim: number of spatial axes.
-
-    Returns:
-        An (ndim+1)x(ndim+1) affine.
+    """Builds an affine from a request's geometry (see ``monailabel_client.wire.affine_of_geometry``).
 
     Raises:
-        MONAILabelException: INVALID_INPUT when a field has the wrong length.
+        MONAILabelException: INVALID_INPUT when a field has the wrong length or a spacing is not positive.
     """
-    spacing = np.ones(ndim) if not geometry.spacing else np.asarray(geometry.spacing, dtype=np.float64)
-    origin = np.zeros(ndim) if not geometry.origin else np.asarray(geometry.origin, dtype=np.float64)
-    direction = np.eye(ndim) if not geometry.direction else np.asarray(geometry.direction, dtype=np.float64)
-    if spacing.shape != (ndim,) or origin.shape != (ndim,) or direction.size != ndim * ndim:
-        raise MONAILabelException(
-            MONAILabelError.INVALID_INPUT,
-            f"geometry must have {ndim} spacing and origin values and {ndim * ndim} direction values",
-        )
-    if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
-        raise MONAILabelException(MONAILabelError.INVALID_INPUT, "geometry spacing must be positive")
-    affine = np.eye(ndim + 1)
-    affine[:ndim, :ndim] = direction.reshape(ndim, ndim) * spacing
-    affine[:ndim, ndim] = origin
-    return affine
-
-
-def label_proto(record: Any) -> datastore_pb2.Label:
-    """Builds a Label message from a datastore label record.
-
-    Args:
-        record: a ``LabelRecord`` of the local datastore.
-
-    Returns:
-        The message.
-    """
-    return datastore_pb2.Label(
-        image_id=record.image_id,
-        tag=record.tag,
-        info=to_struct(record.info),
-        size=int(record.size or 0),
-        sha256=record.sha256 or "",
-        file_extension=record.ext or "",
-    )
-
-
-def image_proto(record: Any, labels: Sequence[Any] = ()) -> datastore_pb2.Image:
-    """Builds an Image message from a datastore image record.
-
-    Args:
-        record: an ``ImageRecord`` of the local datastore.
-        labels: its label records.
-
-    Returns:
-        The message.
-    """
-    return datastore_pb2.Image(
-        image_id=record.id,
-        info=to_struct(record.info),
-        size=int(record.size or 0),
-        sha256=record.sha256 or "",
-        file_extension=record.ext or "",
-        labels=[label_proto(r) for r in labels],
-    )
+    try:
+        return wire.affine_of_geometry(geometry, ndim)
+    except ValueError as exc:
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, str(exc)) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import grpc
 
@@ -107,7 +107,10 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
             )
         staging = self.store.staging_dir()
         received = receive(
-            header.content, chunks_of(requests, "UploadImage"), staging, f"image--{image_id}",
+            header.content,
+            chunks_of(requests, "UploadImage"),
+            staging,
+            f"image--{image_id}",
             self.config.max_volume_bytes,
         )
         try:
@@ -127,7 +130,7 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
 
     def DownloadImage(self, request: datastore_pb2.DownloadImageRequest, context: grpc.ServicerContext):
         view = self.store.image(request.image_id)
-        yield from self._download(view.path, view.sha256, request.offset, request.chunk_size, DownloadImage=True)
+        yield from self._download(view.path, view.sha256, request, datastore_pb2.DownloadImageResponse)
 
     def DeleteImage(self, request: datastore_pb2.DeleteImageRequest, context: grpc.ServicerContext):
         self.store.image(request.image_id)
@@ -140,8 +143,11 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         tag = _tag(header.tag)
         image = self.store.image(header.image_id)  # NOT_FOUND before receiving any bytes
         received = receive(
-            header.content, chunks_of(requests, "SaveLabel"), self.store.staging_dir(),
-            f"label--{tag}--{image.id}", self.config.max_volume_bytes,
+            header.content,
+            chunks_of(requests, "SaveLabel"),
+            self.store.staging_dir(),
+            f"label--{tag}--{image.id}",
+            self.config.max_volume_bytes,
         )
         try:
             _check_label_fits(received.volume.shape, image.path)
@@ -153,7 +159,9 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         return datastore_pb2.SaveLabelResponse(label=label_message(view))
 
     def GetLabel(self, request: datastore_pb2.GetLabelRequest, context: grpc.ServicerContext):
-        return datastore_pb2.GetLabelResponse(label=label_message(self.store.label(request.image_id, _tag(request.tag))))
+        return datastore_pb2.GetLabelResponse(
+            label=label_message(self.store.label(request.image_id, _tag(request.tag)))
+        )
 
     def UpdateLabelInfo(self, request: datastore_pb2.UpdateLabelInfoRequest, context: grpc.ServicerContext):
         tag = _tag(request.tag)
@@ -163,7 +171,7 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
 
     def DownloadLabel(self, request: datastore_pb2.DownloadLabelRequest, context: grpc.ServicerContext):
         view = self.store.label(request.image_id, _tag(request.tag))
-        yield from self._download(view.path, view.sha256, request.offset, request.chunk_size, DownloadImage=False)
+        yield from self._download(view.path, view.sha256, request, datastore_pb2.DownloadLabelResponse)
 
     def DeleteLabel(self, request: datastore_pb2.DeleteLabelRequest, context: grpc.ServicerContext):
         tag = _tag(request.tag)
@@ -175,8 +183,8 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         return datastore_pb2.GetDatastoreStatusResponse(status=status_message(self.store.status()))
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _download(self, path: str, sha256: str, offset: int, chunk_size: int, DownloadImage: bool) -> Iterator:
-        message = datastore_pb2.DownloadImageResponse if DownloadImage else datastore_pb2.DownloadLabelResponse
+    def _download(self, path: str, sha256: str, request: Any, message: Any) -> Iterator:
+        offset, chunk_size = request.offset, request.chunk_size
         if os.path.isdir(path):
             raise MONAILabelException(
                 MONAILabelError.UNIMPLEMENTED, "downloading a DICOM series folder is not supported; read it in place"

@@ -198,9 +198,7 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
         started = time.perf_counter()
         result, queued = self.workers.run(lambda: self.app.infer(request), cancel)
         params_json: Dict[str, Any] = dict(result.get("params") or {})
-        file: Optional[str] = result.get("file") or result.get("label")
-        if file is not None and not isinstance(file, (str, os.PathLike)):
-            file = None
+        file: Optional[str] = result.get("file")  # the result file; "label" may be the saved label's id
         try:
             yield from self._answer(task, params_json, file, queued, started, output, image_id, message)
         finally:

@@ -57,6 +57,7 @@ class RunningServer:
         workers: its model workers.
         health: its health servicer.
         jobs: its training jobs.
+        config: its settings.
     """
 
     server: grpc.Server
@@ -65,6 +66,7 @@ class RunningServer:
     workers: ModelWorkers
     health: health.HealthServicer
     jobs: Optional[JobManager] = None
+    config: Optional[ServerConfig] = None
 
     @property
     def address(self) -> str:
@@ -121,7 +123,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("serving %s on %s:%d", type(app).__name__, config.host, port)
-    return RunningServer(server, port, app, workers, health_servicer, jobs)
+    return RunningServer(server, port, app, workers, health_servicer, jobs, config)
 
 
 def serve(config: ServerConfig) -> None:

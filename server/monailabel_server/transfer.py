@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.utils.others.atomic import atomic_write_json
 from monailabel.v1 import common_pb2
 
 __all__ = ["StagedUpload", "read_chunks", "check_header_size"]
@@ -213,9 +214,7 @@ class StagedUpload:
             return None
 
     def _write_state(self, state: dict) -> None:
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_path)
+        atomic_write_json(self.state_path, state)
 
     @staticmethod
     def status(part_path: Path) -> tuple[int, int]:

@@ -8,11 +8,11 @@ from typing import Iterator
 
 import grpc
 import pytest
+
+from monailabel.datasets import write_phantoms
 from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
-
-from monailabel.datasets import write_phantoms
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "monailabel" / "apps" / "radiology"
 

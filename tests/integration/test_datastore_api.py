@@ -10,10 +10,10 @@ import grpc
 import nibabel as nib
 import numpy as np
 import pytest
-from monailabel_client import MonaiLabelClient
-from monailabel_server.server import RunningServer
 
 from monailabel.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc
+from monailabel_client import MonaiLabelClient
+from monailabel_server.server import RunningServer
 
 from .helpers import assert_status, chunked, sha256, write_volume
 
@@ -177,7 +177,7 @@ def test_truncated_and_corrupt_volumes_are_invalid(channel, server, client, tmp_
                   _upload(_stub(channel), "junk", junk, encoding=common_pb2.ENCODING_NIFTI), "nifti")
     for image_id in ("trunc_gz", "trunc_nii", "junk"):
         assert _leftovers(server, image_id) == []
-        assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.get_image(image_id))
+        assert_status(grpc.StatusCode.NOT_FOUND, lambda image_id=image_id: client.get_image(image_id))
 
 
 def test_raw_shape_dtype_must_match_byte_count(channel) -> None:
@@ -223,7 +223,8 @@ def test_volume_over_limit_is_resource_exhausted(channel, server) -> None:
 
 
 def server_limit(server: RunningServer) -> int:
-    return 64 << 20
+    assert server.config is not None
+    return server.config.max_volume_bytes
 
 
 def test_unknown_image_and_label_are_not_found(channel, client) -> None:

@@ -9,11 +9,11 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.networks.nets import UNet
+
+from monailabel.datasets import write_phantoms
 from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import start
-
-from monailabel.datasets import write_phantoms
 
 MAIN_PY = textwrap.dedent('''
     import os

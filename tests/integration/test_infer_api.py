@@ -11,10 +11,10 @@ import grpc
 import nibabel as nib
 import numpy as np
 import pytest
-from monailabel_client import MonaiLabelClient
-from monailabel_server.server import RunningServer
 
 from monailabel.v1 import common_pb2, infer_pb2, infer_pb2_grpc
+from monailabel_client import MonaiLabelClient
+from monailabel_server.server import RunningServer
 
 from .helpers import assert_status, write_volume
 

@@ -34,26 +34,26 @@ from monailabel.v1 import (
     train_pb2,
     train_pb2_grpc,
 )
+from monailabel_client.wire import (
+    DTYPE_BY_ENUM,
+    ENUM_BY_DTYPE,
+    affine_of_geometry,
+    encoding_of_name,
+    geometry_of_affine,
+)
 
 __all__ = ["MonaiLabelClient", "InferOutput", "UploadError"]
 
 MIB = 1 << 20
 PathLike = Union[str, os.PathLike]
 
-_DTYPES = {
-    np.dtype(np.uint8): common_pb2.DATA_TYPE_UINT8,
-    np.dtype(np.int8): common_pb2.DATA_TYPE_INT8,
-    np.dtype(np.uint16): common_pb2.DATA_TYPE_UINT16,
-    np.dtype(np.int16): common_pb2.DATA_TYPE_INT16,
-    np.dtype(np.uint32): common_pb2.DATA_TYPE_UINT32,
-    np.dtype(np.int32): common_pb2.DATA_TYPE_INT32,
-    np.dtype(np.int64): common_pb2.DATA_TYPE_INT64,
-    np.dtype(np.float32): common_pb2.DATA_TYPE_FLOAT32,
-    np.dtype(np.float64): common_pb2.DATA_TYPE_FLOAT64,
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
 }
-_NUMPY = {v: k for k, v in _DTYPES.items()}
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED,
-              grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
 
 class UploadError(RuntimeError):
@@ -61,17 +61,15 @@ class UploadError(RuntimeError):
 
 
 def encoding_of(name: str) -> int:
-    """Returns the encoding a file name implies (NIfTI, NIfTI gzip, NRRD, 2D image)."""
-    lower = str(name).lower()
-    if lower.endswith(".nii.gz"):
-        return common_pb2.ENCODING_NIFTI_GZ
-    if lower.endswith(".nii"):
-        return common_pb2.ENCODING_NIFTI
-    if lower.endswith(".nrrd"):
-        return common_pb2.ENCODING_NRRD
-    if lower.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff")):
-        return common_pb2.ENCODING_IMAGE_2D
-    raise ValueError(f"cannot tell the encoding of {name!r}; pass encoding=")
+    """Returns the encoding a file name implies (NIfTI, NIfTI gzip, NRRD, 2D image).
+
+    Raises:
+        ValueError: the name has no known extension.
+    """
+    encoding = encoding_of_name(name)
+    if encoding in (common_pb2.ENCODING_UNSPECIFIED, common_pb2.ENCODING_DICOM_ZIP):
+        raise ValueError(f"cannot tell the encoding of {name!r}; pass encoding=")
+    return encoding
 
 
 def _struct(value: Optional[Dict[str, Any]]) -> struct_pb2.Struct:
@@ -79,28 +77,6 @@ def _struct(value: Optional[Dict[str, Any]]) -> struct_pb2.Struct:
     if value:
         s.update(value)
     return s
-
-
-def _geometry(affine: Optional[np.ndarray], ndim: int) -> common_pb2.Geometry:
-    if affine is None:
-        return common_pb2.Geometry()
-    a = np.asarray(affine, dtype=np.float64)
-    n = min(ndim, a.shape[0] - 1)
-    spacing = np.linalg.norm(a[:n, :n], axis=0)
-    return common_pb2.Geometry(
-        spacing=spacing.tolist(), origin=a[:n, n].tolist(),
-        direction=(a[:n, :n] / np.where(spacing == 0, 1, spacing)).reshape(-1).tolist(),
-    )
-
-
-def affine_of(geometry: common_pb2.Geometry, ndim: int) -> np.ndarray:
-    """Returns the affine of a geometry (identity where unset)."""
-    spacing = np.asarray(geometry.spacing or [1.0] * ndim)
-    direction = np.asarray(geometry.direction or np.eye(ndim).reshape(-1)).reshape(ndim, ndim)
-    affine = np.eye(ndim + 1)
-    affine[:ndim, :ndim] = direction * spacing
-    affine[:ndim, ndim] = geometry.origin or [0.0] * ndim
-    return affine
 
 
 @dataclass
@@ -139,8 +115,8 @@ class InferOutput:
             raise ValueError("the answer has no mask")
         if self.header.encoding == common_pb2.ENCODING_RAW:
             shape = tuple(self.header.shape)
-            array = np.frombuffer(self.data, dtype=_NUMPY[self.header.data_type]).reshape(shape, order="F")
-            return array, affine_of(self.header.geometry, min(len(shape), 3))
+            array = np.frombuffer(self.data, dtype=DTYPE_BY_ENUM[self.header.data_type]).reshape(shape, order="F")
+            return array, affine_of_geometry(self.header.geometry, min(len(shape), 3))
         suffix = self.header.file_extension or ".nii.gz"
         import tempfile
 
@@ -174,9 +150,16 @@ class MonaiLabelClient:
         retries: times a broken upload resumes before UploadError.
     """
 
-    def __init__(self, address: str = "127.0.0.1:50051", *, timeout: Optional[float] = 60.0,
-                 chunk_size: int = MIB, progress: bool = False, channel: Optional[grpc.Channel] = None,
-                 retries: int = 3) -> None:
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        timeout: Optional[float] = 60.0,
+        chunk_size: int = MIB,
+        progress: bool = False,
+        channel: Optional[grpc.Channel] = None,
+        retries: int = 3,
+    ) -> None:
         self.channel = channel or grpc.insecure_channel(address)
         self.timeout = timeout
         self.chunk_size = chunk_size
@@ -217,8 +200,11 @@ class MonaiLabelClient:
             tag: label tag the filter looks at (default final).
             page_size: images per call.
         """
-        f = {"all": 0, "labeled": datastore_pb2.IMAGE_FILTER_LABELED,
-             "unlabeled": datastore_pb2.IMAGE_FILTER_UNLABELED}[filter]
+        f = {
+            "all": 0,
+            "labeled": datastore_pb2.IMAGE_FILTER_LABELED,
+            "unlabeled": datastore_pb2.IMAGE_FILTER_UNLABELED,
+        }[filter]
         token = ""
         while True:
             page = self.datastore.ListImages(
@@ -252,67 +238,96 @@ class MonaiLabelClient:
         """Deletes a label."""
         self.datastore.DeleteLabel(datastore_pb2.DeleteLabelRequest(image_id=image_id, tag=tag), timeout=self.timeout)
 
-    def upload_image(self, image_id: str, source: Union[PathLike, bytes], *, info: Optional[Dict[str, Any]] = None,
-                     overwrite: bool = False, encoding: Optional[int] = None) -> datastore_pb2.Image:
-        """Uploads an image file (or its bytes), resuming after a broken stream.
+    def upload_image(
+        self,
+        image_id: str,
+        source: Union[PathLike, bytes, np.ndarray],
+        *,
+        affine: Optional[np.ndarray] = None,
+        info: Optional[Dict[str, Any]] = None,
+        overwrite: bool = False,
+        encoding: Optional[int] = None,
+    ) -> datastore_pb2.Image:
+        """Uploads an image (a file, its bytes, or an array with its affine), resuming after a broken stream.
 
         Args:
             image_id: id to give it.
-            source: a file path, or the file's bytes (then pass ``encoding``).
+            source: a file path, the file's bytes (then pass ``encoding``), or an array (raw voxels,
+                stored as NIfTI).
+            affine: the array's voxel-to-world matrix.
             info: info to store with it.
             overwrite: replace an existing image.
             encoding: the file's encoding; guessed from the name when None.
         """
-        content, opener = self._content(source, encoding)
-        header = datastore_pb2.UploadImageHeader(image_id=image_id, content=content, info=_struct(info),
-                                                 overwrite=overwrite)
-        return self._upload(
-            lambda offset: self._stream(datastore_pb2.UploadImageRequest, header, opener, offset, content.total_size),
-            self.datastore.UploadImage, image_id, "", content.total_size,
-        ).image
+        content, opener = self._source(source, affine, encoding)
+        header = datastore_pb2.UploadImageHeader(
+            image_id=image_id, content=content, info=_struct(info), overwrite=overwrite
+        )
+        message = datastore_pb2.UploadImageRequest
+        return self._upload(message, header, opener, self.datastore.UploadImage, image_id, "").image
 
-    def upload_array(self, image_id: str, array: np.ndarray, affine: Optional[np.ndarray] = None, *,
-                     info: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> datastore_pb2.Image:
+    def upload_array(
+        self,
+        image_id: str,
+        array: np.ndarray,
+        affine: Optional[np.ndarray] = None,
+        *,
+        info: Optional[Dict[str, Any]] = None,
+        overwrite: bool = False,
+    ) -> datastore_pb2.Image:
         """Uploads an array as raw voxels with its affine (stored as NIfTI)."""
-        content, opener = self._raw(array, affine)
-        header = datastore_pb2.UploadImageHeader(image_id=image_id, content=content, info=_struct(info),
-                                                 overwrite=overwrite)
-        return self._upload(
-            lambda offset: self._stream(datastore_pb2.UploadImageRequest, header, opener, offset, content.total_size),
-            self.datastore.UploadImage, image_id, "", content.total_size,
-        ).image
+        return self.upload_image(image_id, array, affine=affine, info=info, overwrite=overwrite)
 
-    def save_label(self, image_id: str, source: Union[PathLike, bytes, np.ndarray], *, tag: str = "final",
-                   affine: Optional[np.ndarray] = None, info: Optional[Dict[str, Any]] = None,
-                   encoding: Optional[int] = None) -> datastore_pb2.Label:
+    def save_label(
+        self,
+        image_id: str,
+        source: Union[PathLike, bytes, np.ndarray],
+        *,
+        tag: str = "final",
+        affine: Optional[np.ndarray] = None,
+        info: Optional[Dict[str, Any]] = None,
+        encoding: Optional[int] = None,
+    ) -> datastore_pb2.Label:
         """Saves a label (file, bytes, or array with its affine) for an image under a tag."""
-        if isinstance(source, np.ndarray):
-            content, opener = self._raw(source, affine)
-        else:
-            content, opener = self._content(source, encoding)
+        content, opener = self._source(source, affine, encoding)
         header = datastore_pb2.SaveLabelHeader(image_id=image_id, tag=tag, content=content, info=_struct(info))
         return self._upload(
-            lambda offset: self._stream(datastore_pb2.SaveLabelRequest, header, opener, offset, content.total_size),
-            self.datastore.SaveLabel, image_id, tag, content.total_size,
+            datastore_pb2.SaveLabelRequest, header, opener, self.datastore.SaveLabel, image_id, tag
         ).label
 
     def download_image(self, image_id: str, dest: Optional[PathLike] = None) -> Union[bytes, Path]:
         """Downloads an image's file; to ``dest`` when given, else as bytes."""
         return self._download(
             lambda offset: self.datastore.DownloadImage(
-                datastore_pb2.DownloadImageRequest(image_id=image_id, offset=offset)), dest)
+                datastore_pb2.DownloadImageRequest(image_id=image_id, offset=offset)
+            ),
+            dest,
+        )
 
     def download_label(self, image_id: str, dest: Optional[PathLike] = None, tag: str = "final") -> Union[bytes, Path]:
         """Downloads a label's file; to ``dest`` when given, else as bytes."""
         return self._download(
             lambda offset: self.datastore.DownloadLabel(
-                datastore_pb2.DownloadLabelRequest(image_id=image_id, tag=tag, offset=offset)), dest)
+                datastore_pb2.DownloadLabelRequest(image_id=image_id, tag=tag, offset=offset)
+            ),
+            dest,
+        )
 
     # -- inference --------------------------------------------------------------------------------
-    def infer(self, model: str, *, image_id: str = "", session_id: str = "",
-              foreground: Sequence[Sequence[int]] = (), background: Sequence[Sequence[int]] = (),
-              params: Optional[Dict[str, Any]] = None, device: str = "", encoding: int = 0,
-              save_label: bool = False, timeout: Optional[float] = None) -> InferOutput:
+    def infer(
+        self,
+        model: str,
+        *,
+        image_id: str = "",
+        session_id: str = "",
+        foreground: Sequence[Sequence[int]] = (),
+        background: Sequence[Sequence[int]] = (),
+        params: Optional[Dict[str, Any]] = None,
+        device: str = "",
+        encoding: int = 0,
+        save_label: bool = False,
+        timeout: Optional[float] = None,
+    ) -> InferOutput:
         """Runs an infer task on a datastore image or a session.
 
         Args:
@@ -328,7 +343,8 @@ class MonaiLabelClient:
             timeout: deadline in seconds.
         """
         request = infer_pb2.InferRequest(
-            model=model, params=self._params(foreground, background, params, device),
+            model=model,
+            params=self._params(foreground, background, params, device),
             output=infer_pb2.OutputOptions(encoding=encoding, save_label=save_label),
         )
         if session_id:
@@ -337,35 +353,47 @@ class MonaiLabelClient:
             request.image_id = image_id
         return self._collect(self.infers.Infer(request, timeout=timeout))
 
-    def infer_file(self, model: str, source: Union[PathLike, np.ndarray], *, affine: Optional[np.ndarray] = None,
-                   foreground: Sequence[Sequence[int]] = (), background: Sequence[Sequence[int]] = (),
-                   params: Optional[Dict[str, Any]] = None, device: str = "", encoding: int = 0,
-                   timeout: Optional[float] = None) -> InferOutput:
+    def infer_file(
+        self,
+        model: str,
+        source: Union[PathLike, np.ndarray],
+        *,
+        affine: Optional[np.ndarray] = None,
+        foreground: Sequence[Sequence[int]] = (),
+        background: Sequence[Sequence[int]] = (),
+        params: Optional[Dict[str, Any]] = None,
+        device: str = "",
+        encoding: int = 0,
+        timeout: Optional[float] = None,
+    ) -> InferOutput:
         """Runs an infer task on a volume sent in the call: a file, or an array with its affine."""
-        if isinstance(source, np.ndarray):
-            content, opener = self._raw(source, affine)
-        else:
-            content, opener = self._content(source, None)
+        content, opener = self._source(source, affine, None)
         header = infer_pb2.InferVolumeHeader(
-            model=model, content=content, params=self._params(foreground, background, params, device),
+            model=model,
+            content=content,
+            params=self._params(foreground, background, params, device),
             output=infer_pb2.OutputOptions(encoding=encoding),
         )
         requests = self._stream(infer_pb2.InferVolumeRequest, header, opener, 0, content.total_size)
         return self._collect(self.infers.InferVolume(requests, timeout=timeout))
 
-    def create_session(self, source: Union[PathLike, np.ndarray, None] = None, *, image_id: str = "",
-                       affine: Optional[np.ndarray] = None, ttl_seconds: int = 0) -> infer_pb2.Session:
+    def create_session(
+        self,
+        source: Union[PathLike, np.ndarray, None] = None,
+        *,
+        image_id: str = "",
+        affine: Optional[np.ndarray] = None,
+        ttl_seconds: int = 0,
+    ) -> infer_pb2.Session:
         """Creates an interactive session from a file, an array, or a datastore image."""
         if image_id:
             header = infer_pb2.CreateSessionHeader(ttl_seconds=ttl_seconds, image_id=image_id)
-            return self.infers.CreateSession(iter([infer_pb2.CreateSessionRequest(header=header)]),
-                                             timeout=self.timeout).session
+            return self.infers.CreateSession(
+                iter([infer_pb2.CreateSessionRequest(header=header)]), timeout=self.timeout
+            ).session
         if source is None:
             raise ValueError("pass a file, an array or image_id")
-        if isinstance(source, np.ndarray):
-            content, opener = self._raw(source, affine)
-        else:
-            content, opener = self._content(source, None)
+        content, opener = self._source(source, affine, None)
         header = infer_pb2.CreateSessionHeader(ttl_seconds=ttl_seconds, content=content)
         requests = self._stream(infer_pb2.CreateSessionRequest, header, opener, 0, content.total_size)
         return self.infers.CreateSession(requests, timeout=self.timeout).session
@@ -380,12 +408,24 @@ class MonaiLabelClient:
         """Returns the app's trainers with their config and last stats."""
         return list(self.train.ListTrainers(train_pb2.ListTrainersRequest(), timeout=self.timeout).trainers)
 
-    def start_train(self, model: str, *, max_epochs: Optional[int] = None, val_split: Optional[float] = None,
-                    train_batch_size: Optional[int] = None, val_batch_size: Optional[int] = None,
-                    device: str = "", multi_gpu: Optional[bool] = None, dataset: str = "", dataloader: str = "",
-                    early_stop_patience: Optional[int] = None, train_ids: Sequence[str] = (),
-                    val_ids: Sequence[str] = (), queue: bool = False,
-                    extra: Optional[Dict[str, Any]] = None) -> train_pb2.TrainJob:
+    def start_train(
+        self,
+        model: str,
+        *,
+        max_epochs: Optional[int] = None,
+        val_split: Optional[float] = None,
+        train_batch_size: Optional[int] = None,
+        val_batch_size: Optional[int] = None,
+        device: str = "",
+        multi_gpu: Optional[bool] = None,
+        dataset: str = "",
+        dataloader: str = "",
+        early_stop_patience: Optional[int] = None,
+        train_ids: Sequence[str] = (),
+        val_ids: Sequence[str] = (),
+        queue: bool = False,
+        extra: Optional[Dict[str, Any]] = None,
+    ) -> train_pb2.TrainJob:
         """Starts a training job (unset values take the trainer's defaults).
 
         Args:
@@ -408,12 +448,22 @@ class MonaiLabelClient:
             the job (RUNNING, or QUEUED).
         """
         request = train_pb2.StartTrainJobRequest(
-            model=model, device=device, dataset=dataset, dataloader=dataloader, train_ids=list(train_ids),
-            val_ids=list(val_ids), queue=queue,
+            model=model,
+            device=device,
+            dataset=dataset,
+            dataloader=dataloader,
+            train_ids=list(train_ids),
+            val_ids=list(val_ids),
+            queue=queue,
         )
-        for name, value in (("max_epochs", max_epochs), ("val_split", val_split),
-                            ("train_batch_size", train_batch_size), ("val_batch_size", val_batch_size),
-                            ("multi_gpu", multi_gpu), ("early_stop_patience", early_stop_patience)):
+        for name, value in (
+            ("max_epochs", max_epochs),
+            ("val_split", val_split),
+            ("train_batch_size", train_batch_size),
+            ("val_batch_size", val_batch_size),
+            ("multi_gpu", multi_gpu),
+            ("early_stop_patience", early_stop_patience),
+        ):
             if value is not None:
                 setattr(request, name, value)
         if extra:
@@ -429,8 +479,8 @@ class MonaiLabelClient:
         token = ""
         while True:
             page = self.train.ListTrainJobs(
-                train_pb2.ListTrainJobsRequest(page_size=page_size, page_token=token, model=model),
-                timeout=self.timeout)
+                train_pb2.ListTrainJobsRequest(page_size=page_size, page_token=token, model=model), timeout=self.timeout
+            )
             yield from page.jobs
             token = page.next_page_token
             if not token:
@@ -440,8 +490,9 @@ class MonaiLabelClient:
         """Cancels a queued or running training job."""
         return self.train.CancelTrainJob(train_pb2.CancelTrainJobRequest(job_id=job_id), timeout=self.timeout).job
 
-    def watch_job(self, job_id: str, after_sequence: int = 0,
-                  timeout: Optional[float] = None) -> Iterator[train_pb2.TrainJobEvent]:
+    def watch_job(
+        self, job_id: str, after_sequence: int = 0, timeout: Optional[float] = None
+    ) -> Iterator[train_pb2.TrainJobEvent]:
         """Yields a job's events until it ends; resumes from the last sequence seen when the stream drops.
 
         Args:
@@ -454,7 +505,8 @@ class MonaiLabelClient:
         while True:
             try:
                 for response in self.train.WatchTrainJob(
-                        train_pb2.WatchTrainJobRequest(job_id=job_id, after_sequence=last), timeout=timeout):
+                    train_pb2.WatchTrainJobRequest(job_id=job_id, after_sequence=last), timeout=timeout
+                ):
                     attempt = 0
                     last = response.event.sequence
                     yield response.event
@@ -466,22 +518,39 @@ class MonaiLabelClient:
                 attempt += 1
 
     @staticmethod
-    def _params(foreground: Sequence[Sequence[int]], background: Sequence[Sequence[int]],
-                params: Optional[Dict[str, Any]], device: str) -> infer_pb2.InferParams:
+    def _params(
+        foreground: Sequence[Sequence[int]],
+        background: Sequence[Sequence[int]],
+        params: Optional[Dict[str, Any]],
+        device: str,
+    ) -> infer_pb2.InferParams:
         return infer_pb2.InferParams(
             foreground=[infer_pb2.Point(coordinates=[int(c) for c in p]) for p in foreground],
             background=[infer_pb2.Point(coordinates=[int(c) for c in p]) for p in background],
-            device=device, extra=_struct(params),
+            device=device,
+            extra=_struct(params),
         )
 
-    def _content(self, source: Union[PathLike, bytes], encoding: Optional[int]) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
+    def _source(
+        self, source: Union[PathLike, bytes, np.ndarray], affine: Optional[np.ndarray], encoding: Optional[int]
+    ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
+        if isinstance(source, np.ndarray):
+            return self._raw(source, affine)
+        return self._content(source, encoding)
+
+    def _content(
+        self, source: Union[PathLike, bytes], encoding: Optional[int]
+    ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
         if isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
             if encoding is None:
                 raise ValueError("pass encoding= with bytes")
-            return (common_pb2.ContentHeader(encoding=encoding, total_size=len(data),
-                                             sha256=hashlib.sha256(data).hexdigest()),
-                    lambda: io.BytesIO(data))
+            return (
+                common_pb2.ContentHeader(
+                    encoding=encoding, total_size=len(data), sha256=hashlib.sha256(data).hexdigest()
+                ),
+                lambda: io.BytesIO(data),
+            )
         path = Path(source)
         digest = hashlib.sha256()
         with open(path, "rb") as f:
@@ -489,20 +558,29 @@ class MonaiLabelClient:
                 digest.update(block)
         name = path.name.lower()
         ext = ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-        header = common_pb2.ContentHeader(encoding=encoding if encoding is not None else encoding_of(path.name),
-                                          total_size=path.stat().st_size, sha256=digest.hexdigest(),
-                                          file_extension=ext)
+        header = common_pb2.ContentHeader(
+            encoding=encoding if encoding is not None else encoding_of(path.name),
+            total_size=path.stat().st_size,
+            sha256=digest.hexdigest(),
+            file_extension=ext,
+        )
         return header, lambda: open(path, "rb")
 
-    def _raw(self, array: np.ndarray, affine: Optional[np.ndarray]) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
+    def _raw(
+        self, array: np.ndarray, affine: Optional[np.ndarray]
+    ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
         a = np.asarray(array)
         dtype = a.dtype.newbyteorder("=")
-        if dtype not in _DTYPES:
+        if dtype not in ENUM_BY_DTYPE:
             raise ValueError(f"dtype {a.dtype} cannot travel as raw voxels")
         data = np.asarray(a, dtype=dtype).tobytes(order="F")
         header = common_pb2.ContentHeader(
-            encoding=common_pb2.ENCODING_RAW, total_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-            data_type=_DTYPES[dtype], shape=list(a.shape), geometry=_geometry(affine, min(a.ndim, 3)),
+            encoding=common_pb2.ENCODING_RAW,
+            total_size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            data_type=ENUM_BY_DTYPE[dtype],
+            shape=list(a.shape),
+            geometry=common_pb2.Geometry() if affine is None else geometry_of_affine(affine, min(a.ndim, 3)),
         )
         return header, lambda: io.BytesIO(data)
 
@@ -513,7 +591,9 @@ class MonaiLabelClient:
 
         return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc)
 
-    def _stream(self, message: Any, header: Any, opener: Callable[[], BinaryIO], offset: int, total: int) -> Iterator[Any]:
+    def _stream(
+        self, message: Any, header: Any, opener: Callable[[], BinaryIO], offset: int, total: int
+    ) -> Iterator[Any]:
         yield message(header=header)
         bar = self._bar(total, "upload")
         if bar is not None:
@@ -529,17 +609,22 @@ class MonaiLabelClient:
         if bar is not None:
             bar.close()
 
-    def _upload(self, requests: Callable[[int], Iterator[Any]], call: Any, image_id: str, tag: str, total: int) -> Any:
+    def _upload(
+        self, message: Any, header: Any, opener: Callable[[], BinaryIO], call: Any, image_id: str, tag: str
+    ) -> Any:
+        """Streams an upload, and after a broken stream resumes from what the server committed."""
+        total = header.content.total_size
         offset = 0
         for attempt in range(self.retries + 1):
             try:
-                return call(requests(offset))
+                return call(self._stream(message, header, opener, offset, total))
             except grpc.RpcError as exc:
                 if exc.code() not in _RETRYABLE or attempt == self.retries:  # type: ignore[attr-defined]
                     raise
                 time.sleep(min(2.0, 0.1 * 2**attempt))
                 status = self.datastore.GetUploadStatus(
-                    datastore_pb2.GetUploadStatusRequest(image_id=image_id, label_tag=tag), timeout=self.timeout)
+                    datastore_pb2.GetUploadStatusRequest(image_id=image_id, label_tag=tag), timeout=self.timeout
+                )
                 offset = status.committed_size if status.total_size == total else 0
         raise UploadError(f"upload of {image_id} failed")
 
@@ -574,7 +659,12 @@ class MonaiLabelClient:
                 bar.close()
             if buffer is None:
                 sink.close()
-        if header is not None and header.sha256 and received == header.total_size and digest.hexdigest() != header.sha256:
+        if (
+            header is not None
+            and header.sha256
+            and received == header.total_size
+            and digest.hexdigest() != header.sha256
+        ):
             raise UploadError("downloaded bytes do not match the server's checksum")
         if buffer is not None:
             return buffer.getvalue()

@@ -20,6 +20,7 @@ from lib.trainers.segmentation import SegmentationTrainer
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.utils.others.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,8 @@ class RadiologyApp(MONAILabelApp):
             return
         os.makedirs(self.model_dir, exist_ok=True)
         torch.manual_seed(0)
-        tmp = self.final_model + ".tmp"
-        torch.save({"model": make_network().state_dict()}, tmp)
-        os.replace(tmp, self.final_model)
+        state = {"model": make_network().state_dict()}
+        atomic_write(self.final_model, lambda f: torch.save(state, f))
         logger.warning("segmentation: no checkpoint; starting from random weights at %s", self.final_model)
 
     def init_infers(self) -> Dict[str, InferTask]:

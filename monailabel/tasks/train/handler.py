@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import datetime
 import filecmp
-import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from ignite.engine import Engine, Events
+
+from monailabel.utils.others.atomic import atomic_copy, atomic_write_json
 
 __all__ = ["PublishStatsAndModel", "prepare_stats", "atomic_copy", "atomic_write_json"]
 
@@ -87,62 +86,6 @@ def prepare_stats(start_ts: float, trainer: Engine, evaluator: Optional[Engine])
             "best_metric_epoch": best_metric_epoch,
         }
     return jsonable(stats)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not supported everywhere (Windows); the rename itself is atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def atomic_copy(src: str, dst: str) -> None:
-    """Copies ``src`` to ``dst`` so that ``dst`` is at every moment either the old or the new file.
-
-    Args:
-        src: the file to copy.
-        dst: the destination path; its folder is created when missing.
-    """
-
-    def _write(f: Any) -> None:
-        with open(src, "rb") as s:
-            shutil.copyfileobj(s, f)
-
-    _atomic_write(dst, _write)
-
-
-def atomic_write_json(path: str, data: Any) -> None:
-    """Writes ``data`` as indented JSON to ``path`` atomically.
-
-    Args:
-        path: the destination path.
-        data: anything ``json.dumps`` takes.
-    """
-    text = json.dumps(data, indent=2).encode("utf-8")
-    _atomic_write(path, lambda f: f.write(text))
 
 
 class PublishStatsAndModel:

@@ -13,7 +13,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -173,25 +172,24 @@ def download_file(url: str, path: str, delay: float = 1, skip_on_exists: bool = 
     import urllib.parse
     import urllib.request  # slow to import; only downloads need it
 
+    from monailabel.utils.others.atomic import atomic_copy, atomic_write
+
     parsed = urllib.parse.urlparse(url)
     is_remote = parsed.scheme in ("http", "https", "ftp")
     source = urllib.request.url2pathname(parsed.path) if parsed.scheme == "file" else url
 
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".part")
-    os.close(fd)
-    try:
-        if is_remote:
-            logger.info(f"Downloading resource: {path} from {url}")
-            with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:  # noqa: S310
+    if not is_remote and not os.path.exists(source):
+        raise FileNotFoundError(f"download source does not exist: {source}")
+    if is_remote:
+        logger.info(f"Downloading resource: {path} from {url}")
+
+        def fetch(out: Any) -> None:
+            with urllib.request.urlopen(url) as response:  # noqa: S310
                 shutil.copyfileobj(response, out, 1 << 20)
-        else:
-            if not os.path.exists(source):
-                raise FileNotFoundError(f"download source does not exist: {source}")
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+        atomic_write(path, fetch)
+    else:
+        atomic_copy(source, path)
 
     if is_remote and delay > 0:
         time.sleep(delay)

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from monailabel_server.jobs.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel_server.jobs.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore
 
 
 @pytest.fixture()

@@ -1,0 +1,93 @@
+"""Conversions between numpy arrays / affines and the API's wire messages, shared by client and server."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+from monailabel.v1 import common_pb2
+
+__all__ = ["DTYPE_BY_ENUM", "ENUM_BY_DTYPE", "encoding_of_name", "geometry_of_affine", "affine_of_geometry"]
+
+DTYPE_BY_ENUM: Dict[int, np.dtype] = {
+    common_pb2.DATA_TYPE_UINT8: np.dtype(np.uint8),
+    common_pb2.DATA_TYPE_INT8: np.dtype(np.int8),
+    common_pb2.DATA_TYPE_UINT16: np.dtype(np.uint16),
+    common_pb2.DATA_TYPE_INT16: np.dtype(np.int16),
+    common_pb2.DATA_TYPE_UINT32: np.dtype(np.uint32),
+    common_pb2.DATA_TYPE_INT32: np.dtype(np.int32),
+    common_pb2.DATA_TYPE_INT64: np.dtype(np.int64),
+    common_pb2.DATA_TYPE_FLOAT32: np.dtype(np.float32),
+    common_pb2.DATA_TYPE_FLOAT64: np.dtype(np.float64),
+}
+ENUM_BY_DTYPE: Dict[np.dtype, int] = {v: k for k, v in DTYPE_BY_ENUM.items()}
+
+
+def encoding_of_name(name: str) -> int:
+    """Returns the encoding a file name's extension implies.
+
+    Args:
+        name: a file name or an extension such as ".nii.gz".
+
+    Returns:
+        An ``Encoding`` value; ENCODING_UNSPECIFIED when the extension is unknown.
+    """
+    lower = str(name).lower()
+    if lower.endswith(".nii.gz"):
+        return common_pb2.ENCODING_NIFTI_GZ
+    if lower.endswith(".nii"):
+        return common_pb2.ENCODING_NIFTI
+    if lower.endswith(".nrrd"):
+        return common_pb2.ENCODING_NRRD
+    if lower.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff")):
+        return common_pb2.ENCODING_IMAGE_2D
+    if lower.endswith(".zip"):
+        return common_pb2.ENCODING_DICOM_ZIP
+    return common_pb2.ENCODING_UNSPECIFIED
+
+
+def geometry_of_affine(affine: np.ndarray, ndim: int | None = None) -> common_pb2.Geometry:
+    """Splits an affine into spacing, origin and direction.
+
+    Args:
+        affine: an (N+1)x(N+1) voxel-to-world matrix.
+        ndim: spatial axes to keep (at most N); None keeps all.
+
+    Returns:
+        The geometry.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    n = a.shape[0] - 1 if ndim is None else min(ndim, a.shape[0] - 1)
+    linear = a[:n, :n]
+    spacing = np.linalg.norm(linear, axis=0)
+    direction = linear / np.where(spacing == 0, 1.0, spacing)
+    return common_pb2.Geometry(
+        spacing=spacing.tolist(), origin=a[:n, a.shape[0] - 1].tolist(), direction=direction.reshape(-1).tolist()
+    )
+
+
+def affine_of_geometry(geometry: common_pb2.Geometry, ndim: int) -> np.ndarray:
+    """Builds an affine from a geometry; unset parts default to identity, unit spacing, zero origin.
+
+    Args:
+        geometry: the geometry.
+        ndim: number of spatial axes.
+
+    Returns:
+        An (ndim+1)x(ndim+1) affine.
+
+    Raises:
+        ValueError: a field has the wrong length, or a spacing is not positive.
+    """
+    spacing = np.ones(ndim) if not geometry.spacing else np.asarray(geometry.spacing, dtype=np.float64)
+    origin = np.zeros(ndim) if not geometry.origin else np.asarray(geometry.origin, dtype=np.float64)
+    direction = np.eye(ndim) if not geometry.direction else np.asarray(geometry.direction, dtype=np.float64)
+    if spacing.shape != (ndim,) or origin.shape != (ndim,) or direction.size != ndim * ndim:
+        raise ValueError(f"geometry must have {ndim} spacing and origin values and {ndim * ndim} direction values")
+    if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
+        raise ValueError("geometry spacing must be positive")
+    affine = np.eye(ndim + 1)
+    affine[:ndim, :ndim] = direction.reshape(ndim, ndim) * spacing
+    affine[:ndim, ndim] = origin
+    return affine
