@@ -36,16 +36,48 @@ def _start_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _datasets(args: argparse.Namespace) -> int:
-    from monailabel.datasets import write_phantoms
+DATASETS = {
+    "phantoms": "synthetic 3D CT-like phantoms: bright ellipsoids in noise, labelled 1 (--labels N for N structures)",
+    "slides": "synthetic 2D pathology slides (RGB PNG) with round nuclei, labelled 1",
+    "mni152": "the MNI152 T1 brain (197x233x189, 1 mm) with its brain mask as the final label (needs nilearn)",
+}
 
+
+def _datasets(args: argparse.Namespace) -> int:
+    from monailabel.datasets import mni152_path, write_mni152, write_phantoms, write_slides
+
+    name = args.name or ("phantoms" if args.output else None)
+    if name is None:
+        print("sample data sets (monailabel datasets --name NAME --output DIR):")
+        for key, text in DATASETS.items():
+            missing = key == "mni152" and mni152_path() is None
+            print(f"  {key:<9} {text}{' [not available: pip install nilearn]' if missing else ''}")
+        return 0
+    if name not in DATASETS:
+        print(f"no data set '{name}'; data sets: {', '.join(DATASETS)}", file=sys.stderr)
+        return 2
+    if not args.output:
+        print("--output DIR is needed to write a data set", file=sys.stderr)
+        return 2
     out = Path(args.output)
     if args.if_empty and out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
         print(f"{out} is not empty; leaving it as it is")
         return 0
-    shape = tuple(args.shape)
-    ids = write_phantoms(out, count=args.count, shape=shape, labeled=args.labeled, seed=args.seed)
-    print(f"wrote {len(ids)} phantoms of shape {shape} to {out}")
+    if name == "mni152":
+        if mni152_path() is None:
+            print("mni152 needs nilearn (it ships the template): pip install nilearn", file=sys.stderr)
+            return 2
+        write_mni152(out, labeled=args.labeled != 0)
+        print(f"wrote the MNI152 brain and its brain mask to {out}")
+        return 0
+    if name == "slides":
+        shape = tuple(args.shape[:2]) if args.shape else (512, 512)
+        ids = write_slides(out, count=args.count, shape=shape, labeled=args.labeled, seed=args.seed)
+    else:
+        shape = tuple(args.shape) if args.shape else (64, 64, 64)
+        ids = write_phantoms(out, count=args.count, shape=shape, labeled=args.labeled, seed=args.seed,
+                             labels=args.labels)
+    print(f"wrote {len(ids)} {name} of shape {shape} to {out}")
     return 0
 
 
@@ -89,10 +121,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--session-ttl", type=int, default=None, help="seconds an idle session lives")
     s.set_defaults(func=_start_server)
 
-    d = sub.add_parser("datasets", help="write offline sample data")
-    d.add_argument("-o", "--output", required=True)
+    d = sub.add_parser("datasets", help="list or write offline sample data sets")
+    d.add_argument("--name", help=f"one of {', '.join(DATASETS)} (default phantoms when --output is given)")
+    d.add_argument("-o", "--output", help="studies folder to write")
     d.add_argument("-n", "--count", type=int, default=8)
-    d.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64])
+    d.add_argument("--shape", type=int, nargs="+", default=None, help="3 sizes (phantoms) or 2 (slides)")
+    d.add_argument("--labels", type=int, default=1, help="structures per phantom, labelled 1..N")
     d.add_argument("--labeled", type=int, default=None, help="images that get a final label (default all)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--if-empty", action="store_true", help="do nothing when the folder has files")

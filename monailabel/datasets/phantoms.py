@@ -1,7 +1,8 @@
 """Synthetic phantoms: bright ellipsoids in noise, with their masks, as CT-like int16 volumes.
 
 A small UNet learns them in seconds on a CPU, which makes them the data of the training tests and of
-the sample studies folder that ``make serve`` fills.
+the sample studies folder that ``make serve`` fills. ``labels=2`` (or more) adds further structures of
+other brightness, labelled 2, 3, ...: multi-label data for the radiology template's ``labels`` config.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ __all__ = ["make_phantom", "write_phantoms"]
 
 
 def make_phantom(
-    shape: Sequence[int] = (64, 64, 64), seed: int = 0, spacing: Sequence[float] = (1.5, 1.5, 2.0)
+    shape: Sequence[int] = (64, 64, 64),
+    seed: int = 0,
+    spacing: Sequence[float] = (1.5, 1.5, 2.0),
+    labels: int = 1,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Makes one phantom.
 
@@ -24,9 +28,10 @@ def make_phantom(
         shape: volume shape.
         seed: random seed; the same seed gives the same phantom.
         spacing: voxel size in millimetres.
+        labels: number of structures; structure ``k`` is labelled ``k`` (the first wins where they overlap).
 
     Returns:
-        ``(image int16, label uint8, affine)``: one ellipsoid labelled 1 in a noisy background.
+        ``(image int16, label uint8, affine)``: ellipsoids labelled 1..labels in a noisy background.
     """
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape)
@@ -37,6 +42,13 @@ def make_phantom(
     label = (dist <= 1.0).astype(np.uint8)
     background = rng.normal(0.0, 25.0, size=shape).astype(np.float32)
     image = 40.0 + background + label * rng.uniform(120.0, 180.0)
+    for k in range(2, labels + 1):  # drawn after the first structure: labels=1 phantoms stay as they were
+        centre = [rng.uniform(0.25, 0.75) * s for s in shape]
+        radii = [rng.uniform(0.08, 0.15) * s for s in shape]
+        dist = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True))
+        extra = (dist <= 1.0) & (label == 0)
+        label[extra] = k
+        image += extra * (-60.0 + 110.0 * (k - 1))  # darker for 2, brighter than the first for 3 and up
     affine = np.diag([*[float(s) for s in spacing], 1.0])
     affine[:3, 3] = [-0.5 * s * d for s, d in zip(shape, spacing, strict=True)]
     return np.clip(image, -1024, 3071).astype(np.int16), label, affine
@@ -49,6 +61,7 @@ def write_phantoms(
     labeled: Optional[int] = None,
     seed: int = 0,
     prefix: str = "phantom",
+    labels: int = 1,
 ) -> List[str]:
     """Writes phantoms as a MONAI Label studies folder: images, and final labels for some of them.
 
@@ -59,6 +72,7 @@ def write_phantoms(
         labeled: how many get a final label in ``labels/final``; None for all.
         seed: first seed.
         prefix: file name prefix.
+        labels: structures per phantom (see :func:`make_phantom`).
 
     Returns:
         The image ids written.
@@ -67,7 +81,7 @@ def write_phantoms(
     (output / "labels" / "final").mkdir(parents=True, exist_ok=True)
     ids = []
     for i in range(count):
-        image, label, affine = make_phantom(shape, seed + i)
+        image, label, affine = make_phantom(shape, seed + i, labels=labels)
         image_id = f"{prefix}_{i:03d}"
         nib.save(nib.Nifti1Image(image, affine), str(output / f"{image_id}.nii.gz"))
         if labeled is None or i < labeled:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Dict
@@ -38,8 +39,15 @@ def load_app(app_dir: Path, studies: str, conf: Dict[str, str]) -> MONAILabelApp
     main_py = app_dir / "main.py"
     if not main_py.is_file():
         raise MONAILabelException(MONAILabelError.APP_INIT_ERROR, f"no main.py in app folder {app_dir}")
-    if str(app_dir) not in sys.path:
-        sys.path.insert(0, str(app_dir))
+    # The app's folder goes first, and a ``lib`` package imported from another app's folder (apps of one
+    # process, as in tests) is forgotten, so that ``import lib...`` finds this app's own.
+    if str(app_dir) in sys.path:
+        sys.path.remove(str(app_dir))
+    sys.path.insert(0, str(app_dir))
+    for name in [n for n in sys.modules if n == "lib" or n.startswith("lib.")]:
+        origin = getattr(sys.modules[name], "__file__", None) or ""
+        if not os.path.abspath(origin).startswith(str(app_dir) + os.sep):
+            del sys.modules[name]
     spec = importlib.util.spec_from_file_location("main", main_py)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

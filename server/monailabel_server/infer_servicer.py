@@ -39,14 +39,18 @@ __all__ = ["InferServicer"]
 logger = logging.getLogger(__name__)
 
 _LATENCY_KEYS = ("pre", "infer", "invert", "post", "write", "total")
+# masks of 2D models (pathology) come back as PNG; uploads of 2D images keep their own extension
+_MASK_EXTENSIONS = {**EXTENSION_BY_ENCODING, common_pb2.ENCODING_IMAGE_2D: ".png"}
 
 
 def _decode(path: str) -> Any:
     """Decodes a volume once, as a MetaTensor carrying its affine (MONAI's LoadImage)."""
     from monai.transforms import LoadImage
 
+    # 2D TIFF needs Pillow's reader named: MONAI's default order tries the DICOM reader on it
+    reader = "PILReader" if path.lower().endswith((".tif", ".tiff")) else None
     try:
-        return LoadImage(image_only=True)(path)
+        return LoadImage(image_only=True, reader=reader)(path)
     except Exception as exc:  # MONAI raises several types for unreadable files
         raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"cannot decode the volume: {exc}") from exc
 
@@ -180,9 +184,11 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
                 raise MONAILabelException(MONAILabelError.INVALID_INPUT, "result_dtype is not a known data type")
             request["result_dtype"] = DTYPE_BY_ENUM[params.result_dtype].name
         encoding = output.encoding or (encoding_of_name(output.result_extension) if output.result_extension else 0)
-        if encoding and encoding not in EXTENSION_BY_ENCODING:
-            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "masks come back as NIfTI, NRRD or raw voxels")
-        request["result_extension"] = EXTENSION_BY_ENCODING.get(encoding, ".nii.gz")
+        if encoding and encoding not in _MASK_EXTENSIONS:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                      "masks come back as NIfTI, NRRD, raw voxels or a 2D image (PNG)")
+        two_d = getattr(self._task(model), "dimension", 3) == 2
+        request["result_extension"] = _MASK_EXTENSIONS.get(encoding, ".png" if two_d else ".nii.gz")
         request["save_label"] = bool(output.save_label)
         return request
 

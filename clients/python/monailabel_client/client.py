@@ -125,6 +125,13 @@ class InferOutput:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"mask{suffix}"
             path.write_bytes(self.data)
+            if suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):  # 2D masks, indexed (x, y) as MONAI's
+                from PIL import Image
+
+                with Image.open(path) as im:
+                    array = np.asarray(im)
+                array = np.moveaxis(array, -1, 0).transpose(0, 2, 1) if array.ndim == 3 else array.T
+                return np.ascontiguousarray(array), np.eye(3)
             if suffix == ".nrrd":
                 import nrrd
 

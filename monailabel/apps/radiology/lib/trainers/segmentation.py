@@ -1,8 +1,8 @@
-"""The template's segmentation trainer: the infer task's UNet, trained on random crops of the final labels."""
+"""The template's segmentation trainer: the infer task's network, trained on random crops of the final labels."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from monai.inferers import SlidingWindowInferer
@@ -18,11 +18,15 @@ from monai.transforms import (
     RandFlipd,
 )
 
+from lib.transforms import SequentialLabelsd
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
 
 class SegmentationTrainer(BasicTrainTask):
-    """Trains the segmentation UNet (background + organ) with Dice-CE on random crops.
+    """Trains the segmentation network (background + one channel per label) with Dice-CE on random crops.
+
+    Label values are mapped to channels in value order (``SequentialLabelsd``), as the infer task maps
+    them back.
 
     Args:
         model_dir: folder for runs, checkpoints and ``train_stats.json``.
@@ -30,6 +34,7 @@ class SegmentationTrainer(BasicTrainTask):
         roi_size: crop size for training and window size for validation.
         lr: Adam's learning rate.
         num_samples: crops per image and iteration.
+        labels: ``{name: value}`` (default ``{"organ": 1}``).
         **kwargs: passed to :class:`BasicTrainTask` (``publish_path``, ``config``, ...).
     """
 
@@ -40,9 +45,12 @@ class SegmentationTrainer(BasicTrainTask):
         roi_size: Sequence[int] = (32, 32, 32),
         lr: float = 2e-3,
         num_samples: int = 2,
+        labels: Optional[Dict[str, int]] = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(model_dir, network=network, amp=False, **kwargs)
+        labels = dict(labels or {"organ": 1})
+        super().__init__(model_dir, network=network, amp=False, labels=labels, **kwargs)
+        self.label_names = labels
         self.roi_size = tuple(roi_size)
         self.lr = lr
         self.num_samples = num_samples
@@ -56,6 +64,7 @@ class SegmentationTrainer(BasicTrainTask):
     def train_pre_transforms(self, context: Context) -> Any:
         return [
             LoadImaged(keys=("image", "label")),
+            SequentialLabelsd(keys="label", label_names=self.label_names),
             EnsureChannelFirstd(keys=("image", "label")),
             NormalizeIntensityd(keys="image"),
             EnsureTyped(keys=("image", "label")),
@@ -74,12 +83,13 @@ class SegmentationTrainer(BasicTrainTask):
     def train_post_transforms(self, context: Context) -> Any:
         return [
             Activationsd(keys="pred", softmax=True),
-            AsDiscreted(keys=("pred", "label"), argmax=(True, False), to_onehot=2),
+            AsDiscreted(keys=("pred", "label"), argmax=(True, False), to_onehot=len(self.label_names) + 1),
         ]
 
     def val_pre_transforms(self, context: Context) -> Any:
         return [
             LoadImaged(keys=("image", "label")),
+            SequentialLabelsd(keys="label", label_names=self.label_names),
             EnsureChannelFirstd(keys=("image", "label")),
             NormalizeIntensityd(keys="image"),
             EnsureTyped(keys=("image", "label")),

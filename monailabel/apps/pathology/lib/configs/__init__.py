@@ -1,0 +1,1 @@
+"""One ``TaskConfig`` per model; ``--conf models`` picks them by module name."""

@@ -1,0 +1,1 @@
+"""The pathology template's infer tasks."""
