@@ -84,7 +84,10 @@ class MONAILabelApp:
         self._scoring_methods: Dict[str, ScoringMethod] = (
             self.init_scoring_methods() if settings.MONAI_LABEL_TASKS_SCORING else {}
         )
-        self._auto_update_scoring = settings.MONAI_LABEL_AUTO_UPDATE_SCORING
+        # MONAI Label's setting, which the app's conf may override: --conf auto_update_scoring false
+        self._auto_update_scoring = strtobool(
+            str(self.conf.get("auto_update_scoring", settings.MONAI_LABEL_AUTO_UPDATE_SCORING))
+        )
         self._sessions = None
         self._job_submitter: Optional[JobSubmitter] = None
 
@@ -268,7 +271,7 @@ class MONAILabelApp:
             self.async_scoring(None)
         return result
 
-    def next_sample(self, request: Dict[str, Any]) -> Dict[str, Any]:
+    def next_sample(self, request: Dict[str, Any], datastore: Optional[Datastore] = None) -> Dict[str, Any]:
         """Runs an active learning strategy and returns the image to label next.
 
         The time it was served is recorded in the image's info (``strategy.<name>.ts``), which the
@@ -276,6 +279,8 @@ class MONAILabelApp:
 
         Args:
             request: ``{"strategy": name (default "random"), "client_id"?, ...}``.
+            datastore: the datastore the strategy sees (the app's by default; the server passes a view
+                that hides images other annotators are labeling).
 
         Returns:
             ``{"id": image id, "path": image uri, ...}``, or ``{}`` when nothing is left to label.
@@ -285,17 +290,18 @@ class MONAILabelApp:
         """
         strategy = request.get("strategy") or "random"
         task = _lookup(self._strategies, strategy, "strategy")
-        res = task(dict(request, strategy=strategy), self.datastore())
+        datastore = datastore if datastore is not None else self.datastore()
+        res = task(dict(request, strategy=strategy), datastore)
         if not res:
             return {}
         res = dict(res) if isinstance(res, dict) else {"id": res}
         image_id = res["id"]
 
-        info = copy.deepcopy(self._datastore.get_image_info(image_id) or {}).get("strategy", {})
+        info = copy.deepcopy(datastore.get_image_info(image_id) or {}).get("strategy", {})
         info[strategy] = {"ts": int(time.time()), "client_id": request.get("client_id", "user-xyz")}
-        self._datastore.update_image_info(image_id, {"strategy": info})
+        datastore.update_image_info(image_id, {"strategy": info})
 
-        res["path"] = self._datastore.get_image_uri(image_id)
+        res["path"] = datastore.get_image_uri(image_id)
         if self._auto_update_scoring:
             self.async_scoring(None)
         return res

@@ -31,6 +31,8 @@ class ServerConfig:
         session_ttl_s: idle seconds before an interactive session expires.
         max_session_bytes: memory all interactive sessions together may hold.
         max_sessions: sessions that may exist at once.
+        lease_ttl_s: seconds an image served as next sample stays reserved for its client (unless the
+            client asks for another or saves a final label first).
     """
 
     app_dir: Path
@@ -47,6 +49,7 @@ class ServerConfig:
     session_ttl_s: int = 600
     max_session_bytes: int = 4096 * MIB
     max_sessions: int = 64
+    lease_ttl_s: int = 3600
 
     @classmethod
     def from_env(cls, app_dir: Path, studies: str, **overrides: object) -> ServerConfig:

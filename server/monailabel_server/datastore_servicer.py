@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import grpc
 
@@ -71,12 +71,16 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
     Args:
         app: the app.
         config: server settings.
+        on_final_label: called with the image id after a final label is saved (ends the image's lease).
     """
 
-    def __init__(self, app: MONAILabelApp, config: ServerConfig) -> None:
+    def __init__(
+        self, app: MONAILabelApp, config: ServerConfig, on_final_label: Optional[Callable[[str], None]] = None
+    ) -> None:
         self.app = app
         self.store = Store(app.datastore())
         self.config = config
+        self.on_final_label = on_final_label
 
     def ListImages(self, request: datastore_pb2.ListImagesRequest, context: grpc.ServicerContext):
         size = request.page_size or 100
@@ -155,6 +159,8 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         finally:
             received.discard()
         if tag == DefaultLabelTag.FINAL.value:
+            if self.on_final_label is not None:
+                self.on_final_label(image.id)
             self.app.on_save_label(image.id, image.id)
         return datastore_pb2.SaveLabelResponse(label=label_message(view))
 

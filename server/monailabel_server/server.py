@@ -21,6 +21,8 @@ from monailabel.v1 import (
     datastore_pb2_grpc,
     infer_pb2,
     infer_pb2_grpc,
+    strategy_pb2,
+    strategy_pb2_grpc,
     train_pb2,
     train_pb2_grpc,
 )
@@ -31,6 +33,8 @@ from monailabel_server.datastore_servicer import DatastoreServicer
 from monailabel_server.errors import ErrorInterceptor
 from monailabel_server.infer_servicer import InferServicer
 from monailabel_server.jobs import JobManager
+from monailabel_server.sampling import NextSampler
+from monailabel_server.strategy_servicer import StrategyServicer
 from monailabel_server.train_servicer import TrainServicer
 from monailabel_server.workers import ModelWorkers
 
@@ -43,6 +47,7 @@ SERVICE_NAMES = (
     datastore_pb2.DESCRIPTOR.services_by_name["DatastoreService"].full_name,
     infer_pb2.DESCRIPTOR.services_by_name["InferService"].full_name,
     train_pb2.DESCRIPTOR.services_by_name["TrainService"].full_name,
+    strategy_pb2.DESCRIPTOR.services_by_name["StrategyService"].full_name,
 )
 
 
@@ -56,8 +61,9 @@ class RunningServer:
         app: the app it serves.
         workers: its model workers.
         health: its health servicer.
-        jobs: its training jobs.
+        jobs: its training and scoring jobs.
         config: its settings.
+        sampler: its next-sample strategies and leases.
     """
 
     server: grpc.Server
@@ -67,6 +73,7 @@ class RunningServer:
     health: health.HealthServicer
     jobs: Optional[JobManager] = None
     config: Optional[ServerConfig] = None
+    sampler: Optional[NextSampler] = None
 
     @property
     def address(self) -> str:
@@ -78,8 +85,11 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.workers.shutdown(wait=False)
+        self.app.set_job_submitter(None)
         if self.jobs is not None:
             self.jobs.shutdown()
+        if self.sampler is not None:
+            self.sampler.close()
 
 
 def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningServer:
@@ -106,11 +116,15 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
         maximum_concurrent_rpcs=config.rpc_threads * 4,
     )
     workers = ModelWorkers(config.model_workers, config.max_queue)
-    app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app), server)
-    datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(DatastoreServicer(app, config), server)
-    infer_pb2_grpc.add_InferServiceServicer_to_server(InferServicer(app, config, workers), server)
     jobs = JobManager(app, config.app_dir, config.studies, config.conf)
+    sampler = NextSampler(app, jobs.store.path.parent / "leases.db", config.lease_ttl_s)
+    app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app), server)
+    datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(
+        DatastoreServicer(app, config, on_final_label=sampler.release_image), server
+    )
+    infer_pb2_grpc.add_InferServiceServicer_to_server(InferServicer(app, config, workers), server)
     train_pb2_grpc.add_TrainServiceServicer_to_server(TrainServicer(jobs), server)
+    strategy_pb2_grpc.add_StrategyServiceServicer_to_server(StrategyServicer(app, config, sampler, jobs), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -123,7 +137,10 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("serving %s on %s:%d", type(app).__name__, config.host, port)
-    return RunningServer(server, port, app, workers, health_servicer, jobs, config)
+    # the app's async_scoring / async_training become jobs; then MONAI Label's init hook (scoring, if auto)
+    app.set_job_submitter(lambda kind, request: jobs.submit(kind, request, trigger=f"app: {kind} requested"))
+    app.on_init_complete()
+    return RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler)
 
 
 def serve(config: ServerConfig) -> None:

@@ -1,4 +1,5 @@
-"""``monailabel-client``: the common calls from a shell (info, list, upload, download, infer, status, train)."""
+"""``monailabel-client``: the common calls from a shell (info, list, upload, download, infer, status, train,
+next, score)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     w.add_argument("job_id")
     w.add_argument("--after", type=int, default=0, help="resume after this event sequence number")
     w.add_argument("--log", action="store_true", help="print the job's log lines too")
+    nx = sub.add_parser("next", help="ask which image to label next (leased to --client-id until asked again)")
+    nx.add_argument("--strategy", default="random")
+    nx.add_argument("--client-id", default="")
+    nx.add_argument("--params", default="", help="strategy parameters as JSON")
+    nx.add_argument("--download", metavar="PATH", help="also receive the image, written to PATH")
+    nx.add_argument("--list", action="store_true", help="list the strategies instead")
+    sc = sub.add_parser("score", help="run a scoring method as a job and follow it (or list/cancel scoring jobs)")
+    sc.add_argument("method", nargs="?", help="the scoring method to run")
+    sc.add_argument("--params", default="", help="scoring parameters as JSON")
+    sc.add_argument("--queue", action="store_true", help="queue behind the method's running job")
+    sc.add_argument("--no-watch", action="store_true")
+    sc.add_argument("--methods", action="store_true", help="list the scoring methods")
+    sc.add_argument("--jobs", action="store_true", help="list scoring jobs")
+    sc.add_argument("--cancel", metavar="JOB_ID", help="cancel a scoring job")
     args = p.parse_args(argv)
 
     with MonaiLabelClient(args.address, progress=sys.stderr.isatty(), timeout=None) as client:
@@ -134,7 +149,53 @@ def main(argv: Optional[List[str]] = None) -> int:
                           j.error)
         elif args.command == "watch":
             return watch(client, args.job_id, args.after, show_log=args.log)
+        elif args.command == "next":
+            return _next(client, args)
+        elif args.command == "score":
+            return _score(client, args, p)
     return 0
+
+
+def _next(client: MonaiLabelClient, args: argparse.Namespace) -> int:
+    if args.list:
+        for s in client.list_strategies():
+            print(s.name, "-", s.description)
+        return 0
+    result = client.next_sample(
+        args.strategy, client_id=args.client_id, params=json.loads(args.params) if args.params else None,
+        dest=args.download,
+    )
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
+def _score(client: MonaiLabelClient, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.methods:
+        for m in client.list_scoring_methods():
+            print(m.name, "-", m.description)
+        return 0
+    if args.jobs:
+        for j in client.list_scoring_jobs(method=args.method or ""):
+            print(j.job_id, j.method, _state(j.state), j.trigger, j.error)
+        return 0
+    if args.cancel:
+        _print(client.cancel_scoring_job(args.cancel))
+        return 0
+    if not args.method:
+        parser.error("score: name a scoring method (or --methods, --jobs, --cancel JOB_ID)")
+    job = client.start_scoring(args.method, json.loads(args.params) if args.params else None, queue=args.queue)
+    print(job.job_id, _state(job.state), flush=True)
+    if args.no_watch:
+        return 0
+    for event in client.watch_scoring_job(job.job_id):
+        if event.WhichOneof("event") == "state_change":
+            print(f"[{event.sequence}] {_state(event.state_change.state)} {event.state_change.message}", flush=True)
+    job = client.get_scoring_job(job.job_id)
+    print(json.dumps({"job_id": job.job_id, "state": _state(job.state), "error": job.error,
+                      "result": json_format.MessageToDict(job.result)}, indent=2))
+    if job.state == train_pb2.JOB_STATE_FAILED and job.last_log_lines:
+        print("last log lines:\n  " + "\n  ".join(job.last_log_lines))
+    return 0 if job.state == train_pb2.JOB_STATE_SUCCEEDED else 1
 
 
 def _state(state: int) -> str:

@@ -34,6 +34,7 @@ from monailabel.v1 import (
     train_pb2,
     train_pb2_grpc,
 )
+from monailabel_client.strategy import StrategyCalls
 from monailabel_client.wire import (
     DTYPE_BY_ENUM,
     ENUM_BY_DTYPE,
@@ -145,8 +146,10 @@ class InferOutput:
         return self.array_and_affine()[0]
 
 
-class MonaiLabelClient:
+class MonaiLabelClient(StrategyCalls):
     """Calls a MONAI Label gRPC server.
+
+    Strategy, next-sample and scoring-job calls come from :class:`~monailabel_client.strategy.StrategyCalls`.
 
     Args:
         address: ``host:port``.

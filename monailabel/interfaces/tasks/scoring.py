@@ -24,6 +24,22 @@ class ScoringMethod(metaclass=ABCMeta):
         """Returns ``{"description": ...}``."""
         return {"description": self.description}
 
+    def validate(self, request: Dict[str, Any]) -> None:
+        """Checks a request's parameters before the scoring method runs (no-op by default).
+
+        An addition to MONAI Label's interface.
+
+        The server calls it first, so that a bad parameter is answered with INVALID_ARGUMENT naming it,
+        instead of failing later.
+
+        Args:
+            request: the request dict.
+
+        Raises:
+            MONAILabelException: INVALID_INPUT naming the bad parameter.
+        """
+        return None
+
     @abstractmethod
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Any:
         """Scores images, typically storing scores with ``datastore.update_image_info``.

@@ -1,10 +1,14 @@
-"""Runs training jobs in child processes, one per model at a time, and records them in the job store.
+"""Runs training and scoring jobs in child processes, one per model (or scoring method) at a time.
 
-A job's process is ``python -m monailabel_server.jobs.worker``; a thread per job tails its output into
-the store (marked lines are progress events, the rest log lines) and decides the job's end state from
+A job has a kind: ``train`` runs a trainer, ``scoring`` a scoring method. A job's process is
+``python -m monailabel_server.jobs.worker``; a thread per job tails its output into the store (marked
+lines are progress events, the rest log lines) and decides the job's end state from
 its exit: 0 SUCCEEDED, after a cancel CANCELLED, else FAILED with the reason (the error it reported,
-the signal that killed it, or its exit code) and its last log lines. The server never runs training
-code itself, so a crash of the trainer cannot take it down.
+the signal that killed it, or its exit code) and its last log lines. The server never runs training or
+scoring code itself, so a crash of either cannot take it down.
+
+When a train job publishes a new model version and the app's ``auto_update_scoring`` is on, the app's
+scoring methods run again (``MONAILabelApp.async_scoring``), as MONAI Label does after training.
 """
 
 from __future__ import annotations
@@ -25,7 +29,19 @@ import monailabel_server
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_server.jobs import params as job_params
-from monailabel_server.jobs.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobEvent, JobRecord, JobStore
+from monailabel_server.jobs.store import (
+    CANCELLED,
+    FAILED,
+    KINDS,
+    QUEUED,
+    RUNNING,
+    SCORING,
+    SUCCEEDED,
+    TRAIN,
+    JobEvent,
+    JobRecord,
+    JobStore,
+)
 from monailabel_server.jobs.worker import EVENT_MARK, EXIT_CANCELLED
 
 __all__ = ["JobManager"]
@@ -35,19 +51,25 @@ logger = logging.getLogger(__name__)
 LAST_LOG_LINES = 20
 
 
+_WHAT = {TRAIN: "trainer", SCORING: "scoring method"}
+_DONE = {TRAIN: "training finished", SCORING: "scoring finished"}
+
+
 class _Running:
-    def __init__(self, proc: subprocess.Popen, cancel_file: Path) -> None:
+    def __init__(self, proc: subprocess.Popen, cancel_file: Path, kind: str) -> None:
         self.proc = proc
         self.cancel_file = cancel_file
+        self.kind = kind
         self.cancel_requested = False
         self.error: Optional[Dict[str, Any]] = None
         self.stats: Optional[Dict[str, Any]] = None
+        self.result: Any = None
         self.logs: Deque[str] = collections.deque(maxlen=LAST_LOG_LINES)
         self.thread: Optional[threading.Thread] = None
 
 
 class JobManager:
-    """Starts, follows, cancels and lists training jobs of an app.
+    """Starts, follows, cancels and lists the training and scoring jobs of an app.
 
     Args:
         app: the app (its trainers validate requests; the worker loads its own copy).
@@ -82,7 +104,7 @@ class JobManager:
         self._stopping = False
         failed = self.store.fail_unfinished("server restarted while the job was queued or running")
         if failed:
-            logger.warning("marked %d unfinished train job(s) FAILED: %s", len(failed), ", ".join(failed))
+            logger.warning("marked %d unfinished job(s) FAILED: %s", len(failed), ", ".join(failed))
 
     # -- queries ----------------------------------------------------------------------------------------
     def trainers(self) -> Dict[str, Dict[str, Any]]:
@@ -98,13 +120,13 @@ class JobManager:
             for name, t in (info.get("trainers") or {}).items()
         }
 
-    def get(self, job_id: str) -> JobRecord:
-        """Returns a job (NOT_FOUND when unknown)."""
-        return self.store.get(job_id)
+    def get(self, job_id: str, kind: str = TRAIN) -> JobRecord:
+        """Returns a job of a kind (NOT_FOUND when unknown)."""
+        return self.store.get(job_id, kind)
 
-    def list(self, offset: int, limit: int, model: str = "") -> List[JobRecord]:
-        """Returns jobs, newest first."""
-        return self.store.list(offset, limit, model)
+    def list(self, offset: int, limit: int, model: str = "", kind: str = TRAIN) -> List[JobRecord]:
+        """Returns jobs of a kind, newest first."""
+        return self.store.list(offset, limit, model, kind)
 
     def pid(self, job_id: str) -> Optional[int]:
         """Returns the pid of a running job's process, or None."""
@@ -113,42 +135,81 @@ class JobManager:
             return running.proc.pid if running is not None else None
 
     # -- start ------------------------------------------------------------------------------------------
-    def start(self, model: str, params: Dict[str, Any], queue: bool = False) -> JobRecord:
+    def start(
+        self, model: str, params: Dict[str, Any], queue: bool = False, kind: str = TRAIN, trigger: str = "client"
+    ) -> JobRecord:
         """Validates a request and starts (or queues) a job.
 
         Args:
-            model: the trainer.
-            params: the train request (``train_ids``/``val_ids`` name datastore images).
+            model: the trainer (kind ``train``) or the scoring method (kind ``scoring``).
+            params: the request (for training, ``train_ids``/``val_ids`` name datastore images).
             queue: wait behind the model's queued or running job instead of failing.
+            kind: ``train`` or ``scoring``.
+            trigger: why the job starts (``client``, or what started it by itself).
 
         Raises:
-            MONAILabelException: NOT_FOUND for an unknown trainer, INVALID_INPUT for bad parameters,
-                PRECONDITION_FAILED without labeled data, CONFLICT when the model has a job and not ``queue``.
+            MONAILabelException: NOT_FOUND for an unknown trainer or scoring method, INVALID_INPUT for bad
+                parameters, PRECONDITION_FAILED without labeled data (training), CONFLICT when the model has
+                a job and not ``queue``.
         """
+        if kind not in KINDS:
+            raise ValueError(f"unknown job kind {kind!r}")
         if self._stopping:
             raise MONAILabelException(MONAILabelError.UNAVAILABLE, "the server is stopping")
-        task = self.app.trainers().get(model)
+        tasks: Dict[str, Any] = self.app.trainers() if kind == TRAIN else self.app.scoring_methods()
+        task = tasks.get(model)
         if task is None:
-            names = ", ".join(sorted(self.app.trainers())) or "none"
-            raise MONAILabelException(MONAILabelError.NOT_FOUND, f"no trainer {model!r} (trainers: {names})")
-        max_epochs = job_params.validate(task, params)
-        job_params.records(self.app.datastore(), params)  # raises for unknown ids or no labeled data
+            names = ", ".join(sorted(tasks)) or "none"
+            what = _WHAT[kind]
+            raise MONAILabelException(MONAILabelError.NOT_FOUND, f"no {what} {model!r} ({what}s: {names})")
+        if kind == TRAIN:
+            max_epochs = job_params.validate(task, params)
+            job_params.records(self.app.datastore(), params)  # raises for unknown ids or no labeled data
+        else:
+            max_epochs = 0
+            job_params.validate_scoring(task, params)
         with self._lock:
-            active = self.store.active(model)
+            active = self.store.active(model, kind)
             if active and not queue:
                 raise MONAILabelException(
                     MONAILabelError.CONFLICT,
-                    f"model {model!r} has a {active[0].state.lower()} train job {active[0].job_id}; "
+                    f"{_WHAT[kind]} {model!r} has a {active[0].state.lower()} {kind} job {active[0].job_id}; "
                     "cancel it, wait for it, or start with queue=true",
                 )
-            job = self.store.create(model, params, QUEUED, max_epochs=max_epochs)
+            job = self.store.create(model, params, QUEUED, max_epochs=max_epochs, kind=kind, trigger=trigger)
             if not active:
                 job = self._launch(job)
         return job
 
+    def submit(self, kind: str, request: Dict[str, Any], trigger: str = "app") -> Optional[JobRecord]:
+        """Queues work the app asks for (``MONAILabelApp.async_scoring`` / ``async_training``).
+
+        A method (or model) that already has a queued job gets no second one: that job will see the
+        latest state anyway. Errors are logged, not raised: the app's request is a wish, not a call.
+
+        Args:
+            kind: ``scoring`` (``request["method"]``) or ``train`` (``request["model"]``).
+            request: the request, with the method or model name.
+            trigger: why.
+
+        Returns:
+            the job (queued, running, or the queued one it joined), or None when it could not start.
+        """
+        params = dict(request)
+        name = str(params.pop("method" if kind == SCORING else "model", "") or "")
+        try:
+            with self._lock:
+                queued = [j for j in self.store.active(name, kind) if j.state == QUEUED]
+                if queued:
+                    return queued[0]
+                return self.start(name, params, queue=True, kind=kind, trigger=trigger)
+        except MONAILabelException as exc:
+            logger.warning("%s job for %r not started (%s): %s", kind, name, trigger, exc.msg)
+            return None
+
     def _launch(self, job: JobRecord) -> JobRecord:
         try:
-            request = job_params.request(self.app.datastore(), job.params)
+            request = job_params.request(self.app.datastore(), job.params) if job.kind == TRAIN else dict(job.params)
         except MONAILabelException as exc:
             return self.store.set_state(job.job_id, FAILED, exc.msg, error=exc.msg)
         job_dir = self.root / job.job_id
@@ -158,6 +219,7 @@ class JobManager:
             "app_dir": str(self.app_dir),
             "studies": self.studies,
             "conf": self.conf,
+            "kind": job.kind,
             "model": job.model,
             "request": request,
             "cancel_file": str(cancel_file),
@@ -176,14 +238,14 @@ class JobManager:
             cwd=str(job_dir),
             env=env,
         )
-        running = _Running(proc, cancel_file)
+        running = _Running(proc, cancel_file, job.kind)
         self._running[job.job_id] = running
-        job = self.store.set_state(job.job_id, RUNNING, f"training process {proc.pid} started")
+        job = self.store.set_state(job.job_id, RUNNING, f"{job.kind} process {proc.pid} started")
         running.thread = threading.Thread(
-            target=self._follow, args=(job.job_id, running), name=f"train-{job.job_id}", daemon=True
+            target=self._follow, args=(job.job_id, running), name=f"{job.kind}-{job.job_id}", daemon=True
         )
         running.thread.start()
-        logger.info("train job %s (%s) started: pid %d", job.job_id, job.model, proc.pid)
+        logger.info("%s job %s (%s) started: pid %d", job.kind, job.job_id, job.model, proc.pid)
         return job
 
     # -- follow -----------------------------------------------------------------------------------------
@@ -194,7 +256,7 @@ class JobManager:
             try:
                 self._handle_line(job_id, running, line)
             except Exception:  # noqa: BLE001 - a bad line must not stop the job's bookkeeping
-                logger.exception("train job %s: cannot record %r", job_id, line[:200])
+                logger.exception("job %s: cannot record %r", job_id, line[:200])
         running.proc.stdout.close()
         rc = running.proc.wait()
         try:
@@ -202,11 +264,23 @@ class JobManager:
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
-                model = self.store.get(job_id).model
+                job = self.store.get(job_id)
                 if not self._stopping:
-                    queued = [j for j in self.store.active(model) if j.state == QUEUED]
+                    queued = [j for j in self.store.active(job.model, job.kind) if j.state == QUEUED]
                     if queued:
                         self._launch(queued[0])
+        self._after(self.store.get(job_id))
+
+    def _after(self, job: JobRecord) -> None:
+        """Runs the app's scoring again once a train job has published a new model version (if configured)."""
+        if job.kind != TRAIN or not job.published_version or self._stopping:
+            return
+        if not getattr(self.app, "_auto_update_scoring", False) or not self.app.scoring_methods():
+            return
+        logger.info("train job %s published %s v%d: scoring again", job.job_id, job.model, job.published_version)
+        trigger = f"auto: {job.model} v{job.published_version} published by train job {job.job_id}"
+        for method in self.app.scoring_methods():
+            self.submit(SCORING, {"method": method}, trigger=trigger)
 
     def _handle_line(self, job_id: str, running: _Running, line: str) -> None:
         if not line.startswith(EVENT_MARK):
@@ -230,16 +304,20 @@ class JobManager:
             running.error = event
         elif kind == "result":
             running.stats = event.get("stats") or {}
+            running.result = event.get("result")
 
     def _finish(self, job_id: str, running: _Running, rc: int) -> None:
         logs = list(running.logs)
         job = self.store.get(job_id)
         if rc == 0:
             values: Dict[str, Any] = {}
-            path = self._published(job)
-            if path:
-                values.update(published_path=path, published_version=self.store.next_version(job.model))
-            self.store.set_state(job_id, SUCCEEDED, "training finished", last_log_lines=logs, **values)
+            if job.kind == TRAIN:
+                path = self._published(job)
+                if path:
+                    values.update(published_path=path, published_version=self.store.next_version(job.model))
+            elif running.result is not None:
+                values["result"] = running.result
+            self.store.set_state(job_id, SUCCEEDED, _DONE[job.kind], last_log_lines=logs, **values)
             return
         if running.cancel_requested or rc == EXIT_CANCELLED:
             self.store.set_state(job_id, CANCELLED, "cancelled by client", error="cancelled by client",
@@ -252,12 +330,12 @@ class JobManager:
                 name = signal.Signals(-rc).name
             except ValueError:
                 name = f"signal {-rc}"
-            reason = f"training process was killed by {name}"
+            reason = f"{job.kind} process was killed by {name}"
             if self._stopping:
                 reason += " (server stopped)"
         else:
-            reason = f"training process exited with code {rc}"
-        logger.warning("train job %s failed: %s", job_id, reason)
+            reason = f"{job.kind} process exited with code {rc}"
+        logger.warning("%s job %s failed: %s", job.kind, job_id, reason)
         self.store.set_state(job_id, FAILED, reason, error=reason, last_log_lines=logs)
 
     def _published(self, job: JobRecord) -> str:
@@ -267,17 +345,20 @@ class JobManager:
         return str(path) if os.stat(path).st_mtime >= job.start_time else ""
 
     # -- cancel -----------------------------------------------------------------------------------------
-    def cancel(self, job_id: str) -> JobRecord:
+    def cancel(self, job_id: str, kind: str = TRAIN) -> JobRecord:
         """Cancels a queued job at once, or asks a running one to stop (then SIGTERM, then SIGKILL).
+
+        A training process gets ``cancel_grace_s`` to stop at its next iteration; a scoring process (scoring
+        methods have no cancel hook) gets SIGTERM at once, on which it exits.
 
         Raises:
             MONAILabelException: NOT_FOUND for an unknown job, PRECONDITION_FAILED for a finished one.
         """
         with self._lock:
-            job = self.store.get(job_id)
+            job = self.store.get(job_id, kind)
             if job.terminal:
                 raise MONAILabelException(
-                    MONAILabelError.PRECONDITION_FAILED, f"train job {job_id} has ended already ({job.state})"
+                    MONAILabelError.PRECONDITION_FAILED, f"{kind} job {job_id} has ended already ({job.state})"
                 )
             if job.state == QUEUED:
                 return self.store.set_state(job_id, CANCELLED, "cancelled by client", error="cancelled by client")
@@ -290,27 +371,32 @@ class JobManager:
         return self.store.get(job_id)
 
     def _escalate(self, running: _Running) -> None:
+        if running.kind == SCORING and running.proc.poll() is None:
+            running.proc.send_signal(signal.SIGTERM)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 running.proc.wait(self.cancel_grace_s)
                 return
             except subprocess.TimeoutExpired:
-                logger.warning("train process %d ignores the cancel; sending %s", running.proc.pid, sig.name)
+                logger.warning("%s process %d ignores the cancel; sending %s", running.kind, running.proc.pid, sig.name)
                 running.proc.send_signal(sig)
 
     # -- watch ------------------------------------------------------------------------------------------
-    def watch(self, job_id: str, after: int = 0, active: Callable[[], bool] = lambda: True) -> Iterator[JobEvent]:
+    def watch(
+        self, job_id: str, after: int = 0, active: Callable[[], bool] = lambda: True, kind: str = TRAIN
+    ) -> Iterator[JobEvent]:
         """Yields a job's events after sequence ``after``, then new ones as they come, until the job ends.
 
         Args:
             job_id: the job.
             after: the last sequence number the caller has seen.
             active: returns False once the caller is gone.
+            kind: the job's kind.
 
         Raises:
             MONAILabelException: NOT_FOUND for an unknown job.
         """
-        self.store.get(job_id)
+        self.store.get(job_id, kind)
         last = max(0, int(after))
         while active():
             job = self.store.get(job_id)  # read the state first: a terminal state's events are all stored

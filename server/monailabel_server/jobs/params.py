@@ -1,4 +1,4 @@
-"""Checks a train request before any process starts, and turns image ids into the trainer's records."""
+"""Checks a train or scoring request before any process starts, and turns image ids into the trainer's records."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.tasks.train.basic_train import BasicTrainTask
 from monailabel.tasks.train.request import resolve_request
 
-__all__ = ["validate", "records", "request", "NO_DATA"]
+__all__ = ["validate", "validate_scoring", "records", "request", "NO_DATA"]
 
 NO_DATA = (
     "no labeled data to train on: no image has a final label. "
@@ -53,6 +53,23 @@ def validate(task: Any, params: Dict[str, Any]) -> int:
     except RuntimeError:
         raise _invalid(f"'device' is not a torch device: {device!r}") from None
     return int(resolved["max_epochs"])
+
+
+def validate_scoring(method: Any, params: Dict[str, Any]) -> None:
+    """Validates a scoring request with the method's own ``validate`` (a no-op unless the method has one).
+
+    Args:
+        method: the scoring method.
+        params: the request.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT naming the bad key.
+    """
+    if "method" in params:
+        raise _invalid("'method' is not a parameter: name the scoring method in the request itself")
+    check = getattr(method, "validate", None)
+    if callable(check):
+        check(dict(params))
 
 
 def _records(datastore: Datastore, ids: List[str], key: str) -> List[Dict[str, str]]:

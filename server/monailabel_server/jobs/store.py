@@ -1,7 +1,8 @@
 """The job store: jobs and their events in SQLite (WAL), so history and progress survive restarts.
 
-One table of jobs, one of events numbered per job from 1 without gaps. Only the server process writes;
-watchers wait on a condition that each append notifies.
+One table of jobs, one of events numbered per job from 1 without gaps. Each job has a kind (``train``
+or ``scoring``) and a target (``model``: the trainer or the scoring method). Only the server process
+writes; watchers wait on a condition that each append notifies.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
-__all__ = ["JobRecord", "JobEvent", "JobStore", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TERMINAL"]
+__all__ = [
+    "JobRecord", "JobEvent", "JobStore", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TERMINAL",
+    "TRAIN", "SCORING", "KINDS",
+]
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = (QUEUED, RUNNING)
+TRAIN, SCORING = "train", "scoring"
+KINDS = (TRAIN, SCORING)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -40,7 +46,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     max_epochs INTEGER NOT NULL DEFAULT 0,
     published_version INTEGER NOT NULL DEFAULT 0,
     published_path TEXT NOT NULL DEFAULT '',
-    last_sequence INTEGER NOT NULL DEFAULT 0
+    last_sequence INTEGER NOT NULL DEFAULT 0,
+    kind TEXT NOT NULL DEFAULT 'train',
+    result TEXT NOT NULL DEFAULT '{}',
+    trigger TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_time DESC, job_id);
 CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model, state);
@@ -55,8 +64,15 @@ CREATE TABLE IF NOT EXISTS events (
 
 _COLUMNS = (
     "job_id, model, state, params, create_time, start_time, end_time, error, last_log_lines, best_metric, "
-    "best_metric_epoch, epoch, max_epochs, published_version, published_path, last_sequence"
+    "best_metric_epoch, epoch, max_epochs, published_version, published_path, last_sequence, kind, result, trigger"
 )
+# columns added after the first release, with their definitions (old databases get them on open)
+_ADDED_COLUMNS = {
+    "kind": "TEXT NOT NULL DEFAULT 'train'",
+    "result": "TEXT NOT NULL DEFAULT '{}'",
+    "trigger": "TEXT NOT NULL DEFAULT ''",
+}
+_JSON_COLUMNS = ("params", "last_log_lines", "result")
 
 
 @dataclass
@@ -65,7 +81,7 @@ class JobRecord:
 
     Attributes:
         job_id: the id.
-        model: the trainer it runs.
+        model: the trainer (or scoring method) it runs.
         state: QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED.
         params: the train request (JSON-able).
         create_time: when it was created (seconds since the epoch).
@@ -80,6 +96,9 @@ class JobRecord:
         published_version: model version it published (0: none).
         published_path: where the published model is.
         last_sequence: sequence number of its last event.
+        kind: ``train`` or ``scoring``.
+        result: what the job returned (a scoring method's result).
+        trigger: why it started (``client``, or what started it by itself).
     """
 
     job_id: str
@@ -98,6 +117,9 @@ class JobRecord:
     published_version: int = 0
     published_path: str = ""
     last_sequence: int = 0
+    kind: str = TRAIN
+    result: Any = field(default_factory=dict)
+    trigger: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -126,6 +148,7 @@ def _row(row: Tuple[Any, ...]) -> JobRecord:
     r = list(row)
     r[3] = json.loads(r[3])
     r[8] = json.loads(r[8])
+    r[17] = json.loads(r[17])
     return JobRecord(*r)
 
 
@@ -146,6 +169,11 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_by_kind ON jobs (kind, create_time DESC, job_id)")
 
     def close(self) -> None:
         """Closes the database."""
@@ -153,61 +181,80 @@ class JobStore:
             self._db.close()
 
     # -- jobs -----------------------------------------------------------------------------------------
-    def create(self, model: str, params: Dict[str, Any], state: str, max_epochs: int = 0) -> JobRecord:
+    def create(
+        self,
+        model: str,
+        params: Dict[str, Any],
+        state: str,
+        max_epochs: int = 0,
+        kind: str = TRAIN,
+        trigger: str = "client",
+    ) -> JobRecord:
         """Creates a job with a fresh id and its first (state) event.
 
         Args:
-            model: the trainer.
-            params: the train request.
+            model: the trainer (or scoring method).
+            params: the request.
             state: QUEUED or RUNNING.
             max_epochs: epochs to train.
+            kind: ``train`` or ``scoring``.
+            trigger: why the job starts.
         """
         job = JobRecord(uuid.uuid4().hex[:16], model, state, dict(params), time.time(), max_epochs=max_epochs)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
-                "INSERT INTO jobs (job_id, model, state, params, create_time, max_epochs) VALUES (?, ?, ?, ?, ?, ?)",
-                (job.job_id, model, state, json.dumps(job.params), job.create_time, max_epochs),
+                "INSERT INTO jobs (job_id, model, state, params, create_time, max_epochs, kind, trigger) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job.job_id, model, state, json.dumps(job.params), job.create_time, max_epochs, kind, trigger),
             )
             self._append(job.job_id, {"type": "state", "state": state, "message": ""})
             self._db.execute("COMMIT")
             self.changed.notify_all()
         return self.get(job.job_id)
 
-    def get(self, job_id: str) -> JobRecord:
+    def get(self, job_id: str, kind: Optional[str] = None) -> JobRecord:
         """Returns a job.
+
+        Args:
+            job_id: the job.
+            kind: when set, a job of another kind is NOT_FOUND too.
 
         Raises:
             MONAILabelException: NOT_FOUND for an unknown id.
         """
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise MONAILabelException(MONAILabelError.NOT_FOUND, f"no train job {job_id!r}")
-        return _row(row)
+        job = _row(row) if row is not None else None
+        if job is None or (kind is not None and job.kind != kind):
+            raise MONAILabelException(MONAILabelError.NOT_FOUND, f"no {kind or TRAIN} job {job_id!r}")
+        return job
 
-    def list(self, offset: int = 0, limit: int = 50, model: str = "") -> List[JobRecord]:
-        """Returns jobs, newest first.
+    def list(self, offset: int = 0, limit: int = 50, model: str = "", kind: str = TRAIN) -> List[JobRecord]:
+        """Returns jobs of a kind, newest first.
 
         Args:
             offset: jobs to skip.
             limit: jobs to return at most.
-            model: only this model's, when set.
+            model: only this model's (or scoring method's), when set.
+            kind: ``train`` or ``scoring``.
         """
-        where, args = ("WHERE model = ?", [model]) if model else ("", [])
+        where, args = ("AND model = ?", [model]) if model else ("", [])
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY create_time DESC, job_id LIMIT ? OFFSET ?",
-                (*args, limit, offset),
+                f"SELECT {_COLUMNS} FROM jobs WHERE kind = ? {where} ORDER BY create_time DESC, job_id "
+                "LIMIT ? OFFSET ?",
+                (kind, *args, limit, offset),
             ).fetchall()
         return [_row(r) for r in rows]
 
-    def active(self, model: str) -> List[JobRecord]:
-        """Returns the model's queued and running jobs, oldest first."""
+    def active(self, model: str, kind: str = TRAIN) -> List[JobRecord]:
+        """Returns the queued and running jobs of a model (or scoring method), oldest first."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE model = ? AND state IN (?, ?) ORDER BY create_time, job_id",
-                (model, *ACTIVE),
+                f"SELECT {_COLUMNS} FROM jobs WHERE kind = ? AND model = ? AND state IN (?, ?) "
+                "ORDER BY create_time, job_id",
+                (kind, model, *ACTIVE),
             ).fetchall()
         return [_row(r) for r in rows]
 
@@ -218,7 +265,7 @@ class JobStore:
             job_id: the job.
             **values: column values.
         """
-        for key in ("params", "last_log_lines"):
+        for key in _JSON_COLUMNS:
             if key in values:
                 values[key] = json.dumps(values[key])
         with self._lock:
@@ -237,7 +284,7 @@ class JobStore:
             message: why.
             **values: other columns to set with it.
         """
-        for key in ("params", "last_log_lines"):
+        for key in _JSON_COLUMNS:
             if key in values:
                 values[key] = json.dumps(values[key])
         values["state"] = state
@@ -265,7 +312,9 @@ class JobStore:
     def next_version(self, model: str) -> int:
         """Returns the model version the next publish gets."""
         with self._lock:
-            row = self._db.execute("SELECT MAX(published_version) FROM jobs WHERE model = ?", (model,)).fetchone()
+            row = self._db.execute(
+                "SELECT MAX(published_version) FROM jobs WHERE kind = ? AND model = ?", (TRAIN, model)
+            ).fetchone()
         return int(row[0] or 0) + 1
 
     # -- events ---------------------------------------------------------------------------------------

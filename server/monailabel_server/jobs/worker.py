@@ -1,9 +1,12 @@
-"""The training process: ``python -m monailabel_server.jobs.worker SPEC_JSON``.
+"""The job process: ``python -m monailabel_server.jobs.worker SPEC_JSON``.
 
-It loads the app, runs the trainer with a progress callback that prints events as marked JSON lines on
-stdout (the server tails them into the job store), and a cancel check that looks for the job's cancel
-flag file (SIGTERM sets it too). Everything else it prints is a log line. Exit codes: 0 done,
-``EXIT_CANCELLED`` cancelled, ``EXIT_ERROR`` failed with an ``error`` event saying why.
+It loads the app and runs the job. A train job runs the trainer with a progress callback that prints
+events as marked JSON lines on stdout (the server tails them into the job store), and a cancel check
+that looks for the job's cancel flag file (SIGTERM sets it too). A scoring job runs the scoring method
+(``MONAILabelApp.scoring``) and reports what it returned; scoring methods have no cancel hook, so SIGTERM
+ends the process at once (each ``update_image_info`` is its own transaction: nothing is left half
+written). Everything else it prints is a log line. Exit codes: 0 done, ``EXIT_CANCELLED`` cancelled,
+``EXIT_ERROR`` failed with an ``error`` event saying why.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ def emit(event: Dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Runs one training job described by the JSON spec in ``argv[0]``.
+    """Runs one job described by the JSON spec in ``argv[0]``.
 
-    The spec holds ``app_dir``, ``studies``, ``conf``, ``model``, ``request`` and ``cancel_file``. A ``seed``
-    in the request makes the run reproducible (MONAI's ``set_determinism`` before the app loads).
+    The spec holds ``app_dir``, ``studies``, ``conf``, ``kind`` (``train`` or ``scoring``), ``model`` (the
+    trainer or scoring method), ``request`` and ``cancel_file``. A ``seed`` in the request makes the run
+    reproducible (MONAI's ``set_determinism`` before the app loads).
 
     Args:
         argv: the arguments after the module name.
@@ -56,9 +60,13 @@ def main(argv: list[str]) -> int:
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s - %(levelname)s - %(message)s", force=True
     )
     cancel_file = Path(spec["cancel_file"])
+    scoring = spec.get("kind") == "scoring"
 
     def _on_term(signum: int, _frame: Any) -> None:
         cancel_file.touch()
+        if scoring:
+            sys.stdout.flush()
+            os._exit(EXIT_CANCELLED)
 
     signal.signal(signal.SIGTERM, _on_term)
 
@@ -73,6 +81,13 @@ def main(argv: list[str]) -> int:
 
             set_determinism(seed=int(seed))
         app = load_app(Path(spec["app_dir"]), spec["studies"], spec.get("conf") or {})
+        if scoring:
+            from monailabel_server.convert import jsonable
+
+            emit({"type": "started", "pid": os.getpid()})
+            result = app.scoring(dict(spec["request"], method=spec["model"]))
+            emit({"type": "result", "result": jsonable(result if isinstance(result, dict) else {"result": result})})
+            return 0
         task = app.trainers()[spec["model"]]
         request = dict(spec["request"])
         request["progress_callback"] = emit

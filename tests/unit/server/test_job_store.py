@@ -84,3 +84,35 @@ def test_wait_wakes_on_append(store: JobStore) -> None:
     timer.join()
     assert time.monotonic() - t0 < 4.0
     assert store.events(job.job_id, after=1)[0].payload["text"] == "hi"
+
+
+def test_kinds_are_apart_and_old_databases_gain_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(str(path))  # the first release's schema: no kind, result or trigger
+    old.executescript(
+        "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, model TEXT NOT NULL, state TEXT NOT NULL, params TEXT NOT NULL,"
+        " create_time REAL NOT NULL, start_time REAL, end_time REAL, error TEXT NOT NULL DEFAULT '',"
+        " last_log_lines TEXT NOT NULL DEFAULT '[]', best_metric REAL, best_metric_epoch INTEGER NOT NULL DEFAULT 0,"
+        " epoch INTEGER NOT NULL DEFAULT 0, max_epochs INTEGER NOT NULL DEFAULT 0,"
+        " published_version INTEGER NOT NULL DEFAULT 0, published_path TEXT NOT NULL DEFAULT '',"
+        " last_sequence INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO jobs (job_id, model, state, params, create_time) VALUES ('old', 'seg', 'SUCCEEDED', '{}', 1.0);"
+    )
+    old.commit()
+    old.close()
+
+    store = JobStore(path)
+    assert store.get("old").kind == "train" and store.get("old").result == {}
+    scoring = store.create("seg", {"x": 1}, QUEUED, kind="scoring", trigger="auto: test")
+    assert (scoring.kind, scoring.trigger) == ("scoring", "auto: test")
+    store.set_state(scoring.job_id, SUCCEEDED, "done", result={"a": {"score": 0.5}})
+    assert store.get(scoring.job_id, "scoring").result == {"a": {"score": 0.5}}
+    with pytest.raises(MONAILabelException, match="no train job"):
+        store.get(scoring.job_id, "train")
+    assert [j.job_id for j in store.list(kind="train")] == ["old"]
+    assert [j.job_id for j in store.list(kind="scoring")] == [scoring.job_id]
+    assert store.active("seg", "train") == [] and store.active("seg", "scoring") == []
+    assert store.next_version("seg") == 1
+    store.close()

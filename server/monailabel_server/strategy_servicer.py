@@ -1,0 +1,184 @@
+"""StrategyService: next sample (with leases and the image streamed on request) and scoring jobs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Optional
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc, train_pb2
+from monailabel_server.config import ServerConfig
+from monailabel_server.convert import encoding_of_name, from_struct, to_struct
+from monailabel_server.datastore_servicer import image_message
+from monailabel_server.jobs import JobEvent, JobManager, JobRecord
+from monailabel_server.jobs.store import SCORING
+from monailabel_server.sampling import ALL_LEASED, FOUND, NONE_LEFT, NextSampler
+from monailabel_server.store import Store
+from monailabel_server.transfer import read_chunks
+from monailabel_server.volumes import content_header_for_file
+
+__all__ = ["StrategyServicer", "scoring_job_message", "scoring_event_message"]
+
+_STATES = {
+    "QUEUED": train_pb2.JOB_STATE_QUEUED,
+    "RUNNING": train_pb2.JOB_STATE_RUNNING,
+    "SUCCEEDED": train_pb2.JOB_STATE_SUCCEEDED,
+    "FAILED": train_pb2.JOB_STATE_FAILED,
+    "CANCELLED": train_pb2.JOB_STATE_CANCELLED,
+}
+_STATUS = {
+    FOUND: strategy_pb2.SAMPLE_STATUS_FOUND,
+    NONE_LEFT: strategy_pb2.SAMPLE_STATUS_NONE_LEFT,
+    ALL_LEASED: strategy_pb2.SAMPLE_STATUS_ALL_LEASED,
+}
+_DEFAULT_PAGE, _MAX_PAGE = 50, 1000
+
+
+def _time(seconds: Optional[float]) -> Optional[timestamp_pb2.Timestamp]:
+    if seconds is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def scoring_job_message(job: JobRecord) -> strategy_pb2.ScoringJob:
+    """Returns the proto of a stored scoring job."""
+    result = job.result if isinstance(job.result, dict) else {"result": job.result}
+    return strategy_pb2.ScoringJob(
+        job_id=job.job_id,
+        method=job.model,
+        state=_STATES.get(job.state, train_pb2.JOB_STATE_UNSPECIFIED),
+        params=to_struct(job.params),
+        create_time=_time(job.create_time),
+        start_time=_time(job.start_time),
+        end_time=_time(job.end_time),
+        error=job.error,
+        last_log_lines=job.last_log_lines,
+        result=to_struct(result),
+        trigger=job.trigger,
+    )
+
+
+def scoring_event_message(event: JobEvent) -> strategy_pb2.ScoringJobEvent:
+    """Returns the proto of a stored scoring job event."""
+    p = event.payload
+    msg = strategy_pb2.ScoringJobEvent(sequence=event.sequence, time=_time(event.time))
+    if p.get("type") == "state":
+        msg.state_change.CopyFrom(
+            train_pb2.JobStateChange(state=_STATES.get(p.get("state"), 0), message=str(p.get("message") or ""))
+        )
+    else:
+        msg.log_line = str(p.get("text") or "")
+    return msg
+
+
+def _invalid(msg: str) -> MONAILabelException:
+    return MONAILabelException(MONAILabelError.INVALID_INPUT, msg)
+
+
+class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
+    """Serves strategies, next samples and scoring jobs.
+
+    Args:
+        app: the app.
+        config: server settings.
+        sampler: runs strategies and holds the leases.
+        jobs: the job manager (scoring jobs are its ``scoring`` kind).
+    """
+
+    def __init__(self, app: MONAILabelApp, config: ServerConfig, sampler: NextSampler, jobs: JobManager) -> None:
+        self.app = app
+        self.config = config
+        self.sampler = sampler
+        self.jobs = jobs
+        self.store = Store(app.datastore())
+
+    def ListStrategies(self, request: strategy_pb2.ListStrategiesRequest, context: grpc.ServicerContext):
+        return strategy_pb2.ListStrategiesResponse(
+            strategies=[
+                app_pb2.MethodInfo(name=name, description=str(s.description), info=to_struct(s.info()))
+                for name, s in self.app.strategies().items()
+            ]
+        )
+
+    def ListScoringMethods(self, request: strategy_pb2.ListScoringMethodsRequest, context: grpc.ServicerContext):
+        return strategy_pb2.ListScoringMethodsResponse(
+            scoring_methods=[
+                app_pb2.MethodInfo(name=name, description=str(s.description), info=to_struct(s.info()))
+                for name, s in self.app.scoring_methods().items()
+            ]
+        )
+
+    def GetNextSample(
+        self, request: strategy_pb2.GetNextSampleRequest, context: grpc.ServicerContext
+    ) -> Iterator[strategy_pb2.GetNextSampleResponse]:
+        if request.chunk_size < 0:
+            raise _invalid("chunk_size must not be negative")
+        params = from_struct(request.params) if request.HasField("params") else {}
+        sample = self.sampler.next(request.strategy, request.client_id, params)
+        msg = strategy_pb2.NextSample(
+            status=_STATUS[sample.status],
+            strategy=sample.strategy,
+            client_id=sample.client_id,
+            unlabeled_count=sample.unlabeled_count,
+        )
+        if sample.status != FOUND:
+            yield strategy_pb2.GetNextSampleResponse(sample=msg)
+            return
+        view = self.store.image(sample.image_id)
+        msg.image_id = sample.image_id
+        msg.image.CopyFrom(image_message(view))
+        msg.fields.CopyFrom(to_struct(sample.fields))
+        msg.lease_expire_time.CopyFrom(_time(sample.lease_expire_time))
+        path = Path(view.path)
+        stream = request.include_image and not os.path.isdir(path)  # a DICOM series folder is not one file
+        if stream:
+            msg.content.CopyFrom(content_header_for_file(path, encoding_of_name(path.name), view.sha256))
+        yield strategy_pb2.GetNextSampleResponse(sample=msg)
+        if stream:
+            size = min(request.chunk_size or self.config.chunk_size, self.config.chunk_size)
+            for chunk in read_chunks(path, 0, size):
+                yield strategy_pb2.GetNextSampleResponse(chunk=chunk)
+
+    def StartScoringJob(self, request: strategy_pb2.StartScoringJobRequest, context: grpc.ServicerContext):
+        if not request.method:
+            raise _invalid("method is required")
+        params = from_struct(request.params) if request.HasField("params") else {}
+        job = self.jobs.start(request.method, params, queue=request.queue, kind=SCORING)
+        return strategy_pb2.StartScoringJobResponse(job=scoring_job_message(job))
+
+    def GetScoringJob(self, request: strategy_pb2.GetScoringJobRequest, context: grpc.ServicerContext):
+        return strategy_pb2.GetScoringJobResponse(job=scoring_job_message(self.jobs.get(request.job_id, SCORING)))
+
+    def ListScoringJobs(self, request: strategy_pb2.ListScoringJobsRequest, context: grpc.ServicerContext):
+        if request.page_size < 0:
+            raise _invalid("page_size must not be negative")
+        size = min(request.page_size or _DEFAULT_PAGE, _MAX_PAGE)
+        try:
+            offset = int(request.page_token or 0)
+        except ValueError:
+            raise _invalid("bad page_token") from None
+        if offset < 0:
+            raise _invalid("bad page_token")
+        jobs = self.jobs.list(offset, size + 1, request.method, SCORING)
+        token = str(offset + size) if len(jobs) > size else ""
+        return strategy_pb2.ListScoringJobsResponse(
+            jobs=[scoring_job_message(j) for j in jobs[:size]], next_page_token=token
+        )
+
+    def CancelScoringJob(self, request: strategy_pb2.CancelScoringJobRequest, context: grpc.ServicerContext):
+        return strategy_pb2.CancelScoringJobResponse(job=scoring_job_message(self.jobs.cancel(request.job_id, SCORING)))
+
+    def WatchScoringJob(
+        self, request: strategy_pb2.WatchScoringJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[strategy_pb2.WatchScoringJobResponse]:
+        if request.after_sequence < 0:
+            raise _invalid("after_sequence must not be negative")
+        for event in self.jobs.watch(request.job_id, request.after_sequence, context.is_active, kind=SCORING):
+            yield strategy_pb2.WatchScoringJobResponse(event=scoring_event_message(event))
