@@ -115,3 +115,20 @@ def test_conf_keys_network_pretrained_and_invalid_models(tmp_path: Path) -> None
 
     with pytest.raises(MONAILabelException, match="nope"):
         _app(tmp_path, models="nope")
+
+
+def test_epistemic_strategy_and_scoring(tmp_path: Path) -> None:
+    app = _app(tmp_path, models="segmentation", epistemic_enabled="true", epistemic_samples="3")
+    assert sorted(app.strategies()) == ["first", "random", "segmentation_epistemic"]
+    assert list(app.scoring_methods()) == ["segmentation_epistemic"]
+    # every phantom has a final label: score and pick among images added unlabeled
+    for i in range(2):
+        image, _, affine = make_phantom(SHAPE, 50 + i)
+        nib.save(nib.Nifti1Image(image, affine), str(tmp_path / "studies" / f"new_{i}.nii.gz"))
+    app.datastore().refresh()
+    torch.manual_seed(0)
+    app.scoring({"method": "segmentation_epistemic", "device": "cpu"})
+    scores = {i: app.datastore().get_image_info(i).get("epistemic_entropy") for i in ("new_0", "new_1")}
+    assert all(isinstance(s, float) and s >= 0 for s in scores.values()), scores
+    picked = app.next_sample({"strategy": "segmentation_epistemic"})["id"]
+    assert picked == max(scores, key=lambda i: scores[i])
