@@ -9,10 +9,10 @@ import math
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.v1 import common_pb2
+from monailabel.v1 import common_pb2, train_pb2
 from monailabel_client import wire
 from monailabel_client.wire import DTYPE_BY_ENUM, ENUM_BY_DTYPE, encoding_of_name, geometry_of_affine
 
@@ -26,6 +26,8 @@ __all__ = [
     "jsonable",
     "geometry_of_affine",
     "affine_of_geometry",
+    "JOB_STATES",
+    "timestamp_of",
 ]
 
 EXTENSION_BY_ENCODING: Dict[int, str] = {
@@ -112,3 +114,21 @@ def affine_of_geometry(geometry: common_pb2.Geometry, ndim: int) -> np.ndarray:
         return wire.affine_of_geometry(geometry, ndim)
     except ValueError as exc:
         raise MONAILabelException(MONAILabelError.INVALID_INPUT, str(exc)) from exc
+
+
+JOB_STATES: Dict[str, int] = {
+    "QUEUED": train_pb2.JOB_STATE_QUEUED,
+    "RUNNING": train_pb2.JOB_STATE_RUNNING,
+    "SUCCEEDED": train_pb2.JOB_STATE_SUCCEEDED,
+    "FAILED": train_pb2.JOB_STATE_FAILED,
+    "CANCELLED": train_pb2.JOB_STATE_CANCELLED,
+}
+
+
+def timestamp_of(seconds: Optional[float]) -> Optional[timestamp_pb2.Timestamp]:
+    """Returns a Timestamp of epoch seconds, or None when unset."""
+    if seconds is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc, train_pb2
 from monailabel_server.config import ServerConfig
-from monailabel_server.convert import encoding_of_name, from_struct, to_struct
+from monailabel_server.convert import JOB_STATES, encoding_of_name, from_struct, timestamp_of, to_struct
 from monailabel_server.datastore_servicer import image_message
 from monailabel_server.jobs import JobEvent, JobManager, JobRecord
 from monailabel_server.jobs.store import SCORING
@@ -24,13 +23,6 @@ from monailabel_server.volumes import content_header_for_file
 
 __all__ = ["StrategyServicer", "scoring_job_message", "scoring_event_message"]
 
-_STATES = {
-    "QUEUED": train_pb2.JOB_STATE_QUEUED,
-    "RUNNING": train_pb2.JOB_STATE_RUNNING,
-    "SUCCEEDED": train_pb2.JOB_STATE_SUCCEEDED,
-    "FAILED": train_pb2.JOB_STATE_FAILED,
-    "CANCELLED": train_pb2.JOB_STATE_CANCELLED,
-}
 _STATUS = {
     FOUND: strategy_pb2.SAMPLE_STATUS_FOUND,
     NONE_LEFT: strategy_pb2.SAMPLE_STATUS_NONE_LEFT,
@@ -39,25 +31,17 @@ _STATUS = {
 _DEFAULT_PAGE, _MAX_PAGE = 50, 1000
 
 
-def _time(seconds: Optional[float]) -> Optional[timestamp_pb2.Timestamp]:
-    if seconds is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
 def scoring_job_message(job: JobRecord) -> strategy_pb2.ScoringJob:
     """Returns the proto of a stored scoring job."""
     result = job.result if isinstance(job.result, dict) else {"result": job.result}
     return strategy_pb2.ScoringJob(
         job_id=job.job_id,
         method=job.model,
-        state=_STATES.get(job.state, train_pb2.JOB_STATE_UNSPECIFIED),
+        state=JOB_STATES.get(job.state, train_pb2.JOB_STATE_UNSPECIFIED),
         params=to_struct(job.params),
-        create_time=_time(job.create_time),
-        start_time=_time(job.start_time),
-        end_time=_time(job.end_time),
+        create_time=timestamp_of(job.create_time),
+        start_time=timestamp_of(job.start_time),
+        end_time=timestamp_of(job.end_time),
         error=job.error,
         last_log_lines=job.last_log_lines,
         result=to_struct(result),
@@ -68,10 +52,10 @@ def scoring_job_message(job: JobRecord) -> strategy_pb2.ScoringJob:
 def scoring_event_message(event: JobEvent) -> strategy_pb2.ScoringJobEvent:
     """Returns the proto of a stored scoring job event."""
     p = event.payload
-    msg = strategy_pb2.ScoringJobEvent(sequence=event.sequence, time=_time(event.time))
+    msg = strategy_pb2.ScoringJobEvent(sequence=event.sequence, time=timestamp_of(event.time))
     if p.get("type") == "state":
         msg.state_change.CopyFrom(
-            train_pb2.JobStateChange(state=_STATES.get(p.get("state"), 0), message=str(p.get("message") or ""))
+            train_pb2.JobStateChange(state=JOB_STATES.get(p.get("state"), 0), message=str(p.get("message") or ""))
         )
     else:
         msg.log_line = str(p.get("text") or "")
@@ -135,7 +119,7 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
         msg.image_id = sample.image_id
         msg.image.CopyFrom(image_message(view))
         msg.fields.CopyFrom(to_struct(sample.fields))
-        msg.lease_expire_time.CopyFrom(_time(sample.lease_expire_time))
+        msg.lease_expire_time.CopyFrom(timestamp_of(sample.lease_expire_time))
         path = Path(view.path)
         stream = request.include_image and not os.path.isdir(path)  # a DICOM series folder is not one file
         if stream:

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.v1 import app_pb2, train_pb2, train_pb2_grpc
-from monailabel_server.convert import from_struct, to_struct
+from monailabel_server.convert import JOB_STATES, from_struct, timestamp_of, to_struct
 from monailabel_server.jobs import JobEvent, JobManager, JobRecord
 
 __all__ = ["TrainServicer", "job_message", "event_message"]
 
-_STATES = {
-    "QUEUED": train_pb2.JOB_STATE_QUEUED,
-    "RUNNING": train_pb2.JOB_STATE_RUNNING,
-    "SUCCEEDED": train_pb2.JOB_STATE_SUCCEEDED,
-    "FAILED": train_pb2.JOB_STATE_FAILED,
-    "CANCELLED": train_pb2.JOB_STATE_CANCELLED,
-}
 _DEFAULT_PAGE, _MAX_PAGE = 50, 1000
 # typed request fields that are only sent when set (proto3 optional)
 _OPTIONAL = ("max_epochs", "val_split", "train_batch_size", "val_batch_size", "multi_gpu", "early_stop_patience")
-
-
-def _time(seconds: Optional[float]) -> Optional[timestamp_pb2.Timestamp]:
-    if seconds is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 def job_message(job: JobRecord) -> train_pb2.TrainJob:
@@ -39,11 +23,11 @@ def job_message(job: JobRecord) -> train_pb2.TrainJob:
     return train_pb2.TrainJob(
         job_id=job.job_id,
         model=job.model,
-        state=_STATES.get(job.state, train_pb2.JOB_STATE_UNSPECIFIED),
+        state=JOB_STATES.get(job.state, train_pb2.JOB_STATE_UNSPECIFIED),
         params=to_struct(job.params),
-        create_time=_time(job.create_time),
-        start_time=_time(job.start_time),
-        end_time=_time(job.end_time),
+        create_time=timestamp_of(job.create_time),
+        start_time=timestamp_of(job.start_time),
+        end_time=timestamp_of(job.end_time),
         error=job.error,
         last_log_lines=job.last_log_lines,
         best_metric=job.best_metric or 0.0,
@@ -66,11 +50,11 @@ def _floats(values: Any) -> Dict[str, float]:
 def event_message(event: JobEvent) -> train_pb2.TrainJobEvent:
     """Returns the proto of a stored event."""
     p = event.payload
-    msg = train_pb2.TrainJobEvent(sequence=event.sequence, time=_time(event.time))
+    msg = train_pb2.TrainJobEvent(sequence=event.sequence, time=timestamp_of(event.time))
     kind = p.get("type")
     if kind == "state":
         msg.state_change.CopyFrom(
-            train_pb2.JobStateChange(state=_STATES.get(p.get("state"), 0), message=str(p.get("message") or ""))
+            train_pb2.JobStateChange(state=JOB_STATES.get(p.get("state"), 0), message=str(p.get("message") or ""))
         )
     elif kind == "iteration":
         msg.iteration.CopyFrom(

@@ -510,13 +510,20 @@ class MonaiLabelClient(StrategyCalls):
             after_sequence: the last sequence number already seen (0: from the start).
             timeout: deadline of each stream, in seconds (None for none).
         """
-        last = after_sequence
-        attempt = 0
+        return self._watch(
+            lambda last: self.train.WatchTrainJob(
+                train_pb2.WatchTrainJobRequest(job_id=job_id, after_sequence=last), timeout=timeout
+            ),
+            after_sequence,
+        )
+
+    def _watch(self, open_stream: Callable[[int], Iterator[Any]], after_sequence: int) -> Iterator[Any]:
+        """Yields the events of a job's watch stream; when the stream drops (UNAVAILABLE), reopens it
+        after the last sequence seen, up to ``retries`` times in a row."""
+        last, attempt = after_sequence, 0
         while True:
             try:
-                for response in self.train.WatchTrainJob(
-                    train_pb2.WatchTrainJobRequest(job_id=job_id, after_sequence=last), timeout=timeout
-                ):
+                for response in open_stream(last):
                     attempt = 0
                     last = response.event.sequence
                     yield response.event

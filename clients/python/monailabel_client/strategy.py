@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
@@ -198,21 +197,12 @@ class StrategyCalls:
         self, job_id: str, after_sequence: int = 0, timeout: Optional[float] = None
     ) -> Iterator[strategy_pb2.ScoringJobEvent]:
         """Yields a scoring job's events until it ends; resumes after the last one seen when the stream drops."""
-        last, attempt = after_sequence, 0
-        while True:
-            try:
-                for response in self.strategy.WatchScoringJob(
-                    strategy_pb2.WatchScoringJobRequest(job_id=job_id, after_sequence=last), timeout=timeout
-                ):
-                    attempt = 0
-                    last = response.event.sequence
-                    yield response.event
-                return
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:  # type: ignore[attr-defined]
-                    raise
-                time.sleep(min(2.0, 0.1 * 2**attempt))
-                attempt += 1
+        return self._watch(  # type: ignore[attr-defined]
+            lambda last: self.strategy.WatchScoringJob(
+                strategy_pb2.WatchScoringJobRequest(job_id=job_id, after_sequence=last), timeout=timeout
+            ),
+            after_sequence,
+        )
 
     def wait_scoring_job(self, job_id: str, timeout: Optional[float] = None) -> strategy_pb2.ScoringJob:
         """Waits until a scoring job ends; returns it."""
