@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.others.atomic import atomic_write_json
@@ -22,7 +22,9 @@ from monailabel.v1 import common_pb2
 
 __all__ = ["StagedUpload", "read_chunks", "check_header_size"]
 
-_HASH_QUEUE_CHUNKS = 64
+_STAGE_QUEUE_CHUNKS = 32
+# the writer flushes to disk every this many bytes, so the final fsync has little left to do
+_FLUSH_EVERY = 32 << 20
 
 
 def _invalid(msg: str) -> MONAILabelException:
@@ -52,23 +54,40 @@ def check_header_size(content: common_pb2.ContentHeader, max_bytes: int) -> None
         raise _invalid("content.sha256 must be 64 lower-case hex digits")
 
 
-class _Hasher(threading.Thread):
-    """Hashes chunks in order on its own thread; hashlib releases the GIL on large buffers."""
+class _Stage(threading.Thread):
+    """Applies ``fn`` to chunks in order on its own thread; the first error is kept and re-raised.
 
-    def __init__(self) -> None:
-        super().__init__(daemon=True, name="upload-hasher")
-        self.digest = hashlib.sha256()
-        self.queue: queue.Queue[Optional[bytes]] = queue.Queue(maxsize=_HASH_QUEUE_CHUNKS)
+    Hashing and ``os.write`` release the GIL on large buffers, so the RPC thread keeps receiving
+    while one stage writes and another hashes: the three overlap.
+    """
+
+    def __init__(self, name: str, fn: Callable[[bytes], None]) -> None:
+        super().__init__(daemon=True, name=name)
+        self.fn = fn
+        self.queue: queue.Queue[Optional[bytes]] = queue.Queue(maxsize=_STAGE_QUEUE_CHUNKS)
+        self.error: Optional[BaseException] = None
 
     def run(self) -> None:
-        update, get = self.digest.update, self.queue.get
+        fn, get = self.fn, self.queue.get
         while (data := get()) is not None:
-            update(data)
+            if self.error is None:
+                try:
+                    fn(data)
+                except BaseException as exc:  # surfaced to the RPC thread by put() and drain()
+                    self.error = exc
 
-    def hexdigest(self) -> str:
-        self.queue.put(None)
-        self.join()
-        return self.digest.hexdigest()
+    def put(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(data)
+
+    def drain(self) -> None:
+        """Waits until every chunk is processed and stops the thread; re-raises its error."""
+        if self.is_alive():
+            self.queue.put(None)
+            self.join()
+        if self.error is not None:
+            raise self.error
 
 
 class StagedUpload:
@@ -93,7 +112,10 @@ class StagedUpload:
         self.resumable = resumable
         self.committed = 0
         self._fd = -1
-        self._hasher = _Hasher()
+        self._digest = hashlib.sha256()
+        self._hasher = _Stage("upload-hasher", self._digest.update)
+        self._writer = _Stage("upload-writer", self._write_all)
+        self._unflushed = 0
 
     # -- life cycle -------------------------------------------------------------------------------
     def open(self) -> StagedUpload:
@@ -117,6 +139,7 @@ class StagedUpload:
             if self.resumable:
                 self._write_state(state)
         os.lseek(self._fd, len(self.prefix) + self.committed, os.SEEK_SET)
+        self._writer.start()
         return self
 
     def write(self, offset: int, data: bytes) -> None:
@@ -141,10 +164,8 @@ class StagedUpload:
                 MONAILabelError.OUT_OF_RANGE,
                 f"chunk ends at byte {offset + len(data)}, past the announced total of {self.total_size}",
             )
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        self._hasher.queue.put(data)
+        self._writer.put(data)
+        self._hasher.put(data)
         self.committed += len(data)
 
     def finish(self) -> str:
@@ -163,7 +184,9 @@ class StagedUpload:
                 f"stream ended after {self.committed} of {self.total_size} bytes; "
                 f"resume from offset {self.committed} or send the whole volume"
             )
-        digest = self._hasher.hexdigest()
+        self._writer.drain()
+        self._hasher.drain()
+        digest = self._digest.hexdigest()
         if self.sha256 and digest != self.sha256:
             self.discard()
             raise _invalid(f"checksum mismatch: the bytes received hash to {digest}, the header says {self.sha256}")
@@ -178,33 +201,44 @@ class StagedUpload:
         if not self.resumable:
             self.discard()
             return
+        self._stop_stages()
         if self._fd >= 0:
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
-        self._stop_hasher()
 
     def discard(self) -> None:
         """Removes the staging file and its state."""
+        self._stop_stages()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        self._stop_hasher()
         self.path.unlink(missing_ok=True)
         self.state_path.unlink(missing_ok=True)
 
     # -- internals --------------------------------------------------------------------------------
-    def _stop_hasher(self) -> None:
-        if self._hasher.is_alive():
-            self._hasher.queue.put(None)
-            self._hasher.join()
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._unflushed += len(data)
+        if self._unflushed >= _FLUSH_EVERY:  # start writeback now rather than all at the end
+            os.fdatasync(self._fd)
+            self._unflushed = 0
+
+    def _stop_stages(self) -> None:
+        for stage in (self._writer, self._hasher):
+            try:
+                stage.drain()
+            except BaseException:  # the upload is being abandoned or suspended; keep what was written
+                pass
 
     def _rehash(self, held: int) -> None:
         pos, step = len(self.prefix), 1 << 20
         end = pos + held
         while pos < end:
             data = os.pread(self._fd, min(step, end - pos), pos)
-            self._hasher.queue.put(data)
+            self._hasher.put(data)
             pos += len(data)
 
     def _read_state(self) -> Optional[dict]:

@@ -39,8 +39,10 @@ from monailabel_client.wire import (
     DTYPE_BY_ENUM,
     ENUM_BY_DTYPE,
     affine_of_geometry,
+    encode_chunk_request,
     encoding_of_name,
     geometry_of_affine,
+    serialize_request,
 )
 
 __all__ = ["MonaiLabelClient", "InferOutput", "UploadError"]
@@ -179,6 +181,25 @@ class MonaiLabelClient(StrategyCalls):
         self.datastore = datastore_pb2_grpc.DatastoreServiceStub(self.channel)
         self.infers = infer_pb2_grpc.InferServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
+        # The streaming uploads send chunks pre-serialized by encode_chunk_request (one copy of the
+        # data instead of two); headers still go through protobuf.
+        ch = self.channel
+        self._upload_image = ch.stream_unary(
+            "/monailabel.v1.DatastoreService/UploadImage",
+            serialize_request,
+            datastore_pb2.UploadImageResponse.FromString,
+        )
+        self._save_label = ch.stream_unary(
+            "/monailabel.v1.DatastoreService/SaveLabel", serialize_request, datastore_pb2.SaveLabelResponse.FromString
+        )
+        self._infer_volume = ch.stream_stream(
+            "/monailabel.v1.InferService/InferVolume", serialize_request, infer_pb2.InferVolumeResponse.FromString
+        )
+        self._create_session = ch.stream_unary(
+            "/monailabel.v1.InferService/CreateSession",
+            serialize_request,
+            infer_pb2.CreateSessionResponse.FromString,
+        )
         self.train = train_pb2_grpc.TrainServiceStub(self.channel)
 
     def __enter__(self) -> MonaiLabelClient:
@@ -257,6 +278,7 @@ class MonaiLabelClient(StrategyCalls):
         info: Optional[Dict[str, Any]] = None,
         overwrite: bool = False,
         encoding: Optional[int] = None,
+        sha256: Optional[str] = None,
     ) -> datastore_pb2.Image:
         """Uploads an image (a file, its bytes, or an array with its affine), resuming after a broken stream.
 
@@ -268,13 +290,14 @@ class MonaiLabelClient(StrategyCalls):
             info: info to store with it.
             overwrite: replace an existing image.
             encoding: the file's encoding; guessed from the name when None.
+            sha256: the file's SHA-256 when the caller has it already; computed when None.
         """
-        content, opener = self._source(source, affine, encoding)
+        content, opener = self._source(source, affine, encoding, sha256)
         header = datastore_pb2.UploadImageHeader(
             image_id=image_id, content=content, info=_struct(info), overwrite=overwrite
         )
         message = datastore_pb2.UploadImageRequest
-        return self._upload(message, header, opener, self.datastore.UploadImage, image_id, "").image
+        return self._upload(message, header, opener, self._upload_image, image_id, "").image
 
     def upload_array(
         self,
@@ -301,9 +324,7 @@ class MonaiLabelClient(StrategyCalls):
         """Saves a label (file, bytes, or array with its affine) for an image under a tag."""
         content, opener = self._source(source, affine, encoding)
         header = datastore_pb2.SaveLabelHeader(image_id=image_id, tag=tag, content=content, info=_struct(info))
-        return self._upload(
-            datastore_pb2.SaveLabelRequest, header, opener, self.datastore.SaveLabel, image_id, tag
-        ).label
+        return self._upload(datastore_pb2.SaveLabelRequest, header, opener, self._save_label, image_id, tag).label
 
     def download_image(self, image_id: str, dest: Optional[PathLike] = None) -> Union[bytes, Path]:
         """Downloads an image's file; to ``dest`` when given, else as bytes."""
@@ -385,7 +406,7 @@ class MonaiLabelClient(StrategyCalls):
             output=infer_pb2.OutputOptions(encoding=encoding),
         )
         requests = self._stream(infer_pb2.InferVolumeRequest, header, opener, 0, content.total_size)
-        return self._collect(self.infers.InferVolume(requests, timeout=timeout))
+        return self._collect(self._infer_volume(requests, timeout=timeout))
 
     def create_session(
         self,
@@ -406,7 +427,7 @@ class MonaiLabelClient(StrategyCalls):
         content, opener = self._source(source, affine, None)
         header = infer_pb2.CreateSessionHeader(ttl_seconds=ttl_seconds, content=content)
         requests = self._stream(infer_pb2.CreateSessionRequest, header, opener, 0, content.total_size)
-        return self.infers.CreateSession(requests, timeout=self.timeout).session
+        return self._create_session(requests, timeout=self.timeout).session
 
     def delete_session(self, session_id: str) -> None:
         """Deletes a session."""
@@ -549,14 +570,18 @@ class MonaiLabelClient(StrategyCalls):
         )
 
     def _source(
-        self, source: Union[PathLike, bytes, np.ndarray], affine: Optional[np.ndarray], encoding: Optional[int]
+        self,
+        source: Union[PathLike, bytes, np.ndarray],
+        affine: Optional[np.ndarray],
+        encoding: Optional[int],
+        sha256: Optional[str] = None,
     ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
         if isinstance(source, np.ndarray):
             return self._raw(source, affine)
-        return self._content(source, encoding)
+        return self._content(source, encoding, sha256)
 
     def _content(
-        self, source: Union[PathLike, bytes], encoding: Optional[int]
+        self, source: Union[PathLike, bytes], encoding: Optional[int], sha256: Optional[str] = None
     ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
         if isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
@@ -569,16 +594,18 @@ class MonaiLabelClient(StrategyCalls):
                 lambda: io.BytesIO(data),
             )
         path = Path(source)
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(4 * MIB):
-                digest.update(block)
+        if sha256 is None:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(4 * MIB):
+                    digest.update(block)
+            sha256 = digest.hexdigest()
         name = path.name.lower()
         ext = ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
         header = common_pb2.ContentHeader(
             encoding=encoding if encoding is not None else encoding_of(path.name),
             total_size=path.stat().st_size,
-            sha256=digest.hexdigest(),
+            sha256=sha256,
             file_extension=ext,
         )
         return header, lambda: open(path, "rb")
@@ -619,7 +646,7 @@ class MonaiLabelClient(StrategyCalls):
             f.seek(offset)
             pos = offset
             while block := f.read(self.chunk_size):
-                yield message(chunk=common_pb2.Chunk(offset=pos, data=block))
+                yield encode_chunk_request(pos, block)
                 pos += len(block)
                 if bar is not None:
                     bar.update(len(block))

@@ -8,7 +8,15 @@ import numpy as np
 
 from monailabel.v1 import common_pb2
 
-__all__ = ["DTYPE_BY_ENUM", "ENUM_BY_DTYPE", "encoding_of_name", "geometry_of_affine", "affine_of_geometry"]
+__all__ = [
+    "DTYPE_BY_ENUM",
+    "ENUM_BY_DTYPE",
+    "encoding_of_name",
+    "geometry_of_affine",
+    "affine_of_geometry",
+    "encode_chunk_request",
+    "serialize_request",
+]
 
 DTYPE_BY_ENUM: Dict[int, np.dtype] = {
     common_pb2.DATA_TYPE_UINT8: np.dtype(np.uint8),
@@ -91,3 +99,41 @@ def affine_of_geometry(geometry: common_pb2.Geometry, ndim: int) -> np.ndarray:
     affine[:ndim, :ndim] = direction.reshape(ndim, ndim) * spacing
     affine[:ndim, ndim] = origin
     return affine
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # int64 goes on the wire as two's complement
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_chunk_request(offset: int, data: bytes) -> bytes:
+    """Serializes ``{chunk: {offset, data}}`` of any upload request (``chunk`` is field 2 of each).
+
+    The same bytes protobuf writes, with one copy of ``data`` instead of two (into a message, then
+    out of it); ``serialize_request`` sends them as they are.
+
+    Args:
+        offset: the chunk's position in the stream.
+        data: its bytes.
+
+    Returns:
+        The serialized request message.
+    """
+    head = b"\x08" + _varint(offset) if offset else b""  # proto3 leaves zero and empty fields out
+    inner = b"".join((head, b"\x12", _varint(len(data)), data)) if len(data) else head
+    return b"".join((b"\x12", _varint(len(inner)), inner))
+
+
+def serialize_request(message: object) -> bytes:
+    """Request serializer that passes pre-serialized bytes through and serializes messages."""
+    if isinstance(message, (bytes, bytearray)):
+        return bytes(message)
+    return message.SerializeToString()  # type: ignore[attr-defined]
