@@ -45,11 +45,15 @@ class ArgmaxLabelsd(MapTransform):
         labels = torch.zeros((1, *x.shape[1:]), dtype=_smallest_int(channels), device=x.device)
         if channels == 1:  # argmax over one channel is 0 everywhere, as torch.argmax says
             return _keep_meta(scores, labels)
-        best = x[0].clone()
-        for c in range(1, channels):
-            better = x[c] > best
-            labels[0][better] = c
-            torch.maximum(best, x[c], out=best)
+        # strict comparisons: ties stay with the lower channel, as with argmax
+        label_map = (x[1] > x[0]).to(labels.dtype)  # the two-channel case is this one pass
+        best = torch.maximum(x[0], x[1]) if channels > 2 else x[0]
+        for c in range(2, channels):
+            value = torch.tensor(c, dtype=labels.dtype, device=x.device)
+            label_map = torch.where(x[c] > best, value, label_map)
+            if c < channels - 1:
+                best = torch.maximum(best, x[c])
+        labels = label_map.unsqueeze(0)
         return _keep_meta(scores, labels)
 
 

@@ -73,6 +73,19 @@ def _affine_or_none(value: Any) -> Optional[np.ndarray]:
     return a if a.ndim == 2 and a.shape[0] == a.shape[1] else None
 
 
+def _fortran_order(arr: np.ndarray) -> np.ndarray:
+    """Returns ``arr`` laid out first axis fastest; torch's parallel copy transposes about twice as fast as numpy."""
+    if arr.flags.f_contiguous:
+        return arr
+    try:
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        return t.permute(*reversed(range(arr.ndim))).contiguous().numpy().T
+    except (TypeError, RuntimeError):  # a dtype torch does not take
+        return np.asfortranarray(arr)
+
+
 def write_nifti(path: str, arr: np.ndarray, affine: Optional[np.ndarray], compress_level: int = 1) -> None:
     """Writes a NIfTI file (gzip-compressed when ``path`` ends with ``.gz``).
 
@@ -88,7 +101,9 @@ def write_nifti(path: str, arr: np.ndarray, affine: Optional[np.ndarray], compre
     if affine is not None:
         aff[: affine.shape[0] - 1, : affine.shape[1] - 1] = affine[:-1, :-1]
         aff[: affine.shape[0] - 1, 3] = affine[:-1, -1]
-    img = nib.Nifti1Image(arr, aff)
+    # NIfTI stores the first axis fastest: hand nibabel a Fortran-ordered array, which it writes
+    # with plain copies (a C-ordered one it transposes slice by slice, several times slower).
+    img = nib.Nifti1Image(_fortran_order(arr), aff)
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
     img.header.set_xyzt_units("mm")

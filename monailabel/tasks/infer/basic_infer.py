@@ -34,6 +34,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.utils.transform import CANCEL_CHECK_KEY, check_cancelled, copy_request, run_transforms
 from monailabel.tasks.infer._network import CancellableNetwork, load_network
 from monailabel.tasks.infer._pipeline import add_meta_dicts, as_list, is_loader, loader_for_keys
+from monailabel.tasks.infer.decode_cache import decode_cache
 from monailabel.transform.writer import ClassificationWriter, Writer
 from monailabel.utils.others.generic import device_list, device_map, name_to_device
 
@@ -305,7 +306,14 @@ class BasicInferTask(InferTask):
                         logger.debug(f"Skipping {type(t).__name__}: the image is decoded already")
                         continue
                     t = loader_for_keys(t, keys)
-                data = run_transforms(data, [t], log_prefix="PRE")
+                key = decode_cache.key(t, keys, data)
+                cached = decode_cache.get(key) if key is not None else None
+                if cached is not None:
+                    data.update(cached)
+                else:
+                    data = run_transforms(data, [t], log_prefix="PRE")
+                    if key is not None:
+                        decode_cache.put(key, {k: data[k] for k in keys if k in data})
                 add_meta_dicts(data, keys)
             else:
                 data = run_transforms(data, [t], log_prefix="PRE")
