@@ -1,125 +1,53 @@
-"""Zero-copy decoding of the chunk messages of upload streams.
+"""Zero-copy chunks on the server: decoding streamed requests, sending pre-serialized responses.
 
-A streamed volume arrives as messages ``{chunk: {offset, data}}`` of about 1 MiB. Parsing each with
-protobuf copies its bytes twice while holding the GIL (into the message, then out of it as a new
-``bytes``), which makes the RPC thread the bottleneck of an upload. Such a message has a fixed, tiny
-wire layout, so this decoder reads the offset and hands the data on as a ``memoryview`` of the
-received buffer; any other message (the header, unknown fields, an unexpected layout) goes to
-protobuf as usual. ``ChunkDecoderInterceptor`` installs it for every client-streaming method whose
-request is a ``header``/``chunk`` oneof.
+A volume streams as messages ``{chunk: {offset, data}}`` of about 1 MiB. Through protobuf, each
+chunk's bytes are copied twice more while holding the GIL, which makes the RPC thread the bottleneck
+of a transfer. ``ChunkCodecInterceptor`` gives every streaming method whose messages hold a
+header/result and a ``chunk`` oneof a decoder that hands chunk data on as a view of the received
+buffer (``monailabel_client.wire.decode_chunk_message``), and a response serializer that sends bytes
+a servicer pre-serialized with ``encode_chunk_request`` as they are.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Callable, Iterator, Optional
 
 import grpc
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import Descriptor, MethodDescriptor
 
 from monailabel.v1 import common_pb2
+from monailabel_client.wire import ChunkMessage, RawChunk, decode_chunk_message, encode_chunk_request, serialize_request
 
-__all__ = ["RawChunk", "ChunkRequest", "decode_chunk_request", "ChunkDecoderInterceptor"]
-
-_CHUNK_FIELD_TAG = (2 << 3) | 2  # field 2 (chunk), length-delimited
-_OFFSET_TAG = (1 << 3) | 0  # Chunk.offset, varint
-_DATA_TAG = (2 << 3) | 2  # Chunk.data, length-delimited
+__all__ = ["RawChunk", "ChunkMessage", "decode_chunk_message", "ChunkCodecInterceptor", "encoded_chunks"]
 
 
-class RawChunk:
-    """A chunk whose data is a view of the received message (no copy)."""
-
-    __slots__ = ("offset", "data")
-
-    def __init__(self, offset: int, data: memoryview) -> None:
-        self.offset = offset
-        self.data = data
-
-
-class ChunkRequest:
-    """Stands for a request message whose ``part`` oneof holds a chunk."""
-
-    __slots__ = ("chunk",)
-
-    def __init__(self, chunk: RawChunk) -> None:
-        self.chunk = chunk
-
-    def HasField(self, name: str) -> bool:  # noqa: N802 - protobuf's method name
-        return name == "chunk"
-
-    def WhichOneof(self, name: str) -> str:  # noqa: N802 - protobuf's method name
-        return "chunk"
-
-
-def _varint(buf: bytes, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def decode_chunk_request(raw: bytes, fallback: Callable[[bytes], Any]) -> Any:
-    """Decodes a ``{chunk: {offset, data}}`` message without copying its data, else calls ``fallback``.
-
-    Args:
-        raw: the serialized request.
-        fallback: the message class's ``FromString``.
-
-    Returns:
-        A ChunkRequest, or what ``fallback`` returns.
-    """
+def _method(name: str) -> Optional[MethodDescriptor]:
+    """The descriptor of ``/package.Service/Method``, or None for a method not in the pool."""
     try:
-        if len(raw) < 2 or raw[0] != _CHUNK_FIELD_TAG:
-            return fallback(raw)
-        size, pos = _varint(raw, 1)
-        end = pos + size
-        if end != len(raw):
-            return fallback(raw)
-        offset, data = 0, memoryview(b"")
-        seen = 0
-        while pos < end:
-            tag = raw[pos]
-            pos += 1
-            if tag == _OFFSET_TAG and seen < 1:
-                offset, pos = _varint(raw, pos)
-                if offset >= 1 << 63:  # int64 is two's complement on the wire
-                    offset -= 1 << 64
-                seen = 1
-            elif tag == _DATA_TAG and seen < 2:
-                length, pos = _varint(raw, pos)
-                if pos + length > end:
-                    return fallback(raw)
-                data = memoryview(raw)[pos : pos + length]
-                pos += length
-                seen = 2
-            else:
-                return fallback(raw)
-        return ChunkRequest(RawChunk(offset, data))
-    except (IndexError, ValueError):
-        return fallback(raw)
+        return descriptor_pool.Default().FindMethodByName(name.lstrip("/").replace("/", "."))
+    except KeyError:
+        return None
 
 
-def _is_chunked_request(cls: Optional[type]) -> bool:
-    descriptor = getattr(cls, "DESCRIPTOR", None)
-    if descriptor is None:
-        return False
+def _has_chunk_part(descriptor: Descriptor) -> bool:
     chunk = descriptor.fields_by_name.get("chunk")
-    header = descriptor.fields_by_name.get("header")
     return (
         chunk is not None
-        and header is not None
         and chunk.number == 2
         and chunk.message_type is common_pb2.Chunk.DESCRIPTOR
         and chunk.containing_oneof is not None
     )
 
 
-class ChunkDecoderInterceptor(grpc.ServerInterceptor):
-    """Installs the zero-copy chunk decoder on client-streaming methods with header/chunk requests."""
+def encoded_chunks(data_chunks: Iterator[common_pb2.Chunk]) -> Iterator[bytes]:
+    """Pre-serializes chunks for a streamed response (sent as they are by the interceptor's serializer)."""
+    for chunk in data_chunks:
+        yield encode_chunk_request(chunk.offset, chunk.data)
+
+
+class ChunkCodecInterceptor(grpc.ServerInterceptor):
+    """Installs zero-copy chunk decoding and pre-serialized chunk sending on streaming methods."""
 
     def intercept_service(
         self,
@@ -127,11 +55,17 @@ class ChunkDecoderInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Optional[grpc.RpcMethodHandler]:
         handler = continuation(handler_call_details)
-        if handler is None or not handler.request_streaming or handler.request_deserializer is None:
+        if handler is None:
+            return None
+        method = _method(handler_call_details.method)
+        if method is None:
             return handler
-        fallback = handler.request_deserializer
-        if not _is_chunked_request(getattr(fallback, "__self__", None)):
-            return handler
-        return handler._replace(  # type: ignore[attr-defined]
-            request_deserializer=lambda raw: decode_chunk_request(raw, fallback)
-        )
+        changes = {}
+        decode = handler.request_deserializer
+        if handler.request_streaming and decode is not None and _has_chunk_part(method.input_type):
+            changes["request_deserializer"] = lambda raw: decode_chunk_message(raw, decode)
+        if handler.response_streaming and handler.response_serializer is not None and _has_chunk_part(
+            method.output_type
+        ):
+            changes["response_serializer"] = serialize_request
+        return handler._replace(**changes) if changes else handler  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.v1 import datastore_pb2, datastore_pb2_grpc
+from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import encoding_of_name, from_struct, to_struct
 from monailabel_server.ingest import chunks_of, header_of, receive, upload_status
@@ -200,8 +201,7 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, "chunk_size must not be negative")
         file = Path(path)
         yield message(header=content_header_for_file(file, encoding_of_name(file.name), sha256))
-        for chunk in read_chunks(file, offset, size):
-            yield message(chunk=chunk)
+        yield from encoded_chunks(read_chunks(file, offset, size))
 
 
 def _check_label_fits(label_shape: tuple, image_path: str) -> None:

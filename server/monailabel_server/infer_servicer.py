@@ -16,6 +16,8 @@ from google.protobuf import timestamp_pb2
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.v1 import common_pb2, infer_pb2, infer_pb2_grpc
+from monailabel_client.wire import encode_chunk_request
+from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import (
     DTYPE_BY_ENUM,
@@ -236,10 +238,9 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
         if payload is not None:
             view = memoryview(payload)
             for offset in range(0, len(payload), size):
-                yield message(chunk=common_pb2.Chunk(offset=offset, data=bytes(view[offset:offset + size])))
+                yield encode_chunk_request(offset, view[offset : offset + size])
             return
-        for chunk in read_chunks(path, 0, size):
-            yield message(chunk=chunk)
+        yield from encoded_chunks(read_chunks(path, 0, size))
 
 
 def _is_temporary(file: str) -> bool:

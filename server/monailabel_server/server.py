@@ -28,7 +28,7 @@ from monailabel.v1 import (
 )
 from monailabel_server.app_loader import load_app
 from monailabel_server.app_servicer import AppServicer
-from monailabel_server.chunks import ChunkDecoderInterceptor
+from monailabel_server.chunks import ChunkCodecInterceptor
 from monailabel_server.config import ServerConfig
 from monailabel_server.datastore_servicer import DatastoreServicer
 from monailabel_server.errors import ErrorInterceptor
@@ -112,7 +112,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
-        interceptors=[ChunkDecoderInterceptor(), ErrorInterceptor()],
+        interceptors=[ChunkCodecInterceptor(), ErrorInterceptor()],
         options=options,
         maximum_concurrent_rpcs=config.rpc_threads * 4,
     )

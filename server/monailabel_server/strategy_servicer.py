@@ -11,6 +11,7 @@ import grpc
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc, train_pb2
+from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import JOB_STATES, encoding_of_name, from_struct, timestamp_of, to_struct
 from monailabel_server.datastore_servicer import image_message
@@ -127,8 +128,7 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
         yield strategy_pb2.GetNextSampleResponse(sample=msg)
         if stream:
             size = min(request.chunk_size or self.config.chunk_size, self.config.chunk_size)
-            for chunk in read_chunks(path, 0, size):
-                yield strategy_pb2.GetNextSampleResponse(chunk=chunk)
+            yield from encoded_chunks(read_chunks(path, 0, size))
 
     def StartScoringJob(self, request: strategy_pb2.StartScoringJobRequest, context: grpc.ServicerContext):
         if not request.method:

@@ -39,6 +39,7 @@ from monailabel_client.wire import (
     DTYPE_BY_ENUM,
     ENUM_BY_DTYPE,
     affine_of_geometry,
+    decode_chunk_message,
     encode_chunk_request,
     encoding_of_name,
     geometry_of_affine,
@@ -73,6 +74,10 @@ def encoding_of(name: str) -> int:
     if encoding in (common_pb2.ENCODING_UNSPECIFIED, common_pb2.ENCODING_DICOM_ZIP):
         raise ValueError(f"cannot tell the encoding of {name!r}; pass encoding=")
     return encoding
+
+
+def _chunk_decoder(cls: Any) -> Callable[[bytes], Any]:
+    return lambda raw: decode_chunk_message(raw, cls.FromString)
 
 
 def _struct(value: Optional[Dict[str, Any]]) -> struct_pb2.Struct:
@@ -193,7 +198,23 @@ class MonaiLabelClient(StrategyCalls):
             "/monailabel.v1.DatastoreService/SaveLabel", serialize_request, datastore_pb2.SaveLabelResponse.FromString
         )
         self._infer_volume = ch.stream_stream(
-            "/monailabel.v1.InferService/InferVolume", serialize_request, infer_pb2.InferVolumeResponse.FromString
+            "/monailabel.v1.InferService/InferVolume", serialize_request, _chunk_decoder(infer_pb2.InferVolumeResponse)
+        )
+        # Streamed answers decode their chunks as views of the received buffers (no copies).
+        self._download_image = ch.unary_stream(
+            "/monailabel.v1.DatastoreService/DownloadImage",
+            datastore_pb2.DownloadImageRequest.SerializeToString,
+            _chunk_decoder(datastore_pb2.DownloadImageResponse),
+        )
+        self._download_label = ch.unary_stream(
+            "/monailabel.v1.DatastoreService/DownloadLabel",
+            datastore_pb2.DownloadLabelRequest.SerializeToString,
+            _chunk_decoder(datastore_pb2.DownloadLabelResponse),
+        )
+        self._infer = ch.unary_stream(
+            "/monailabel.v1.InferService/Infer",
+            infer_pb2.InferRequest.SerializeToString,
+            _chunk_decoder(infer_pb2.InferResponse),
         )
         self._create_session = ch.stream_unary(
             "/monailabel.v1.InferService/CreateSession",
@@ -329,16 +350,14 @@ class MonaiLabelClient(StrategyCalls):
     def download_image(self, image_id: str, dest: Optional[PathLike] = None) -> Union[bytes, Path]:
         """Downloads an image's file; to ``dest`` when given, else as bytes."""
         return self._download(
-            lambda offset: self.datastore.DownloadImage(
-                datastore_pb2.DownloadImageRequest(image_id=image_id, offset=offset)
-            ),
+            lambda offset: self._download_image(datastore_pb2.DownloadImageRequest(image_id=image_id, offset=offset)),
             dest,
         )
 
     def download_label(self, image_id: str, dest: Optional[PathLike] = None, tag: str = "final") -> Union[bytes, Path]:
         """Downloads a label's file; to ``dest`` when given, else as bytes."""
         return self._download(
-            lambda offset: self.datastore.DownloadLabel(
+            lambda offset: self._download_label(
                 datastore_pb2.DownloadLabelRequest(image_id=image_id, tag=tag, offset=offset)
             ),
             dest,
@@ -382,7 +401,7 @@ class MonaiLabelClient(StrategyCalls):
             request.session_id = session_id
         else:
             request.image_id = image_id
-        return self._collect(self.infers.Infer(request, timeout=timeout))
+        return self._collect(self._infer(request, timeout=timeout))
 
     def infer_file(
         self,

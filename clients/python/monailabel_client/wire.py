@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 
@@ -16,6 +16,9 @@ __all__ = [
     "affine_of_geometry",
     "encode_chunk_request",
     "serialize_request",
+    "RawChunk",
+    "ChunkMessage",
+    "decode_chunk_message",
 ]
 
 DTYPE_BY_ENUM: Dict[int, np.dtype] = {
@@ -115,7 +118,7 @@ def _varint(value: int) -> bytes:
 
 
 def encode_chunk_request(offset: int, data: bytes) -> bytes:
-    """Serializes ``{chunk: {offset, data}}`` of any upload request (``chunk`` is field 2 of each).
+    """Serializes ``{chunk: {offset, data}}`` of any streamed message (``chunk`` is field 2 of each).
 
     The same bytes protobuf writes, with one copy of ``data`` instead of two (into a message, then
     out of it); ``serialize_request`` sends them as they are.
@@ -133,7 +136,96 @@ def encode_chunk_request(offset: int, data: bytes) -> bytes:
 
 
 def serialize_request(message: object) -> bytes:
-    """Request serializer that passes pre-serialized bytes through and serializes messages."""
+    """Serializer that passes pre-serialized bytes through and serializes messages."""
     if isinstance(message, (bytes, bytearray)):
         return bytes(message)
     return message.SerializeToString()  # type: ignore[attr-defined]
+
+
+# -- decoding -------------------------------------------------------------------------------------
+_CHUNK_FIELD_TAG = (2 << 3) | 2  # field 2 (chunk) of every streamed message, length-delimited
+_OFFSET_TAG = (1 << 3) | 0  # Chunk.offset, varint
+_DATA_TAG = (2 << 3) | 2  # Chunk.data, length-delimited
+
+
+class RawChunk:
+    """A chunk whose data is a view of the received message (no copy)."""
+
+    __slots__ = ("offset", "data")
+
+    def __init__(self, offset: int, data: memoryview) -> None:
+        self.offset = offset
+        self.data = data
+
+
+class ChunkMessage:
+    """Stands for a streamed message whose ``part`` oneof holds a chunk."""
+
+    __slots__ = ("chunk",)
+
+    def __init__(self, chunk: RawChunk) -> None:
+        self.chunk = chunk
+
+    def HasField(self, name: str) -> bool:  # noqa: N802 - protobuf's method name
+        return name == "chunk"
+
+    def WhichOneof(self, name: str) -> str:  # noqa: N802 - protobuf's method name
+        return "chunk"
+
+
+def _read_varint(buf: bytes, pos: int) -> Tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def decode_chunk_message(raw: bytes, fallback: Callable[[bytes], Any]) -> Any:
+    """Decodes a ``{chunk: {offset, data}}`` message without copying its data, else calls ``fallback``.
+
+    Every streamed message of the API (requests and responses) keeps its chunk in field 2; protobuf
+    would copy each 1 MiB chunk twice while holding the GIL. Any other message (a header, a result,
+    unknown fields, an unexpected layout) goes to ``fallback``.
+
+    Args:
+        raw: the serialized message.
+        fallback: the message class's ``FromString``.
+
+    Returns:
+        A ChunkMessage, or what ``fallback`` returns.
+    """
+    try:
+        if len(raw) < 2 or raw[0] != _CHUNK_FIELD_TAG:
+            return fallback(raw)
+        size, pos = _read_varint(raw, 1)
+        end = pos + size
+        if end != len(raw):
+            return fallback(raw)
+        offset, data = 0, memoryview(b"")
+        seen = 0
+        while pos < end:
+            tag = raw[pos]
+            pos += 1
+            if tag == _OFFSET_TAG and seen < 1:
+                offset, pos = _read_varint(raw, pos)
+                if offset >= 1 << 63:  # int64 is two's complement on the wire
+                    offset -= 1 << 64
+                seen = 1
+            elif tag == _DATA_TAG and seen < 2:
+                length, pos = _read_varint(raw, pos)
+                if pos + length > end:
+                    return fallback(raw)
+                data = memoryview(raw)[pos : pos + length]
+                pos += length
+                seen = 2
+            else:
+                return fallback(raw)
+        return ChunkMessage(RawChunk(offset, data))
+    except (IndexError, ValueError):
+        return fallback(raw)

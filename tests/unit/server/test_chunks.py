@@ -7,15 +7,19 @@ import os
 import pytest
 from google.protobuf.message import DecodeError
 
-from monailabel.v1 import common_pb2, datastore_pb2, infer_pb2
-from monailabel_client.wire import encode_chunk_request, serialize_request
-from monailabel_server.chunks import ChunkRequest, decode_chunk_request
+from monailabel.v1 import common_pb2, datastore_pb2, infer_pb2, strategy_pb2
+from monailabel_client.wire import ChunkMessage, decode_chunk_message, encode_chunk_request, serialize_request
 
 REQUESTS = [
     datastore_pb2.UploadImageRequest,
     datastore_pb2.SaveLabelRequest,
     infer_pb2.InferVolumeRequest,
     infer_pb2.CreateSessionRequest,
+    datastore_pb2.DownloadImageResponse,
+    datastore_pb2.DownloadLabelResponse,
+    infer_pb2.InferResponse,
+    infer_pb2.InferVolumeResponse,
+    strategy_pb2.GetNextSampleResponse,
 ]
 
 
@@ -26,25 +30,25 @@ def test_encoder_writes_protobufs_bytes_and_decoder_reads_them(cls, offset: int,
     data = os.urandom(size)
     wire = cls(chunk=common_pb2.Chunk(offset=offset, data=data)).SerializeToString()
     assert encode_chunk_request(offset, data) == wire
-    decoded = decode_chunk_request(wire, cls.FromString)
-    assert isinstance(decoded, ChunkRequest) and decoded.HasField("chunk") and not decoded.HasField("header")
+    decoded = decode_chunk_message(wire, cls.FromString)
+    assert isinstance(decoded, ChunkMessage) and decoded.HasField("chunk") and not decoded.HasField("header")
     assert decoded.chunk.offset == offset
     assert bytes(decoded.chunk.data) == data
 
 
 def test_headers_and_unexpected_layouts_go_to_protobuf() -> None:
     header = datastore_pb2.UploadImageRequest(header=datastore_pb2.UploadImageHeader(image_id="a"))
-    got = decode_chunk_request(header.SerializeToString(), datastore_pb2.UploadImageRequest.FromString)
+    got = decode_chunk_message(header.SerializeToString(), datastore_pb2.UploadImageRequest.FromString)
     assert isinstance(got, datastore_pb2.UploadImageRequest) and got.header.image_id == "a"
     # data before offset (legal protobuf, not what encoders write) still decodes right, through protobuf
     inner = b"\x12\x02hi\x08\x07"
     odd = b"\x12" + bytes([len(inner)]) + inner
-    got = decode_chunk_request(odd, datastore_pb2.UploadImageRequest.FromString)
+    got = decode_chunk_message(odd, datastore_pb2.UploadImageRequest.FromString)
     assert isinstance(got, datastore_pb2.UploadImageRequest)
     assert (got.chunk.offset, got.chunk.data) == (7, b"hi")
     # a truncated message is protobuf's to reject
     with pytest.raises(DecodeError):
-        decode_chunk_request(encode_chunk_request(5, b"abcdef")[:-2], datastore_pb2.UploadImageRequest.FromString)
+        decode_chunk_message(encode_chunk_request(5, b"abcdef")[:-2], datastore_pb2.UploadImageRequest.FromString)
 
 
 def test_serializer_passes_bytes_and_serializes_messages() -> None:
