@@ -41,7 +41,10 @@ class Holder:
 
 
 def _config(root: Path) -> ServerConfig:
-    return ServerConfig(app_dir=root / "app", studies=str(root / "studies"), port=0, conf={"roi_size": "48,48,48"})
+    # a relative studies folder, as `monailabel start_server --studies studies` passes it: training
+    # runs in another process and folder, and must still find the datastore
+    studies = os.path.relpath(root / "studies")
+    return ServerConfig(app_dir=root / "app", studies=studies, port=0, conf={"roi_size": "48,48,48"})
 
 
 @pytest.fixture(scope="module")

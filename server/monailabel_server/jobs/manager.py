@@ -29,6 +29,7 @@ import monailabel_server
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_server.jobs import params as job_params
+from monailabel_server.jobs.protocol import EVENT_MARK, EXIT_CANCELLED
 from monailabel_server.jobs.store import (
     CANCELLED,
     FAILED,
@@ -42,7 +43,6 @@ from monailabel_server.jobs.store import (
     JobRecord,
     JobStore,
 )
-from monailabel_server.jobs.worker import EVENT_MARK, EXIT_CANCELLED
 
 __all__ = ["JobManager"]
 
@@ -91,7 +91,8 @@ class JobManager:
     ) -> None:
         self.app = app
         self.app_dir = Path(app_dir).resolve()
-        self.studies = studies
+        # the worker runs in its job folder: a relative studies folder must reach it as an absolute path
+        self.studies = str(Path(studies).resolve()) if Path(studies).exists() else studies
         self.conf = dict(conf)
         if db_path is None:
             base = Path(studies) if Path(studies).is_dir() else self.app_dir

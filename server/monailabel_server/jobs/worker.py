@@ -21,11 +21,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict
 
-__all__ = ["EVENT_MARK", "EXIT_CANCELLED", "EXIT_ERROR", "main"]
+from monailabel_server.jobs.protocol import EVENT_MARK, EXIT_CANCELLED, EXIT_ERROR
 
-EVENT_MARK = "@@monailabel-event "
-EXIT_ERROR = 2
-EXIT_CANCELLED = 3
+__all__ = ["EVENT_MARK", "EXIT_CANCELLED", "EXIT_ERROR", "main"]
 
 _out_lock = threading.Lock()
 
