@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYPROJECTS := pyproject.toml api/python/pyproject.toml clients/python/pyproject.toml
+STAMP := $(VENV)/.installed-$(shell cat $(PYPROJECTS) | sha1sum | cut -c1-12)
 TORCH ?= torch==2.13.0
 STUDIES ?= studies
 APP ?= monailabel/apps/radiology
@@ -12,17 +13,18 @@ PORT ?= 50051
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(PYPROJECTS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first: the pinned CPU wheel; a bare `torch` requirement would pull a CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[dev]'
+	# three distributions: the wire contract, the client (neither needs torch), the SDK and server
+	$(PY) -m pip install -q -e api/python -e clients/python -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: setup
-	$(PY) -m monailabel.main datasets --output $(STUDIES) --labeled 6 --if-empty
-	$(PY) -m monailabel.main start_server --app $(APP) --studies $(STUDIES) --port $(PORT)
+	$(PY) -m monailabel_server datasets --output $(STUDIES) --labeled 6 --if-empty
+	$(PY) -m monailabel_server start_server --app $(APP) --studies $(STUDIES) --port $(PORT)
 
 proto: setup
 	$(PY) scripts/gen_protos.py

@@ -56,7 +56,7 @@ def _start_server(tmp: Path, studies: Path) -> tuple[subprocess.Popen, int]:
         [
             sys.executable,
             "-m",
-            "monailabel.main",
+            "monailabel_server",
             "--log-level",
             "WARNING",
             "start_server",
@@ -231,7 +231,7 @@ def main() -> int:
 
 def _infer_overhead(client, table: Table, args) -> None:
     """Wall time minus the model stage, per source and mask encoding (median of ``repeats``)."""
-    from monailabel.v1 import common_pb2
+    from monailabel_api.v1 import common_pb2
 
     image, _, _ = _phantom(args.infer_shape)
     client.upload_array("bench_infer", image, np.diag([1.0, 1.0, 2.0, 1.0]), overwrite=True)
@@ -259,7 +259,7 @@ def _infer_overhead(client, table: Table, args) -> None:
 
 
 def _busy(client, table: Table, args, rng) -> None:
-    from monailabel.v1 import common_pb2
+    from monailabel_api.v1 import common_pb2
 
     if True:
         busy = rng.normal(size=tuple(args.busy_shape)).astype(np.float32)

@@ -1,4 +1,8 @@
-"""The ``monailabel`` command line: ``start_server``, ``datasets``, ``apps``."""
+"""The SDK's commands of the ``monailabel`` command line: ``datasets`` and ``apps``.
+
+The command line itself (with ``start_server``) is :mod:`monailabel_server.cli`: the SDK never imports
+the server, so the server can depend on the SDK without a loop.
+"""
 
 from __future__ import annotations
 
@@ -12,28 +16,6 @@ from typing import List, Optional
 __all__ = ["main"]
 
 APPS_DIR = Path(__file__).parent / "apps"
-
-
-def _start_server(args: argparse.Namespace) -> int:
-    from monailabel_server.config import ServerConfig
-    from monailabel_server.server import serve
-
-    conf = {k: v for k, v in (args.conf or [])}
-    config = ServerConfig.from_env(
-        Path(args.app),
-        args.studies,
-        conf=conf,
-        host=args.host,
-        port=args.port,
-        rpc_threads=args.rpc_threads,
-        model_workers=args.model_workers,
-        max_queue=args.max_queue,
-        max_message_bytes=args.max_message_mb << 20 if args.max_message_mb else None,
-        max_volume_bytes=args.max_volume_mb << 20 if args.max_volume_mb else None,
-        session_ttl_s=args.session_ttl,
-    )
-    serve(config)
-    return 0
 
 
 DATASETS = {
@@ -101,26 +83,12 @@ def _apps(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    """Returns the command line's parser."""
-    p = argparse.ArgumentParser(prog="monailabel", description="MONAI Label over gRPC")
-    p.add_argument("--log-level", default="INFO")
-    sub = p.add_subparsers(dest="command", required=True)
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds the SDK's subcommands (``datasets``, ``apps``) to a command line.
 
-    s = sub.add_parser("start_server", help="serve an app over gRPC")
-    s.add_argument("-a", "--app", required=True, help="app folder holding main.py")
-    s.add_argument("-s", "--studies", required=True, help="datastore folder")
-    s.add_argument("-c", "--conf", nargs=2, action="append", metavar=("KEY", "VALUE"), help="app config pair")
-    s.add_argument("-i", "--host", default="127.0.0.1")
-    s.add_argument("-p", "--port", type=int, default=50051, help="0 picks a free port and prints it")
-    s.add_argument("--rpc-threads", type=int, default=None)
-    s.add_argument("--model-workers", type=int, default=None)
-    s.add_argument("--max-queue", type=int, default=None)
-    s.add_argument("--max-message-mb", type=int, default=None)
-    s.add_argument("--max-volume-mb", type=int, default=None)
-    s.add_argument("--session-ttl", type=int, default=None, help="seconds an idle session lives")
-    s.set_defaults(func=_start_server)
-
+    Args:
+        sub: the command line's subparsers.
+    """
     d = sub.add_parser("datasets", help="list or write offline sample data sets")
     d.add_argument("--name", help=f"one of {', '.join(DATASETS)} (default phantoms when --output is given)")
     d.add_argument("-o", "--output", help="studies folder to write")
@@ -137,6 +105,13 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("-d", "--download", action="store_true")
     a.add_argument("-o", "--output")
     a.set_defaults(func=_apps)
+
+
+def parser() -> argparse.ArgumentParser:
+    """Returns the parser of the SDK's commands alone (``monailabel_server.cli`` adds ``start_server``)."""
+    p = argparse.ArgumentParser(prog="monailabel", description="MONAI Label over gRPC")
+    p.add_argument("--log-level", default="INFO")
+    add_commands(p.add_subparsers(dest="command", required=True))
     return p
 
 

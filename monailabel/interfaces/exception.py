@@ -7,6 +7,7 @@ single place (``monailabel_server.errors``), so app code never deals with transp
 from __future__ import annotations
 
 from enum import Enum
+from typing import Dict, Optional, Sequence, Tuple
 
 __all__ = [
     "MONAILabelError",
@@ -63,15 +64,42 @@ class MONAILabelError(Enum):
 class MONAILabelException(Exception):
     """An error the SDK raises on purpose, with its kind and a message meant for the user.
 
+    The keyword arguments are optional, structured facts a client can act on without parsing the
+    message; the server sends them as ``google.rpc`` error details (BadRequest, ResourceInfo,
+    RetryInfo, ErrorInfo). The SDK itself stays free of any transport type.
+
     Args:
         error: the kind of failure.
-        msg: what went wrong, in words a client can show.
+        msg: what went wrong, in words a client can show (never a server path).
+        field: the request field at fault, as ``header.content.shape`` (a BadRequest field violation).
+        violations: more ``(field, description)`` pairs, for several faults found at once.
+        resource: ``(type, name)`` of the resource concerned, as ``("image", "ct_01")`` (ResourceInfo).
+        retry_after_s: seconds after which the same call may succeed (RetryInfo).
+        reason: a short UPPER_SNAKE_CASE machine-readable cause, as ``UPLOAD_OFFSET_MISMATCH`` (ErrorInfo).
+        metadata: string facts that go with ``reason``, as ``{"committed_size": "1048576"}`` (ErrorInfo).
     """
 
-    def __init__(self, error: MONAILabelError, msg: str) -> None:
+    def __init__(
+        self,
+        error: MONAILabelError,
+        msg: str,
+        *,
+        field: Optional[str] = None,
+        violations: Sequence[Tuple[str, str]] = (),
+        resource: Optional[Tuple[str, str]] = None,
+        retry_after_s: Optional[float] = None,
+        reason: Optional[str] = None,
+        metadata: Optional[Dict[str, str]] = None,
+    ) -> None:
         super().__init__(msg)
         self.error = error
         self.msg = msg
+        self.violations: Tuple[Tuple[str, str], ...] = ((field, msg),) if field else ()
+        self.violations += tuple(violations)
+        self.resource = resource
+        self.retry_after_s = retry_after_s
+        self.reason = reason
+        self.metadata: Dict[str, str] = dict(metadata or {})
 
     def __str__(self) -> str:
         return self.msg
@@ -84,8 +112,8 @@ class ImageNotFoundException(MONAILabelException):
         msg: what went wrong.
     """
 
-    def __init__(self, msg: str) -> None:
-        super().__init__(MONAILabelError.NOT_FOUND, msg)
+    def __init__(self, msg: str, image_id: str = "") -> None:
+        super().__init__(MONAILabelError.NOT_FOUND, msg, resource=("image", image_id) if image_id else None)
 
 
 class LabelNotFoundException(MONAILabelException):
@@ -95,5 +123,5 @@ class LabelNotFoundException(MONAILabelException):
         msg: what went wrong.
     """
 
-    def __init__(self, msg: str) -> None:
-        super().__init__(MONAILabelError.NOT_FOUND, msg)
+    def __init__(self, msg: str, label: str = "") -> None:
+        super().__init__(MONAILabelError.NOT_FOUND, msg, resource=("label", label) if label else None)

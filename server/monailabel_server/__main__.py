@@ -1,6 +1,5 @@
-"""``python -m monailabel_server --app DIR --studies DIR``: the same as ``monailabel start_server``."""
+"""``python -m monailabel_server ...`` runs the ``monailabel`` command line."""
 
-from monailabel.main import main
+from monailabel_server.cli import main
 
-if __name__ == "__main__":
-    raise SystemExit(main(["start_server", *__import__("sys").argv[1:]]))
+raise SystemExit(main())

@@ -8,7 +8,7 @@ import grpc
 
 import monailabel
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.v1 import app_pb2, app_pb2_grpc
+from monailabel_api.v1 import app_pb2, app_pb2_grpc
 from monailabel_server.convert import to_struct
 from monailabel_server.datastore_servicer import status_message
 

@@ -4,7 +4,7 @@ A volume streams as messages ``{chunk: {offset, data}}`` of about 1 MiB. Through
 chunk's bytes are copied twice more while holding the GIL, which makes the RPC thread the bottleneck
 of a transfer. ``ChunkCodecInterceptor`` gives every streaming method whose messages hold a
 header/result and a ``chunk`` oneof a decoder that hands chunk data on as a view of the received
-buffer (``monailabel_client.wire.decode_chunk_message``), and a response serializer that sends bytes
+buffer (``monailabel_api.wire.decode_chunk_message``), and a response serializer that sends bytes
 a servicer pre-serialized with ``encode_chunk_request`` as they are.
 """
 
@@ -16,8 +16,8 @@ import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
 
-from monailabel.v1 import common_pb2
-from monailabel_client.wire import ChunkMessage, RawChunk, decode_chunk_message, encode_chunk_request, serialize_request
+from monailabel_api.v1 import common_pb2
+from monailabel_api.wire import ChunkMessage, RawChunk, decode_chunk_message, encode_chunk_request, serialize_request
 
 __all__ = ["RawChunk", "ChunkMessage", "decode_chunk_message", "ChunkCodecInterceptor", "encoded_chunks"]
 

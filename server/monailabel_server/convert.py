@@ -1,6 +1,6 @@
 """Conversions between protobuf messages and the SDK's plain Python values, in one module.
 
-Array and geometry conversions shared with the client live in ``monailabel_client.wire``.
+Array and geometry conversions shared with the client live in ``monailabel_api.wire``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.v1 import common_pb2, train_pb2
-from monailabel_client import wire
-from monailabel_client.wire import DTYPE_BY_ENUM, ENUM_BY_DTYPE, encoding_of_name, geometry_of_affine
+from monailabel_api import wire
+from monailabel_api.v1 import common_pb2, train_pb2
+from monailabel_api.wire import DTYPE_BY_ENUM, ENUM_BY_DTYPE, encoding_of_name, geometry_of_affine
 
 __all__ = [
     "DTYPE_BY_ENUM",
@@ -105,7 +105,7 @@ def _ints(value: Any) -> Any:
 
 
 def affine_of_geometry(geometry: common_pb2.Geometry, ndim: int) -> np.ndarray:
-    """Builds an affine from a request's geometry (see ``monailabel_client.wire.affine_of_geometry``).
+    """Builds an affine from a request's geometry (see ``monailabel_api.wire.affine_of_geometry``).
 
     Raises:
         MONAILabelException: INVALID_INPUT when a field has the wrong length or a spacing is not positive.

@@ -12,7 +12,7 @@ import grpc
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.v1 import datastore_pb2, datastore_pb2_grpc
+from monailabel_api.v1 import datastore_pb2, datastore_pb2_grpc
 from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import encoding_of_name, from_struct, to_struct

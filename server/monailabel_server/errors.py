@@ -1,19 +1,34 @@
 """The one place where exceptions become gRPC status codes.
 
 Servicers and the SDK raise :class:`MONAILabelException`; this interceptor turns each kind into its
-status code with the exception's message. Anything else is a bug: INTERNAL, traceback in the log only.
+status code with the exception's message and its structured facts as ``google.rpc`` details
+(BadRequest field violations, ResourceInfo, RetryInfo, ErrorInfo), which grpcio-status puts in the
+``grpc-status-details-bin`` trailer. Anything else is a bug: INTERNAL, traceback in the log only.
+
+Every message is scrubbed before it leaves: absolute server paths become their last component, and
+long messages and echoed values are cut, so that trailers stay far below a client's metadata limit.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable, Dict, Iterator, Optional
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
-__all__ = ["ErrorInterceptor", "status_of", "STATUS_BY_ERROR"]
+__all__ = ["ErrorInterceptor", "status_of", "rich_status", "scrub", "STATUS_BY_ERROR", "ERROR_DOMAIN"]
+
+ERROR_DOMAIN = "monailabel.v1"
+MAX_MESSAGE_CHARS = 1024
+MAX_DETAIL_CHARS = 256
+# an absolute POSIX path of two or more components (a file or folder on the server)
+_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"<>(),;:]+/)+([^\s/'\"<>(),;:]*)")
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +44,61 @@ STATUS_BY_ERROR: Dict[MONAILabelError, grpc.StatusCode] = {
     MONAILabelError.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
     MONAILabelError.CANCELLED: grpc.StatusCode.CANCELLED,
 }
+
+
+def scrub(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Removes server paths from a message (keeping the last component) and bounds its length.
+
+    Args:
+        text: a message or value meant for a client.
+        limit: the most characters kept.
+
+    Returns:
+        The text as a client may see it.
+    """
+    text = _ABS_PATH.sub(lambda m: m.group(1) or "<folder>", text)
+    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text) - limit + 20} more)"
+
+
+def rich_status(exc: BaseException) -> status_pb2.Status:
+    """Builds the ``google.rpc.Status`` (code, scrubbed message, details) a client gets for an exception.
+
+    Args:
+        exc: what was raised while serving a call.
+
+    Returns:
+        The status with its details.
+    """
+    code, message = status_of(exc)
+    details = []
+    if isinstance(exc, MONAILabelException):
+        if exc.violations:
+            details.append(error_details_pb2.BadRequest(field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=scrub(f, MAX_DETAIL_CHARS),
+                                                            description=scrub(d, MAX_DETAIL_CHARS))
+                for f, d in exc.violations[:16]
+            ]))
+        if exc.resource is not None:
+            details.append(error_details_pb2.ResourceInfo(
+                resource_type=exc.resource[0], resource_name=scrub(exc.resource[1], MAX_DETAIL_CHARS)))
+        if exc.retry_after_s is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(int(max(0.0, exc.retry_after_s) * 1e9))
+            details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        if exc.reason:
+            details.append(error_details_pb2.ErrorInfo(
+                reason=exc.reason, domain=ERROR_DOMAIN,
+                metadata={k: scrub(str(v), MAX_DETAIL_CHARS) for k, v in list(exc.metadata.items())[:16]}))
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    return status_pb2.Status(code=_CODE_NUMBER[code], message=scrub(message), details=packed)
+
+
+_CODE_NUMBER = {c: int(c.value[0]) for c in grpc.StatusCode}
+assert _CODE_NUMBER[grpc.StatusCode.INVALID_ARGUMENT] == code_pb2.INVALID_ARGUMENT
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -57,16 +127,17 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
-    code, message = status_of(exc)
-    if code == grpc.StatusCode.INTERNAL:
+    status = rich_status(exc)
+    code = grpc.StatusCode.INTERNAL if status.code == code_pb2.INTERNAL else None
+    if code is not None:
         logger.exception("%s failed", method, exc_info=exc)
     else:
-        logger.info("%s: %s: %s", method, code.name, message)
+        logger.info("%s: %s: %s", method, code_pb2.Code.Name(status.code), status.message)
     if _is_out_of_memory(exc):
         import torch
 
         torch.cuda.empty_cache()
-    context.abort(code, message)
+    context.abort_with_status(rpc_status.to_status(status))
 
 
 def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:

@@ -15,8 +15,8 @@ from google.protobuf import timestamp_pb2
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.v1 import common_pb2, infer_pb2, infer_pb2_grpc
-from monailabel_client.wire import encode_chunk_request
+from monailabel_api.v1 import common_pb2, infer_pb2, infer_pb2_grpc
+from monailabel_api.wire import encode_chunk_request
 from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import (

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator, Optional
 import grpc
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.v1 import common_pb2
+from monailabel_api.v1 import common_pb2
 from monailabel_server.convert import EXTENSION_BY_ENCODING, encoding_of_name
 from monailabel_server.transfer import StagedUpload, check_header_size
 from monailabel_server.volumes import VolumeInfo, inspect_volume, nifti_prefix_for_raw

@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.v1 import (
+from monailabel_api.v1 import (
     app_pb2,
     app_pb2_grpc,
     datastore_pb2,

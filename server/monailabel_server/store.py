@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,33 +22,9 @@ from monailabel.interfaces.exception import (
     MONAILabelError,
     MONAILabelException,
 )
+from monailabel_server.validation import check_id
 
 __all__ = ["Store", "ImageView", "LabelView", "check_id"]
-
-_ID = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}$")
-
-
-def check_id(value: str, what: str = "image_id") -> str:
-    """Validates an image id or label tag before it names a file.
-
-    Args:
-        value: the id.
-        what: its name in the message.
-
-    Returns:
-        The id.
-
-    Raises:
-        MONAILabelException: INVALID_INPUT for an empty id, a path separator, ``..`` or other characters.
-    """
-    if not value or ".." in value or not _ID.match(value):
-        raise MONAILabelException(
-            MONAILabelError.INVALID_INPUT,
-            f"{what} {value!r} is not valid: use 1-255 letters, digits, '.', '_' or '-', "
-            "not starting with '.', with no path separator or '..'",
-        )
-    return value
-
 
 @dataclass
 class LabelView:

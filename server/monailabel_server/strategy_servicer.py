@@ -10,7 +10,7 @@ import grpc
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc, train_pb2
+from monailabel_api.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc, train_pb2
 from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import JOB_STATES, encoding_of_name, from_struct, timestamp_of, to_struct

@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator
 import grpc
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.v1 import app_pb2, train_pb2, train_pb2_grpc
+from monailabel_api.v1 import app_pb2, train_pb2, train_pb2_grpc
 from monailabel_server.convert import JOB_STATES, from_struct, timestamp_of, to_struct
 from monailabel_server.jobs import JobEvent, JobManager, JobRecord
 

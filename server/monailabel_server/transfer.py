@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Optional
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.others.atomic import atomic_write_json
-from monailabel.v1 import common_pb2
+from monailabel_api.v1 import common_pb2
 
 __all__ = ["StagedUpload", "read_chunks", "check_header_size"]
 

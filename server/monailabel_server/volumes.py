@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.v1 import common_pb2
+from monailabel_api.v1 import common_pb2
 from monailabel_server.convert import DTYPE_BY_ENUM, ENUM_BY_DTYPE, affine_of_geometry, geometry_of_affine
 
 __all__ = ["VolumeInfo", "nifti_prefix_for_raw", "inspect_volume", "content_header_for_file", "raw_voxels"]

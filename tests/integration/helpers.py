@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from monailabel.datasets import make_phantom
-from monailabel.v1 import common_pb2
+from monailabel_api.v1 import common_pb2
 
 
 def write_volume(path: Path, shape=(40, 40, 24), seed: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     studies = root / "studies"
     write_phantoms(studies, count=2, shape=(32, 32, 16), labeled=1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
+        [sys.executable, "-m", "monailabel_server", "start_server", "--app", str(app), "--studies", str(studies),
          "--port", "0", "--conf", "roi_size", "32,32,32"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monailabel.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc
+from monailabel_api.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc
 from monailabel_client import MonaiLabelClient
 from monailabel_server.server import RunningServer
 

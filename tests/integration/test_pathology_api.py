@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monailabel.datasets import write_slides
-from monailabel.v1 import common_pb2
+from monailabel_api.v1 import common_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start

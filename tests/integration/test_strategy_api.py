@@ -22,7 +22,7 @@ import torch
 from grpc_health.v1 import health_pb2
 
 from monailabel.datasets import make_phantom, write_phantoms
-from monailabel.v1 import strategy_pb2, train_pb2
+from monailabel_api.v1 import strategy_pb2, train_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_client.cli import main as cli_main
 from monailabel_server.config import ServerConfig

@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from monailabel.datasets import make_phantom
-from monailabel.v1 import train_pb2
+from monailabel_api.v1 import train_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_client.cli import main as cli_main
 from monailabel_server.config import ServerConfig

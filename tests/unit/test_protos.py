@@ -25,8 +25,8 @@ def test_buf_lint_passes() -> None:
 def test_generated_code_is_in_sync(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), str(tmp_path)], check=True,
                    capture_output=True, timeout=120)
-    fresh = tmp_path / "monailabel" / "v1"
-    committed = ROOT / "monailabel" / "v1"
+    fresh = tmp_path / "monailabel_api" / "v1"
+    committed = ROOT / "api" / "python" / "monailabel_api" / "v1"
     names = sorted(p.name for p in fresh.iterdir() if p.is_file())
     assert names == sorted(p.name for p in committed.iterdir() if p.is_file() and p.suffix in (".py", ".pyi"))
     match, mismatch, errors = filecmp.cmpfiles(fresh, committed, names, shallow=False)

@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 from google.protobuf import json_format
 
-from monailabel.v1 import common_pb2, train_pb2
+from monailabel_api.v1 import common_pb2, train_pb2
 from monailabel_client.client import MonaiLabelClient
 
 __all__ = ["main"]

@@ -23,7 +23,7 @@ import numpy as np
 from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from monailabel.v1 import (
+from monailabel_api.v1 import (
     app_pb2,
     app_pb2_grpc,
     common_pb2,
@@ -34,8 +34,7 @@ from monailabel.v1 import (
     train_pb2,
     train_pb2_grpc,
 )
-from monailabel_client.strategy import StrategyCalls
-from monailabel_client.wire import (
+from monailabel_api.wire import (
     DTYPE_BY_ENUM,
     ENUM_BY_DTYPE,
     affine_of_geometry,
@@ -45,6 +44,7 @@ from monailabel_client.wire import (
     geometry_of_affine,
     serialize_request,
 )
+from monailabel_client.strategy import StrategyCalls
 
 __all__ = ["MonaiLabelClient", "InferOutput", "UploadError"]
 

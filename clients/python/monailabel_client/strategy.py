@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from monailabel.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc
+from monailabel_api.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc
 
 __all__ = ["NextSampleResult", "StrategyCalls"]
 

@@ -7,8 +7,8 @@ import os
 import pytest
 from google.protobuf.message import DecodeError
 
-from monailabel.v1 import common_pb2, datastore_pb2, infer_pb2, strategy_pb2
-from monailabel_client.wire import ChunkMessage, decode_chunk_message, encode_chunk_request, serialize_request
+from monailabel_api.v1 import common_pb2, datastore_pb2, infer_pb2, strategy_pb2
+from monailabel_api.wire import ChunkMessage, decode_chunk_message, encode_chunk_request, serialize_request
 
 REQUESTS = [
     datastore_pb2.UploadImageRequest,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from monailabel.v1 import datastore_pb2 as monailabel_dot_v1_dot_datastore__pb2
+from monailabel_api.v1 import datastore_pb2 as monailabel_dot_v1_dot_datastore__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

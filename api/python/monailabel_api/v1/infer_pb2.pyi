@@ -9,8 +9,8 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
-from monailabel.v1 import common_pb2 as _common_pb2
-from monailabel.v1 import datastore_pb2 as _datastore_pb2
+from monailabel_api.v1 import common_pb2 as _common_pb2
+from monailabel_api.v1 import datastore_pb2 as _datastore_pb2
 import builtins as _builtins
 import sys
 import typing as _typing

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 
-from monailabel.v1 import common_pb2
+from monailabel_api.v1 import common_pb2
 
 __all__ = [
     "DTYPE_BY_ENUM",

@@ -8,7 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
-from monailabel.v1 import datastore_pb2 as _datastore_pb2
+from monailabel_api.v1 import datastore_pb2 as _datastore_pb2
 import builtins as _builtins
 import sys
 import typing as _typing

@@ -1,0 +1,176 @@
+"""The one boundary where request values are checked, against declared limits, before the core acts.
+
+Every check raises :class:`MONAILabelException` with the field at fault (sent to the client as a
+``google.rpc.BadRequest`` field violation), so servicers and the core never repeat a check and no
+value reaches the filesystem, the process table or a model unchecked. Values a client sends are
+echoed back only in short, bounded form (:func:`shown`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+
+__all__ = [
+    "MAX_ID_CHARS",
+    "MAX_INFO_BYTES",
+    "MAX_INFO_DEPTH",
+    "MAX_INFO_KEYS",
+    "MAX_PAGE_SIZE",
+    "invalid",
+    "shown",
+    "check_id",
+    "check_tag",
+    "check_info",
+    "check_int",
+    "check_enum",
+    "check_number",
+]
+
+# ids name files (with an extension and staging prefixes added), so they stay far below NAME_MAX (255)
+MAX_ID_CHARS = 128
+# free-form info of an image or label: bounded so that any page of listings stays under 4 MiB
+MAX_INFO_BYTES = 16 * 1024
+MAX_INFO_DEPTH = 8
+MAX_INFO_KEYS = 256
+MAX_PAGE_SIZE = 1000
+
+_ID = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """A client value as it may appear in a message: repr'd and cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def invalid(field: str, msg: str, error: MONAILabelError = MONAILabelError.INVALID_INPUT) -> MONAILabelException:
+    """Builds the exception for a bad request field.
+
+    Args:
+        field: the field's path in the request, as ``header.content.shape``.
+        msg: what is wrong, in words a client can show.
+        error: the kind (INVALID_INPUT unless a limit is meant: RESOURCE_EXHAUSTED, OUT_OF_RANGE).
+
+    Returns:
+        The exception (raise it).
+    """
+    return MONAILabelException(error, msg, field=field)
+
+
+def check_id(value: str, field: str = "image_id") -> str:
+    """Validates an image id (or any id that names a file) before it is used.
+
+    Args:
+        value: the id.
+        field: its field name, for the message and the field violation.
+
+    Returns:
+        The id.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for an empty or too long id, a path separator, ``..``,
+            a leading ``.`` or other characters.
+    """
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS or ".." in value or not _ID.match(value):
+        raise invalid(
+            field,
+            f"{field} {shown(value)} is not valid: use 1-{MAX_ID_CHARS} letters, digits, '.', '_' or '-', "
+            "not starting with '.', with no path separator or '..'",
+        )
+    return value
+
+
+def check_tag(value: str, field: str = "tag", default: str = "final") -> str:
+    """Validates a label tag; an empty tag means ``default``.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT as :func:`check_id`.
+    """
+    return check_id(value or default, field)
+
+
+def check_info(info: Mapping[str, Any], field: str = "info") -> Dict[str, Any]:
+    """Validates free-form info (of an image, a label or an upload) a client sends.
+
+    Values must be JSON (no NaN or infinity), at most ``MAX_INFO_DEPTH`` deep, with at most
+    ``MAX_INFO_KEYS`` keys at any level, and ``MAX_INFO_BYTES`` in all once encoded.
+
+    Args:
+        info: the info as a dict (``None`` values mean "remove this key" where a caller merges).
+        field: its field name.
+
+    Returns:
+        The info.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for non-finite numbers, keys that are not short strings,
+            or nesting beyond the limit; RESOURCE_EXHAUSTED for info over the size limit.
+    """
+    import json
+
+    def walk(value: Any, path: str, depth: int) -> None:
+        if depth > MAX_INFO_DEPTH:
+            raise invalid(path, f"{field} nests deeper than {MAX_INFO_DEPTH} levels")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise invalid(path, f"{path} is {value}: info values must be finite numbers")
+        if isinstance(value, Mapping):
+            if len(value) > MAX_INFO_KEYS:
+                raise invalid(path, f"{path} has {len(value)} keys; at most {MAX_INFO_KEYS}")
+            for k, v in value.items():
+                if not isinstance(k, str) or not k or len(k) > MAX_ID_CHARS:
+                    raise invalid(path, f"{path} has a key {shown(k)}: keys are 1-{MAX_ID_CHARS} characters")
+                walk(v, f"{path}.{k}", depth + 1)
+        elif isinstance(value, (list, tuple)):
+            if len(value) > MAX_INFO_BYTES:
+                raise invalid(path, f"{path} has {len(value)} items")
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]", depth + 1)
+        elif not (value is None or isinstance(value, (str, int, float, bool))):
+            raise invalid(path, f"{path} is a {type(value).__name__}: info values must be JSON")
+
+    walk(info, field, 0)
+    size = len(json.dumps(info, allow_nan=False).encode())
+    if size > MAX_INFO_BYTES:
+        raise invalid(field, f"{field} is {size} bytes once encoded; at most {MAX_INFO_BYTES}",
+                      MONAILabelError.RESOURCE_EXHAUSTED)
+    return dict(info)
+
+
+def check_int(value: int, field: str, lo: int, hi: int) -> int:
+    """Checks ``lo <= value <= hi``.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT outside the range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise invalid(field, f"{field} is {shown(value)}; it must be an integer from {lo} to {hi}")
+    return value
+
+
+def check_number(value: float, field: str, lo: float, hi: float) -> float:
+    """Checks a finite ``lo <= value <= hi``.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for NaN, infinity or a value outside the range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not lo <= value <= hi:
+        raise invalid(field, f"{field} is {shown(value)}; it must be a number from {lo} to {hi}")
+    return float(value)
+
+
+def check_enum(value: int, field: str, known: Sequence[int], allow_unspecified: bool = True,
+               names: Optional[Mapping[int, str]] = None) -> int:
+    """Checks that an enum value is one this server knows (proto3 keeps unknown numbers as ints).
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for an unknown value, or for 0 when it is not allowed.
+    """
+    if (value == 0 and allow_unspecified) or (value != 0 and value in known):
+        return value
+    listed = ", ".join(names[k] if names else str(k) for k in known)
+    raise invalid(field, f"{field} {value} is not one of: {listed}")
