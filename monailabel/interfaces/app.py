@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 from monailabel.config import settings
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.infer_v2 import CancelCheck, InferOutcome, InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
@@ -149,7 +149,7 @@ class MONAILabelApp:
         return self._datastore
 
     def infer_tasks(self) -> Dict[str, InferTask]:
-        """Returns the infer tasks by model name."""
+        """Returns the infer tasks by model name (what ``init_infers`` built); the server serves these."""
         return self._infers
 
     def trainers(self) -> Dict[str, TrainTask]:
@@ -219,24 +219,8 @@ class MONAILabelApp:
         """
         model = request.get("model")
         task = _lookup(self._infers, model, "model")
-        request = copy_request(request)
-        request["description"] = task.description
         datastore = datastore if datastore else self.datastore()
-
-        image = request.get("image")
-        if image is None:
-            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "image is not provided")
-        image_id = request.get("image_id") or None
-        if isinstance(image, os.PathLike):
-            image = request["image"] = os.fspath(image)
-        if isinstance(image, str):
-            if not os.path.exists(image):
-                image_id = image_id or image
-                request["image"] = datastore.get_image_uri(image)
-            if os.path.isdir(request["image"]):
-                logger.info("Input is a Directory; Consider it as DICOM")
-        if not image_id:
-            request["save_label"] = False
+        request, image_id = self._resolve_infer_request(task, request, datastore)
 
         if self._infers_threadpool:
             timeout = request.get("timeout", settings.MONAI_LABEL_INFER_TIMEOUT)
@@ -255,6 +239,56 @@ class MONAILabelApp:
             else:
                 label_id = result_file_name
         return {"label": label_id, "tag": tag, "file": result_file_name, "params": result_json}
+
+    def infer_in_memory(
+        self,
+        request: Dict[str, Any],
+        *,
+        cancel: Optional[CancelCheck] = None,
+        datastore: Optional[Datastore] = None,
+    ) -> InferOutcome:
+        """Runs a model and returns its mask in memory (no temporary file where the task allows it).
+
+        Unlike :meth:`infer`, nothing is saved in the datastore: the caller decides what to do with
+        the mask. The image is resolved as :meth:`infer` does.
+
+        Args:
+            request: ``{"model", "image", "image_id"?, "device"?, ...model parameters}``.
+            cancel: returns True once the caller is gone; the task stops early with CANCELLED.
+            datastore: where to resolve image ids (the app's by default).
+
+        Returns:
+            The task's outcome (see :meth:`InferTask.infer_in_memory`).
+
+        Raises:
+            MONAILabelException: as :meth:`infer`.
+        """
+        task = _lookup(self._infers, request.get("model"), "model")
+        request, _ = self._resolve_infer_request(task, request, datastore if datastore else self.datastore())
+        return task.infer_in_memory(request, cancel=cancel)
+
+    @staticmethod
+    def _resolve_infer_request(
+        task: InferTask, request: Dict[str, Any], datastore: Datastore
+    ) -> Tuple[Dict[str, Any], Optional[str]]:
+        """Copies the request and resolves its image: an id to its file, a path as it is; returns the image id."""
+        request = copy_request(request)
+        request["description"] = task.description
+        image = request.get("image")
+        if image is None:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "image is not provided")
+        image_id = request.get("image_id") or None
+        if isinstance(image, os.PathLike):
+            image = request["image"] = os.fspath(image)
+        if isinstance(image, str):
+            if not os.path.exists(image):
+                image_id = image_id or image
+                request["image"] = datastore.get_image_uri(image)
+            if os.path.isdir(request["image"]):
+                logger.info("Input is a Directory; Consider it as DICOM")
+        if not image_id:
+            request["save_label"] = False
+        return request, image_id
 
     def train(self, request: Dict[str, Any]) -> Any:
         """Runs a training task: ``task(request, datastore)``.

@@ -10,14 +10,17 @@ post-transforms dropped the metadata (e.g. ``ToNumpyd``).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json as jsonlib
 import logging
 import os
 import struct
 import tempfile
 import zlib
-from typing import Any, Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -26,7 +29,28 @@ from monailabel.utils.others.generic import file_ext
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClassificationWriter", "PolygonWriter", "Writer", "smallest_integer_dtype", "to_numpy"]
+__all__ = [
+    "ClassificationWriter",
+    "PolygonWriter",
+    "PreparedMask",
+    "Writer",
+    "encode_mask",
+    "smallest_integer_dtype",
+    "to_numpy",
+    "write_mask",
+]
+
+#: A destination: a file path, or a binary file object (an in-memory buffer).
+Target = Union[str, IO[bytes]]
+
+
+@contextlib.contextmanager
+def _opened(target: Target) -> Iterator[IO[bytes]]:
+    if isinstance(target, (str, os.PathLike)):
+        with open(target, "wb") as f:
+            yield f
+    else:
+        yield target
 
 _VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -86,14 +110,17 @@ def _fortran_order(arr: np.ndarray) -> np.ndarray:
         return np.asfortranarray(arr)
 
 
-def write_nifti(path: str, arr: np.ndarray, affine: Optional[np.ndarray], compress_level: int = 1) -> None:
-    """Writes a NIfTI file (gzip-compressed when ``path`` ends with ``.gz``).
+def write_nifti(
+    path: Target, arr: np.ndarray, affine: Optional[np.ndarray], compress_level: int = 1, gz: Optional[bool] = None
+) -> None:
+    """Writes a NIfTI file (gzip-compressed when ``path`` ends with ``.gz``, or when ``gz`` says so).
 
     Args:
-        path: destination.
+        path: destination: a file name, or a binary file object.
         arr: the voxels, spatial axes first (x, y, z[, channel]).
         affine: voxel-to-world (RAS) matrix; identity when None.
         compress_level: gzip level for ``.nii.gz``.
+        gz: gzip-compress; None decides from the file name (a file object is written uncompressed).
     """
     import nibabel as nib
 
@@ -107,15 +134,18 @@ def write_nifti(path: str, arr: np.ndarray, affine: Optional[np.ndarray], compre
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
     img.header.set_xyzt_units("mm")
-    if path.lower().endswith(".gz"):
-        with gzip.open(path, "wb", compresslevel=compress_level) as f:
-            img.to_file_map({"image": nib.FileHolder(fileobj=f), "header": nib.FileHolder(fileobj=f)})
-    else:
-        nib.save(img, path)
+    if gz is None:
+        gz = isinstance(path, str) and path.lower().endswith(".gz")
+    with _opened(path) as out:
+        if gz:
+            with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=compress_level, mtime=0) as f:
+                img.to_file_map({"image": nib.FileHolder(fileobj=f), "header": nib.FileHolder(fileobj=f)})
+        else:
+            img.to_file_map({"image": nib.FileHolder(fileobj=out), "header": nib.FileHolder(fileobj=out)})
 
 
 def write_nrrd(
-    path: str,
+    path: Target,
     arr: np.ndarray,
     affine: Optional[np.ndarray],
     compress: bool = False,
@@ -124,7 +154,7 @@ def write_nrrd(
     """Writes an NRRD file with its geometry in LPS space, as 3D Slicer expects.
 
     Args:
-        path: destination.
+        path: destination: a file name, or a binary file object.
         arr: the voxels, spatial axes first (x, y, z), or channel first (c, x, y, z).
         affine: voxel-to-world (RAS) matrix; no geometry is written when None.
         compress: gzip encoding instead of raw.
@@ -156,13 +186,13 @@ def write_nrrd(
     nrrd.write(path, arr, header=header, index_order="F")
 
 
-def write_png(path: str, arr: np.ndarray) -> None:
+def write_png(path: Target, arr: np.ndarray) -> None:
     """Writes a 2D image as PNG (grey, or RGB/RGBA when channel first with 3/4 channels), no Pillow needed.
 
     MONAI's arrays are indexed (x, y) (as its PIL reader loads them), so rows of the file are ``y``.
 
     Args:
-        path: destination.
+        path: destination: a file name, or a binary file object.
         arr: uint8 or uint16 array, (x, y) or (c, x, y).
 
     Raises:
@@ -188,9 +218,67 @@ def write_png(path: str, arr: np.ndarray) -> None:
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
-    with open(path, "wb") as f:
+    with _opened(path) as f:
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)))
         f.write(chunk(b"IEND", b""))
+
+
+@dataclass
+class PreparedMask:
+    """A mask ready to be encoded: what :class:`Writer` would write, held in memory.
+
+    Attributes:
+        array: the voxels in their output dtype, spatial axes first ((x, y, z) or (x, y)), or channel
+            first ((c, x, y, z), (c, x, y)) when the mask has channels.
+        affine: voxel-to-world (RAS) matrix, or None when unknown (written as identity).
+        extension: the file format it is meant for (``.nii.gz``, ``.nii``, ``.nrrd``, ``.seg.nrrd``, ``.png`` ...).
+        labels: segment names (for ``.seg.nrrd``).
+        compress: gzip-encode NRRD data.
+    """
+
+    array: np.ndarray
+    affine: Optional[np.ndarray]
+    extension: str
+    labels: Optional[List[str]] = None
+    compress: bool = False
+
+    def nifti_array(self) -> np.ndarray:
+        """The voxels as NIfTI (and raw voxels) lay them out: channels (time) last."""
+        return np.moveaxis(self.array, 0, -1) if self.array.ndim == 4 else self.array
+
+
+def write_mask(target: Target, mask: PreparedMask, extension: Optional[str] = None) -> None:
+    """Writes a prepared mask in the format of its extension.
+
+    Args:
+        target: a file name, or a binary file object.
+        mask: the mask.
+        extension: the format, instead of ``mask.extension``.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for an array the format cannot hold.
+    """
+    lower = (extension or mask.extension).lower()
+    if lower in (".nii", ".nii.gz"):
+        write_nifti(target, mask.nifti_array(), mask.affine, gz=lower.endswith(".gz"))
+    elif lower in (".nrrd", ".seg.nrrd"):
+        write_nrrd(target, mask.array, mask.affine, mask.compress, mask.labels if lower == ".seg.nrrd" else None)
+    elif lower == ".png":
+        write_png(target, mask.array)
+    else:
+        Writer._write_with_pillow(target, mask.array, lower)
+
+
+def encode_mask(mask: PreparedMask, extension: Optional[str] = None) -> bytes:
+    """Returns the bytes of the file :func:`write_mask` would write, built in memory.
+
+    Args:
+        mask: the mask.
+        extension: the format, instead of ``mask.extension``.
+    """
+    buffer = io.BytesIO()
+    write_mask(buffer, mask, extension)
+    return buffer.getvalue()
 
 
 class Writer:
@@ -242,6 +330,31 @@ class Writer:
         Returns:
             ``(file_path or None, result_json)``; the file is a temporary file the caller owns.
         """
+        mask, output_json = self.prepare(data)
+        if mask is None:
+            return None, output_json
+        fd, path = tempfile.mkstemp(suffix=mask.extension)
+        os.close(fd)
+        try:
+            write_mask(path, mask)
+        except BaseException:
+            os.unlink(path)
+            raise
+        logger.debug(f"Result file: {path}; shape {mask.array.shape}; dtype {mask.array.dtype}")
+        return path, output_json
+
+    def prepare(self, data: Dict[str, Any]) -> Tuple[Optional[PreparedMask], Dict[str, Any]]:
+        """Returns the mask as it would be written (dtype, axes, affine, extension), without writing it.
+
+        This is the in-memory path: :func:`encode_mask` turns the result into file bytes, and an
+        array consumer can use ``array`` and ``affine`` directly.
+
+        Args:
+            data: the post-processed data dict.
+
+        Returns:
+            ``(mask or None, result_json)``; None when ``result_write_to_file`` is False.
+        """
         output_json = data.get(self.json, {}) if self.json else {}
         output_json = output_json if output_json is not None else {}
         if not data.get(self.key_write_to_file, True):
@@ -263,27 +376,9 @@ class Writer:
             arr = arr.astype(dtype)
 
         affine = self._affine(data, tuple(int(s) for s in spatial_shape))
-        fd, path = tempfile.mkstemp(suffix=ext)
-        os.close(fd)
-        try:
-            lower = ext.lower()
-            if lower in (".nii", ".nii.gz"):
-                if arr.ndim == 4:
-                    arr = np.moveaxis(arr, 0, -1)  # NIfTI keeps channels (time) last
-                write_nifti(path, arr, affine)
-            elif lower in (".nrrd", ".seg.nrrd"):
-                labels = data.get("labels") if lower == ".seg.nrrd" else None
-                labels = list(labels) if isinstance(labels, (list, tuple, dict)) else None
-                write_nrrd(path, arr, affine, bool(data.get(self.key_compress, False)), labels)
-            elif lower == ".png":
-                write_png(path, arr)
-            else:
-                self._write_with_pillow(path, arr)
-        except BaseException:
-            os.unlink(path)
-            raise
-        logger.debug(f"Result file: {path}; shape {arr.shape}; dtype {arr.dtype}")
-        return path, output_json
+        labels = data.get("labels") if ext.lower() == ".seg.nrrd" else None
+        labels = [str(n) for n in labels] if isinstance(labels, (list, tuple, dict)) else None
+        return PreparedMask(arr, affine, ext, labels, bool(data.get(self.key_compress, False))), output_json
 
     def _extension(self, data: Dict[str, Any], arr: np.ndarray) -> str:
         ext = data.get(self.key_extension) or file_ext(data.get("image_path"))
@@ -317,15 +412,17 @@ class Writer:
         return None
 
     @staticmethod
-    def _write_with_pillow(path: str, arr: np.ndarray) -> None:
+    def _write_with_pillow(path: Target, arr: np.ndarray, extension: str) -> None:
         try:
             from PIL import Image
         except ImportError as e:
             raise MONAILabelException(
-                MONAILabelError.INVALID_INPUT, f"writing '{file_ext(path)}' needs Pillow; ask for '.png' instead"
+                MONAILabelError.INVALID_INPUT, f"writing '{extension}' needs Pillow; ask for '.png' instead"
             ) from e
         img = np.moveaxis(arr, 0, -1).transpose(1, 0, 2) if arr.ndim == 3 else arr.T
-        Image.fromarray(np.ascontiguousarray(img.astype(np.uint8))).save(path)
+        fmt = Image.registered_extensions().get(extension.lower())
+        with _opened(path) as f:
+            Image.fromarray(np.ascontiguousarray(img.astype(np.uint8))).save(f, format=fmt)
 
 
 class ClassificationWriter:

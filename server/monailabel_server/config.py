@@ -28,7 +28,8 @@ class ServerConfig:
         chunk_size: bytes per chunk the server sends.
         max_message_bytes: largest gRPC message accepted (a chunk plus its envelope).
         max_volume_bytes: largest volume an upload or inference may carry.
-        session_ttl_s: idle seconds before an interactive session expires.
+        session_ttl_s: idle seconds before an interactive session expires, when the client asks for none.
+        max_session_ttl_s: the longest idle time a client may ask for; longer requests are clamped to it.
         max_session_bytes: memory all interactive sessions together may hold.
         max_sessions: sessions that may exist at once.
         lease_ttl_s: seconds an image served as next sample stays reserved for its client (unless the
@@ -47,6 +48,7 @@ class ServerConfig:
     max_message_bytes: int = 4 * MIB
     max_volume_bytes: int = 2048 * MIB
     session_ttl_s: int = 600
+    max_session_ttl_s: int = 3600
     max_session_bytes: int = 4096 * MIB
     max_sessions: int = 64
     lease_ttl_s: int = 3600

@@ -46,7 +46,7 @@ class ModelWorkers:
         self._slots = threading.BoundedSemaphore(max(1, workers) + max(0, max_queue))
         self._limit = max(1, workers) + max(0, max_queue)
 
-    def run(self, fn: Callable[[], T], cancel: CallCancel) -> tuple[T, float]:
+    def run(self, fn: Callable[[], T], cancel: Callable[[], bool]) -> tuple[T, float]:
         """Runs ``fn`` on a model thread and waits for it while the caller is there.
 
         Args:

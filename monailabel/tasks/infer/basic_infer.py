@@ -6,8 +6,12 @@ Additions to MONAI Label's behaviour, all opt-in through the request and harmles
   interactive session keeps its volume decoded), image-loading transforms (``LoadImaged`` ...) are
   skipped for the keys that hold decoded data; a MetaTensor carries affine and metadata as
   ``LoadImage`` would have produced them.
-* **Cancellation.** A callable under ``request["cancel_check"]`` that returns True once the caller is
-  gone is checked between stages and transforms and before every network forward (each sliding-window
+* **Masks in memory.** :meth:`BasicInferTask.infer_in_memory` returns the mask as an array with its
+  affine (an :class:`~monailabel.interfaces.tasks.infer_v2.InferOutcome`) instead of a temporary file;
+  ``__call__`` still writes the file, and tasks that override ``writer`` or ``__call__`` keep it.
+* **Cancellation.** ``infer_in_memory(request, cancel=fn)`` (or, as MONAI Label passed it, a callable
+  under ``request["cancel_check"]``) that returns True once the caller is gone is checked between
+  stages and transforms and before every network forward (each sliding-window
   batch too); the task then raises ``MONAILabelException(CANCELLED)`` and keeps no reference to its
   tensors.
 * **MONAI 1.x metadata.** After a loader runs with ``image_only=True``, ``{key}_meta_dict`` is filled
@@ -30,12 +34,12 @@ from monai.data import decollate_batch
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+from monailabel.interfaces.tasks.infer_v2 import CancelCheck, InferOutcome, InferTask, InferType
 from monailabel.interfaces.utils.transform import CANCEL_CHECK_KEY, check_cancelled, copy_request, run_transforms
 from monailabel.tasks.infer._network import CancellableNetwork, load_network
 from monailabel.tasks.infer._pipeline import add_meta_dicts, as_list, is_loader, loader_for_keys
 from monailabel.tasks.infer.decode_cache import decode_cache
-from monailabel.transform.writer import ClassificationWriter, Writer
+from monailabel.transform.writer import ClassificationWriter, PreparedMask, Writer
 from monailabel.utils.others.generic import device_list, device_map, name_to_device
 
 logger = logging.getLogger(__name__)
@@ -192,14 +196,20 @@ class BasicInferTask(InferTask):
         return None
 
     def __call__(
-        self, request: Dict[str, Any], callbacks: Optional[Dict[CallBackTypes, Any]] = None
+        self,
+        request: Dict[str, Any],
+        callbacks: Optional[Dict[CallBackTypes, Any]] = None,
+        *,
+        cancel: Optional[CancelCheck] = None,
     ) -> Union[Dict[str, Any], Tuple[Any, Dict[str, Any]]]:
         """Runs pre-transforms, inferer, inverse transforms, post-transforms and the writer.
 
         Args:
-            request: ``image`` (path, or decoded array/MetaTensor), ``device``, ``cancel_check`` and
-                any model parameters; values of the task's config are the defaults.
+            request: ``image`` (path, or decoded array/MetaTensor), ``device`` and any model
+                parameters; values of the task's config are the defaults. MONAI Label's
+                ``cancel_check`` key still works; ``cancel`` is the typed way.
             callbacks: optional ``{CallBackTypes: fn(data) -> data}`` run after each stage.
+            cancel: returns True once the caller is gone.
 
         Returns:
             ``(result_file, result_json)`` with ``result_json["latencies"]`` in seconds (``pre``,
@@ -208,13 +218,56 @@ class BasicInferTask(InferTask):
 
         Raises:
             MONAILabelException: TRANSFORM_ERROR / INFERENCE_ERROR naming the failing step, or
-                CANCELLED when ``cancel_check`` said so.
+                CANCELLED when the caller went away.
         """
+        return self._execute(request, callbacks, cancel, in_memory=False)
+
+    def writes_in_memory(self) -> bool:
+        """Whether :meth:`infer_in_memory` can hand the mask back without a file.
+
+        True unless the task overrides ``writer`` or ``__call__`` (their file is then used), writes
+        no mask (classification, detection, ``skip_writer``).
+        """
+        cls = type(self)
+        return (
+            cls.writer is BasicInferTask.writer
+            and cls.__call__ is BasicInferTask.__call__
+            and not self.skip_writer
+            and self.type not in (InferType.CLASSIFICATION, InferType.DETECTION)
+        )
+
+    def infer_in_memory(self, request: Dict[str, Any], *, cancel: Optional[CancelCheck] = None) -> InferOutcome:
+        """Runs the task and returns the mask as an array with its affine, written to no file.
+
+        Args:
+            request: as for ``__call__``.
+            cancel: returns True once the caller is gone; the task stops with CANCELLED.
+
+        Returns:
+            The outcome: ``mask`` set for tasks that :meth:`writes_in_memory`, else what their
+            ``__call__`` wrote (``file``).
+        """
+        if type(self).__call__ is not BasicInferTask.__call__:
+            return super().infer_in_memory(request, cancel=cancel)  # the override sees MONAI Label's dict
+        if not self.writes_in_memory():
+            return InferOutcome.of_classic(self._execute(request, None, cancel, in_memory=False))
+        mask, result = self._execute(request, None, cancel, in_memory=True)  # type: ignore[misc]
+        return InferOutcome(result=result, mask=mask)
+
+    def _execute(
+        self,
+        request: Dict[str, Any],
+        callbacks: Optional[Dict[CallBackTypes, Any]],
+        cancel: Optional[CancelCheck],
+        in_memory: bool,
+    ) -> Union[Dict[str, Any], Tuple[Any, Dict[str, Any]]]:
         begin = time.time()
         req = copy_request(self._config)
         req.update(request)
         data = copy_request(req)
         data["device"] = device = name_to_device(req.get("device"))
+        if cancel is not None:
+            data[CANCEL_CHECK_KEY] = cancel  # the stages and the network wrapper look here
 
         image = data.get(self.input_key)
         if isinstance(image, (str, os.PathLike)):
@@ -227,7 +280,7 @@ class BasicInferTask(InferTask):
         cancelled: Optional[str] = None
         try:
             with torch.no_grad():
-                return self._run(data, device, callbacks or {}, begin)
+                return self._run(data, device, callbacks or {}, begin, in_memory)
         except MONAILabelException as e:
             if e.error != MONAILabelError.CANCELLED:
                 raise
@@ -239,7 +292,8 @@ class BasicInferTask(InferTask):
         raise MONAILabelException(MONAILabelError.CANCELLED, cancelled)
 
     def _run(
-        self, data: Dict[str, Any], device: str, callbacks: Dict[CallBackTypes, Any], begin: float
+        self, data: Dict[str, Any], device: str, callbacks: Dict[CallBackTypes, Any], begin: float,
+        in_memory: bool = False,
     ) -> Union[Dict[str, Any], Tuple[Any, Dict[str, Any]]]:
         def stage(name: CallBackTypes, fn: Callable[[Dict[str, Any]], Dict[str, Any]], d: Dict[str, Any]):
             check_cancelled(d, name.value)
@@ -270,7 +324,10 @@ class BasicInferTask(InferTask):
 
         check_cancelled(data, "writer")
         start = time.time()
-        result_file_name, result_json = self.writer(data)
+        if in_memory:
+            result_file_name, result_json = self._prepare_mask(data)
+        else:
+            result_file_name, result_json = self.writer(data)
         if callbacks.get(CallBackTypes.WRITER):
             data = callbacks[CallBackTypes.WRITER](data)
         latency_write = time.time() - start
@@ -480,6 +537,12 @@ class BasicInferTask(InferTask):
         if self.type == InferType.DETECTION:
             return None, data.get(self.output_json_key, {})
         return Writer(label=self.output_label_key, json=self.output_json_key)(data)
+
+    def _prepare_mask(self, data: Dict[str, Any]) -> Tuple[Optional[PreparedMask], Dict[str, Any]]:
+        """The in-memory counterpart of :meth:`writer` for segmentation-like tasks."""
+        if self.labels is not None:
+            data["labels"] = self.labels
+        return Writer(label=self.output_label_key, json=self.output_json_key).prepare(data)
 
     def clear(self) -> None:
         """Drops the cached networks (they are loaded again on the next call)."""

@@ -1,0 +1,406 @@
+"""The inference pipeline and its sessions, free of protobuf: the InferService servicer only converts.
+
+A call is checked whole before it is queued (model, source, clicks, app keys, device, output), then
+runs on a model worker through the app's typed interface (:meth:`MONAILabelApp.infer_in_memory`,
+cancellation as an argument). The mask comes back in memory, is encoded here in the asked-for
+format and hashed before the first byte is sent; ``save_label`` stores it as the image's
+``original`` label, never over the human ``final`` one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+
+import numpy as np
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.interfaces.tasks.infer_v2 import InferOutcome, InferTask
+from monailabel.transform.writer import PreparedMask, encode_mask
+from monailabel_api.v1 import common_pb2
+from monailabel_server.config import ServerConfig
+from monailabel_server.convert import DTYPE_BY_ENUM, ENUM_BY_DTYPE, encoding_of_name, jsonable
+from monailabel_server.core.infer_request import (
+    InferParams,
+    OutputSpec,
+    check_device,
+    check_extra,
+    check_label_info,
+    check_output,
+    check_points,
+)
+from monailabel_server.core.sessions import Session, SessionStore
+from monailabel_server.ingest import receive
+from monailabel_server.store import LabelView, Store
+from monailabel_server.validation import check_enum, check_id, invalid, shown
+from monailabel_server.workers import ModelWorkers
+
+__all__ = ["InferCore", "InferAnswer", "EncodedMask", "decoded_nbytes", "result_dtype_name", "shape_of_file"]
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_KEYS = ("pre", "infer", "invert", "post", "write", "total")
+# MONAI's LoadImage decodes to float32, whatever the file's type: the memory a decoded volume holds
+_DECODED_ITEMSIZE = 4
+
+
+@dataclass
+class EncodedMask:
+    """A mask as it is sent: its bytes and what they are.
+
+    Attributes:
+        data: the bytes.
+        encoding: an ``Encoding`` value (0 for a result file of another kind, e.g. polygons).
+        extension: the file extension the bytes are (``.nii.gz`` ...).
+        sha256: hex SHA-256 of ``data``.
+        shape: array shape, for NIfTI and raw voxels.
+        dtype: element type, for NIfTI and raw voxels.
+        affine: voxel-to-world (4x4), for NIfTI and raw voxels.
+    """
+
+    data: bytes
+    encoding: int
+    extension: str
+    sha256: str
+    shape: Tuple[int, ...] = ()
+    dtype: Optional[np.dtype] = None
+    affine: Optional[np.ndarray] = None
+
+
+@dataclass
+class InferAnswer:
+    """The outcome of an infer call.
+
+    Attributes:
+        result: the task's result dict, JSON-able.
+        labels: label name to voxel value.
+        latency: seconds per stage (``pre``, ``infer``, ``invert``, ``post``, ``write``, ``total``, ``queue``).
+        mask: the mask, unless there is none or it was not asked for.
+        saved_label: the ``original`` label saved, when asked.
+        chunk_size: bytes per chunk to send.
+    """
+
+    result: Dict[str, Any]
+    labels: Dict[str, int]
+    latency: Dict[str, float]
+    mask: Optional[EncodedMask] = None
+    saved_label: Optional[LabelView] = None
+    chunk_size: int = 1 << 20
+
+
+def decoded_nbytes(shape: Tuple[int, ...]) -> int:
+    """Memory a volume of this shape holds once decoded (float32, as MONAI's LoadImage gives it)."""
+    return int(np.prod([int(s) for s in shape], dtype=np.float64)) * _DECODED_ITEMSIZE if shape else 0
+
+
+def shape_of_file(path: str) -> Optional[Tuple[int, ...]]:
+    """Reads a volume's shape from its header only (NIfTI, NRRD, 2D images); None when it cannot tell."""
+    lower = path.lower()
+    try:
+        if lower.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            return tuple(int(s) for s in nib.load(path).header.get_data_shape())
+        if lower.endswith(".nrrd"):
+            import nrrd
+
+            return tuple(int(s) for s in nrrd.read_header(path)["sizes"])
+        if lower.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff")):
+            from PIL import Image
+
+            with Image.open(path) as im:  # reads the header only
+                width, height = im.size
+                bands = len(im.getbands())
+            return (width, height, bands) if bands > 1 else (width, height)
+    except Exception:  # noqa: BLE001 - an unreadable header is for the decoder to report
+        return None
+    return None
+
+
+def _decode(path: str) -> Any:
+    """Decodes a volume once, as a MetaTensor carrying its affine (MONAI's LoadImage)."""
+    from monai.transforms import LoadImage
+
+    # 2D TIFF needs Pillow's reader named: MONAI's default order tries the DICOM reader on it
+    reader = "PILReader" if path.lower().endswith((".tif", ".tiff")) else None
+    try:
+        return LoadImage(image_only=True, reader=reader)(path)
+    except Exception as exc:  # MONAI raises several types for unreadable files
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"cannot decode the volume: {exc}") from exc
+
+
+def _nifti_affine(affine: Optional[np.ndarray]) -> np.ndarray:
+    """The 4x4 affine NIfTI stores for a mask's affine (2D affines are embedded, as the writer does)."""
+    out = np.eye(4)
+    if affine is not None:
+        n = affine.shape[0] - 1
+        out[:n, :n] = affine[:n, :n]
+        out[:n, 3] = affine[:n, n]
+    return out
+
+
+class InferCore:
+    """Runs the app's infer tasks on datastore images, streamed volumes and sessions.
+
+    Args:
+        app: the app.
+        config: server settings (volume, session and chunk limits).
+        workers: the model workers.
+        store: the datastore adapter (one over the app's datastore by default).
+    """
+
+    def __init__(self, app: MONAILabelApp, config: ServerConfig, workers: ModelWorkers,
+                 store: Optional[Store] = None) -> None:
+        self.app = app
+        self.config = config
+        self.workers = workers
+        self.store = store if store is not None else Store(app.datastore())
+        self.sessions = SessionStore(config.max_sessions, config.max_session_bytes, config.session_ttl_s,
+                                     config.max_session_ttl_s)
+
+    # -- tasks ------------------------------------------------------------------------------------
+    def task(self, model: str, field_name: str = "model") -> InferTask:
+        """Returns the infer task named ``model``.
+
+        Raises:
+            MONAILabelException: INVALID_INPUT for an empty name, NOT_FOUND listing the models.
+        """
+        if not model:
+            raise invalid(field_name, f"{field_name} is required: the name of an infer task")
+        infers = self.app.infer_tasks()
+        if model not in infers:
+            names = ", ".join(sorted(infers)) or "none"
+            raise MONAILabelException(MONAILabelError.NOT_FOUND,
+                                      f"model {shown(model)} does not exist; models: {names}",
+                                      resource=("model", model[:128]))
+        return infers[model]
+
+    # -- inference --------------------------------------------------------------------------------
+    def infer_image(self, model: str, image_id: str, params: InferParams, output: OutputSpec,
+                    cancel: Callable[[], bool]) -> InferAnswer:
+        """Runs a model on a datastore image."""
+        task = self.task(model)
+        check_id(image_id, "image_id")
+        path = self.store.image(image_id).path  # NOT_FOUND before queueing
+        return self._run(task, model, path, image_id, shape_of_file(path), params, output, cancel)
+
+    def infer_session(self, model: str, session_id: str, params: InferParams, output: OutputSpec,
+                      cancel: Callable[[], bool]) -> InferAnswer:
+        """Runs a model on a session's decoded volume."""
+        task = self.task(model)
+        session = self.sessions.get(session_id)
+        with session.lock:
+            image = session.image.clone()
+        return self._run(task, model, image, session.image_id, session.spatial_shape, params, output, cancel)
+
+    def infer_volume(self, model: str, content: common_pb2.ContentHeader, chunks: Iterable[common_pb2.Chunk],
+                     params: InferParams, output: OutputSpec, cancel: Callable[[], bool]) -> InferAnswer:
+        """Receives a volume and runs a model on it; the volume is removed afterwards."""
+        task = self.task(model, "header.model")
+        received = receive(content, chunks, self.store.staging_dir(), None, self.config.max_volume_bytes)
+        try:
+            shape = self._checked_shape(str(received.path), received.volume.shape, "header.content")
+            if output.save_label:
+                raise invalid("header.output.save_label", "save_label needs a datastore image")
+            return self._run(task, model, str(received.path), "", shape, params, output, cancel)
+        finally:
+            received.discard()
+
+    def _checked_shape(self, path: str, shape: Tuple[int, ...], field_name: str) -> Optional[Tuple[int, ...]]:
+        """The volume's shape, once its decoded size is known to fit ``max_volume_bytes``."""
+        shape = tuple(shape) or shape_of_file(path) or ()
+        needed = decoded_nbytes(shape)
+        if needed > self.config.max_volume_bytes:
+            raise MONAILabelException(
+                MONAILabelError.RESOURCE_EXHAUSTED,
+                f"the volume decodes to {needed} bytes ({list(shape)} voxels); this server's limit is "
+                f"{self.config.max_volume_bytes}", field=field_name, reason="VOLUME_TOO_LARGE")
+        return shape or None
+
+    def _request(self, task: InferTask, model: str, image: Any, image_id: str, shape: Optional[Tuple[int, ...]],
+                 params: InferParams, extension: str) -> Dict[str, Any]:
+        """Builds MONAI Label's request dict from checked, typed parameters."""
+        p = params.field_prefix
+        dimension = int(getattr(task, "dimension", 3) or 3)
+        request: Dict[str, Any] = check_extra(params.extra, f"{p}.extra", task, shape)
+        request.update(model=model, image=image, result_extension=extension)
+        if image_id:
+            request["image_id"] = image_id
+        if params.foreground:
+            request["foreground"] = check_points(params.foreground, f"{p}.foreground", dimension, shape)
+        if params.background:
+            request["background"] = check_points(params.background, f"{p}.background", dimension, shape)
+        if params.label_info:
+            entries = check_label_info(params.label_info, f"{p}.label_info")
+            request["label_info"] = [{"name": name, "idx": index} for name, index in entries]
+        if params.device:
+            request["device"] = check_device(params.device, f"{p}.device")
+        if params.result_dtype:
+            request["result_dtype"] = params.result_dtype
+        return request
+
+    def _run(self, task: InferTask, model: str, image: Any, image_id: str, shape: Optional[Tuple[int, ...]],
+             params: InferParams, output: OutputSpec, cancel: Callable[[], bool]) -> InferAnswer:
+        encoding, extension, chunk = check_output(output, getattr(task, "dimension", 3) == 2, self.config.chunk_size)
+        if output.save_label and not image_id:
+            raise invalid(f"{output.field_prefix}.save_label", "save_label needs a datastore image")
+        request = self._request(task, model, image, image_id, shape, params, extension)
+        started = time.perf_counter()
+        outcome, queued = self.workers.run(lambda: self.app.infer_in_memory(request, cancel=cancel), cancel)
+        try:
+            result = jsonable(outcome.result)
+            latencies = result.get("latencies") or {}
+            latency = {k: float(latencies.get(k, 0.0) or 0.0) for k in _LATENCY_KEYS}
+            latency["queue"] = queued
+            answer = InferAnswer(result, task.label_map(), latency, chunk_size=chunk)
+            mask = None
+            if not output.skip_mask or output.save_label:
+                mask = self._encode(outcome, encoding, extension)
+            if output.save_label and mask is not None:
+                answer.saved_label = self._save_original(image_id, model, outcome, mask, result)
+            answer.mask = None if output.skip_mask else mask
+        finally:
+            if outcome.file and _is_temporary(outcome.file):
+                Path(outcome.file).unlink(missing_ok=True)
+        logger.info("infer %s: %.3f s (model %.3f s)", model, time.perf_counter() - started, latency["infer"])
+        return answer
+
+    # -- masks ------------------------------------------------------------------------------------
+    def _encode(self, outcome: InferOutcome, encoding: int, extension: str) -> Optional[EncodedMask]:
+        """Encodes the task's mask (in memory, or its result file) in the asked-for encoding."""
+        if outcome.mask is not None:
+            return _encode_prepared(outcome.mask, encoding, extension)
+        if not outcome.file:
+            return None
+        path = Path(outcome.file)
+        file_encoding = encoding_of_name(path.name)
+        if encoding == common_pb2.ENCODING_RAW and file_encoding in (common_pb2.ENCODING_NIFTI,
+                                                                      common_pb2.ENCODING_NIFTI_GZ):
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            array = np.asanyarray(img.dataobj)
+            return _encode_prepared(PreparedMask(array, np.asarray(img.affine), ".nii"), encoding, ".nii")
+        data = path.read_bytes()
+        name = path.name.lower()
+        ext = ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+        mask = EncodedMask(data, file_encoding if file_encoding != common_pb2.ENCODING_DICOM_ZIP else 0, ext,
+                           hashlib.sha256(data).hexdigest())
+        if file_encoding in (common_pb2.ENCODING_NIFTI, common_pb2.ENCODING_NIFTI_GZ):
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            mask.shape = tuple(int(s) for s in img.header.get_data_shape())
+            mask.dtype = img.header.get_data_dtype().newbyteorder("=")
+            mask.affine = np.asarray(img.affine)
+        return mask
+
+    def _save_original(self, image_id: str, model: str, outcome: InferOutcome, mask: EncodedMask,
+                       result: Dict[str, Any]) -> LabelView:
+        """Saves the mask as the image's ``original`` label (model output; never the human ``final``)."""
+        if mask.encoding == common_pb2.ENCODING_RAW:
+            assert outcome.mask is not None or outcome.file
+            prepared = outcome.mask if outcome.mask is not None else None
+            if prepared is None:
+                import nibabel as nib
+
+                img = nib.load(str(outcome.file))
+                prepared = PreparedMask(np.asanyarray(img.dataobj), np.asarray(img.affine), ".nii.gz")
+            mask = _encode_prepared(prepared, common_pb2.ENCODING_NIFTI_GZ, ".nii.gz")
+        staged = self.store.staging_dir() / f"{uuid.uuid4().hex}{mask.extension}"
+        staged.write_bytes(mask.data)
+        try:
+            info = {"model": model, "params": result}
+            return self.store.save_label(image_id, staged, "original", info, mask.sha256)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def create_session(self, ttl_seconds: int, content: Optional[common_pb2.ContentHeader], image_id: str,
+                       chunks: Iterable[common_pb2.Chunk]) -> Session:
+        """Decodes a volume (streamed, or a datastore image) into a new session.
+
+        The decoded size is checked against ``max_volume_bytes`` and reserved in the sessions'
+        budget before the volume is decoded, so a small compressed file cannot make the server hold
+        a large volume.
+
+        Raises:
+            MONAILabelException: RESOURCE_EXHAUSTED over a limit; INVALID_INPUT for bad input.
+        """
+        ttl = self.sessions.ttl_for(ttl_seconds)
+        if image_id:
+            path = self.store.image(check_id(image_id, "header.image_id")).path
+            shape = self._checked_shape(path, (), "header.image_id")
+            with self.sessions.reserve(decoded_nbytes(shape or ())) as reservation:
+                image = _decode(path)
+                return self._add(image, reservation, ttl, image_id)
+        if content is None:
+            raise invalid("header.source", "the session header needs content or image_id")
+        received = receive(content, chunks, self.store.staging_dir(), None, self.config.max_volume_bytes)
+        try:
+            shape = self._checked_shape(str(received.path), received.volume.shape, "header.content")
+            with self.sessions.reserve(decoded_nbytes(shape or ())) as reservation:
+                image = _decode(str(received.path))
+                return self._add(image, reservation, ttl, "")
+        finally:
+            received.discard()
+
+    def _add(self, image: Any, reservation: Any, ttl: int, image_id: str) -> Session:
+        nbytes = int(image.numel() * image.element_size())
+        if nbytes > reservation.nbytes:  # the header did not tell (or told less): check what was decoded
+            if nbytes > self.config.max_volume_bytes:
+                raise MONAILabelException(MONAILabelError.RESOURCE_EXHAUSTED,
+                                          f"the volume decodes to {nbytes} bytes; this server's limit is "
+                                          f"{self.config.max_volume_bytes}", reason="VOLUME_TOO_LARGE")
+            reservation.release()
+            reservation = self.sessions.reserve(nbytes)
+        try:
+            session = self.sessions.add(image, reservation, ttl, image_id)
+        finally:
+            reservation.release()
+        logger.info("session %s: %s volume of %d bytes", session.session_id, tuple(image.shape), nbytes)
+        return session
+
+
+def _encode_prepared(mask: PreparedMask, encoding: int, extension: str) -> EncodedMask:
+    """Encodes an in-memory mask; hashes the bytes."""
+    if encoding == common_pb2.ENCODING_RAW:
+        array = mask.nifti_array()
+        dtype = array.dtype.newbyteorder("=")
+        if dtype not in ENUM_BY_DTYPE:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                      f"a {dtype.name} mask cannot travel as raw voxels; ask for NIfTI",
+                                      field="output.encoding")
+        data = np.asarray(array, dtype=dtype).tobytes(order="F")
+        return EncodedMask(data, encoding, "", hashlib.sha256(data).hexdigest(), tuple(int(s) for s in array.shape),
+                           dtype, _nifti_affine(mask.affine))
+    data = encode_mask(mask, extension)
+    encoded = EncodedMask(data, encoding, extension, hashlib.sha256(data).hexdigest())
+    if encoding in (common_pb2.ENCODING_NIFTI, common_pb2.ENCODING_NIFTI_GZ):
+        array = mask.nifti_array()
+        encoded.shape = tuple(int(s) for s in array.shape)
+        encoded.dtype = array.dtype.newbyteorder("=")
+        encoded.affine = _nifti_affine(mask.affine)
+    return encoded
+
+
+def _is_temporary(file: str) -> bool:
+    return os.path.abspath(file).startswith(os.path.abspath(tempfile.gettempdir()) + os.sep)
+
+
+def result_dtype_name(value: int, field_name: str) -> str:
+    """The numpy name of a ``DataType`` enum value; empty for unspecified.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for a value this server does not know.
+    """
+    check_enum(value, field_name, list(DTYPE_BY_ENUM), names={k: v.name for k, v in DTYPE_BY_ENUM.items()})
+    return DTYPE_BY_ENUM[value].name if value else ""
