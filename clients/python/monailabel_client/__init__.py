@@ -1,6 +1,6 @@
 """Typed Python client of the MONAI Label gRPC API."""
 
-from monailabel_client.client import InferOutput, MonaiLabelClient, UploadError
+from monailabel_client.client import ChecksumError, InferOutput, MonaiLabelClient, UploadError
 from monailabel_client.strategy import NextSampleResult
 
-__all__ = ["MonaiLabelClient", "InferOutput", "UploadError", "NextSampleResult"]
+__all__ = ["MonaiLabelClient", "InferOutput", "UploadError", "ChecksumError", "NextSampleResult"]

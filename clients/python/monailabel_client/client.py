@@ -46,7 +46,7 @@ from monailabel_api.wire import (
 )
 from monailabel_client.strategy import StrategyCalls
 
-__all__ = ["MonaiLabelClient", "InferOutput", "UploadError"]
+__all__ = ["MonaiLabelClient", "InferOutput", "UploadError", "ChecksumError"]
 
 MIB = 1 << 20
 PathLike = Union[str, os.PathLike]
@@ -62,6 +62,10 @@ _RETRYABLE = {
 
 class UploadError(RuntimeError):
     """An upload failed after its retries."""
+
+
+class ChecksumError(RuntimeError):
+    """Received bytes do not match the size or SHA-256 the server announced for them."""
 
 
 def encoding_of(name: str) -> int:
@@ -745,10 +749,17 @@ class MonaiLabelClient(StrategyCalls):
                 parts.append(message.chunk.data)
         if result is None:
             raise RuntimeError("the server sent no result")
+        data = b"".join(parts)
+        header = result.mask if result.HasField("mask") else None
+        if header is not None:
+            if len(data) != header.total_size:
+                raise ChecksumError(f"mask is {len(data)} bytes; the server announced {header.total_size}")
+            if header.sha256 and hashlib.sha256(data).hexdigest() != header.sha256:
+                raise ChecksumError("mask bytes do not match the server's SHA-256")
         return InferOutput(
             result=json_format.MessageToDict(result.result),
             labels=dict(result.labels),
             latency=result.latency,
-            header=result.mask if result.HasField("mask") else None,
-            data=b"".join(parts),
+            header=header,
+            data=data,
         )

@@ -85,7 +85,9 @@ class InferParams(_message.Message):
     RESULT_DTYPE_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
     device: _builtins.str
-    """Device to run on, such as "cuda", "cuda:1" or "cpu"; empty means the task's default."""
+    """Device to run on: "cpu", "cuda" or "cuda:N"; empty means the task's default. Another name is
+    INVALID_ARGUMENT; a CUDA device this server does not have is FAILED_PRECONDITION.
+    """
     result_dtype: _common_pb2.DataType.ValueType
     """Element type of the mask; unspecified means the smallest integer type that holds its labels."""
     @_builtins.property
@@ -102,7 +104,14 @@ class InferParams(_message.Message):
 
     @_builtins.property
     def extra(self) -> _struct_pb2.Struct:
-        """App-specific keys, merged into the request dict the infer task sees."""
+        """App-specific keys, merged into the request dict the infer task sees (MONAI Label's free-form
+        request). It may not carry keys the server sets or typed fields carry (model, image, image_id,
+        label, label_tag, save_label, device, foreground, background, label_info, cancel_check,
+        client_id, result_*, the task's data keys) nor keys naming a path or file: INVALID_ARGUMENT with
+        the field violation `params.extra.KEY`. Sliding-window keys are checked: roi_size (and
+        tile_size) a list of one positive integer per spatial axis, sw_batch_size 1 to 64, sw_overlap in
+        [0, 1), and no more than 4096 windows over the volume.
+        """
 
     def __init__(
         self,
@@ -138,9 +147,13 @@ class OutputOptions(_message.Message):
     result_extension: _builtins.str
     """MONAI Label's `result_extension`, such as ".nii.gz", ".nii" or ".nrrd"."""
     chunk_size: _builtins.int
-    """Largest chunk to send; 0 means the server default (1 MiB)."""
+    """Largest chunk to send; 0 means the server default (1 MiB); else from 64 KiB to the server's
+    chunk size.
+    """
     save_label: _builtins.bool
-    """Also save the mask in the datastore under the tag `original` (datastore images only)."""
+    """Also save the mask in the datastore under the tag `original` (datastore images only); the
+    human label `final` is never written by inference.
+    """
     skip_mask: _builtins.bool
     """Send only the result, no mask bytes."""
     def __init__(
@@ -295,7 +308,7 @@ class InferResult(_message.Message):
 
     @_builtins.property
     def mask(self) -> _common_pb2.ContentHeader:
-        """The mask that follows; absent when there is no mask or skip_mask was set."""
+        """The mask that follows, with its size and SHA-256; absent when there is no mask or skip_mask was set."""
 
     @_builtins.property
     def saved_label(self) -> _datastore_pb2.Label:
@@ -500,7 +513,10 @@ Global___Session: _TypeAlias = Session  # noqa: Y015
 
 @_typing.final
 class CreateSessionHeader(_message.Message):
-    """First message of CreateSession."""
+    """First message of CreateSession. A session holds its volume decoded (float32): that size is checked
+    against the server's volume limit and the sessions' memory budget before decoding
+    (RESOURCE_EXHAUSTED over either, with a retry delay when a session will expire).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -508,7 +524,10 @@ class CreateSessionHeader(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     ttl_seconds: _builtins.int
-    """Idle time after which the session expires, in seconds; 0 means the server default."""
+    """Idle time after which the session expires, in seconds; 0 means the server default. Longer
+    than the server's maximum (max_session_ttl_s, 3600 by default) is clamped to it: the answer's
+    expire_time says what was granted. Negative is INVALID_ARGUMENT.
+    """
     image_id: _builtins.str
     """An image of the datastore; no chunks follow."""
     @_builtins.property
