@@ -136,7 +136,8 @@ def write_nifti(
     img.header.set_xyzt_units("mm")
     if gz is None:
         gz = isinstance(path, str) and path.lower().endswith(".gz")
-    with _opened(path) as out:
+    with _opened(path) as target:
+        out: Any = target
         if gz:
             with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=compress_level, mtime=0) as f:
                 img.to_file_map({"image": nib.FileHolder(fileobj=f), "header": nib.FileHolder(fileobj=f)})

@@ -69,12 +69,13 @@ def _answer(answer: InferAnswer, message: Any) -> Iterator[Any]:
         result.saved_label.CopyFrom(label_message(answer.saved_label))
     mask = answer.mask
     if mask is not None:
-        header = common_pb2.ContentHeader(encoding=mask.encoding, total_size=len(mask.data), sha256=mask.sha256,
+        header = common_pb2.ContentHeader(encoding=common_pb2.Encoding.ValueType(mask.encoding),
+                                          total_size=len(mask.data), sha256=mask.sha256,
                                           file_extension=mask.extension)
         if mask.shape:
             header.shape.extend(mask.shape)
         if mask.dtype is not None:
-            header.data_type = ENUM_BY_DTYPE.get(mask.dtype, 0)
+            header.data_type = common_pb2.DataType.ValueType(ENUM_BY_DTYPE.get(mask.dtype, 0))
         if mask.affine is not None:
             header.geometry.CopyFrom(geometry_of_affine(mask.affine, min(len(mask.shape), 3) or None))
         result.mask.CopyFrom(header)
@@ -83,7 +84,7 @@ def _answer(answer: InferAnswer, message: Any) -> Iterator[Any]:
         return
     view, size = memoryview(mask.data), answer.chunk_size
     for offset in range(0, len(mask.data), size):
-        yield encode_chunk_request(offset, view[offset : offset + size])
+        yield encode_chunk_request(offset, view[offset : offset + size])  # type: ignore[arg-type] # a view: no copy
 
 
 class InferServicer(infer_pb2_grpc.InferServiceServicer):

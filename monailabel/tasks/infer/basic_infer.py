@@ -251,8 +251,9 @@ class BasicInferTask(InferTask):
             return super().infer_in_memory(request, cancel=cancel)  # the override sees MONAI Label's dict
         if not self.writes_in_memory():
             return InferOutcome.of_classic(self._execute(request, None, cancel, in_memory=False))
-        mask, result = self._execute(request, None, cancel, in_memory=True)  # type: ignore[misc]
-        return InferOutcome(result=result, mask=mask)
+        answer: Any = self._execute(request, None, cancel, in_memory=True)
+        mask, result = answer
+        return InferOutcome(result=dict(result), mask=mask)
 
     def _execute(
         self,

@@ -108,7 +108,8 @@ def shape_of_file(path: str) -> Optional[Tuple[int, ...]]:
         if lower.endswith((".nii", ".nii.gz")):
             import nibabel as nib
 
-            return tuple(int(s) for s in nib.load(path).header.get_data_shape())
+            header: Any = nib.load(path).header
+            return tuple(int(s) for s in header.get_data_shape())
         if lower.endswith(".nrrd"):
             import nrrd
 
@@ -229,7 +230,7 @@ class InferCore:
                  params: InferParams, extension: str) -> Dict[str, Any]:
         """Builds MONAI Label's request dict from checked, typed parameters."""
         p = params.field_prefix
-        dimension = int(getattr(task, "dimension", 3) or 3)
+        dimension = int(task.dimension)
         request: Dict[str, Any] = check_extra(params.extra, f"{p}.extra", task, shape)
         request.update(model=model, image=image, result_extension=extension)
         if image_id:
@@ -249,7 +250,7 @@ class InferCore:
 
     def _run(self, task: InferTask, model: str, image: Any, image_id: str, shape: Optional[Tuple[int, ...]],
              params: InferParams, output: OutputSpec, cancel: Callable[[], bool]) -> InferAnswer:
-        encoding, extension, chunk = check_output(output, getattr(task, "dimension", 3) == 2, self.config.chunk_size)
+        encoding, extension, chunk = check_output(output, task.dimension == 2, self.config.chunk_size)
         if output.save_label and not image_id:
             raise invalid(f"{output.field_prefix}.save_label", "save_label needs a datastore image")
         request = self._request(task, model, image, image_id, shape, params, extension)
@@ -263,7 +264,11 @@ class InferCore:
             answer = InferAnswer(result, task.label_map(), latency, chunk_size=chunk)
             mask = None
             if not output.skip_mask or output.save_label:
+                encode_started = time.perf_counter()
                 mask = self._encode(outcome, encoding, extension)
+                encoding_s = time.perf_counter() - encode_started  # part of writing the mask
+                latency["write"] += encoding_s
+                latency["total"] += encoding_s
             if output.save_label and mask is not None:
                 answer.saved_label = self._save_original(image_id, model, outcome, mask, result)
             answer.mask = None if output.skip_mask else mask
@@ -286,7 +291,7 @@ class InferCore:
                                                                       common_pb2.ENCODING_NIFTI_GZ):
             import nibabel as nib
 
-            img = nib.load(str(path))
+            img: Any = nib.load(str(path))
             array = np.asanyarray(img.dataobj)
             return _encode_prepared(PreparedMask(array, np.asarray(img.affine), ".nii"), encoding, ".nii")
         data = path.read_bytes()
@@ -297,7 +302,8 @@ class InferCore:
         if file_encoding in (common_pb2.ENCODING_NIFTI, common_pb2.ENCODING_NIFTI_GZ):
             import nibabel as nib
 
-            img = nib.load(str(path))
+            header_img: Any = nib.load(str(path))
+            img = header_img
             mask.shape = tuple(int(s) for s in img.header.get_data_shape())
             mask.dtype = img.header.get_data_dtype().newbyteorder("=")
             mask.affine = np.asarray(img.affine)
@@ -312,7 +318,7 @@ class InferCore:
             if prepared is None:
                 import nibabel as nib
 
-                img = nib.load(str(outcome.file))
+                img: Any = nib.load(str(outcome.file))
                 prepared = PreparedMask(np.asanyarray(img.dataobj), np.asarray(img.affine), ".nii.gz")
             mask = _encode_prepared(prepared, common_pb2.ENCODING_NIFTI_GZ, ".nii.gz")
         staged = self.store.staging_dir() / f"{uuid.uuid4().hex}{mask.extension}"

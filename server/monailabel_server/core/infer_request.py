@@ -59,7 +59,7 @@ MASK_ENCODINGS: Dict[int, str] = {
     common_pb2.ENCODING_IMAGE_2D: "ENCODING_IMAGE_2D",
 }
 # the file a mask of each encoding is built as (raw voxels are laid out as NIfTI's)
-_EXTENSION = {
+_EXTENSION: Dict[int, str] = {
     common_pb2.ENCODING_NIFTI: ".nii",
     common_pb2.ENCODING_NIFTI_GZ: ".nii.gz",
     common_pb2.ENCODING_NRRD: ".nrrd",
