@@ -1,0 +1,1 @@
+"""The server's core: resources and rules that the servicers only translate to and from protobuf."""
