@@ -14,7 +14,7 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import (
@@ -119,7 +119,7 @@ class PlainRecords(RecordDatastore):
     def image_record(self, image_id: str) -> ImageRecord:
         from monailabel.datastore.records import ImageRecord
 
-        path = self.ds.get_image_uri(image_id)
+        path = self._image_uri(image_id)
         if not path:
             raise ImageNotFoundException(f"image '{image_id}' does not exist")
         info = dict(self.ds.get_image_info(image_id) or {})
@@ -132,7 +132,7 @@ class PlainRecords(RecordDatastore):
     def label_record(self, image_id: str, tag: str) -> LabelRecord:
         from monailabel.datastore.records import LabelRecord
 
-        path = self.ds.get_label_uri(image_id, tag)
+        path = _uri(lambda: self.ds.get_label_uri(image_id, tag))
         if not path:
             raise LabelNotFoundException(f"image '{image_id}' has no label tagged '{tag}'")
         info = dict(self.ds.get_label_info(image_id, tag) or {})
@@ -159,7 +159,7 @@ class PlainRecords(RecordDatastore):
         move: bool = False,
         overwrite: bool = False,
     ) -> str:
-        if self.ds.get_image_uri(image_id):
+        if self._image_uri(image_id):
             if not overwrite:
                 raise MONAILabelException(MONAILabelError.ALREADY_EXISTS, f"image '{image_id}' exists")
             self.ds.remove_image(image_id)
@@ -179,11 +179,24 @@ class PlainRecords(RecordDatastore):
         digest = sha256 or _sha256(Path(label_filename))
         return self.ds.save_label(image_id, str(label_filename), label_tag, {**(label_info or {}), "sha256": digest})
 
+    def _image_uri(self, image_id: str) -> str:
+        return _uri(lambda: self.ds.get_image_uri(image_id))
+
     def staging_dir(self) -> Path:
         # a folder of this adapter's own: the server removes files there that belong to no upload
         if self._staging is None:
             self._staging = Path(tempfile.mkdtemp(prefix="monailabel-staging-"))
         return self._staging
+
+
+def _uri(get: Callable[[], str]) -> str:
+    """A datastore's URI answer; "" when it says NOT_FOUND (datastores differ: some raise, some return "")."""
+    try:
+        return get() or ""
+    except MONAILabelException as exc:
+        if exc.error != MONAILabelError.NOT_FOUND:
+            raise
+        return ""
 
 
 def records_of(datastore: Datastore) -> RecordDatastore:

@@ -165,9 +165,10 @@ def _inspect_nifti(path: Path, encoding: int, max_bytes: int) -> VolumeInfo:
     except Exception as exc:  # nibabel raises several types for bad headers
         raise _invalid(f"not a readable NIfTI file: {_reason(exc)}") from exc
     nbytes = _check_dims(shape, dtype.itemsize, max_bytes, "a NIfTI volume")
+    # the loaded header has vox_offset reset; the data proxy holds the file's (0 in a .nii: after the header)
+    vox_offset = float(getattr(img.dataobj, "offset", vox_offset))
     if not math.isfinite(vox_offset) or vox_offset < 0 or vox_offset > max_bytes:
-        raise _invalid(f"NIfTI vox_offset {vox_offset} is not valid")
-    vox_offset = float(getattr(img.dataobj, "offset", vox_offset))  # 0 in a single file means "after the header"
+        raise _invalid(f"NIfTI vox_offset {vox_offset:.0f} is not valid")
     if not np.all(np.isfinite(pixdim)) or np.any(pixdim < 0):
         raise _invalid("NIfTI pixdim has NaN, infinite or negative voxel sizes")
     for affine in forms:

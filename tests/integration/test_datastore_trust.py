@@ -401,19 +401,20 @@ def _patched_nifti(**fields) -> bytes:
 def test_corrupt_nifti_headers_are_invalid(stub, tight) -> None:
     nan = float("nan")
     cases = {
-        "dim0_zero": _patched_nifti(dim={0: 0}),
-        "negative_dim": _patched_nifti(dim={2: -4}),
-        "zero_dim": _patched_nifti(dim={3: 0}),
-        "huge_offset": _patched_nifti(vox_offset=1e15),
-        "nan_pixdim": _patched_nifti(pixdim={1: nan}),
-        "nan_sform": _patched_nifti(srow_x={0: nan}),
-        "nan_qform": _patched_nifti(quatern_b=nan, qform_code=1),
-        "one_d": _patched_nifti(dim={0: 1}),
-        "seven_d": _patched_nifti(dim={0: 7, 4: 1, 5: 1, 6: 1, 7: 1}),
+        "dim0_zero": (_patched_nifti(dim={0: 0}), "dimensions"),
+        "negative_dim": (_patched_nifti(dim={2: -4}), "dimensions"),
+        "zero_dim": (_patched_nifti(dim={3: 0}), "dimensions"),
+        "huge_offset": (_patched_nifti(vox_offset=1e15), "vox_offset"),
+        "nan_offset": (_patched_nifti(vox_offset=nan), "nifti"),
+        "nan_pixdim": (_patched_nifti(pixdim={1: nan}), "pixdim"),
+        "nan_sform": (_patched_nifti(srow_x={0: nan}), "voxel-to-world"),
+        "nan_qform": (_patched_nifti(quatern_b=nan, qform_code=1), "voxel-to-world"),
+        "one_d": (_patched_nifti(dim={0: 1}), "dimensions"),
+        "seven_d": (_patched_nifti(dim={0: 7, 4: 1, 5: 1, 6: 1, 7: 1}), "dimensions"),
     }
-    for image_id, data in cases.items():
+    for image_id, (data, why) in cases.items():
         assert_status(grpc.StatusCode.INVALID_ARGUMENT,
-                      _upload(stub, image_id, data, encoding=common_pb2.ENCODING_NIFTI))
+                      _upload(stub, image_id, data, encoding=common_pb2.ENCODING_NIFTI), why)
         assert _studies_files(tight, image_id) == []
 
 
