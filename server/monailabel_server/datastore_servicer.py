@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 import grpc
 
@@ -29,7 +29,7 @@ _FILTERS = {
     datastore_pb2.IMAGE_FILTER_LABELED: "labeled",
     datastore_pb2.IMAGE_FILTER_UNLABELED: "unlabeled",
 }
-_FILTER_NAMES = {v: datastore_pb2.ImageFilter.Name(v) for v in _FILTERS}
+_FILTER_NAMES: Dict[int, str] = {int(v): datastore_pb2.ImageFilter.Name(v) for v in _FILTERS}
 
 
 def label_message(v: LabelView) -> datastore_pb2.Label:
@@ -92,12 +92,13 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         self.app.on_save_label(image_id, image_id)
 
     def ListImages(self, request: datastore_pb2.ListImagesRequest, context: grpc.ServicerContext):
-        check_enum(request.filter, "filter", list(_FILTERS)[1:], names=_FILTER_NAMES)
+        check_enum(request.filter, "filter", [int(v) for v in _FILTERS][1:], names=_FILTER_NAMES)
         views, token, total = self.core.list_images(
             _FILTERS[request.filter], request.label_tag, request.page_size, request.page_token
         )
         # a page stays well under the message limit: cut it short (with a token for the rest) when needed
-        budget, used, images = self.config.max_message_bytes // 2, 0, []
+        budget, used = self.config.max_message_bytes // 2, 0
+        images: List[datastore_pb2.Image] = []
         for view in views:
             message = image_message(view)
             used += message.ByteSize() + 8

@@ -74,8 +74,8 @@ def resolve_encoding(content: common_pb2.ContentHeader) -> int:
     Raises:
         MONAILabelException: INVALID_INPUT when the value is unknown or neither says what the bytes are.
     """
-    check_enum(content.encoding, "content.encoding", list(common_pb2.Encoding.values())[1:],
-               names={v: common_pb2.Encoding.Name(v) for v in common_pb2.Encoding.values()})
+    check_enum(content.encoding, "content.encoding", [int(v) for v in common_pb2.Encoding.values()][1:],
+               names={int(v): common_pb2.Encoding.Name(v) for v in common_pb2.Encoding.values()})
     encoding = content.encoding or encoding_of_name(content.file_extension[:32])
     if encoding == common_pb2.ENCODING_UNSPECIFIED:
         raise MONAILabelException(

@@ -8,7 +8,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional, Tuple
+from typing import Any, BinaryIO, Optional, Tuple
 
 import nibabel as nib
 import numpy as np
@@ -148,7 +148,7 @@ def _check_dims(shape: Tuple[int, ...], itemsize: int, max_bytes: int, what: str
 
 def _inspect_nifti(path: Path, encoding: int, max_bytes: int) -> VolumeInfo:
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
         header = img.header
         dim0 = int(header["dim"][0])
         shape = tuple(int(s) for s in header["dim"][1 : 1 + dim0]) if 0 <= dim0 <= 7 else ()
@@ -296,7 +296,8 @@ def inspect_volume(path: Path, encoding: int, max_bytes: int = 1 << 62) -> Volum
         return _inspect_nrrd(path, max_bytes)
     if encoding == common_pb2.ENCODING_IMAGE_2D:
         return _inspect_image_2d(path, max_bytes)
-    name = common_pb2.Encoding.Name(encoding) if encoding in common_pb2.Encoding.values() else str(encoding)
+    known = encoding in common_pb2.Encoding.values()
+    name = common_pb2.Encoding.Name(encoding) if known else str(encoding)  # type: ignore[arg-type]
     raise MONAILabelException(MONAILabelError.UNIMPLEMENTED, f"encoding {name} is not accepted here")
 
 
@@ -311,7 +312,8 @@ def spatial_shape(path: Path) -> Optional[Tuple[int, ...]]:
     name = path.name.lower()
     try:
         if name.endswith((".nii", ".nii.gz")):
-            return tuple(int(s) for s in nib.load(str(path)).header.get_data_shape())[:3]
+            image: Any = nib.load(str(path))
+            return tuple(int(s) for s in image.header.get_data_shape())[:3]
         if name.endswith(".nrrd"):
             import nrrd
 
