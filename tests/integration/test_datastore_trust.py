@@ -158,6 +158,37 @@ def test_second_concurrent_upload_for_same_image_is_aborted_and_bytes_never_mix(
     assert data == first
 
 
+def test_concurrent_label_uploads_conflict_per_tag_only(stub, tight) -> None:
+    label = np.ones(SHAPE, np.uint8).tobytes()
+    raw = dict(encoding=common_pb2.ENCODING_RAW, data_type=common_pb2.DATA_TYPE_UINT8, shape=list(SHAPE))
+    release = threading.Event()
+    header = datastore_pb2.SaveLabelHeader(image_id="phantom_001", tag="draft", content=common_pb2.ContentHeader(
+        total_size=len(label), **raw))
+
+    def held_stream():
+        stream = chunked(datastore_pb2.SaveLabelRequest, header, label, 1024)
+        yield next(stream)
+        yield next(stream)
+        assert release.wait(30)
+        yield from stream
+
+    result: dict = {}
+    writer = threading.Thread(target=lambda: result.update(label=stub.SaveLabel(held_stream()).label))
+    writer.start()
+    try:
+        _wait_active(stub, "phantom_001", "draft")
+        err = assert_status(grpc.StatusCode.ABORTED, _label(stub, "phantom_001", label, tag="draft", **raw))
+        assert _details(err)["ResourceInfo"].resource_name == "phantom_001/draft"
+        other = _label(stub, "phantom_001", np.zeros(SHAPE, np.uint8).tobytes(), tag="second", **raw)().label
+        assert other.tag == "second"  # another tag of the same image is another target
+    finally:
+        release.set()
+        writer.join(30)
+    assert result["label"].tag == "draft"
+    tags = {lb.tag for lb in stub.GetImage(datastore_pb2.GetImageRequest(image_id="phantom_001")).image.labels}
+    assert {"draft", "second"} <= tags
+
+
 def test_upload_cap_and_unknown_upload_id(stub, tight) -> None:
     data = _nifti()
     content = common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=len(data))
