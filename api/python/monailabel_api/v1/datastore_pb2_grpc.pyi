@@ -42,6 +42,13 @@ class DatastoreServiceStub:
     the committed size is OUT_OF_RANGE with ErrorInfo reason
     `UPLOAD_OFFSET_MISMATCH` and metadata `committed_size` and `upload_id`.
 
+    Every volume is checked before it is stored, and nothing is stored when a
+    check fails (INVALID_ARGUMENT): NIfTI headers (2 to 5 positive dimensions,
+    data offset, finite voxel sizes and affines), NRRD headers (no detached
+    `data file`, finite directions), 2D images decoded as PNG, TIFF or JPEG, and
+    compressed data that may not inflate beyond the server's volume limit. A
+    label's spatial shape must equal its image's.
+
     Info (of an image, a label or an upload) is free-form JSON of at most 16 KiB
     once encoded, 8 levels deep and 256 keys per level; no NaN or infinity.
     """
@@ -94,6 +101,13 @@ class DatastoreServiceAsyncStub(DatastoreServiceStub):
     the committed size is OUT_OF_RANGE with ErrorInfo reason
     `UPLOAD_OFFSET_MISMATCH` and metadata `committed_size` and `upload_id`.
 
+    Every volume is checked before it is stored, and nothing is stored when a
+    check fails (INVALID_ARGUMENT): NIfTI headers (2 to 5 positive dimensions,
+    data offset, finite voxel sizes and affines), NRRD headers (no detached
+    `data file`, finite directions), 2D images decoded as PNG, TIFF or JPEG, and
+    compressed data that may not inflate beyond the server's volume limit. A
+    label's spatial shape must equal its image's.
+
     Info (of an image, a label or an upload) is free-form JSON of at most 16 KiB
     once encoded, 8 levels deep and 256 keys per level; no NaN or infinity.
     """
@@ -141,6 +155,13 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
     (RESOURCE_EXHAUSTED beyond `max_partial_uploads`). A chunk offset other than
     the committed size is OUT_OF_RANGE with ErrorInfo reason
     `UPLOAD_OFFSET_MISMATCH` and metadata `committed_size` and `upload_id`.
+
+    Every volume is checked before it is stored, and nothing is stored when a
+    check fails (INVALID_ARGUMENT): NIfTI headers (2 to 5 positive dimensions,
+    data offset, finite voxel sizes and affines), NRRD headers (no detached
+    `data file`, finite directions), 2D images decoded as PNG, TIFF or JPEG, and
+    compressed data that may not inflate beyond the server's volume limit. A
+    label's spatial shape must equal its image's.
 
     Info (of an image, a label or an upload) is free-form JSON of at most 16 KiB
     once encoded, 8 levels deep and 256 keys per level; no NaN or infinity.
