@@ -37,6 +37,7 @@ from monailabel.interfaces.exception import (
     MONAILabelError,
     MONAILabelException,
 )
+from monailabel.interfaces.records import RecordDatastore
 
 __all__ = ["LocalDatastore"]
 
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 _RELOAD_INTERVAL_S = 2.0
 
 
-class LocalDatastore(DatastoreQueries):
+class LocalDatastore(DatastoreQueries, RecordDatastore):
     """A datastore in a local folder, as MONAI Label's ``LocalDatastore``.
 
     Reads (``get_*``, ``list_*``, ``datalist``, ``status``, ``json``, the record methods) live in
@@ -203,7 +204,7 @@ class LocalDatastore(DatastoreQueries):
         src = Path(image_filename)
         if src.is_dir():
             if not is_dicom_series(src):
-                raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{src} is a folder without DICOM files")
+                raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{src.name} is a folder without DICOM files")
             default_id, ext = src.name, ""
         else:
             default_id, ext = files.split_name(src.name, [p.lstrip("*") for p in self._patterns])
@@ -248,7 +249,7 @@ class LocalDatastore(DatastoreQueries):
         logger.info("Removed image %s", image_id)
 
     def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
-        """Merges keys into the image's info (existing keys not given stay).
+        """Merges keys into the image's info (existing keys not given stay; a key set to None is removed).
 
         Args:
             image_id: the image id.
@@ -263,7 +264,7 @@ class LocalDatastore(DatastoreQueries):
             row = self._index.image_row(image_id, c)
             if row is None:
                 raise ImageNotFoundException(f"image {image_id!r} not found")
-            merged = {**self._loads(row["info"]), **info}
+            merged = _merged(self._loads(row["info"]), info)
             c.execute("UPDATE images SET info = ? WHERE id = ?", (dumps(merged), image_id))
 
     # labels -----------------------------------------------------------------------------------
@@ -342,7 +343,7 @@ class LocalDatastore(DatastoreQueries):
                 c.execute("DELETE FROM labels WHERE image_id = ? AND tag = ?", (label_id, tag))
 
     def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
-        """Merges keys into the label's info (existing keys not given stay).
+        """Merges keys into the label's info (existing keys not given stay; a key set to None is removed).
 
         Args:
             label_id: the label id (the image id).
@@ -358,13 +359,19 @@ class LocalDatastore(DatastoreQueries):
             row = self._index.label_row(label_id, tag, c)
             if row is None:
                 raise LabelNotFoundException(f"label {label_id!r} with tag {tag!r} not found")
-            merged = {**self._loads(row["info"]), **info}
+            merged = _merged(self._loads(row["info"]), info)
             c.execute("UPDATE labels SET info = ? WHERE image_id = ? AND tag = ?", (dumps(merged), label_id, tag))
 
     # helpers ----------------------------------------------------------------------------------
 
     def _check_writable(self) -> None:
         if self._read_only:
-            raise MONAILabelException(MONAILabelError.PRECONDITION_FAILED, f"datastore {self._root} is read-only")
+            raise MONAILabelException(MONAILabelError.PRECONDITION_FAILED, "the datastore is read-only")
 
     # archive ----------------------------------------------------------------------------------
+
+
+def _merged(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
+    """Merges info: keys of ``new`` win; a key whose new value is None is removed."""
+    merged = {**old, **new}
+    return {k: v for k, v in merged.items() if v is not None}

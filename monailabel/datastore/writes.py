@@ -52,7 +52,7 @@ def put_file(
         MONAILabelException: ``INVALID_INPUT`` when ``src`` does not exist or ``sha256`` is malformed.
     """
     if not src.exists():
-        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"file {src} does not exist")
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"file {src.name} does not exist")
     digest = files.validate_sha256(sha256) if sha256 else None
     renamed = move and files.same_filesystem(src, final.parent)
     if renamed:
@@ -70,7 +70,7 @@ def put_file(
     try:
         st = files.stat_path(prepared)
         if st is None:
-            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"file {src} vanished while being added")
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"file {src.name} vanished while being added")
         digest = digest or files.sha256_path(prepared)
         installed = False
         try:

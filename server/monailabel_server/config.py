@@ -34,6 +34,8 @@ class ServerConfig:
         max_sessions: sessions that may exist at once.
         lease_ttl_s: seconds an image served as next sample stays reserved for its client (unless the
             client asks for another or saves a final label first).
+        upload_ttl_s: seconds a partial upload (a broken stream) is kept for a resume.
+        max_partial_uploads: partial and active uploads that may exist at once.
     """
 
     app_dir: Path
@@ -52,6 +54,8 @@ class ServerConfig:
     max_session_bytes: int = 4096 * MIB
     max_sessions: int = 64
     lease_ttl_s: int = 3600
+    upload_ttl_s: int = 24 * 3600
+    max_partial_uploads: int = 64
 
     @classmethod
     def from_env(cls, app_dir: Path, studies: str, **overrides: object) -> ServerConfig:

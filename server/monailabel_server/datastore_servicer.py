@@ -1,24 +1,23 @@
-"""DatastoreService: a thin adapter from protobuf to the app's datastore."""
+"""DatastoreService: a thin adapter from protobuf to the datastore core (``core.datastore``)."""
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 import grpc
 
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.interfaces.datastore import DefaultLabelTag
-from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_api.v1 import datastore_pb2, datastore_pb2_grpc
 from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
-from monailabel_server.convert import encoding_of_name, from_struct, to_struct
-from monailabel_server.ingest import chunks_of, header_of, receive, upload_status
-from monailabel_server.store import ImageView, LabelView, Store, check_id
+from monailabel_server.convert import encoding_of_name, from_struct, timestamp_of, to_struct
+from monailabel_server.core.datastore import DatastoreCore
+from monailabel_server.ingest import chunks_of, header_of
+from monailabel_server.store import ImageView, LabelView
 from monailabel_server.transfer import read_chunks
+from monailabel_server.validation import check_enum
 from monailabel_server.volumes import content_header_for_file
 
 __all__ = ["DatastoreServicer", "image_message", "label_message", "status_message"]
@@ -30,7 +29,7 @@ _FILTERS = {
     datastore_pb2.IMAGE_FILTER_LABELED: "labeled",
     datastore_pb2.IMAGE_FILTER_UNLABELED: "unlabeled",
 }
-_MAX_PAGE = 1000
+_FILTER_NAMES: Dict[int, str] = {int(v): datastore_pb2.ImageFilter.Name(v) for v in _FILTERS}
 
 
 def label_message(v: LabelView) -> datastore_pb2.Label:
@@ -62,12 +61,8 @@ def status_message(status: dict) -> datastore_pb2.DatastoreStatus:
     )
 
 
-def _tag(tag: str) -> str:
-    return check_id(tag or DefaultLabelTag.FINAL.value, "tag")
-
-
 class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
-    """Serves the app's datastore.
+    """Serves the app's datastore: converts protobuf to :class:`DatastoreCore` calls and back.
 
     Args:
         app: the app.
@@ -79,144 +74,110 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         self, app: MONAILabelApp, config: ServerConfig, on_final_label: Optional[Callable[[str], None]] = None
     ) -> None:
         self.app = app
-        self.store = Store(app.datastore())
         self.config = config
         self.on_final_label = on_final_label
+        self.core = DatastoreCore(
+            app.datastore(),
+            max_volume_bytes=config.max_volume_bytes,
+            chunk_size=config.chunk_size,
+            upload_ttl_s=config.upload_ttl_s,
+            max_partial_uploads=config.max_partial_uploads,
+            on_final_label=self._final_label_saved,
+        )
+        self.store = self.core.store
+
+    def _final_label_saved(self, image_id: str) -> None:
+        if self.on_final_label is not None:
+            self.on_final_label(image_id)
+        self.app.on_save_label(image_id, image_id)
 
     def ListImages(self, request: datastore_pb2.ListImagesRequest, context: grpc.ServicerContext):
-        size = request.page_size or 100
-        if size < 0:
-            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "page_size must not be negative")
-        views, token, total = self.store.list(
-            _FILTERS[request.filter], _tag(request.label_tag), min(size, _MAX_PAGE), request.page_token
+        check_enum(request.filter, "filter", [int(v) for v in _FILTERS][1:], names=_FILTER_NAMES)
+        views, token, total = self.core.list_images(
+            _FILTERS[request.filter], request.label_tag, request.page_size, request.page_token
         )
-        return datastore_pb2.ListImagesResponse(
-            images=[image_message(v) for v in views], next_page_token=token, total_size=total
-        )
+        # a page stays well under the message limit: cut it short (with a token for the rest) when needed
+        budget, used = self.config.max_message_bytes // 2, 0
+        images: List[datastore_pb2.Image] = []
+        for view in views:
+            message = image_message(view)
+            used += message.ByteSize() + 8
+            if images and used > budget:
+                token = self.core.page_token_after(images[-1].image_id)
+                break
+            images.append(message)
+        return datastore_pb2.ListImagesResponse(images=images, next_page_token=token, total_size=total)
 
     def GetImage(self, request: datastore_pb2.GetImageRequest, context: grpc.ServicerContext):
-        return datastore_pb2.GetImageResponse(image=image_message(self.store.image(request.image_id)))
+        return datastore_pb2.GetImageResponse(image=image_message(self.core.get_image(request.image_id)))
 
     def UpdateImageInfo(self, request: datastore_pb2.UpdateImageInfoRequest, context: grpc.ServicerContext):
-        self.store.image(request.image_id)  # NOT_FOUND before any write
-        self.store.ds.update_image_info(request.image_id, from_struct(request.info))
-        return datastore_pb2.UpdateImageInfoResponse(image=image_message(self.store.image(request.image_id)))
+        view = self.core.update_image_info(request.image_id, from_struct(request.info))
+        return datastore_pb2.UpdateImageInfoResponse(image=image_message(view))
 
     def UploadImage(self, request_iterator: Iterable[datastore_pb2.UploadImageRequest], context: grpc.ServicerContext):
         requests = iter(request_iterator)
         header = header_of(next(requests, None), "UploadImage")
-        image_id = check_id(header.image_id)
-        if not header.overwrite and self.store.exists(image_id):
-            raise MONAILabelException(
-                MONAILabelError.ALREADY_EXISTS, f"image '{image_id}' exists; set overwrite to replace it"
-            )
-        staging = self.store.staging_dir()
-        received = receive(
+        view = self.core.upload_image(
+            header.image_id,
             header.content,
             chunks_of(requests, "UploadImage"),
-            staging,
-            f"image--{image_id}",
-            self.config.max_volume_bytes,
+            info=from_struct(header.info),
+            overwrite=header.overwrite,
+            upload_id=header.upload_id,
         )
-        try:
-            view = self.store.add_image(
-                image_id, received.path, from_struct(header.info), received.file_sha256, header.overwrite
-            )
-        finally:
-            received.discard()
-        logger.info("uploaded image %s (%d bytes)", image_id, view.size)
         return datastore_pb2.UploadImageResponse(image=image_message(view))
 
     def GetUploadStatus(self, request: datastore_pb2.GetUploadStatusRequest, context: grpc.ServicerContext):
-        image_id = check_id(request.image_id)
-        key = f"label--{_tag(request.label_tag)}--{image_id}" if request.label_tag else f"image--{image_id}"
-        committed, total = upload_status(self.store.staging_dir(), key)
-        return datastore_pb2.GetUploadStatusResponse(committed_size=committed, total_size=total)
+        status = self.core.upload_status(request.upload_id, request.image_id, request.label_tag)
+        return datastore_pb2.GetUploadStatusResponse(
+            committed_size=status.committed_size,
+            total_size=status.total_size,
+            upload_id=status.upload_id,
+            expire_time=timestamp_of(status.expire_time),
+            active=status.active,
+        )
 
     def DownloadImage(self, request: datastore_pb2.DownloadImageRequest, context: grpc.ServicerContext):
-        view = self.store.image(request.image_id)
-        yield from self._download(view.path, view.sha256, request, datastore_pb2.DownloadImageResponse)
+        path, sha256, size = self.core.image_file(request.image_id, request.offset, request.chunk_size)
+        yield from _download(path, sha256, request.offset, size, datastore_pb2.DownloadImageResponse)
 
     def DeleteImage(self, request: datastore_pb2.DeleteImageRequest, context: grpc.ServicerContext):
-        self.store.image(request.image_id)
-        self.store.ds.remove_image(request.image_id)
+        self.core.delete_image(request.image_id)
         return datastore_pb2.DeleteImageResponse()
 
     def SaveLabel(self, request_iterator: Iterable[datastore_pb2.SaveLabelRequest], context: grpc.ServicerContext):
         requests = iter(request_iterator)
         header = header_of(next(requests, None), "SaveLabel")
-        tag = _tag(header.tag)
-        image = self.store.image(header.image_id)  # NOT_FOUND before receiving any bytes
-        received = receive(
+        view = self.core.save_label(
+            header.image_id,
+            header.tag,
             header.content,
             chunks_of(requests, "SaveLabel"),
-            self.store.staging_dir(),
-            f"label--{tag}--{image.id}",
-            self.config.max_volume_bytes,
+            info=from_struct(header.info),
+            upload_id=header.upload_id,
         )
-        try:
-            _check_label_fits(received.volume.shape, image.path)
-            view = self.store.save_label(image.id, received.path, tag, from_struct(header.info), received.file_sha256)
-        finally:
-            received.discard()
-        if tag == DefaultLabelTag.FINAL.value:
-            if self.on_final_label is not None:
-                self.on_final_label(image.id)
-            self.app.on_save_label(image.id, image.id)
         return datastore_pb2.SaveLabelResponse(label=label_message(view))
 
     def GetLabel(self, request: datastore_pb2.GetLabelRequest, context: grpc.ServicerContext):
-        return datastore_pb2.GetLabelResponse(
-            label=label_message(self.store.label(request.image_id, _tag(request.tag)))
-        )
+        return datastore_pb2.GetLabelResponse(label=label_message(self.core.get_label(request.image_id, request.tag)))
 
     def UpdateLabelInfo(self, request: datastore_pb2.UpdateLabelInfoRequest, context: grpc.ServicerContext):
-        tag = _tag(request.tag)
-        self.store.label(request.image_id, tag)
-        self.store.ds.update_label_info(request.image_id, tag, from_struct(request.info))
-        return datastore_pb2.UpdateLabelInfoResponse(label=label_message(self.store.label(request.image_id, tag)))
+        view = self.core.update_label_info(request.image_id, request.tag, from_struct(request.info))
+        return datastore_pb2.UpdateLabelInfoResponse(label=label_message(view))
 
     def DownloadLabel(self, request: datastore_pb2.DownloadLabelRequest, context: grpc.ServicerContext):
-        view = self.store.label(request.image_id, _tag(request.tag))
-        yield from self._download(view.path, view.sha256, request, datastore_pb2.DownloadLabelResponse)
+        path, sha256, size = self.core.label_file(request.image_id, request.tag, request.offset, request.chunk_size)
+        yield from _download(path, sha256, request.offset, size, datastore_pb2.DownloadLabelResponse)
 
     def DeleteLabel(self, request: datastore_pb2.DeleteLabelRequest, context: grpc.ServicerContext):
-        tag = _tag(request.tag)
-        self.store.label(request.image_id, tag)
-        self.store.ds.remove_label(request.image_id, tag)
+        self.core.delete_label(request.image_id, request.tag)
         return datastore_pb2.DeleteLabelResponse()
 
     def GetDatastoreStatus(self, request: datastore_pb2.GetDatastoreStatusRequest, context: grpc.ServicerContext):
-        return datastore_pb2.GetDatastoreStatusResponse(status=status_message(self.store.status()))
-
-    # -- helpers ----------------------------------------------------------------------------------
-    def _download(self, path: str, sha256: str, request: Any, message: Any) -> Iterator:
-        offset, chunk_size = request.offset, request.chunk_size
-        if os.path.isdir(path):
-            raise MONAILabelException(
-                MONAILabelError.UNIMPLEMENTED, "downloading a DICOM series folder is not supported; read it in place"
-            )
-        size = min(chunk_size or self.config.chunk_size, self.config.chunk_size)
-        if size < 0:
-            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "chunk_size must not be negative")
-        file = Path(path)
-        yield message(header=content_header_for_file(file, encoding_of_name(file.name), sha256))
-        yield from encoded_chunks(read_chunks(file, offset, size))
+        return datastore_pb2.GetDatastoreStatusResponse(status=status_message(self.core.status()))
 
 
-def _check_label_fits(label_shape: tuple, image_path: str) -> None:
-    """Rejects a label whose spatial shape differs from its image's (when both are readable volumes)."""
-    if not label_shape or os.path.isdir(image_path):
-        return
-    try:
-        import nibabel as nib
-
-        image_shape = tuple(nib.load(image_path).header.get_data_shape())
-    except Exception:  # not a NIfTI image: nothing cheap to compare against
-        return
-    n = min(len(image_shape), 3)
-    if tuple(label_shape[:n]) != tuple(image_shape[:n]):
-        raise MONAILabelException(
-            MONAILabelError.INVALID_INPUT,
-            f"label shape {list(label_shape)} does not match image shape {list(image_shape)}",
-        )
+def _download(path: Path, sha256: str, offset: int, chunk_size: int, message: Any) -> Iterator:
+    yield message(header=content_header_for_file(path, encoding_of_name(path.name), sha256))
+    yield from encoded_chunks(read_chunks(path, offset, chunk_size))

@@ -14,9 +14,10 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_api.v1 import common_pb2
 from monailabel_server.convert import EXTENSION_BY_ENCODING, encoding_of_name
 from monailabel_server.transfer import StagedUpload, check_header_size
+from monailabel_server.validation import check_enum, shown
 from monailabel_server.volumes import VolumeInfo, inspect_volume, nifti_prefix_for_raw
 
-__all__ = ["Received", "receive", "chunks_of", "header_of"]
+__all__ = ["Received", "receive", "chunks_of", "header_of", "resolve_encoding"]
 
 
 @dataclass
@@ -71,13 +72,16 @@ def resolve_encoding(content: common_pb2.ContentHeader) -> int:
     """Returns the content's encoding, guessed from its file extension when unset.
 
     Raises:
-        MONAILabelException: INVALID_INPUT when neither says what the bytes are.
+        MONAILabelException: INVALID_INPUT when the value is unknown or neither says what the bytes are.
     """
-    encoding = content.encoding or encoding_of_name(content.file_extension)
+    check_enum(content.encoding, "content.encoding", [int(v) for v in common_pb2.Encoding.values()][1:],
+               names={int(v): common_pb2.Encoding.Name(v) for v in common_pb2.Encoding.values()})
+    encoding = content.encoding or encoding_of_name(content.file_extension[:32])
     if encoding == common_pb2.ENCODING_UNSPECIFIED:
         raise MONAILabelException(
             MONAILabelError.INVALID_INPUT,
             "content.encoding is unset and content.file_extension names no known format",
+            field="content.encoding",
         )
     return encoding
 
@@ -91,11 +95,14 @@ def receive(
 ) -> Received:
     """Streams chunks into a staging file and checks the result is a whole volume of its encoding.
 
+    The volume is fully checked (see ``volumes.inspect_volume``) before it is returned, so a caller
+    commits only checked files; a file that fails is removed.
+
     Args:
         content: the stream's header.
         chunks: the chunks that follow it.
         staging: the staging folder.
-        key: a stable name for a resumable upload; None for a one-off stream.
+        key: the upload id of a resumable upload (its staging file's name); None for a one-off stream.
         max_bytes: the server's volume limit.
 
     Returns:
@@ -106,8 +113,11 @@ def receive(
     """
     encoding = resolve_encoding(content)
     check_header_size(content, max_bytes)
-    prefix = nifti_prefix_for_raw(content) if encoding == common_pb2.ENCODING_RAW else b""
-    ext = EXTENSION_BY_ENCODING.get(encoding) or _own_extension(content)
+    prefix = nifti_prefix_for_raw(content, max_bytes) if encoding == common_pb2.ENCODING_RAW else b""
+    if encoding == common_pb2.ENCODING_IMAGE_2D:
+        ext = ".img"  # renamed to the extension of the format it decodes as
+    else:
+        ext = EXTENSION_BY_ENCODING.get(encoding) or _own_extension(content)
     resumable = key is not None
     part = staging / (f"{key}.part" if resumable else f"{uuid.uuid4().hex}.part")
     upload = StagedUpload(part, content.total_size, content.sha256, prefix, resumable).open()
@@ -124,10 +134,15 @@ def receive(
         upload.suspend()
         raise
     digest = upload.finish()
-    path = staging / f"{uuid.uuid4().hex}{ext}"
+    name = uuid.uuid4().hex
+    path = staging / f"{name}{ext}"
     os.replace(part, path)
     try:
-        volume = inspect_volume(path, encoding)
+        volume = inspect_volume(path, encoding, max_bytes)
+        if volume.ext and volume.ext != ext:
+            renamed = staging / f"{name}{volume.ext}"
+            os.replace(path, renamed)
+            path = renamed
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -137,10 +152,6 @@ def receive(
 def _own_extension(content: common_pb2.ContentHeader) -> str:
     ext = content.file_extension.lower()
     if not ext.startswith(".") or len(ext) > 8 or not ext[1:].replace(".", "").isalnum():
-        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"file_extension {ext!r} is not valid")
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"file_extension {shown(ext)} is not valid",
+                                  field="content.file_extension")
     return ext
-
-
-def upload_status(staging: Path, key: str) -> tuple[int, int]:
-    """Returns ``(committed, total)`` of an interrupted resumable upload."""
-    return StagedUpload.status(staging / f"{key}.part")

@@ -2,8 +2,9 @@
 
 An upload is written straight to its staging file as chunks arrive (no list of chunks joined at the
 end, so memory stays near one chunk), while a second thread hashes what was written: receiving,
-hashing and writing overlap. A stream that breaks keeps what it committed; a new stream whose header
-announces the same size and checksum continues from there (as Google's ByteStream does).
+hashing and writing overlap. A stream that breaks keeps what it committed; a new stream for the same
+staging file (named by its upload id, see ``core.uploads``) whose header announces the same size and
+checksum continues from there (as Google's ByteStream does).
 """
 
 from __future__ import annotations
@@ -158,11 +159,17 @@ class StagedUpload:
                 MONAILabelError.OUT_OF_RANGE,
                 f"chunk offset {offset} does not follow the {self.committed} bytes committed "
                 f"({'a gap' if offset > self.committed else 'an overlap'}); resume from offset {self.committed}",
+                field="chunk.offset",
+                reason="UPLOAD_OFFSET_MISMATCH",
+                metadata={"committed_size": str(self.committed)},
             )
         if offset + len(data) > self.total_size:
             raise MONAILabelException(
                 MONAILabelError.OUT_OF_RANGE,
                 f"chunk ends at byte {offset + len(data)}, past the announced total of {self.total_size}",
+                field="chunk.data",
+                reason="UPLOAD_SIZE_EXCEEDED",
+                metadata={"committed_size": str(self.committed), "total_size": str(self.total_size)},
             )
         self._writer.put(data)
         self._hasher.put(data)

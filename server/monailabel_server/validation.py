@@ -174,3 +174,66 @@ def check_enum(value: int, field: str, known: Sequence[int], allow_unspecified: 
         return value
     listed = ", ".join(names[k] if names else str(k) for k in known)
     raise invalid(field, f"{field} {value} is not one of: {listed}")
+
+
+# -- datastore requests ---------------------------------------------------------------------------
+
+# an upload id is the 32 hex digits of a uuid4 the server issued
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+# largest offset or size a request may name: far beyond any volume, far below int64 overflow
+MAX_OFFSET = 1 << 50
+
+
+def check_upload_id(value: str, field: str = "header.upload_id") -> str:
+    """Validates an upload id a client sends back ("" means a new upload).
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for anything but an id this server could have issued.
+    """
+    if value and not _UPLOAD_ID.match(value):
+        raise invalid(field, f"{field} {shown(value)} is not an upload id this server issued")
+    return value
+
+
+def check_raw_shape(shape: Sequence[int], itemsize: int, max_bytes: int, field: str = "content.shape") -> int:
+    """Checks the shape of raw voxels: 2 to 4 positive sizes whose bytes stay within ``max_bytes``.
+
+    Returns:
+        The number of bytes the shape holds.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for a bad rank or size, RESOURCE_EXHAUSTED over the limit.
+    """
+    dims = [int(s) for s in shape]
+    if not 2 <= len(dims) <= 4 or any(s <= 0 for s in dims):
+        raise invalid(field, f"raw voxels need a shape of 2 to 4 positive sizes, got {shown(dims, 80)}")
+    total = itemsize
+    for s in dims:  # Python integers: no overflow; stop as soon as the limit is passed
+        total *= s
+        if total > max_bytes:
+            raise invalid(field, f"shape {shown(dims, 80)} is over this server's limit of {max_bytes} bytes",
+                          MONAILabelError.RESOURCE_EXHAUSTED)
+    return total
+
+
+def check_geometry(spacing: Sequence[float], origin: Sequence[float], direction: Sequence[float], ndim: int,
+                   field: str = "content.geometry") -> None:
+    """Checks a geometry: finite values, positive spacing, and a non-singular direction matrix.
+
+    Unset (empty) parts are allowed; the lengths are checked where the affine is built.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for NaN, infinity, a spacing that is not positive, or a
+            direction matrix that is singular.
+    """
+    for name, values in (("spacing", spacing), ("origin", origin), ("direction", direction)):
+        if any(not math.isfinite(v) for v in values):
+            raise invalid(f"{field}.{name}", f"{field}.{name} has a value that is NaN or infinite")
+    if any(v <= 0 for v in spacing):
+        raise invalid(f"{field}.spacing", f"{field}.spacing values must be positive")
+    if direction and len(direction) == ndim * ndim:
+        import numpy as np
+
+        matrix = np.asarray(direction, dtype=np.float64).reshape(ndim, ndim)
+        if abs(float(np.linalg.det(matrix))) < 1e-6:
+            raise invalid(f"{field}.direction", f"{field}.direction is a singular matrix")

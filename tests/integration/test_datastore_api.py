@@ -130,15 +130,73 @@ def test_interrupted_upload_resumes_from_committed_offset(channel: grpc.Channel,
     with pytest.raises(grpc.RpcError) as err:
         stub.UploadImage(breaking_stream())
     assert err.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
-    status = stub.GetUploadStatus(datastore_pb2.GetUploadStatusRequest(image_id="resumed"))
+    status = wait_idle_upload(stub, "resumed")
     assert status.total_size == len(data)
     assert status.committed_size == 4 * size
+    assert len(status.upload_id) == 32 and status.expire_time.seconds > time.time()
     assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.get_image("resumed"))
     start = status.committed_size
     offsets = list(range(start, len(data), size))
-    record = stub.UploadImage(chunked(datastore_pb2.UploadImageRequest, header, data, size, offsets=offsets)).image
+    # a stream without the upload id is a new upload, never a resume of the partial one
+    fresh = assert_status(grpc.StatusCode.OUT_OF_RANGE, lambda: stub.UploadImage(
+        chunked(datastore_pb2.UploadImageRequest, header, data, size, offsets=offsets)), "offset")
+    info = error_info(fresh)
+    assert info.reason == "UPLOAD_OFFSET_MISMATCH" and info.metadata["committed_size"] == "0"
+    # that new upload replaced the partial one: resume it by the id its error names, from its committed size
+    status = stub.GetUploadStatus(datastore_pb2.GetUploadStatusRequest(upload_id=info.metadata["upload_id"]))
+    assert status.committed_size == 0 and status.upload_id == info.metadata["upload_id"]
+    resumed = datastore_pb2.UploadImageHeader(image_id="resumed", content=content, upload_id=status.upload_id)
+    record = stub.UploadImage(chunked(datastore_pb2.UploadImageRequest, resumed, data, size)).image
     assert record.sha256 == sha256(data)
     assert client.download_image("resumed") == data
+    # the finished upload is gone
+    assert_status(grpc.StatusCode.NOT_FOUND, lambda: stub.GetUploadStatus(
+        datastore_pb2.GetUploadStatusRequest(upload_id=status.upload_id)))
+
+
+def test_resume_by_upload_id_continues_the_partial_upload(channel: grpc.Channel, tmp_path: Path,
+                                                          client: MonaiLabelClient) -> None:
+    src = tmp_path / "r2.nii"
+    write_volume(src, shape=(48, 48, 24))
+    data = src.read_bytes()
+    content = common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=len(data), sha256=sha256(data))
+    header = datastore_pb2.UploadImageHeader(image_id="resumed_by_id", content=content)
+    stub = _stub(channel)
+    size = 16 << 10
+    # the stream stops after three chunks (the server keeps them: the total is not reached)
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.UploadImage(
+        chunked(datastore_pb2.UploadImageRequest, header, data[: 3 * size], size)), "resume from offset")
+    status = wait_idle_upload(stub, "resumed_by_id")
+    assert status.committed_size == 3 * size
+    resumed = datastore_pb2.UploadImageHeader(image_id="resumed_by_id", content=content, upload_id=status.upload_id)
+    record = stub.UploadImage(chunked(datastore_pb2.UploadImageRequest, resumed, data, size,
+                                      offsets=list(range(3 * size, len(data), size)))).image
+    assert record.sha256 == sha256(data) and client.download_image("resumed_by_id") == data
+
+
+def wait_idle_upload(stub, image_id: str, tag: str = ""):
+    """The target's partial upload, once the server has seen its stream end (bounded wait)."""
+    deadline = time.monotonic() + 30
+    while True:
+        status = stub.GetUploadStatus(datastore_pb2.GetUploadStatusRequest(image_id=image_id, label_tag=tag))
+        if status.upload_id and not status.active or time.monotonic() > deadline:
+            return status
+        time.sleep(0.01)
+
+
+def error_info(err: grpc.RpcError):
+    """The google.rpc.ErrorInfo detail of a failed call."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(err)
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError("no ErrorInfo in the status")
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -158,7 +216,7 @@ def test_checksum_mismatch_is_invalid_and_leaves_nothing(channel, server, client
     assert _leftovers(server, "bad_sum") == []
     assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.get_image("bad_sum"))
     status = _stub(channel).GetUploadStatus(datastore_pb2.GetUploadStatusRequest(image_id="bad_sum"))
-    assert status.committed_size == 0
+    assert status.committed_size == 0 and status.upload_id == ""
 
 
 def test_truncated_and_corrupt_volumes_are_invalid(channel, server, client, tmp_path: Path) -> None:

@@ -679,20 +679,31 @@ class MonaiLabelClient(StrategyCalls):
     def _upload(
         self, message: Any, header: Any, opener: Callable[[], BinaryIO], call: Any, image_id: str, tag: str
     ) -> Any:
-        """Streams an upload, and after a broken stream resumes from what the server committed."""
+        """Streams an upload, and after a broken stream resumes it by its upload id from what the server committed.
+
+        The first stream starts a new upload (empty ``upload_id``); after a break, the target's partial
+        upload (its id and committed size, from GetUploadStatus) is resumed when it announced the same
+        size, else the upload starts over.
+        """
         total = header.content.total_size
         offset = 0
+        header.upload_id = ""
         for attempt in range(self.retries + 1):
             try:
                 return call(self._stream(message, header, opener, offset, total))
             except grpc.RpcError as exc:
-                if exc.code() not in _RETRYABLE or attempt == self.retries:  # type: ignore[attr-defined]
+                code = exc.code()  # type: ignore[attr-defined]
+                if code not in _RETRYABLE and code != grpc.StatusCode.ABORTED or attempt == self.retries:
                     raise
                 time.sleep(min(2.0, 0.1 * 2**attempt))
                 status = self.datastore.GetUploadStatus(
                     datastore_pb2.GetUploadStatusRequest(image_id=image_id, label_tag=tag), timeout=self.timeout
                 )
-                offset = status.committed_size if status.total_size == total else 0
+                if code == grpc.StatusCode.ABORTED and not header.upload_id and status.upload_id:
+                    raise  # another client's upload to this target is in progress: not ours to resume
+                resumable = bool(status.upload_id) and status.total_size == total
+                header.upload_id = status.upload_id if resumable else ""
+                offset = status.committed_size if resumable else 0
         raise UploadError(f"upload of {image_id} failed")
 
     def _download(self, call: Callable[[int], Iterator[Any]], dest: Optional[PathLike]) -> Union[bytes, Path]:

@@ -1,1 +1,1 @@
-"""The server's state and pipelines, free of protobuf: servicers convert messages to and from these."""
+"""The server's core: state, resources and rules, free of protobuf; servicers only convert messages to and from it."""

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from monailabel_api.v1 import common_pb2 as _common_pb2
@@ -198,7 +199,9 @@ class ListImagesRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     LABEL_TAG_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Most images to return; the server caps it (default 100)."""
+    """Most images to return; the server caps it (default 100, at most 1000), and
+    returns fewer when the page would not fit in one message.
+    """
     page_token: _builtins.str
     """Token from a previous response's next_page_token."""
     filter: Global___ImageFilter.ValueType
@@ -311,7 +314,9 @@ class UpdateImageInfoRequest(_message.Message):
     """The image id."""
     @_builtins.property
     def info(self) -> _struct_pb2.Struct:
-        """Keys to merge into the image's info."""
+        """Keys to merge into the image's info; a key set to null is removed. The
+        merged info must stay within the info limits.
+        """
 
     def __init__(
         self,
@@ -361,13 +366,26 @@ class UploadImageHeader(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     INFO_FIELD_NUMBER: _builtins.int
     OVERWRITE_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """The image id to create; letters, digits, '.', '_' and '-' only."""
     overwrite: _builtins.bool
-    """Replace an existing image of that id instead of failing with ALREADY_EXISTS."""
+    """Replace an existing image of that id instead of failing with ALREADY_EXISTS.
+    An overwrite that changes the image's spatial shape while it has labels is
+    refused with FAILED_PRECONDITION (delete the labels first): labels never
+    silently stop matching their image.
+    """
+    upload_id: _builtins.str
+    """Empty to start a new upload; the id of a partial upload (from
+    GetUploadStatus) to resume it. The header must then announce the same
+    target, size, checksum and encoding.
+    """
     @_builtins.property
     def content(self) -> _common_pb2.ContentHeader:
-        """What the bytes are."""
+        """What the bytes are. A 2D image (ENCODING_IMAGE_2D) must decode as PNG,
+        TIFF or JPEG; it is stored with the extension of its decoded format, not
+        `file_extension`.
+        """
 
     @_builtins.property
     def info(self) -> _struct_pb2.Struct:
@@ -380,10 +398,11 @@ class UploadImageHeader(_message.Message):
         content: _common_pb2.ContentHeader | None = ...,
         info: _struct_pb2.Struct | None = ...,
         overwrite: _builtins.bool = ...,
+        upload_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "info", b"info", "overwrite", b"overwrite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "info", b"info", "overwrite", b"overwrite", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -453,19 +472,23 @@ class GetUploadStatusRequest(_message.Message):
 
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     LABEL_TAG_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
-    """The image id of the upload."""
+    """The image id of the upload (ignored when `upload_id` is set)."""
     label_tag: _builtins.str
     """Empty for an image upload; the label tag for a label upload."""
+    upload_id: _builtins.str
+    """The upload's id; when set, NOT_FOUND if it expired or is unknown."""
     def __init__(
         self,
         *,
         image_id: _builtins.str = ...,
         label_tag: _builtins.str = ...,
+        upload_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "label_tag", b"label_tag"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "label_tag", b"label_tag", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -473,25 +496,41 @@ Global___GetUploadStatusRequest: _TypeAlias = GetUploadStatusRequest  # noqa: Y0
 
 @_typing.final
 class GetUploadStatusResponse(_message.Message):
-    """Response of GetUploadStatus."""
+    """Response of GetUploadStatus. All fields are zero or empty when the target
+    (asked by image id and tag) has no partial upload.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     COMMITTED_SIZE_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
     committed_size: _builtins.int
     """Bytes committed so far; a resumed stream sends chunks from here."""
     total_size: _builtins.int
     """Total size the interrupted upload announced."""
+    upload_id: _builtins.str
+    """The upload's id, to put in the header of the stream that resumes it."""
+    active: _builtins.bool
+    """Whether a stream is writing to it now (a resume would be ABORTED)."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the partial upload is discarded unless a stream resumes it."""
+
     def __init__(
         self,
         *,
         committed_size: _builtins.int = ...,
         total_size: _builtins.int = ...,
+        upload_id: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        active: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_size", b"committed_size", "total_size", b"total_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "committed_size", b"committed_size", "expire_time", b"expire_time", "total_size", b"total_size", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -608,13 +647,18 @@ class SaveLabelHeader(_message.Message):
     TAG_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     INFO_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """The image the label belongs to."""
     tag: _builtins.str
     """The tag; empty means `final`."""
+    upload_id: _builtins.str
+    """Empty to start a new upload; the id of a partial upload (from
+    GetUploadStatus) to resume it.
+    """
     @_builtins.property
     def content(self) -> _common_pb2.ContentHeader:
-        """What the bytes are."""
+        """What the bytes are. The label's spatial shape must equal its image's."""
 
     @_builtins.property
     def info(self) -> _struct_pb2.Struct:
@@ -627,10 +671,11 @@ class SaveLabelHeader(_message.Message):
         tag: _builtins.str = ...,
         content: _common_pb2.ContentHeader | None = ...,
         info: _struct_pb2.Struct | None = ...,
+        upload_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "info", b"info", "tag", b"tag"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "info", b"info", "tag", b"tag", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -757,7 +802,9 @@ class UpdateLabelInfoRequest(_message.Message):
     """The tag; empty means `final`."""
     @_builtins.property
     def info(self) -> _struct_pb2.Struct:
-        """Keys to merge into the label's info."""
+        """Keys to merge into the label's info; a key set to null is removed. The
+        merged info must stay within the info limits.
+        """
 
     def __init__(
         self,

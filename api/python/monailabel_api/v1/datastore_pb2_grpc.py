@@ -28,9 +28,28 @@ if _version_not_supported:
 class DatastoreServiceStub:
     """Images and their labels: list, upload, download, save labels, delete.
 
-    Bytes move only in streams of chunks. Uploads are resumable: a stream that
-    breaks keeps what it committed, GetUploadStatus tells how much, and a new
-    stream with the same header continues from there.
+    Bytes move only in streams of chunks. Uploads are resumable by id: a stream
+    that breaks keeps what it committed as a partial upload with an `upload_id`;
+    GetUploadStatus tells its id and how much is committed, and a new stream
+    whose header names that `upload_id` continues from there. A header with an
+    empty `upload_id` always starts a new upload (replacing an idle partial
+    upload of the same target). One stream at a time writes to a target (an
+    image id, or an image id and tag for a label): a second concurrent stream
+    gets ABORTED with a ResourceInfo naming the target. Partial uploads expire
+    after the server's `upload_ttl_s` and are capped in number
+    (RESOURCE_EXHAUSTED beyond `max_partial_uploads`). A chunk offset other than
+    the committed size is OUT_OF_RANGE with ErrorInfo reason
+    `UPLOAD_OFFSET_MISMATCH` and metadata `committed_size` and `upload_id`.
+
+    Every volume is checked before it is stored, and nothing is stored when a
+    check fails (INVALID_ARGUMENT): NIfTI headers (2 to 5 positive dimensions,
+    data offset, finite voxel sizes and affines), NRRD headers (no detached
+    `data file`, finite directions), 2D images decoded as PNG, TIFF or JPEG, and
+    compressed data that may not inflate beyond the server's volume limit. A
+    label's spatial shape must equal its image's.
+
+    Info (of an image, a label or an upload) is free-form JSON of at most 16 KiB
+    once encoded, 8 levels deep and 256 keys per level; no NaN or infinity.
     """
 
     def __init__(self, channel):
@@ -109,9 +128,28 @@ class DatastoreServiceStub:
 class DatastoreServiceServicer:
     """Images and their labels: list, upload, download, save labels, delete.
 
-    Bytes move only in streams of chunks. Uploads are resumable: a stream that
-    breaks keeps what it committed, GetUploadStatus tells how much, and a new
-    stream with the same header continues from there.
+    Bytes move only in streams of chunks. Uploads are resumable by id: a stream
+    that breaks keeps what it committed as a partial upload with an `upload_id`;
+    GetUploadStatus tells its id and how much is committed, and a new stream
+    whose header names that `upload_id` continues from there. A header with an
+    empty `upload_id` always starts a new upload (replacing an idle partial
+    upload of the same target). One stream at a time writes to a target (an
+    image id, or an image id and tag for a label): a second concurrent stream
+    gets ABORTED with a ResourceInfo naming the target. Partial uploads expire
+    after the server's `upload_ttl_s` and are capped in number
+    (RESOURCE_EXHAUSTED beyond `max_partial_uploads`). A chunk offset other than
+    the committed size is OUT_OF_RANGE with ErrorInfo reason
+    `UPLOAD_OFFSET_MISMATCH` and metadata `committed_size` and `upload_id`.
+
+    Every volume is checked before it is stored, and nothing is stored when a
+    check fails (INVALID_ARGUMENT): NIfTI headers (2 to 5 positive dimensions,
+    data offset, finite voxel sizes and affines), NRRD headers (no detached
+    `data file`, finite directions), 2D images decoded as PNG, TIFF or JPEG, and
+    compressed data that may not inflate beyond the server's volume limit. A
+    label's spatial shape must equal its image's.
+
+    Info (of an image, a label or an upload) is free-form JSON of at most 16 KiB
+    once encoded, 8 levels deep and 256 keys per level; no NaN or infinity.
     """
 
     def ListImages(self, request, context):
@@ -129,7 +167,7 @@ class DatastoreServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateImageInfo(self, request, context):
-        """Merges keys into an image's info.
+        """Merges keys into an image's info; a key set to null is removed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,7 +181,7 @@ class DatastoreServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUploadStatus(self, request, context):
-        """Tells how many bytes of an interrupted upload (image or label) are committed.
+        """Tells the id, committed size and expiry of a partial upload (image or label).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,7 +216,7 @@ class DatastoreServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateLabelInfo(self, request, context):
-        """Merges keys into a label's info.
+        """Merges keys into a label's info; a key set to null is removed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -284,9 +322,28 @@ def add_DatastoreServiceServicer_to_server(servicer, server):
 class DatastoreService:
     """Images and their labels: list, upload, download, save labels, delete.
 
-    Bytes move only in streams of chunks. Uploads are resumable: a stream that
-    breaks keeps what it committed, GetUploadStatus tells how much, and a new
-    stream with the same header continues from there.
+    Bytes move only in streams of chunks. Uploads are resumable by id: a stream
+    that breaks keeps what it committed as a partial upload with an `upload_id`;
+    GetUploadStatus tells its id and how much is committed, and a new stream
+    whose header names that `upload_id` continues from there. A header with an
+    empty `upload_id` always starts a new upload (replacing an idle partial
+    upload of the same target). One stream at a time writes to a target (an
+    image id, or an image id and tag for a label): a second concurrent stream
+    gets ABORTED with a ResourceInfo naming the target. Partial uploads expire
+    after the server's `upload_ttl_s` and are capped in number
+    (RESOURCE_EXHAUSTED beyond `max_partial_uploads`). A chunk offset other than
+    the committed size is OUT_OF_RANGE with ErrorInfo reason
+    `UPLOAD_OFFSET_MISMATCH` and metadata `committed_size` and `upload_id`.
+
+    Every volume is checked before it is stored, and nothing is stored when a
+    check fails (INVALID_ARGUMENT): NIfTI headers (2 to 5 positive dimensions,
+    data offset, finite voxel sizes and affines), NRRD headers (no detached
+    `data file`, finite directions), 2D images decoded as PNG, TIFF or JPEG, and
+    compressed data that may not inflate beyond the server's volume limit. A
+    label's spatial shape must equal its image's.
+
+    Info (of an image, a label or an upload) is free-form JSON of at most 16 KiB
+    once encoded, 8 levels deep and 256 keys per level; no NaN or infinity.
     """
 
     @staticmethod

@@ -29,9 +29,28 @@ GRPC_VERSION: str
 class DatastoreServiceStub:
     """Images and their labels: list, upload, download, save labels, delete.
 
-    Bytes move only in streams of chunks. Uploads are resumable: a stream that
-    breaks keeps what it committed, GetUploadStatus tells how much, and a new
-    stream with the same header continues from there.
+    Bytes move only in streams of chunks. Uploads are resumable by id: a stream
+    that breaks keeps what it committed as a partial upload with an `upload_id`;
+    GetUploadStatus tells its id and how much is committed, and a new stream
+    whose header names that `upload_id` continues from there. A header with an
+    empty `upload_id` always starts a new upload (replacing an idle partial
+    upload of the same target). One stream at a time writes to a target (an
+    image id, or an image id and tag for a label): a second concurrent stream
+    gets ABORTED with a ResourceInfo naming the target. Partial uploads expire
+    after the server's `upload_ttl_s` and are capped in number
+    (RESOURCE_EXHAUSTED beyond `max_partial_uploads`). A chunk offset other than
+    the committed size is OUT_OF_RANGE with ErrorInfo reason
+    `UPLOAD_OFFSET_MISMATCH` and metadata `committed_size` and `upload_id`.
+
+    Every volume is checked before it is stored, and nothing is stored when a
+    check fails (INVALID_ARGUMENT): NIfTI headers (2 to 5 positive dimensions,
+    data offset, finite voxel sizes and affines), NRRD headers (no detached
+    `data file`, finite directions), 2D images decoded as PNG, TIFF or JPEG, and
+    compressed data that may not inflate beyond the server's volume limit. A
+    label's spatial shape must equal its image's.
+
+    Info (of an image, a label or an upload) is free-form JSON of at most 16 KiB
+    once encoded, 8 levels deep and 256 keys per level; no NaN or infinity.
     """
 
     @_typing.overload
@@ -43,11 +62,11 @@ class DatastoreServiceStub:
     GetImage: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.GetImageRequest, _datastore_pb2.GetImageResponse]
     """Returns one image's record and its labels."""
     UpdateImageInfo: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.UpdateImageInfoRequest, _datastore_pb2.UpdateImageInfoResponse]
-    """Merges keys into an image's info."""
+    """Merges keys into an image's info; a key set to null is removed."""
     UploadImage: _grpc.StreamUnaryMultiCallable[_datastore_pb2.UploadImageRequest, _datastore_pb2.UploadImageResponse]
     """Uploads an image: a header, then chunks in order."""
     GetUploadStatus: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.GetUploadStatusRequest, _datastore_pb2.GetUploadStatusResponse]
-    """Tells how many bytes of an interrupted upload (image or label) are committed."""
+    """Tells the id, committed size and expiry of a partial upload (image or label)."""
     DownloadImage: _grpc.UnaryStreamMultiCallable[_datastore_pb2.DownloadImageRequest, _datastore_pb2.DownloadImageResponse]
     """Downloads an image's file: a header, then chunks."""
     DeleteImage: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.DeleteImageRequest, _datastore_pb2.DeleteImageResponse]
@@ -57,7 +76,7 @@ class DatastoreServiceStub:
     GetLabel: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.GetLabelRequest, _datastore_pb2.GetLabelResponse]
     """Returns one label's record."""
     UpdateLabelInfo: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.UpdateLabelInfoRequest, _datastore_pb2.UpdateLabelInfoResponse]
-    """Merges keys into a label's info."""
+    """Merges keys into a label's info; a key set to null is removed."""
     DownloadLabel: _grpc.UnaryStreamMultiCallable[_datastore_pb2.DownloadLabelRequest, _datastore_pb2.DownloadLabelResponse]
     """Downloads a label's file: a header, then chunks."""
     DeleteLabel: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.DeleteLabelRequest, _datastore_pb2.DeleteLabelResponse]
@@ -69,9 +88,28 @@ class DatastoreServiceStub:
 class DatastoreServiceAsyncStub(DatastoreServiceStub):
     """Images and their labels: list, upload, download, save labels, delete.
 
-    Bytes move only in streams of chunks. Uploads are resumable: a stream that
-    breaks keeps what it committed, GetUploadStatus tells how much, and a new
-    stream with the same header continues from there.
+    Bytes move only in streams of chunks. Uploads are resumable by id: a stream
+    that breaks keeps what it committed as a partial upload with an `upload_id`;
+    GetUploadStatus tells its id and how much is committed, and a new stream
+    whose header names that `upload_id` continues from there. A header with an
+    empty `upload_id` always starts a new upload (replacing an idle partial
+    upload of the same target). One stream at a time writes to a target (an
+    image id, or an image id and tag for a label): a second concurrent stream
+    gets ABORTED with a ResourceInfo naming the target. Partial uploads expire
+    after the server's `upload_ttl_s` and are capped in number
+    (RESOURCE_EXHAUSTED beyond `max_partial_uploads`). A chunk offset other than
+    the committed size is OUT_OF_RANGE with ErrorInfo reason
+    `UPLOAD_OFFSET_MISMATCH` and metadata `committed_size` and `upload_id`.
+
+    Every volume is checked before it is stored, and nothing is stored when a
+    check fails (INVALID_ARGUMENT): NIfTI headers (2 to 5 positive dimensions,
+    data offset, finite voxel sizes and affines), NRRD headers (no detached
+    `data file`, finite directions), 2D images decoded as PNG, TIFF or JPEG, and
+    compressed data that may not inflate beyond the server's volume limit. A
+    label's spatial shape must equal its image's.
+
+    Info (of an image, a label or an upload) is free-form JSON of at most 16 KiB
+    once encoded, 8 levels deep and 256 keys per level; no NaN or infinity.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -80,11 +118,11 @@ class DatastoreServiceAsyncStub(DatastoreServiceStub):
     GetImage: _aio.UnaryUnaryMultiCallable[_datastore_pb2.GetImageRequest, _datastore_pb2.GetImageResponse]  # type: ignore[assignment]
     """Returns one image's record and its labels."""
     UpdateImageInfo: _aio.UnaryUnaryMultiCallable[_datastore_pb2.UpdateImageInfoRequest, _datastore_pb2.UpdateImageInfoResponse]  # type: ignore[assignment]
-    """Merges keys into an image's info."""
+    """Merges keys into an image's info; a key set to null is removed."""
     UploadImage: _aio.StreamUnaryMultiCallable[_datastore_pb2.UploadImageRequest, _datastore_pb2.UploadImageResponse]  # type: ignore[assignment]
     """Uploads an image: a header, then chunks in order."""
     GetUploadStatus: _aio.UnaryUnaryMultiCallable[_datastore_pb2.GetUploadStatusRequest, _datastore_pb2.GetUploadStatusResponse]  # type: ignore[assignment]
-    """Tells how many bytes of an interrupted upload (image or label) are committed."""
+    """Tells the id, committed size and expiry of a partial upload (image or label)."""
     DownloadImage: _aio.UnaryStreamMultiCallable[_datastore_pb2.DownloadImageRequest, _datastore_pb2.DownloadImageResponse]  # type: ignore[assignment]
     """Downloads an image's file: a header, then chunks."""
     DeleteImage: _aio.UnaryUnaryMultiCallable[_datastore_pb2.DeleteImageRequest, _datastore_pb2.DeleteImageResponse]  # type: ignore[assignment]
@@ -94,7 +132,7 @@ class DatastoreServiceAsyncStub(DatastoreServiceStub):
     GetLabel: _aio.UnaryUnaryMultiCallable[_datastore_pb2.GetLabelRequest, _datastore_pb2.GetLabelResponse]  # type: ignore[assignment]
     """Returns one label's record."""
     UpdateLabelInfo: _aio.UnaryUnaryMultiCallable[_datastore_pb2.UpdateLabelInfoRequest, _datastore_pb2.UpdateLabelInfoResponse]  # type: ignore[assignment]
-    """Merges keys into a label's info."""
+    """Merges keys into a label's info; a key set to null is removed."""
     DownloadLabel: _aio.UnaryStreamMultiCallable[_datastore_pb2.DownloadLabelRequest, _datastore_pb2.DownloadLabelResponse]  # type: ignore[assignment]
     """Downloads a label's file: a header, then chunks."""
     DeleteLabel: _aio.UnaryUnaryMultiCallable[_datastore_pb2.DeleteLabelRequest, _datastore_pb2.DeleteLabelResponse]  # type: ignore[assignment]
@@ -105,9 +143,28 @@ class DatastoreServiceAsyncStub(DatastoreServiceStub):
 class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
     """Images and their labels: list, upload, download, save labels, delete.
 
-    Bytes move only in streams of chunks. Uploads are resumable: a stream that
-    breaks keeps what it committed, GetUploadStatus tells how much, and a new
-    stream with the same header continues from there.
+    Bytes move only in streams of chunks. Uploads are resumable by id: a stream
+    that breaks keeps what it committed as a partial upload with an `upload_id`;
+    GetUploadStatus tells its id and how much is committed, and a new stream
+    whose header names that `upload_id` continues from there. A header with an
+    empty `upload_id` always starts a new upload (replacing an idle partial
+    upload of the same target). One stream at a time writes to a target (an
+    image id, or an image id and tag for a label): a second concurrent stream
+    gets ABORTED with a ResourceInfo naming the target. Partial uploads expire
+    after the server's `upload_ttl_s` and are capped in number
+    (RESOURCE_EXHAUSTED beyond `max_partial_uploads`). A chunk offset other than
+    the committed size is OUT_OF_RANGE with ErrorInfo reason
+    `UPLOAD_OFFSET_MISMATCH` and metadata `committed_size` and `upload_id`.
+
+    Every volume is checked before it is stored, and nothing is stored when a
+    check fails (INVALID_ARGUMENT): NIfTI headers (2 to 5 positive dimensions,
+    data offset, finite voxel sizes and affines), NRRD headers (no detached
+    `data file`, finite directions), 2D images decoded as PNG, TIFF or JPEG, and
+    compressed data that may not inflate beyond the server's volume limit. A
+    label's spatial shape must equal its image's.
+
+    Info (of an image, a label or an upload) is free-form JSON of at most 16 KiB
+    once encoded, 8 levels deep and 256 keys per level; no NaN or infinity.
     """
 
     @_abc_1.abstractmethod
@@ -132,7 +189,7 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _datastore_pb2.UpdateImageInfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_datastore_pb2.UpdateImageInfoResponse, _abc.Awaitable[_datastore_pb2.UpdateImageInfoResponse]]:
-        """Merges keys into an image's info."""
+        """Merges keys into an image's info; a key set to null is removed."""
 
     @_abc_1.abstractmethod
     def UploadImage(
@@ -148,7 +205,7 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _datastore_pb2.GetUploadStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_datastore_pb2.GetUploadStatusResponse, _abc.Awaitable[_datastore_pb2.GetUploadStatusResponse]]:
-        """Tells how many bytes of an interrupted upload (image or label) are committed."""
+        """Tells the id, committed size and expiry of a partial upload (image or label)."""
 
     @_abc_1.abstractmethod
     def DownloadImage(
@@ -188,7 +245,7 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _datastore_pb2.UpdateLabelInfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_datastore_pb2.UpdateLabelInfoResponse, _abc.Awaitable[_datastore_pb2.UpdateLabelInfoResponse]]:
-        """Merges keys into a label's info."""
+        """Merges keys into a label's info; a key set to null is removed."""
 
     @_abc_1.abstractmethod
     def DownloadLabel(

@@ -1,0 +1,324 @@
+"""The datastore core: images, labels and their uploads, with every rule the API promises.
+
+The servicer converts protobuf to these calls and their results back; everything else happens here:
+request values are checked (``validation``), uploads are owned by an :class:`UploadRegistry` (one
+writer per target, resumable by id, expiring, capped), received volumes are fully checked before they
+are committed, labels must match their image's spatial shape, and info stays within its limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel_api.v1 import common_pb2
+from monailabel_server.core.uploads import Target, UploadRegistry
+from monailabel_server.ingest import receive, resolve_encoding
+from monailabel_server.store import ImageView, LabelView, Store, encode_token
+from monailabel_server.transfer import check_header_size
+from monailabel_server.validation import (
+    MAX_OFFSET,
+    MAX_PAGE_SIZE,
+    check_id,
+    check_info,
+    check_int,
+    check_tag,
+    check_upload_id,
+)
+from monailabel_server.volumes import shape_of, spatial_shape
+
+__all__ = ["DatastoreCore", "UploadStatus", "FILTERS"]
+
+logger = logging.getLogger(__name__)
+
+FILTERS = ("all", "labeled", "unlabeled")
+DEFAULT_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    """Where a partial upload stands.
+
+    Attributes:
+        upload_id: its id ("" when the target has none).
+        committed_size: bytes committed; a resumed stream sends chunks from here.
+        total_size: bytes its stream announced.
+        expire_time: epoch seconds when it is discarded unless resumed (None when there is none).
+        active: whether a stream writes to it now.
+    """
+
+    upload_id: str = ""
+    committed_size: int = 0
+    total_size: int = 0
+    expire_time: Optional[float] = None
+    active: bool = False
+
+
+class DatastoreCore:
+    """Images, labels and uploads of one datastore.
+
+    Args:
+        datastore: the app's datastore.
+        max_volume_bytes: largest volume an upload may carry (also once decompressed).
+        chunk_size: largest chunk the server sends.
+        upload_ttl_s: seconds a partial upload is kept.
+        max_partial_uploads: uploads that may exist at once.
+        on_final_label: called with the image id after a final label is saved.
+        clock: epoch seconds (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        *,
+        max_volume_bytes: int,
+        chunk_size: int,
+        upload_ttl_s: float,
+        max_partial_uploads: int,
+        on_final_label: Optional[Callable[[str], None]] = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = Store(datastore)
+        self.max_volume_bytes = max_volume_bytes
+        self.chunk_size = chunk_size
+        self.on_final_label = on_final_label
+        self.uploads = UploadRegistry(self.store.staging_dir(), upload_ttl_s, max_partial_uploads, clock)
+        # commits that compare a label's shape with its image's, or replace an image, run one at a time
+        self._commit_lock = threading.Lock()
+
+    # -- images -----------------------------------------------------------------------------------
+    def list_images(self, filter_: str, tag: str, page_size: int, page_token: str) -> Tuple[List[ImageView], str, int]:
+        """Returns a page of images (ordered by id), the next page's token and the total count.
+
+        Raises:
+            MONAILabelException: INVALID_INPUT for a bad filter, tag, page size or token.
+        """
+        if filter_ not in FILTERS:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"filter must be one of {FILTERS}",
+                                      field="filter")
+        size = check_int(page_size, "page_size", 0, 1 << 31) or DEFAULT_PAGE_SIZE
+        return self.store.list(filter_, check_tag(tag, "label_tag"), min(size, MAX_PAGE_SIZE), page_token)
+
+    @staticmethod
+    def page_token_after(image_id: str) -> str:
+        """The token of the page that follows the image ``image_id`` (for a page cut short)."""
+        return encode_token(image_id)
+
+    def get_image(self, image_id: str) -> ImageView:
+        """Returns an image with its labels (NOT_FOUND when unknown)."""
+        return self.store.image(image_id)
+
+    def update_image_info(self, image_id: str, info: Mapping[str, Any]) -> ImageView:
+        """Merges keys into an image's info; a key set to None is removed.
+
+        Raises:
+            MONAILabelException: NOT_FOUND for an unknown image, INVALID_INPUT or RESOURCE_EXHAUSTED
+                for info (or merged info) over its limits.
+        """
+        check_info(info)
+        with self._commit_lock:
+            current = self.store.image(image_id).info
+            check_info(_merged(current, info), "info (merged with the stored info)")
+            self.store.ds.update_image_info(image_id, dict(info))
+        return self.store.image(image_id)
+
+    def delete_image(self, image_id: str) -> None:
+        """Deletes an image and its labels (NOT_FOUND when unknown)."""
+        with self._commit_lock:
+            self.store.image(image_id)
+            self.store.ds.remove_image(image_id)
+
+    def upload_image(
+        self,
+        image_id: str,
+        content: common_pb2.ContentHeader,
+        chunks: Iterable[common_pb2.Chunk],
+        *,
+        info: Mapping[str, Any],
+        overwrite: bool,
+        upload_id: str = "",
+    ) -> ImageView:
+        """Receives an image stream, checks the volume, and commits it.
+
+        Raises:
+            MONAILabelException: INVALID_INPUT for bad fields or a bad volume, ALREADY_EXISTS without
+                ``overwrite``, CONFLICT while another stream uploads this image, NOT_FOUND for an
+                unknown ``upload_id``, OUT_OF_RANGE for chunk offsets, RESOURCE_EXHAUSTED over limits,
+                FAILED_PRECONDITION for an overwrite that would leave labels of another shape.
+        """
+        check_id(image_id, "header.image_id")
+        info = check_info(info, "header.info")
+        check_upload_id(upload_id)
+        self._check_content(content)
+        if not overwrite and self.store.exists(image_id):
+            raise _exists(image_id)
+        with self.uploads.begin(Target(image_id), upload_id, content.total_size, content.sha256) as upload:
+            received = receive(content, chunks, self.store.staging_dir(), upload.id, self.max_volume_bytes)
+        try:
+            with self._commit_lock:
+                if self.store.exists(image_id):
+                    if not overwrite:
+                        raise _exists(image_id)
+                    self._check_labels_still_fit(image_id, shape_of(received.volume))
+                view = self.store.add_image(image_id, received.path, info, received.file_sha256, overwrite)
+        finally:
+            received.discard()
+        logger.info("uploaded image %s (%d bytes)", image_id, view.size)
+        return view
+
+    def upload_status(self, upload_id: str, image_id: str, tag: str) -> UploadStatus:
+        """Returns a partial upload's status, by id or by target (empty when the target has none).
+
+        Raises:
+            MONAILabelException: NOT_FOUND for an unknown or expired ``upload_id``.
+        """
+        check_upload_id(upload_id, "upload_id")
+        if upload_id:
+            upload = self.uploads.get(upload_id)
+        else:
+            target = Target(check_id(image_id), check_tag(tag, "label_tag") if tag else "")
+            found = self.uploads.of_target(target)
+            if found is None:
+                return UploadStatus()
+            upload = found
+        return UploadStatus(upload.id, self.uploads.committed(upload.id), upload.total_size, upload.expire_at,
+                            upload.active)
+
+    def image_file(self, image_id: str, offset: int, chunk_size: int) -> Tuple[Path, str, int]:
+        """Returns an image's file, its checksum, and the chunk size to send it with.
+
+        Raises:
+            MONAILabelException: NOT_FOUND, INVALID_INPUT for a bad offset or chunk size, UNIMPLEMENTED
+                for a DICOM series folder.
+        """
+        view = self.store.image(image_id)
+        return self._file(view.path, view.sha256, offset, chunk_size)
+
+    # -- labels -----------------------------------------------------------------------------------
+    def get_label(self, image_id: str, tag: str) -> LabelView:
+        """Returns a label (NOT_FOUND when unknown)."""
+        return self.store.label(image_id, check_tag(tag))
+
+    def update_label_info(self, image_id: str, tag: str, info: Mapping[str, Any]) -> LabelView:
+        """Merges keys into a label's info; a key set to None is removed."""
+        tag = check_tag(tag)
+        check_info(info)
+        with self._commit_lock:
+            current = self.store.label(image_id, tag).info
+            check_info(_merged(current, info), "info (merged with the stored info)")
+            self.store.ds.update_label_info(image_id, tag, dict(info))
+        return self.store.label(image_id, tag)
+
+    def delete_label(self, image_id: str, tag: str) -> None:
+        """Deletes a label (NOT_FOUND when unknown)."""
+        tag = check_tag(tag)
+        with self._commit_lock:
+            self.store.label(image_id, tag)
+            self.store.ds.remove_label(image_id, tag)
+
+    def save_label(
+        self,
+        image_id: str,
+        tag: str,
+        content: common_pb2.ContentHeader,
+        chunks: Iterable[common_pb2.Chunk],
+        *,
+        info: Mapping[str, Any],
+        upload_id: str = "",
+    ) -> LabelView:
+        """Receives a label stream, checks it decodes and matches its image's shape, and commits it.
+
+        Raises:
+            MONAILabelException: as :meth:`upload_image`; INVALID_INPUT for a label whose spatial shape
+                differs from its image's (the stored label is left as it was).
+        """
+        check_id(image_id, "header.image_id")
+        tag = check_tag(tag, "header.tag")
+        info = check_info(info, "header.info")
+        check_upload_id(upload_id)
+        self._check_content(content)
+        self.store.image(image_id)  # NOT_FOUND before receiving any bytes
+        with self.uploads.begin(Target(image_id, tag), upload_id, content.total_size, content.sha256) as upload:
+            received = receive(content, chunks, self.store.staging_dir(), upload.id, self.max_volume_bytes)
+        try:
+            with self._commit_lock:
+                image = self.store.image(image_id)
+                _check_label_fits(shape_of(received.volume), image)
+                view = self.store.save_label(image_id, received.path, tag, info, received.file_sha256)
+        finally:
+            received.discard()
+        if tag == DefaultLabelTag.FINAL.value and self.on_final_label is not None:
+            self.on_final_label(image_id)
+        return view
+
+    def label_file(self, image_id: str, tag: str, offset: int, chunk_size: int) -> Tuple[Path, str, int]:
+        """Returns a label's file, its checksum, and the chunk size to send it with."""
+        view = self.store.label(image_id, check_tag(tag))
+        return self._file(view.path, view.sha256, offset, chunk_size)
+
+    def status(self) -> Dict[str, Any]:
+        """Returns the datastore's counts."""
+        return self.store.status()
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _check_content(self, content: common_pb2.ContentHeader) -> None:
+        resolve_encoding(content)
+        check_header_size(content, self.max_volume_bytes)
+
+    def _file(self, path: str, sha256: str, offset: int, chunk_size: int) -> Tuple[Path, str, int]:
+        check_int(offset, "offset", 0, MAX_OFFSET)
+        check_int(chunk_size, "chunk_size", 0, 1 << 31)
+        file = Path(path)
+        if file.is_dir():
+            raise MONAILabelException(
+                MONAILabelError.UNIMPLEMENTED, "downloading a DICOM series folder is not supported; read it in place"
+            )
+        return file, sha256, min(chunk_size or self.chunk_size, self.chunk_size)
+
+    def _check_labels_still_fit(self, image_id: str, new_shape: Tuple[int, ...]) -> None:
+        """Refuses an overwrite that changes the spatial shape of an image that has labels."""
+        image = self.store.image(image_id)
+        if not image.labels or not new_shape:
+            return
+        old_shape = spatial_shape(Path(image.path))
+        if old_shape is not None and tuple(old_shape) != tuple(new_shape):
+            tags = ", ".join(sorted(lv.tag for lv in image.labels))
+            raise MONAILabelException(
+                MONAILabelError.PRECONDITION_FAILED,
+                f"image '{image_id}' has labels ({tags}) of shape {list(old_shape)}; the new image has shape "
+                f"{list(new_shape)}. Delete its labels first, or upload an image of the same shape",
+                resource=("image", image_id),
+                reason="LABELS_WOULD_NOT_MATCH",
+            )
+
+
+def _check_label_fits(label_shape: Tuple[int, ...], image: ImageView) -> None:
+    """Rejects a label whose spatial shape differs from its image's (for every format the server reads)."""
+    image_shape = spatial_shape(Path(image.path))
+    if image_shape is None or not label_shape:
+        return
+    n = len(image_shape)
+    if tuple(label_shape[:n]) != tuple(image_shape):
+        raise MONAILabelException(
+            MONAILabelError.INVALID_INPUT,
+            f"label shape {list(label_shape)} does not match image shape {list(image_shape)}",
+            field="header.content",
+        )
+
+
+def _exists(image_id: str) -> MONAILabelException:
+    return MONAILabelException(
+        MONAILabelError.ALREADY_EXISTS, f"image '{image_id}' exists; set overwrite to replace it",
+        resource=("image", image_id),
+    )
+
+
+def _merged(old: Mapping[str, Any], new: Mapping[str, Any]) -> Dict[str, Any]:
+    merged = {**old, **new}
+    return {k: v for k, v in merged.items() if v is not None}
