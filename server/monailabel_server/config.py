@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict
+from typing import TYPE_CHECKING, Dict, Optional
+
+if TYPE_CHECKING:
+    from monailabel_server.auth.settings import AuthSettings
 
 __all__ = ["ServerConfig", "MIB"]
 
@@ -33,6 +36,12 @@ class ServerConfig:
         max_sessions: sessions that may exist at once.
         lease_ttl_s: seconds an image served as next sample stays reserved for its client (unless the
             client asks for another or saves a final label first).
+        tls_cert: PEM certificate chain; with ``tls_key``, the port serves TLS.
+        tls_key: PEM private key of ``tls_cert``.
+        tls_client_ca: PEM CA certificates; set, clients must present a certificate they sign (mTLS).
+        reflection: ``auto`` (on only when auth is off), ``on`` or ``off``.
+        audit_log: the audit log file; empty for ``<studies>/.monailabel/logs/audit.log``.
+        auth: authentication settings; None reads ``MONAI_LABEL_AUTH_*`` from ``conf`` and the environment.
     """
 
     app_dir: Path
@@ -50,6 +59,12 @@ class ServerConfig:
     max_session_bytes: int = 4096 * MIB
     max_sessions: int = 64
     lease_ttl_s: int = 3600
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    reflection: str = "auto"
+    audit_log: str = ""
+    auth: Optional[AuthSettings] = None
 
     @classmethod
     def from_env(cls, app_dir: Path, studies: str, **overrides: object) -> ServerConfig:

@@ -13,6 +13,7 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_api.v1 import datastore_pb2, datastore_pb2_grpc
+from monailabel_server.auth import stamp_user
 from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import encoding_of_name, from_struct, to_struct
@@ -120,7 +121,7 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         )
         try:
             view = self.store.add_image(
-                image_id, received.path, from_struct(header.info), received.file_sha256, header.overwrite
+                image_id, received.path, stamp_user(from_struct(header.info)), received.file_sha256, header.overwrite
             )
         finally:
             received.discard()
@@ -156,7 +157,8 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         )
         try:
             _check_label_fits(received.volume.shape, image.path)
-            view = self.store.save_label(image.id, received.path, tag, from_struct(header.info), received.file_sha256)
+            info = stamp_user(from_struct(header.info))  # who saved it, from the token (MONAI Label's "user")
+            view = self.store.save_label(image.id, received.path, tag, info, received.file_sha256)
         finally:
             received.discard()
         if tag == DefaultLabelTag.FINAL.value:
