@@ -132,6 +132,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             )
         assert self.verifier is not None
         identity = self.verifier.verify(_bearer(context))
+        _CALLER.set(identity)  # known before the role check: the audit log names who was denied
         _check_rank(identity, role, self.settings, method.lstrip("/"))
         return identity
 
