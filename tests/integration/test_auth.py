@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import importlib
 import json
+import pkgutil
 import socket
 import time
 from pathlib import Path
@@ -23,8 +25,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+import monailabel_api.v1 as api
 from monailabel.datasets import write_phantoms
-from monailabel_api.v1 import app_pb2, app_pb2_grpc, datastore_pb2, infer_pb2, strategy_pb2, train_pb2
+from monailabel_api.v1 import app_pb2, app_pb2_grpc, datastore_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_server.auth import AuthSettings
 from monailabel_server.config import ServerConfig
@@ -40,10 +43,11 @@ ROLE_NAMES = {
     "reviewer": "monailabel-reviewer",
     "admin": "monailabel-admin",
 }
+# every service of the API, found by walking its package (a new service is covered without a change here)
 SERVICES: List[ServiceDescriptor] = [
-    m.DESCRIPTOR.services_by_name[name]
-    for m in (app_pb2, datastore_pb2, infer_pb2, train_pb2, strategy_pb2)
-    for name in m.DESCRIPTOR.services_by_name
+    service
+    for info in pkgutil.iter_modules(api.__path__) if info.name.endswith("_pb2")
+    for service in importlib.import_module(f"{api.__name__}.{info.name}").DESCRIPTOR.services_by_name.values()
 ]
 # MONAI Label's matrix, written out independently of the server's table
 ADMIN_ONLY = {"DeleteImage", "DeleteLabel", "StartTrainJob", "CancelTrainJob"}
@@ -266,7 +270,8 @@ def test_uploads_labels_and_leases_carry_the_token_user(issuer: Issuer, server: 
         label = client.save_label("anna_scan", mask, tag="draft", info={"user": "mallory"})
         assert label.info["user"] == "anna"
         sample = client.next_sample("random", client_id="someone-else")
-        assert sample.found and sample.sample.client_id == "anna", "the lease is the token user's, whatever client id is sent"
+        assert sample.found
+        assert sample.sample.client_id == "anna", "the lease is the token user's, whatever client id is sent"
 
 
 # -- the audit log ---------------------------------------------------------------------------------
