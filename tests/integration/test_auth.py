@@ -27,7 +27,7 @@ from grpc_status import rpc_status
 
 import monailabel_api.v1 as api
 from monailabel.datasets import write_phantoms
-from monailabel_api.v1 import app_pb2, app_pb2_grpc, datastore_pb2
+from monailabel_api.v1 import app_pb2, app_pb2_grpc, datastore_pb2, train_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_server.auth import AuthSettings
 from monailabel_server.config import ServerConfig
@@ -339,3 +339,20 @@ def test_unreachable_realm_fails_fast_with_unavailable(tmp_path: Path) -> None:
     finally:
         running.stop(grace=1)
         silent.close()
+
+
+def test_training_start_and_model_publish_are_audited(issuer: Issuer, server: RunningServer) -> None:
+    with MonaiLabelClient(server.address, token=token(issuer, "admin", "adam"), timeout=60) as client:
+        job = client.start_train("segmentation", max_epochs=1, val_split=0.0, device="cpu",
+                                 extra={"pretrained": False})
+        list(client.watch_job(job.job_id, timeout=300))
+        done = client.get_job(job.job_id)
+    assert done.state == train_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
+    assert server.audit is not None
+    records = [json.loads(line) for line in server.audit.path.read_text().splitlines()]
+    mine = [r for r in records if r.get("job_id") == job.job_id]
+    assert [(r["user"], r["rpc"], r["resource"], r["outcome"]) for r in mine] == [
+        ("adam", "monailabel.v1.TrainService/StartTrainJob", "model/segmentation", "OK"),
+        ("system", "publish", "model/segmentation", "OK"),
+    ]
+    assert mine[1]["version"] == done.published_version >= 1

@@ -319,10 +319,10 @@ class JobManager:
                     values.update(published_path=path, published_version=self.store.next_version(job.model))
             elif running.result is not None:
                 values["result"] = running.result
-            self.store.set_state(job_id, SUCCEEDED, _DONE[job.kind], last_log_lines=logs, **values)
-            if self.audit is not None and values.get("published_version"):
+            if self.audit is not None and values.get("published_version"):  # before watchers hear SUCCEEDED
                 self.audit.write(user="system", rpc="publish", resource=f"model/{job.model}", outcome="OK",
                                  job_id=job_id, version=values["published_version"])
+            self.store.set_state(job_id, SUCCEEDED, _DONE[job.kind], last_log_lines=logs, **values)
             return
         if running.cancel_requested or rc == EXIT_CANCELLED:
             self.store.set_state(job_id, CANCELLED, "cancelled by client", error="cancelled by client",
