@@ -13,6 +13,7 @@ import json
 import pkgutil
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -27,9 +28,11 @@ from grpc_status import rpc_status
 
 import monailabel_api.v1 as api
 from monailabel.datasets import write_phantoms
+from monailabel.interfaces.exception import MONAILabelException
 from monailabel_api.v1 import app_pb2, app_pb2_grpc, datastore_pb2, train_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_server.auth import AuthSettings
+from monailabel_server.auth.tokens import RealmKeys
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
 
@@ -336,6 +339,14 @@ def test_unreachable_realm_fails_fast_with_unavailable(tmp_path: Path) -> None:
         assert err.code() == grpc.StatusCode.UNAVAILABLE
         assert "identity provider unreachable" in err.details()
         assert elapsed < 8, f"the IdP timeout (1 s) bounds the call, took {elapsed:.1f} s"
+        # calls arriving together share one timeout instead of queueing for one each
+        tok = issuer.token("alice", [ROLE_NAMES["admin"]])
+        with grpc.insecure_channel(running.address) as ch, ThreadPoolExecutor(6) as pool:
+            began = time.monotonic()
+            codes = list(pool.map(lambda _: info_call(ch, bearer(tok)).code(), range(6)))
+            elapsed = time.monotonic() - began
+        assert codes == [grpc.StatusCode.UNAVAILABLE] * 6
+        assert elapsed < 4, f"six concurrent calls took {elapsed:.1f} s with a 1 s IdP timeout"
     finally:
         running.stop(grace=1)
         silent.close()
@@ -356,3 +367,15 @@ def test_training_start_and_model_publish_are_audited(issuer: Issuer, server: Ru
         ("system", "publish", "model/segmentation", "OK"),
     ]
     assert mine[1]["version"] == done.published_version >= 1
+
+
+def test_made_up_key_ids_cannot_flood_the_realm(issuer: Issuer) -> None:
+    keys = RealmKeys(AuthSettings(enable=True, realm_uri=issuer.realm_uri, timeout=5))
+    assert keys.key_for(issuer.keys[0].kid) is not None
+    fetched = len(issuer.requests)
+    for i in range(40):
+        with pytest.raises(MONAILabelException) as err:
+            keys.key_for(f"made-up-{i}")
+        assert err.value.reason == "UNKNOWN_SIGNING_KEY"
+    documents_per_refresh = 3  # discovery, JWKS, realm document
+    assert len(issuer.requests) - fetched <= 10 * documents_per_refresh, "at most 10 refreshes a minute"
