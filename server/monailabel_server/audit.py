@@ -3,7 +3,8 @@
 Each line holds ``time`` (UTC, ISO 8601), ``user`` (the token's user; ``anonymous`` when auth is
 off; empty when the call failed before a token was accepted), ``rpc``, ``resource`` (``image/<id>``,
 ``label/<image>/<tag>``, ``job/<id>``, ``model/<name>``, ``scoring/<method>``), ``outcome`` (``OK`` or
-the status code's name), the peer address, and for a failure its (scrubbed) message. Denied and
+the status code's name), the peer address, the client certificate's common name on an mTLS port,
+and for a failure its (scrubbed) message. Denied and
 failed attempts are logged too: who tried to delete what matters as much as who did.
 
 Which calls change state is declared once, in :data:`AUDITED`, service by service; the
@@ -205,5 +206,11 @@ class AuditInterceptor(grpc.ServerInterceptor):
             resource = ""
         self.log.write(
             user=user, rpc=method.lstrip("/"), resource=resource, outcome=outcome,
-            peer=context.peer(), detail=detail, job_id=job_id,
+            peer=context.peer(), peer_cert=_client_certificate_name(context), detail=detail, job_id=job_id,
         )
+
+
+def _client_certificate_name(context: grpc.ServicerContext) -> str:
+    """The common name of the client's certificate on an mTLS port ("" otherwise)."""
+    names = (context.auth_context() or {}).get("x509_common_name") or []
+    return names[0].decode("utf-8", "replace") if names else ""

@@ -379,3 +379,16 @@ def test_made_up_key_ids_cannot_flood_the_realm(issuer: Issuer) -> None:
         assert err.value.reason == "UNKNOWN_SIGNING_KEY"
     documents_per_refresh = 3  # discovery, JWKS, realm document
     assert len(issuer.requests) - fetched <= 10 * documents_per_refresh, "at most 10 refreshes a minute"
+
+
+def test_the_client_calls_a_token_function_per_call(issuer: Issuer, server: RunningServer) -> None:
+    issued: List[str] = []
+
+    def fresh() -> str:
+        issued.append(token(issuer, "user", "ulla"))
+        return issued[-1]
+
+    with MonaiLabelClient(server.address, token=fresh, timeout=60) as client:
+        client.info()
+        client.status()
+    assert len(issued) == 2

@@ -4,6 +4,7 @@ README's security blocks (``openssl`` certificates, then ``monailabel-client``, 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -84,6 +85,13 @@ def test_mtls_needs_a_client_certificate_from_the_ca(mtls_server: RunningServer,
     good: CertFiles = pki["client"]
     with MonaiLabelClient(mtls_server.address, ca_file=ca, cert_file=good.cert, key_file=good.key) as client:
         assert _healthy(client)
+        with pytest.raises(grpc.RpcError) as err:
+            client.delete_image("no_such_image")
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert mtls_server.audit is not None
+    (record,) = [json.loads(line) for line in mtls_server.audit.path.read_text().splitlines()]
+    assert (record["user"], record["resource"], record["outcome"]) == ("anonymous", "image/no_such_image", "NOT_FOUND")
+    assert record["peer_cert"] == "workstation", "the audit log names the client certificate"
     with MonaiLabelClient(mtls_server.address, ca_file=ca, timeout=10) as client:
         assert not _healthy(client), "no client certificate: refused"
     bad: CertFiles = pki["rogue_client"]
