@@ -31,7 +31,7 @@ from monailabel.datasets import write_phantoms
 from monailabel.interfaces.exception import MONAILabelException
 from monailabel_api.v1 import app_pb2, app_pb2_grpc, datastore_pb2, train_pb2
 from monailabel_client import MonaiLabelClient
-from monailabel_server.auth import AuthSettings
+from monailabel_server.auth import AuthSettings, TokenVerifier
 from monailabel_server.auth.tokens import RealmKeys
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
@@ -392,3 +392,19 @@ def test_the_client_calls_a_token_function_per_call(issuer: Issuer, server: Runn
         client.info()
         client.status()
     assert len(issued) == 2
+
+
+def test_a_keycloak_realm_without_discovery_is_read_as_monai_label_reads_it() -> None:
+    served = IssuerServer(Issuer(discovery=False))
+    try:
+        issuer = served.issuer
+        verifier = TokenVerifier(AuthSettings(enable=True, realm_uri=issuer.realm_uri, timeout=5))
+        who = verifier.verify(issuer.token("kim", [ROLE_NAMES["reviewer"]]))  # Keycloak's tokens name a kid
+        assert (who.username, who.email) == ("kim", "kim@hospital.example")
+        assert who.roles == frozenset({ROLE_NAMES["reviewer"]})
+        assert not any("openid-connect/certs" in r for r in issuer.requests)
+        with pytest.raises(MONAILabelException) as err:
+            verifier.verify(issuer.token("kim", [], key=new_key(issuer.keys[0].kid)))
+        assert err.value.reason == "TOKEN_SIGNATURE"
+    finally:
+        served.close()

@@ -129,12 +129,14 @@ class RealmKeys:
     # -- internals ---------------------------------------------------------------------------------
     @staticmethod
     def _lookup(keys: _KeySet, kid: Optional[str]) -> Any:
-        if kid:
-            jwk = keys.by_kid.get(kid)
-            return jwk.key if jwk is not None else None
+        if kid and kid in keys.by_kid:
+            return keys.by_kid[kid].key
+        if kid and keys.by_kid:
+            return None  # the realm publishes key ids and not this one
         if keys.realm_key is not None:
+            # a Keycloak realm read without JWKS: MONAI Label's way, one key whatever the kid says
             return keys.realm_key
-        if len(keys.by_kid) == 1:
+        if not kid and len(keys.by_kid) == 1:
             return next(iter(keys.by_kid.values())).key
         return None
 
