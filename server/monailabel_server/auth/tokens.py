@@ -3,7 +3,8 @@
 Keys come from the realm: its discovery document ``<realm>/.well-known/openid-configuration`` names
 the ``jwks_uri`` (any standard IdP), and a Keycloak realm document ``<realm>`` carries the realm's
 ``public_key`` (what MONAI Label reads). Keys are cached; a token signed with a key id the cache
-doesn't know makes one refresh (rotation), bounded so that made-up key ids can't flood the IdP. The
+doesn't know makes one refresh (rotation), bounded so that made-up key ids can't flood the IdP; all
+keys are fetched again after an hour (how a realm read without JWKS picks up a new key). The
 realm is only ever asked with a timeout: an unreachable IdP fails calls UNAVAILABLE, it never hangs
 them.
 

@@ -35,3 +35,17 @@ def test_environment_and_conf() -> None:
 def test_bad_values_name_the_setting(values: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AuthSettings.from_env(env=values)
+
+
+def test_start_server_takes_the_security_flags() -> None:
+    from monailabel_server.cli import parser
+
+    args = parser().parse_args([
+        "start_server", "-a", "app", "-s", "studies", "--tls-cert", "s.pem", "--tls-key", "s.key",
+        "--tls-client-ca", "ca.pem", "--reflection", "on", "--audit-log", "audit.log",
+        "--conf", "MONAI_LABEL_AUTH_ENABLE", "true",
+    ])
+    assert (args.tls_cert, args.tls_key, args.tls_client_ca) == ("s.pem", "s.key", "ca.pem")
+    assert (args.reflection, args.audit_log) == ("on", "audit.log")
+    with pytest.raises(ValueError, match="REALM_URI"):
+        AuthSettings.from_env(dict(args.conf), env={})
