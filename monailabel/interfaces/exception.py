@@ -39,6 +39,8 @@ class MONAILabelError(Enum):
         UNAVAILABLE: the server is loading or draining.
         UNIMPLEMENTED: the app does not offer this.
         CANCELLED: the caller cancelled the work.
+        UNAUTHENTICATED: the call carries no valid token (auth is on).
+        PERMISSION_DENIED: the caller's token lacks the role the call needs.
     """
 
     SERVER_ERROR = "SERVER_ERROR"
@@ -59,6 +61,8 @@ class MONAILabelError(Enum):
     UNAVAILABLE = "UNAVAILABLE"
     UNIMPLEMENTED = "UNIMPLEMENTED"
     CANCELLED = "CANCELLED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
 
 
 class MONAILabelException(Exception):

@@ -29,6 +29,11 @@ def _start_server(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mb << 20 if args.max_message_mb else None,
         max_volume_bytes=args.max_volume_mb << 20 if args.max_volume_mb else None,
         session_ttl_s=args.session_ttl,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        reflection=args.reflection,
+        audit_log=args.audit_log,
     )
     serve(config)
     return 0
@@ -52,6 +57,12 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     s.add_argument("--max-message-mb", type=int, default=None)
     s.add_argument("--max-volume-mb", type=int, default=None)
     s.add_argument("--session-ttl", type=int, default=None, help="seconds an idle session lives")
+    s.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS (with --tls-key)")
+    s.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    s.add_argument("--tls-client-ca", default=None, help="PEM CA of client certificates: require mTLS")
+    s.add_argument("--reflection", choices=["auto", "on", "off"], default=None,
+                   help="gRPC server reflection (auto: on only when MONAI_LABEL_AUTH_ENABLE is off)")
+    s.add_argument("--audit-log", default=None, help="audit log file (default <studies>/.monailabel/logs/audit.log)")
     s.set_defaults(func=_start_server)
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict
+from typing import TYPE_CHECKING, Dict, Optional
+
+if TYPE_CHECKING:
+    from monailabel_server.auth.settings import AuthSettings
 
 __all__ = ["ServerConfig", "MIB"]
 
@@ -36,6 +39,12 @@ class ServerConfig:
             client asks for another or saves a final label first).
         upload_ttl_s: seconds a partial upload (a broken stream) is kept for a resume.
         max_partial_uploads: partial and active uploads that may exist at once.
+        tls_cert: PEM certificate chain; with ``tls_key``, the port serves TLS.
+        tls_key: PEM private key of ``tls_cert``.
+        tls_client_ca: PEM CA certificates; set, clients must present a certificate they sign (mTLS).
+        reflection: ``auto`` (on only when auth is off), ``on`` or ``off``.
+        audit_log: the audit log file; empty for ``<studies>/.monailabel/logs/audit.log``.
+        auth: authentication settings; None reads ``MONAI_LABEL_AUTH_*`` from ``conf`` and the environment.
     """
 
     app_dir: Path
@@ -56,6 +65,12 @@ class ServerConfig:
     lease_ttl_s: int = 3600
     upload_ttl_s: int = 24 * 3600
     max_partial_uploads: int = 64
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    reflection: str = "auto"
+    audit_log: str = ""
+    auth: Optional[AuthSettings] = None
 
     @classmethod
     def from_env(cls, app_dir: Path, studies: str, **overrides: object) -> ServerConfig:

@@ -10,6 +10,7 @@ import grpc
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel_api.v1 import datastore_pb2, datastore_pb2_grpc
+from monailabel_server.auth import stamp_user
 from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import encoding_of_name, from_struct, timestamp_of, to_struct
@@ -122,7 +123,7 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
             header.image_id,
             header.content,
             chunks_of(requests, "UploadImage"),
-            info=from_struct(header.info),
+            info=stamp_user(from_struct(header.info)),  # who uploaded it, from the token (MONAI Label's "user")
             overwrite=header.overwrite,
             upload_id=header.upload_id,
         )
@@ -154,7 +155,7 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
             header.tag,
             header.content,
             chunks_of(requests, "SaveLabel"),
-            info=from_struct(header.info),
+            info=stamp_user(from_struct(header.info)),  # who saved it, from the token (MONAI Label's "user")
             upload_id=header.upload_id,
         )
         return datastore_pb2.SaveLabelResponse(label=label_message(view))

@@ -43,6 +43,8 @@ STATUS_BY_ERROR: Dict[MONAILabelError, grpc.StatusCode] = {
     MONAILabelError.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     MONAILabelError.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
     MONAILabelError.CANCELLED: grpc.StatusCode.CANCELLED,
+    MONAILabelError.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    MONAILabelError.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 

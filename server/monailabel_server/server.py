@@ -7,6 +7,7 @@ import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import grpc
@@ -28,6 +29,8 @@ from monailabel_api.v1 import (
 )
 from monailabel_server.app_loader import load_app
 from monailabel_server.app_servicer import AppServicer
+from monailabel_server.audit import AuditInterceptor, AuditLog, default_path
+from monailabel_server.auth import AuthInterceptor, AuthSettings
 from monailabel_server.chunks import ChunkCodecInterceptor
 from monailabel_server.config import ServerConfig
 from monailabel_server.datastore_servicer import DatastoreServicer
@@ -36,6 +39,7 @@ from monailabel_server.infer_servicer import InferServicer
 from monailabel_server.jobs import JobManager
 from monailabel_server.sampling import NextSampler
 from monailabel_server.strategy_servicer import StrategyServicer
+from monailabel_server.tls import server_credentials
 from monailabel_server.train_servicer import TrainServicer
 from monailabel_server.workers import ModelWorkers
 
@@ -65,6 +69,7 @@ class RunningServer:
         jobs: its training and scoring jobs.
         config: its settings.
         sampler: its next-sample strategies and leases.
+        audit: its audit log.
     """
 
     server: grpc.Server
@@ -75,6 +80,7 @@ class RunningServer:
     jobs: Optional[JobManager] = None
     config: Optional[ServerConfig] = None
     sampler: Optional[NextSampler] = None
+    audit: Optional[AuditLog] = None
 
     @property
     def address(self) -> str:
@@ -91,6 +97,8 @@ class RunningServer:
             self.jobs.shutdown()
         if self.sampler is not None:
             self.sampler.close()
+        if self.audit is not None:
+            self.audit.close()
 
 
 def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningServer:
@@ -103,8 +111,14 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     Returns:
         The running server.
     """
+    # security settings are checked before the (slow) app load, so that a typo fails at once
+    auth = config.auth or AuthSettings.from_env(config.conf)
+    credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+    if config.reflection not in ("auto", "on", "off"):
+        raise ValueError(f"reflection must be auto, on or off, not {config.reflection!r}")
     if app is None:
         app = load_app(config.app_dir, config.studies, config.conf)
+    audit = AuditLog(Path(config.audit_log) if config.audit_log else default_path(config.studies, config.app_dir))
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -112,12 +126,15 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
-        interceptors=[ChunkCodecInterceptor(), ErrorInterceptor()],
+        # outermost first: audit sees each call's final status; auth runs inside the error mapping
+        interceptors=[ChunkCodecInterceptor(), AuditInterceptor(audit, auth.enable), ErrorInterceptor(),
+                      AuthInterceptor(auth)],
         options=options,
         maximum_concurrent_rpcs=config.rpc_threads * 4,
     )
     workers = ModelWorkers(config.model_workers, config.max_queue)
     jobs = JobManager(app, config.app_dir, config.studies, config.conf)
+    jobs.audit = audit
     sampler = NextSampler(app, jobs.store.path.parent / "leases.db", config.lease_ttl_s)
     app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app), server)
     datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(
@@ -128,20 +145,27 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     strategy_pb2_grpc.add_StrategyServiceServicer_to_server(StrategyServicer(app, config, sampler, jobs), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if config.reflection == "on" or (config.reflection == "auto" and not auth.enable):
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+    address = f"{config.host}:{config.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {config.host}:{config.port}")
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    logger.info("serving %s on %s:%d", type(app).__name__, config.host, port)
+    logger.info("serving %s on %s:%d (%s, auth %s)", type(app).__name__, config.host, port,
+                ("mTLS" if config.tls_client_ca else "TLS") if credentials else "plaintext",
+                f"on, realm {auth.realm_uri}" if auth.enable else "off")
+    if auth.enable and credentials is None:
+        logger.warning("auth is on over a plaintext port: tokens can be read off the network; use --tls-cert")
     # the app's async_scoring / async_training become jobs; then MONAI Label's init hook (scoring, if auto)
     app.set_job_submitter(lambda kind, request: jobs.submit(kind, request, trigger=f"app: {kind} requested"))
     app.on_init_complete()
-    return RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler)
+    return RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit)
 
 
 def serve(config: ServerConfig) -> None:

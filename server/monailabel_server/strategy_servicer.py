@@ -11,6 +11,7 @@ import grpc
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_api.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc, train_pb2
+from monailabel_server.auth import caller_or
 from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import JOB_STATES, encoding_of_name, from_struct, timestamp_of, to_struct
@@ -106,7 +107,8 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
         if request.chunk_size < 0:
             raise _invalid("chunk_size must not be negative")
         params = from_struct(request.params) if request.HasField("params") else {}
-        sample = self.sampler.next(request.strategy, request.client_id, params)
+        # with auth on, the lease is the token's user's: a client id can't act for someone else
+        sample = self.sampler.next(request.strategy, caller_or(request.client_id), params)
         msg = strategy_pb2.NextSample(
             status=_STATUS[sample.status],
             strategy=sample.strategy,

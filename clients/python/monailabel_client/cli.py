@@ -34,6 +34,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     p = argparse.ArgumentParser(prog="monailabel-client")
     p.add_argument("--address", default="127.0.0.1:50051")
+    sec = p.add_argument_group("security", "TLS, mTLS and the bearer token (see the README's Security section)")
+    sec.add_argument("--token", default=None, help="bearer token (default: $MONAI_LABEL_TOKEN)")
+    sec.add_argument("--tls", action="store_true", help="dial with TLS, the system's roots verifying the server")
+    sec.add_argument("--ca-file", default=None, help="PEM CA of the server's certificate (implies --tls)")
+    sec.add_argument("--cert", default=None, help="PEM client certificate for mTLS (with --key)")
+    sec.add_argument("--key", default=None, help="PEM private key of --cert")
+    sec.add_argument("--server-name", default=None, help="name the server's certificate carries, if not the host")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="app info")
     sub.add_parser("status", help="datastore counts")
@@ -100,7 +107,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     sc.add_argument("--cancel", metavar="JOB_ID", help="cancel a scoring job")
     args = p.parse_args(argv)
 
-    with MonaiLabelClient(args.address, progress=sys.stderr.isatty(), timeout=None) as client:
+    security = dict(token=args.token, tls=args.tls, ca_file=args.ca_file, cert_file=args.cert, key_file=args.key,
+                    server_name=args.server_name)
+    with MonaiLabelClient(args.address, progress=sys.stderr.isatty(), timeout=None, **security) as client:
         if args.command == "info":
             _print(client.info())
         elif args.command == "status":

@@ -44,6 +44,7 @@ from monailabel_api.wire import (
     geometry_of_affine,
     serialize_request,
 )
+from monailabel_client.credentials import TOKEN_ENV, TokenSource, secure_channel, with_token
 from monailabel_client.strategy import StrategyCalls
 
 __all__ = ["MonaiLabelClient", "InferOutput", "UploadError", "ChecksumError"]
@@ -169,6 +170,14 @@ class MonaiLabelClient(StrategyCalls):
         progress: show progress bars on transfers over 16 MiB.
         channel: a channel to use instead of dialing ``address``.
         retries: times a broken upload resumes before UploadError.
+        token: bearer token sent with every call, or a function returning the current one; None reads
+            ``MONAI_LABEL_TOKEN`` from the environment, ``""`` sends none.
+        tls: dial with TLS (implied by ``ca_file``, ``cert_file``); without ``ca_file`` the system's roots
+            verify the server.
+        ca_file: PEM CA certificates that sign the server's certificate.
+        cert_file: PEM client certificate chain (mTLS), with ``key_file``.
+        key_file: PEM private key of ``cert_file``.
+        server_name: name the server's certificate must carry, when it is not the address's host.
     """
 
     def __init__(
@@ -180,8 +189,19 @@ class MonaiLabelClient(StrategyCalls):
         progress: bool = False,
         channel: Optional[grpc.Channel] = None,
         retries: int = 3,
+        token: Optional[TokenSource] = None,
+        tls: bool = False,
+        ca_file: Optional[PathLike] = None,
+        cert_file: Optional[PathLike] = None,
+        key_file: Optional[PathLike] = None,
+        server_name: Optional[str] = None,
     ) -> None:
-        self.channel = channel or grpc.insecure_channel(address)
+        if channel is None and (tls or ca_file or cert_file or key_file):
+            channel = secure_channel(
+                address, ca_file=ca_file, cert_file=cert_file, key_file=key_file, server_name=server_name
+            )
+        token = os.environ.get(TOKEN_ENV) if token is None else token
+        self.channel = with_token(channel or grpc.insecure_channel(address), token)
         self.timeout = timeout
         self.chunk_size = chunk_size
         self.progress = progress

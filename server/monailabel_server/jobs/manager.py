@@ -103,6 +103,7 @@ class JobManager:
         self._lock = threading.RLock()
         self._running: Dict[str, _Running] = {}
         self._stopping = False
+        self.audit: Optional[Any] = None  # the server's AuditLog: model publishes are recorded there
         failed = self.store.fail_unfinished("server restarted while the job was queued or running")
         if failed:
             logger.warning("marked %d unfinished job(s) FAILED: %s", len(failed), ", ".join(failed))
@@ -318,6 +319,9 @@ class JobManager:
                     values.update(published_path=path, published_version=self.store.next_version(job.model))
             elif running.result is not None:
                 values["result"] = running.result
+            if self.audit is not None and values.get("published_version"):  # before watchers hear SUCCEEDED
+                self.audit.write(user="system", rpc="publish", resource=f"model/{job.model}", outcome="OK",
+                                 job_id=job_id, version=values["published_version"])
             self.store.set_state(job_id, SUCCEEDED, _DONE[job.kind], last_log_lines=logs, **values)
             return
         if running.cancel_requested or rc == EXIT_CANCELLED:
