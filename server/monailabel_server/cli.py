@@ -29,6 +29,7 @@ def _start_server(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mb << 20 if args.max_message_mb else None,
         max_volume_bytes=args.max_volume_mb << 20 if args.max_volume_mb else None,
         session_ttl_s=args.session_ttl,
+        stream_idle_timeout_s=args.stream_idle_timeout,
     )
     serve(config)
     return 0
@@ -52,6 +53,8 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     s.add_argument("--max-message-mb", type=int, default=None)
     s.add_argument("--max-volume-mb", type=int, default=None)
     s.add_argument("--session-ttl", type=int, default=None, help="seconds an idle session lives")
+    s.add_argument("--stream-idle-timeout", type=float, default=None,
+                   help="seconds a stream may wait on its client before the server ends it (default 60)")
     s.set_defaults(func=_start_server)
 
 

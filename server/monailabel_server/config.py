@@ -33,6 +33,10 @@ class ServerConfig:
         max_sessions: sessions that may exist at once.
         lease_ttl_s: seconds an image served as next sample stays reserved for its client (unless the
             client asks for another or saves a final label first).
+        stream_idle_timeout_s: seconds a streaming call may wait on its client (for the next message
+            it sends, or to read the one it was sent) before the server ends it (DEADLINE_EXCEEDED).
+        reserved_threads: RPC threads kept from streaming calls, so unary calls always find one:
+            at most ``rpc_threads - reserved_threads`` streams (at least 1) are served at once.
     """
 
     app_dir: Path
@@ -50,6 +54,13 @@ class ServerConfig:
     max_session_bytes: int = 4096 * MIB
     max_sessions: int = 64
     lease_ttl_s: int = 3600
+    stream_idle_timeout_s: float = 60.0
+    reserved_threads: int = 4
+
+    @property
+    def max_streams(self) -> int:
+        """Streaming calls served at once; more are refused with RESOURCE_EXHAUSTED."""
+        return max(1, self.rpc_threads - self.reserved_threads)
 
     @classmethod
     def from_env(cls, app_dir: Path, studies: str, **overrides: object) -> ServerConfig:
@@ -68,6 +79,8 @@ class ServerConfig:
             env = os.environ.get(f"MONAI_LABEL_GRPC_{name.upper()}")
             if env is not None and f.type in ("int", int):
                 values[name] = int(env)
+            elif env is not None and f.type in ("float", float):
+                values[name] = float(env)
             elif env is not None and f.type in ("str", str):
                 values[name] = env
         values.update({k: v for k, v in overrides.items() if v is not None})

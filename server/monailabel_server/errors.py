@@ -11,6 +11,7 @@ long messages and echoed values are cut, so that trailers stay far below a clien
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any, Callable, Dict, Iterator, Optional
@@ -127,6 +128,11 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+    if isinstance(exc, grpc.RpcError) and not context.is_active():
+        # the request stream ended because the call did (the client went away, or the stream guard
+        # ended it as idle): the client has its status already, and there is no bug to log
+        logger.info("%s: the call ended while reading the client's stream", method)
+        raise exc
     status = rich_status(exc)
     code = grpc.StatusCode.INTERNAL if status.code == code_pb2.INTERNAL else None
     if code is not None:
@@ -141,6 +147,7 @@ def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
 
 
 def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    @functools.wraps(behavior)  # keeps attributes grpc reads from a handler (its thread pool)
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return behavior(request, context)
@@ -153,6 +160,7 @@ def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]
 
 
 def _wrap_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
+    @functools.wraps(behavior)
     def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from behavior(request, context)

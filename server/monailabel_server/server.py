@@ -36,6 +36,7 @@ from monailabel_server.infer_servicer import InferServicer
 from monailabel_server.jobs import JobManager
 from monailabel_server.sampling import NextSampler
 from monailabel_server.strategy_servicer import StrategyServicer
+from monailabel_server.streams import StreamGuard
 from monailabel_server.train_servicer import TrainServicer
 from monailabel_server.workers import ModelWorkers
 
@@ -65,6 +66,7 @@ class RunningServer:
         jobs: its training and scoring jobs.
         config: its settings.
         sampler: its next-sample strategies and leases.
+        guard: its stream idle timeout and stream cap.
     """
 
     server: grpc.Server
@@ -75,6 +77,7 @@ class RunningServer:
     jobs: Optional[JobManager] = None
     config: Optional[ServerConfig] = None
     sampler: Optional[NextSampler] = None
+    guard: Optional[StreamGuard] = None
 
     @property
     def address(self) -> str:
@@ -91,6 +94,8 @@ class RunningServer:
             self.jobs.shutdown()
         if self.sampler is not None:
             self.sampler.close()
+        if self.guard is not None:
+            self.guard.close()
 
 
 def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningServer:
@@ -110,9 +115,11 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    # the guard first: stalled streams must not hold every thread, and health checks get their own
+    guard = StreamGuard(config.stream_idle_timeout_s, config.max_streams)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
-        interceptors=[ChunkCodecInterceptor(), ErrorInterceptor()],
+        interceptors=[guard, ChunkCodecInterceptor(), ErrorInterceptor()],
         options=options,
         maximum_concurrent_rpcs=config.rpc_threads * 4,
     )
@@ -141,7 +148,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     # the app's async_scoring / async_training become jobs; then MONAI Label's init hook (scoring, if auto)
     app.set_job_submitter(lambda kind, request: jobs.submit(kind, request, trigger=f"app: {kind} requested"))
     app.on_init_complete()
-    return RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler)
+    return RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, guard)
 
 
 def serve(config: ServerConfig) -> None:
