@@ -10,7 +10,8 @@ included. :class:`StreamGuard` prevents that in three ways:
   Time the server itself spends working (inference, waiting for a job event) does not count. One
   watchdog thread checks every guarded call; a handler blocked on its client wakes when the watchdog
   cancels the call in grpc core (the call's status is sent from there, so the message reaches the
-  client even though the handler thread is stuck).
+  client even though the handler thread is stuck; a client that stopped reading finds the status
+  after the data already in flight, once it reads again).
 * a cap on concurrent streaming calls (``max_streams``, below the thread count): one over the cap is
   answered RESOURCE_EXHAUSTED with RetryInfo at once, so unary calls always find a thread.
 * a thread pool of their own for the health service, so ``grpc.health.v1.Health/Check`` answers even
@@ -171,6 +172,7 @@ class StreamGuard(grpc.ServerInterceptor):
             busy = len(self._calls)
             if busy < self.max_streams:
                 self._calls[id(call)] = call
+                self._lock.notify_all()  # wakes the watchdog, which sleeps while no stream runs
                 return call
         refusal = MONAILabelException(
             MONAILabelError.RESOURCE_EXHAUSTED,
