@@ -217,11 +217,15 @@ class StreamGuard(grpc.ServerInterceptor):
             for c in idle:  # outside the lock: cancelling runs grpc callbacks
                 self._expire(c)
 
-    def _expire(self, call: _Call) -> None:
-        message = (
+    def idle_message(self, call: _Call) -> str:
+        """What the client of a call ended as idle is told."""
+        return (
             f"stream idle: the client {call.waiting_for} for {self.idle_timeout_s:g} s "
             "(the server's stream_idle_timeout_s), so the server ended the call"
         )
+
+    def _expire(self, call: _Call) -> None:
+        message = self.idle_message(call)
         logger.info("%s: %s", call.method, message)
         core_call = getattr(getattr(call.context, "_rpc_event", None), "call", None)
         try:
@@ -250,6 +254,12 @@ class _WatchedRequests:
         self._guard._waiting(self._call, "sent nothing")
         try:
             return next(self._requests)
+        except StopIteration:
+            if self._call.expired:
+                # grpc may see the end of the stream before the cancellation: not a complete stream
+                raise MONAILabelException(MONAILabelError.CANCELLED, self._guard.idle_message(self._call),
+                                          reason="STREAM_IDLE") from None
+            raise
         finally:
             self._guard._working(self._call)
 
