@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -23,7 +23,15 @@ from grpc_status import rpc_status
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
-__all__ = ["ErrorInterceptor", "status_of", "rich_status", "scrub", "STATUS_BY_ERROR", "ERROR_DOMAIN"]
+__all__ = [
+    "ErrorInterceptor",
+    "replaced_handler",
+    "status_of",
+    "rich_status",
+    "scrub",
+    "STATUS_BY_ERROR",
+    "ERROR_DOMAIN",
+]
 
 ERROR_DOMAIN = "monailabel.v1"
 MAX_MESSAGE_CHARS = 1024
@@ -182,19 +190,33 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> Optional[grpc.RpcMethodHandler]:
+    ) -> Optional[grpc.RpcMethodHandler[Any, Any]]:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
         if handler.unary_unary:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))  # type: ignore[attr-defined]
+            return replaced_handler(handler, unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))  # type: ignore[attr-defined]
+            return replaced_handler(handler, stream_unary=_wrap_unary(handler.stream_unary, method))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))  # type: ignore[attr-defined]
+            return replaced_handler(handler, unary_stream=_wrap_stream(handler.unary_stream, method))
         if handler.stream_stream:
-            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))  # type: ignore[attr-defined]
+            return replaced_handler(handler, stream_stream=_wrap_stream(handler.stream_stream, method))
         return handler
+
+
+def replaced_handler(handler: grpc.RpcMethodHandler[Any, Any], **changes: Any) -> grpc.RpcMethodHandler[Any, Any]:
+    """A method handler with some of its parts replaced (grpc's handlers are named tuples).
+
+    Args:
+        handler: the handler an interceptor's continuation returned.
+        **changes: the parts to replace, as ``unary_unary=wrapped``.
+
+    Returns:
+        The new handler.
+    """
+    return cast("grpc.RpcMethodHandler[Any, Any]", handler._replace(**changes))  # type: ignore[attr-defined]
+

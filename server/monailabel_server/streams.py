@@ -31,7 +31,7 @@ import grpc
 from grpc_status import rpc_status
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel_server.errors import rich_status
+from monailabel_server.errors import replaced_handler, rich_status
 
 __all__ = ["StreamGuard", "HEALTH_METHODS", "RETRY_AFTER_S"]
 
@@ -101,9 +101,9 @@ class StreamGuard(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> Optional[grpc.RpcMethodHandler]:
+    ) -> Optional[grpc.RpcMethodHandler[Any, Any]]:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -114,24 +114,24 @@ class StreamGuard(grpc.ServerInterceptor):
             return handler
         if handler.stream_unary:
             guarded = self._guard_unary_response(handler.stream_unary, method)
-            return handler._replace(stream_unary=guarded)  # type: ignore[attr-defined, no-any-return]
+            return replaced_handler(handler, stream_unary=guarded)
         if handler.unary_stream:
             guarded = self._guard_stream_response(handler.unary_stream, method, request_streaming=False)
-            return handler._replace(unary_stream=guarded)  # type: ignore[attr-defined, no-any-return]
+            return replaced_handler(handler, unary_stream=guarded)
         if handler.stream_stream:
             guarded = self._guard_stream_response(handler.stream_stream, method, request_streaming=True)
-            return handler._replace(stream_stream=guarded)  # type: ignore[attr-defined, no-any-return]
+            return replaced_handler(handler, stream_stream=guarded)
         return handler
 
     # -- health on its own threads ---------------------------------------------------------------
 
-    def _on_health_pool(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _on_health_pool(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         changes = {}
         for kind in ("unary_unary", "unary_stream"):
             behavior = getattr(handler, kind)
             if behavior is not None:
                 changes[kind] = _with_pool(behavior, self.health_pool)
-        return handler._replace(**changes)  # type: ignore[attr-defined]
+        return replaced_handler(handler, **changes)
 
     # -- guarded streams --------------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class StreamGuard(grpc.ServerInterceptor):
         core_call = getattr(getattr(call.context, "_rpc_event", None), "call", None)
         try:
             # cancelling in grpc core sends this status at once and wakes the blocked handler thread
-            from grpc._cython import cygrpc
+            from grpc._cython import cygrpc  # type: ignore[attr-defined]
 
             core_call.cancel(cygrpc.StatusCode.deadline_exceeded, message)  # type: ignore[union-attr]
         except Exception:  # noqa: BLE001 - a grpcio without that call: cancel plainly (client sees CANCELLED)
