@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code of the monailabel.v1 API (do not edit)."""

@@ -1,0 +1,754 @@
+"""A typed client: context manager, chunked and resumable transfers, numpy and NIfTI conveniences.
+
+Example::
+
+    with MonaiLabelClient("127.0.0.1:50051") as client:
+        client.upload_image("ct_001", "ct_001.nii.gz")
+        out = client.infer("segmentation", image_id="ct_001")
+        out.save("ct_001_seg.nii.gz")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+import grpc
+import numpy as np
+from google.protobuf import json_format, struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from monailabel_api.v1 import (
+    app_pb2,
+    app_pb2_grpc,
+    common_pb2,
+    datastore_pb2,
+    datastore_pb2_grpc,
+    infer_pb2,
+    infer_pb2_grpc,
+    train_pb2,
+    train_pb2_grpc,
+)
+from monailabel_api.wire import (
+    DTYPE_BY_ENUM,
+    ENUM_BY_DTYPE,
+    affine_of_geometry,
+    decode_chunk_message,
+    encode_chunk_request,
+    encoding_of_name,
+    geometry_of_affine,
+    serialize_request,
+)
+from monailabel_client.strategy import StrategyCalls
+
+__all__ = ["MonaiLabelClient", "InferOutput", "UploadError"]
+
+MIB = 1 << 20
+PathLike = Union[str, os.PathLike]
+
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+}
+
+
+class UploadError(RuntimeError):
+    """An upload failed after its retries."""
+
+
+def encoding_of(name: str) -> int:
+    """Returns the encoding a file name implies (NIfTI, NIfTI gzip, NRRD, 2D image).
+
+    Raises:
+        ValueError: the name has no known extension.
+    """
+    encoding = encoding_of_name(name)
+    if encoding in (common_pb2.ENCODING_UNSPECIFIED, common_pb2.ENCODING_DICOM_ZIP):
+        raise ValueError(f"cannot tell the encoding of {name!r}; pass encoding=")
+    return encoding
+
+
+def _chunk_decoder(cls: Any) -> Callable[[bytes], Any]:
+    return lambda raw: decode_chunk_message(raw, cls.FromString)
+
+
+def _struct(value: Optional[Dict[str, Any]]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if value:
+        s.update(value)
+    return s
+
+
+@dataclass
+class InferOutput:
+    """The answer of an infer call.
+
+    Attributes:
+        result: the task's result dict (latencies, label names, app keys).
+        labels: label name to voxel value.
+        latency: seconds per stage.
+        header: what the mask bytes are (None when there is no mask).
+        data: the mask bytes.
+    """
+
+    result: Dict[str, Any]
+    labels: Dict[str, int]
+    latency: infer_pb2.Latency
+    header: Optional[common_pb2.ContentHeader]
+    data: bytes
+
+    def save(self, path: PathLike) -> Path:
+        """Writes the mask file as received (raw voxels are written as NIfTI)."""
+        path = Path(path)
+        if self.header is not None and self.header.encoding == common_pb2.ENCODING_RAW:
+            import nibabel as nib
+
+            array, affine = self.array_and_affine()
+            nib.save(nib.Nifti1Image(array, affine), str(path))
+        else:
+            path.write_bytes(self.data)
+        return path
+
+    def array_and_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """Returns the mask as an array with its affine."""
+        if self.header is None:
+            raise ValueError("the answer has no mask")
+        if self.header.encoding == common_pb2.ENCODING_RAW:
+            shape = tuple(self.header.shape)
+            array = np.frombuffer(self.data, dtype=DTYPE_BY_ENUM[self.header.data_type]).reshape(shape, order="F")
+            return array, affine_of_geometry(self.header.geometry, min(len(shape), 3))
+        suffix = self.header.file_extension or ".nii.gz"
+        import tempfile
+
+        import nibabel as nib
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"mask{suffix}"
+            path.write_bytes(self.data)
+            if suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):  # 2D masks, indexed (x, y) as MONAI's
+                from PIL import Image
+
+                with Image.open(path) as im:
+                    array = np.asarray(im)
+                array = np.moveaxis(array, -1, 0).transpose(0, 2, 1) if array.ndim == 3 else array.T
+                return np.ascontiguousarray(array), np.eye(3)
+            if suffix == ".nrrd":
+                import nrrd
+
+                array, _ = nrrd.read(str(path))
+                return array, np.eye(4)
+            img = nib.load(str(path))
+            return np.asarray(img.dataobj), np.asarray(img.affine)
+
+    def array(self) -> np.ndarray:
+        """Returns the mask as an array."""
+        return self.array_and_affine()[0]
+
+
+class MonaiLabelClient(StrategyCalls):
+    """Calls a MONAI Label gRPC server.
+
+    Strategy, next-sample and scoring-job calls come from :class:`~monailabel_client.strategy.StrategyCalls`.
+
+    Args:
+        address: ``host:port``.
+        timeout: default deadline of unary calls, in seconds (None for none).
+        chunk_size: bytes per uploaded chunk.
+        progress: show progress bars on transfers over 16 MiB.
+        channel: a channel to use instead of dialing ``address``.
+        retries: times a broken upload resumes before UploadError.
+    """
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        timeout: Optional[float] = 60.0,
+        chunk_size: int = MIB,
+        progress: bool = False,
+        channel: Optional[grpc.Channel] = None,
+        retries: int = 3,
+    ) -> None:
+        self.channel = channel or grpc.insecure_channel(address)
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+        self.progress = progress
+        self.retries = retries
+        self.app = app_pb2_grpc.AppServiceStub(self.channel)
+        self.datastore = datastore_pb2_grpc.DatastoreServiceStub(self.channel)
+        self.infers = infer_pb2_grpc.InferServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        # The streaming uploads send chunks pre-serialized by encode_chunk_request (one copy of the
+        # data instead of two); headers still go through protobuf.
+        ch = self.channel
+        self._upload_image = ch.stream_unary(
+            "/monailabel.v1.DatastoreService/UploadImage",
+            serialize_request,
+            datastore_pb2.UploadImageResponse.FromString,
+        )
+        self._save_label = ch.stream_unary(
+            "/monailabel.v1.DatastoreService/SaveLabel", serialize_request, datastore_pb2.SaveLabelResponse.FromString
+        )
+        self._infer_volume = ch.stream_stream(
+            "/monailabel.v1.InferService/InferVolume", serialize_request, _chunk_decoder(infer_pb2.InferVolumeResponse)
+        )
+        # Streamed answers decode their chunks as views of the received buffers (no copies).
+        self._download_image = ch.unary_stream(
+            "/monailabel.v1.DatastoreService/DownloadImage",
+            datastore_pb2.DownloadImageRequest.SerializeToString,
+            _chunk_decoder(datastore_pb2.DownloadImageResponse),
+        )
+        self._download_label = ch.unary_stream(
+            "/monailabel.v1.DatastoreService/DownloadLabel",
+            datastore_pb2.DownloadLabelRequest.SerializeToString,
+            _chunk_decoder(datastore_pb2.DownloadLabelResponse),
+        )
+        self._infer = ch.unary_stream(
+            "/monailabel.v1.InferService/Infer",
+            infer_pb2.InferRequest.SerializeToString,
+            _chunk_decoder(infer_pb2.InferResponse),
+        )
+        self._create_session = ch.stream_unary(
+            "/monailabel.v1.InferService/CreateSession",
+            serialize_request,
+            infer_pb2.CreateSessionResponse.FromString,
+        )
+        self.train = train_pb2_grpc.TrainServiceStub(self.channel)
+
+    def __enter__(self) -> MonaiLabelClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self.channel.close()
+
+    # -- app and health ---------------------------------------------------------------------------
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Waits until the server reports SERVING."""
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+
+    def info(self) -> app_pb2.GetAppInfoResponse:
+        """Returns the app's info."""
+        return self.app.GetAppInfo(app_pb2.GetAppInfoRequest(), timeout=self.timeout)
+
+    # -- datastore --------------------------------------------------------------------------------
+    def list_images(self, filter: str = "all", tag: str = "", page_size: int = 100) -> Iterator[datastore_pb2.Image]:
+        """Yields every image, page after page.
+
+        Args:
+            filter: "all", "labeled" or "unlabeled".
+            tag: label tag the filter looks at (default final).
+            page_size: images per call.
+        """
+        f = {
+            "all": 0,
+            "labeled": datastore_pb2.IMAGE_FILTER_LABELED,
+            "unlabeled": datastore_pb2.IMAGE_FILTER_UNLABELED,
+        }[filter]
+        token = ""
+        while True:
+            page = self.datastore.ListImages(
+                datastore_pb2.ListImagesRequest(page_size=page_size, page_token=token, filter=f, label_tag=tag),
+                timeout=self.timeout,
+            )
+            yield from page.images
+            token = page.next_page_token
+            if not token:
+                return
+
+    def get_image(self, image_id: str) -> datastore_pb2.Image:
+        """Returns an image's record."""
+        return self.datastore.GetImage(datastore_pb2.GetImageRequest(image_id=image_id), timeout=self.timeout).image
+
+    def status(self) -> datastore_pb2.DatastoreStatus:
+        """Returns the datastore's counts."""
+        return self.datastore.GetDatastoreStatus(datastore_pb2.GetDatastoreStatusRequest(), timeout=self.timeout).status
+
+    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> datastore_pb2.Image:
+        """Merges keys into an image's info."""
+        return self.datastore.UpdateImageInfo(
+            datastore_pb2.UpdateImageInfoRequest(image_id=image_id, info=_struct(info)), timeout=self.timeout
+        ).image
+
+    def delete_image(self, image_id: str) -> None:
+        """Deletes an image and its labels."""
+        self.datastore.DeleteImage(datastore_pb2.DeleteImageRequest(image_id=image_id), timeout=self.timeout)
+
+    def delete_label(self, image_id: str, tag: str = "final") -> None:
+        """Deletes a label."""
+        self.datastore.DeleteLabel(datastore_pb2.DeleteLabelRequest(image_id=image_id, tag=tag), timeout=self.timeout)
+
+    def upload_image(
+        self,
+        image_id: str,
+        source: Union[PathLike, bytes, np.ndarray],
+        *,
+        affine: Optional[np.ndarray] = None,
+        info: Optional[Dict[str, Any]] = None,
+        overwrite: bool = False,
+        encoding: Optional[int] = None,
+        sha256: Optional[str] = None,
+    ) -> datastore_pb2.Image:
+        """Uploads an image (a file, its bytes, or an array with its affine), resuming after a broken stream.
+
+        Args:
+            image_id: id to give it.
+            source: a file path, the file's bytes (then pass ``encoding``), or an array (raw voxels,
+                stored as NIfTI).
+            affine: the array's voxel-to-world matrix.
+            info: info to store with it.
+            overwrite: replace an existing image.
+            encoding: the file's encoding; guessed from the name when None.
+            sha256: the file's SHA-256 when the caller has it already; computed when None.
+        """
+        content, opener = self._source(source, affine, encoding, sha256)
+        header = datastore_pb2.UploadImageHeader(
+            image_id=image_id, content=content, info=_struct(info), overwrite=overwrite
+        )
+        message = datastore_pb2.UploadImageRequest
+        return self._upload(message, header, opener, self._upload_image, image_id, "").image
+
+    def upload_array(
+        self,
+        image_id: str,
+        array: np.ndarray,
+        affine: Optional[np.ndarray] = None,
+        *,
+        info: Optional[Dict[str, Any]] = None,
+        overwrite: bool = False,
+    ) -> datastore_pb2.Image:
+        """Uploads an array as raw voxels with its affine (stored as NIfTI)."""
+        return self.upload_image(image_id, array, affine=affine, info=info, overwrite=overwrite)
+
+    def save_label(
+        self,
+        image_id: str,
+        source: Union[PathLike, bytes, np.ndarray],
+        *,
+        tag: str = "final",
+        affine: Optional[np.ndarray] = None,
+        info: Optional[Dict[str, Any]] = None,
+        encoding: Optional[int] = None,
+    ) -> datastore_pb2.Label:
+        """Saves a label (file, bytes, or array with its affine) for an image under a tag."""
+        content, opener = self._source(source, affine, encoding)
+        header = datastore_pb2.SaveLabelHeader(image_id=image_id, tag=tag, content=content, info=_struct(info))
+        return self._upload(datastore_pb2.SaveLabelRequest, header, opener, self._save_label, image_id, tag).label
+
+    def download_image(self, image_id: str, dest: Optional[PathLike] = None) -> Union[bytes, Path]:
+        """Downloads an image's file; to ``dest`` when given, else as bytes."""
+        return self._download(
+            lambda offset: self._download_image(datastore_pb2.DownloadImageRequest(image_id=image_id, offset=offset)),
+            dest,
+        )
+
+    def download_label(self, image_id: str, dest: Optional[PathLike] = None, tag: str = "final") -> Union[bytes, Path]:
+        """Downloads a label's file; to ``dest`` when given, else as bytes."""
+        return self._download(
+            lambda offset: self._download_label(
+                datastore_pb2.DownloadLabelRequest(image_id=image_id, tag=tag, offset=offset)
+            ),
+            dest,
+        )
+
+    # -- inference --------------------------------------------------------------------------------
+    def infer(
+        self,
+        model: str,
+        *,
+        image_id: str = "",
+        session_id: str = "",
+        foreground: Sequence[Sequence[int]] = (),
+        background: Sequence[Sequence[int]] = (),
+        params: Optional[Dict[str, Any]] = None,
+        device: str = "",
+        encoding: int = 0,
+        save_label: bool = False,
+        timeout: Optional[float] = None,
+    ) -> InferOutput:
+        """Runs an infer task on a datastore image or a session.
+
+        Args:
+            model: the infer task.
+            image_id: a datastore image (or use ``session_id``).
+            session_id: an interactive session.
+            foreground: foreground clicks.
+            background: background clicks.
+            params: app-specific request keys.
+            device: device to run on.
+            encoding: mask encoding (e.g. ``common_pb2.ENCODING_RAW``); default NIfTI gzip.
+            save_label: also save the mask as the image's ``original`` label.
+            timeout: deadline in seconds.
+        """
+        request = infer_pb2.InferRequest(
+            model=model,
+            params=self._params(foreground, background, params, device),
+            output=infer_pb2.OutputOptions(encoding=encoding, save_label=save_label),
+        )
+        if session_id:
+            request.session_id = session_id
+        else:
+            request.image_id = image_id
+        return self._collect(self._infer(request, timeout=timeout))
+
+    def infer_file(
+        self,
+        model: str,
+        source: Union[PathLike, np.ndarray],
+        *,
+        affine: Optional[np.ndarray] = None,
+        foreground: Sequence[Sequence[int]] = (),
+        background: Sequence[Sequence[int]] = (),
+        params: Optional[Dict[str, Any]] = None,
+        device: str = "",
+        encoding: int = 0,
+        timeout: Optional[float] = None,
+    ) -> InferOutput:
+        """Runs an infer task on a volume sent in the call: a file, or an array with its affine."""
+        content, opener = self._source(source, affine, None)
+        header = infer_pb2.InferVolumeHeader(
+            model=model,
+            content=content,
+            params=self._params(foreground, background, params, device),
+            output=infer_pb2.OutputOptions(encoding=encoding),
+        )
+        requests = self._stream(infer_pb2.InferVolumeRequest, header, opener, 0, content.total_size)
+        return self._collect(self._infer_volume(requests, timeout=timeout))
+
+    def create_session(
+        self,
+        source: Union[PathLike, np.ndarray, None] = None,
+        *,
+        image_id: str = "",
+        affine: Optional[np.ndarray] = None,
+        ttl_seconds: int = 0,
+    ) -> infer_pb2.Session:
+        """Creates an interactive session from a file, an array, or a datastore image."""
+        if image_id:
+            header = infer_pb2.CreateSessionHeader(ttl_seconds=ttl_seconds, image_id=image_id)
+            return self.infers.CreateSession(
+                iter([infer_pb2.CreateSessionRequest(header=header)]), timeout=self.timeout
+            ).session
+        if source is None:
+            raise ValueError("pass a file, an array or image_id")
+        content, opener = self._source(source, affine, None)
+        header = infer_pb2.CreateSessionHeader(ttl_seconds=ttl_seconds, content=content)
+        requests = self._stream(infer_pb2.CreateSessionRequest, header, opener, 0, content.total_size)
+        return self._create_session(requests, timeout=self.timeout).session
+
+    def delete_session(self, session_id: str) -> None:
+        """Deletes a session."""
+        self.infers.DeleteSession(infer_pb2.DeleteSessionRequest(session_id=session_id), timeout=self.timeout)
+
+    # -- internals --------------------------------------------------------------------------------
+    # -- training ---------------------------------------------------------------------------------
+    def list_trainers(self) -> List[app_pb2.TrainerInfo]:
+        """Returns the app's trainers with their config and last stats."""
+        return list(self.train.ListTrainers(train_pb2.ListTrainersRequest(), timeout=self.timeout).trainers)
+
+    def start_train(
+        self,
+        model: str,
+        *,
+        max_epochs: Optional[int] = None,
+        val_split: Optional[float] = None,
+        train_batch_size: Optional[int] = None,
+        val_batch_size: Optional[int] = None,
+        device: str = "",
+        multi_gpu: Optional[bool] = None,
+        dataset: str = "",
+        dataloader: str = "",
+        early_stop_patience: Optional[int] = None,
+        train_ids: Sequence[str] = (),
+        val_ids: Sequence[str] = (),
+        queue: bool = False,
+        extra: Optional[Dict[str, Any]] = None,
+    ) -> train_pb2.TrainJob:
+        """Starts a training job (unset values take the trainer's defaults).
+
+        Args:
+            model: the trainer.
+            max_epochs: epochs to train.
+            val_split: share of the labeled images held out for validation.
+            train_batch_size: training batch size.
+            val_batch_size: validation batch size.
+            device: "cuda", "cpu", ...
+            multi_gpu: train on several GPUs.
+            dataset: dataset type (CacheDataset, Dataset, ...).
+            dataloader: data loader type (ThreadDataLoader, DataLoader).
+            early_stop_patience: epochs without improvement before stopping.
+            train_ids: images to train on instead of all labeled ones.
+            val_ids: images to validate on instead of a split.
+            queue: queue behind the model's running job instead of failing with ABORTED.
+            extra: other keys of the trainer's config.
+
+        Returns:
+            the job (RUNNING, or QUEUED).
+        """
+        request = train_pb2.StartTrainJobRequest(
+            model=model,
+            device=device,
+            dataset=dataset,
+            dataloader=dataloader,
+            train_ids=list(train_ids),
+            val_ids=list(val_ids),
+            queue=queue,
+        )
+        for name, value in (
+            ("max_epochs", max_epochs),
+            ("val_split", val_split),
+            ("train_batch_size", train_batch_size),
+            ("val_batch_size", val_batch_size),
+            ("multi_gpu", multi_gpu),
+            ("early_stop_patience", early_stop_patience),
+        ):
+            if value is not None:
+                setattr(request, name, value)
+        if extra:
+            request.extra.CopyFrom(_struct(extra))
+        return self.train.StartTrainJob(request, timeout=self.timeout).job
+
+    def get_job(self, job_id: str) -> train_pb2.TrainJob:
+        """Returns a training job."""
+        return self.train.GetTrainJob(train_pb2.GetTrainJobRequest(job_id=job_id), timeout=self.timeout).job
+
+    def list_jobs(self, model: str = "", page_size: int = 50) -> Iterator[train_pb2.TrainJob]:
+        """Yields training jobs, newest first, page after page."""
+        token = ""
+        while True:
+            page = self.train.ListTrainJobs(
+                train_pb2.ListTrainJobsRequest(page_size=page_size, page_token=token, model=model), timeout=self.timeout
+            )
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel_job(self, job_id: str) -> train_pb2.TrainJob:
+        """Cancels a queued or running training job."""
+        return self.train.CancelTrainJob(train_pb2.CancelTrainJobRequest(job_id=job_id), timeout=self.timeout).job
+
+    def watch_job(
+        self, job_id: str, after_sequence: int = 0, timeout: Optional[float] = None
+    ) -> Iterator[train_pb2.TrainJobEvent]:
+        """Yields a job's events until it ends; resumes from the last sequence seen when the stream drops.
+
+        Args:
+            job_id: the job.
+            after_sequence: the last sequence number already seen (0: from the start).
+            timeout: deadline of each stream, in seconds (None for none).
+        """
+        return self._watch(
+            lambda last: self.train.WatchTrainJob(
+                train_pb2.WatchTrainJobRequest(job_id=job_id, after_sequence=last), timeout=timeout
+            ),
+            after_sequence,
+        )
+
+    def _watch(self, open_stream: Callable[[int], Iterator[Any]], after_sequence: int) -> Iterator[Any]:
+        """Yields the events of a job's watch stream; when the stream drops (UNAVAILABLE), reopens it
+        after the last sequence seen, up to ``retries`` times in a row."""
+        last, attempt = after_sequence, 0
+        while True:
+            try:
+                for response in open_stream(last):
+                    attempt = 0
+                    last = response.event.sequence
+                    yield response.event
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:  # type: ignore[attr-defined]
+                    raise
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+                attempt += 1
+
+    @staticmethod
+    def _params(
+        foreground: Sequence[Sequence[int]],
+        background: Sequence[Sequence[int]],
+        params: Optional[Dict[str, Any]],
+        device: str,
+    ) -> infer_pb2.InferParams:
+        return infer_pb2.InferParams(
+            foreground=[infer_pb2.Point(coordinates=[int(c) for c in p]) for p in foreground],
+            background=[infer_pb2.Point(coordinates=[int(c) for c in p]) for p in background],
+            device=device,
+            extra=_struct(params),
+        )
+
+    def _source(
+        self,
+        source: Union[PathLike, bytes, np.ndarray],
+        affine: Optional[np.ndarray],
+        encoding: Optional[int],
+        sha256: Optional[str] = None,
+    ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
+        if isinstance(source, np.ndarray):
+            return self._raw(source, affine)
+        return self._content(source, encoding, sha256)
+
+    def _content(
+        self, source: Union[PathLike, bytes], encoding: Optional[int], sha256: Optional[str] = None
+    ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            if encoding is None:
+                raise ValueError("pass encoding= with bytes")
+            return (
+                common_pb2.ContentHeader(
+                    encoding=encoding, total_size=len(data), sha256=hashlib.sha256(data).hexdigest()
+                ),
+                lambda: io.BytesIO(data),
+            )
+        path = Path(source)
+        if sha256 is None:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(4 * MIB):
+                    digest.update(block)
+            sha256 = digest.hexdigest()
+        name = path.name.lower()
+        ext = ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+        header = common_pb2.ContentHeader(
+            encoding=encoding if encoding is not None else encoding_of(path.name),
+            total_size=path.stat().st_size,
+            sha256=sha256,
+            file_extension=ext,
+        )
+        return header, lambda: open(path, "rb")
+
+    def _raw(
+        self, array: np.ndarray, affine: Optional[np.ndarray]
+    ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
+        a = np.asarray(array)
+        dtype = a.dtype.newbyteorder("=")
+        if dtype not in ENUM_BY_DTYPE:
+            raise ValueError(f"dtype {a.dtype} cannot travel as raw voxels")
+        data = np.asarray(a, dtype=dtype).tobytes(order="F")
+        header = common_pb2.ContentHeader(
+            encoding=common_pb2.ENCODING_RAW,
+            total_size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            data_type=ENUM_BY_DTYPE[dtype],
+            shape=list(a.shape),
+            geometry=common_pb2.Geometry() if affine is None else geometry_of_affine(affine, min(a.ndim, 3)),
+        )
+        return header, lambda: io.BytesIO(data)
+
+    def _bar(self, total: int, desc: str) -> Any:
+        if not self.progress or total < 16 * MIB:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc)
+
+    def _stream(
+        self, message: Any, header: Any, opener: Callable[[], BinaryIO], offset: int, total: int
+    ) -> Iterator[Any]:
+        yield message(header=header)
+        bar = self._bar(total, "upload")
+        if bar is not None:
+            bar.update(offset)
+        with opener() as f:
+            f.seek(offset)
+            pos = offset
+            while block := f.read(self.chunk_size):
+                yield encode_chunk_request(pos, block)
+                pos += len(block)
+                if bar is not None:
+                    bar.update(len(block))
+        if bar is not None:
+            bar.close()
+
+    def _upload(
+        self, message: Any, header: Any, opener: Callable[[], BinaryIO], call: Any, image_id: str, tag: str
+    ) -> Any:
+        """Streams an upload, and after a broken stream resumes from what the server committed."""
+        total = header.content.total_size
+        offset = 0
+        for attempt in range(self.retries + 1):
+            try:
+                return call(self._stream(message, header, opener, offset, total))
+            except grpc.RpcError as exc:
+                if exc.code() not in _RETRYABLE or attempt == self.retries:  # type: ignore[attr-defined]
+                    raise
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+                status = self.datastore.GetUploadStatus(
+                    datastore_pb2.GetUploadStatusRequest(image_id=image_id, label_tag=tag), timeout=self.timeout
+                )
+                offset = status.committed_size if status.total_size == total else 0
+        raise UploadError(f"upload of {image_id} failed")
+
+    def _download(self, call: Callable[[int], Iterator[Any]], dest: Optional[PathLike]) -> Union[bytes, Path]:
+        buffer = io.BytesIO() if dest is None else None
+        tmp = Path(str(dest) + ".part") if dest is not None else None
+        sink: BinaryIO = buffer if buffer is not None else open(tmp, "wb")  # type: ignore[arg-type, assignment]
+        header: Optional[common_pb2.ContentHeader] = None
+        digest = hashlib.sha256()
+        received, bar = 0, None
+        try:
+            for attempt in range(self.retries + 1):
+                try:
+                    for message in call(received):
+                        if message.HasField("header"):
+                            header = message.header
+                            bar = bar or self._bar(header.total_size, "download")
+                            continue
+                        if message.chunk.offset != received:
+                            raise UploadError(f"chunk at {message.chunk.offset}, expected {received}")
+                        sink.write(message.chunk.data)
+                        digest.update(message.chunk.data)
+                        received += len(message.chunk.data)
+                        if bar is not None:
+                            bar.update(len(message.chunk.data))
+                    break
+                except grpc.RpcError as exc:
+                    if exc.code() not in _RETRYABLE or attempt == self.retries:  # type: ignore[attr-defined]
+                        raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if buffer is None:
+                sink.close()
+        if (
+            header is not None
+            and header.sha256
+            and received == header.total_size
+            and digest.hexdigest() != header.sha256
+        ):
+            raise UploadError("downloaded bytes do not match the server's checksum")
+        if buffer is not None:
+            return buffer.getvalue()
+        assert tmp is not None and dest is not None
+        os.replace(tmp, dest)
+        return Path(dest)
+
+    def _collect(self, responses: Iterator[Any]) -> InferOutput:
+        result: Optional[infer_pb2.InferResult] = None
+        parts: List[bytes] = []
+        for message in responses:
+            if message.HasField("result"):
+                result = message.result
+            else:
+                parts.append(message.chunk.data)
+        if result is None:
+            raise RuntimeError("the server sent no result")
+        return InferOutput(
+            result=json_format.MessageToDict(result.result),
+            labels=dict(result.labels),
+            latency=result.latency,
+            header=result.mask if result.HasField("mask") else None,
+            data=b"".join(parts),
+        )

@@ -1,0 +1,211 @@
+"""Client calls of StrategyService: strategies, next sample (with the image in the same call), scoring jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Union
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from monailabel_api.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc
+
+__all__ = ["NextSampleResult", "StrategyCalls"]
+
+
+def _struct(value: Optional[Dict[str, Any]]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if value:
+        s.update(value)
+    return s
+
+
+@dataclass
+class NextSampleResult:
+    """The answer of :meth:`StrategyCalls.next_sample`.
+
+    Attributes:
+        sample: the server's NextSample message.
+        data: the image's bytes, when asked for without ``dest``.
+        path: where the image was written, when asked for with ``dest``.
+    """
+
+    sample: strategy_pb2.NextSample
+    data: Optional[bytes] = None
+    path: Optional[Path] = None
+
+    @property
+    def found(self) -> bool:
+        """Whether an image was served (and leased to this client)."""
+        return self.sample.status == strategy_pb2.SAMPLE_STATUS_FOUND
+
+    @property
+    def none_left(self) -> bool:
+        """Whether every image is labeled."""
+        return self.sample.status == strategy_pb2.SAMPLE_STATUS_NONE_LEFT
+
+    @property
+    def all_leased(self) -> bool:
+        """Whether unlabeled images remain but other clients are labeling all of them."""
+        return self.sample.status == strategy_pb2.SAMPLE_STATUS_ALL_LEASED
+
+    @property
+    def status(self) -> str:
+        """``FOUND``, ``NONE_LEFT`` or ``ALL_LEASED``."""
+        return strategy_pb2.SampleStatus.Name(self.sample.status).removeprefix("SAMPLE_STATUS_")
+
+    @property
+    def image_id(self) -> str:
+        """The image to label ("" unless found)."""
+        return self.sample.image_id
+
+    @property
+    def fields(self) -> Dict[str, Any]:
+        """The strategy's other fields (a score, for instance)."""
+        return json_format.MessageToDict(self.sample.fields)
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        """The image's info."""
+        return json_format.MessageToDict(self.sample.image.info)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The sample as JSON-able values (what the ``next`` command prints)."""
+        out: Dict[str, Any] = {"status": self.status, "strategy": self.sample.strategy,
+                               "client_id": self.sample.client_id, "unlabeled": self.sample.unlabeled_count}
+        if self.found:
+            out.update(image_id=self.image_id, fields=self.fields, info=self.info,
+                       lease_expires=self.sample.lease_expire_time.ToJsonString())
+        if self.path is not None:
+            out["path"] = str(self.path)
+        return out
+
+
+class StrategyCalls:
+    """StrategyService calls, mixed into ``MonaiLabelClient`` (which sets ``channel`` and ``timeout``)."""
+
+    channel: grpc.Channel
+    timeout: Optional[float]
+    retries: int
+    _strategy_stub: Optional[strategy_pb2_grpc.StrategyServiceStub] = None
+
+    @property
+    def strategy(self) -> strategy_pb2_grpc.StrategyServiceStub:
+        """The raw StrategyService stub."""
+        if self._strategy_stub is None:
+            self._strategy_stub = strategy_pb2_grpc.StrategyServiceStub(self.channel)
+        return self._strategy_stub
+
+    def list_strategies(self) -> List[app_pb2.MethodInfo]:
+        """Returns the app's active learning strategies."""
+        return list(self.strategy.ListStrategies(strategy_pb2.ListStrategiesRequest(), timeout=self.timeout).strategies)
+
+    def list_scoring_methods(self) -> List[app_pb2.MethodInfo]:
+        """Returns the app's scoring methods."""
+        return list(
+            self.strategy.ListScoringMethods(
+                strategy_pb2.ListScoringMethodsRequest(), timeout=self.timeout
+            ).scoring_methods
+        )
+
+    def next_sample(
+        self,
+        strategy: str = "random",
+        *,
+        client_id: str = "",
+        params: Optional[Dict[str, Any]] = None,
+        include_image: bool = False,
+        dest: Optional[Union[str, os.PathLike]] = None,
+    ) -> NextSampleResult:
+        """Asks which image to label next; the image is leased to ``client_id`` until it asks again.
+
+        Args:
+            strategy: the strategy.
+            client_id: who asks (each annotator its own).
+            params: strategy parameters.
+            include_image: also receive the image's bytes in the same call.
+            dest: write the image there (implies ``include_image``); else the bytes are in ``data``.
+
+        Returns:
+            the result; check ``found`` (or ``none_left`` / ``all_leased``).
+
+        Raises:
+            grpc.RpcError: NOT_FOUND for an unknown strategy, INVALID_ARGUMENT for bad parameters.
+            ValueError: when the received bytes do not match the server's checksum.
+        """
+        request = strategy_pb2.GetNextSampleRequest(
+            strategy=strategy, client_id=client_id, params=_struct(params), include_image=include_image or bool(dest)
+        )
+        result: Optional[NextSampleResult] = None
+        parts: List[bytes] = []
+        for message in self.strategy.GetNextSample(request, timeout=self.timeout):
+            if message.HasField("sample"):
+                result = NextSampleResult(message.sample)
+            else:
+                parts.append(message.chunk.data)
+        if result is None:
+            raise RuntimeError("the server sent no sample")
+        if result.sample.HasField("content"):
+            data = b"".join(parts)
+            expected = result.sample.content.sha256
+            if expected and hashlib.sha256(data).hexdigest() != expected:
+                raise ValueError("received image bytes do not match the server's checksum")
+            if dest is not None:
+                path = Path(dest)
+                tmp = path.with_name(path.name + ".part")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+                result.path = path
+            else:
+                result.data = data
+        return result
+
+    def start_scoring(
+        self, method: str, params: Optional[Dict[str, Any]] = None, *, queue: bool = False
+    ) -> strategy_pb2.ScoringJob:
+        """Starts a scoring job (QUEUED behind the method's running job with ``queue``, else ABORTED then)."""
+        request = strategy_pb2.StartScoringJobRequest(method=method, params=_struct(params), queue=queue)
+        return self.strategy.StartScoringJob(request, timeout=self.timeout).job
+
+    def get_scoring_job(self, job_id: str) -> strategy_pb2.ScoringJob:
+        """Returns a scoring job."""
+        return self.strategy.GetScoringJob(strategy_pb2.GetScoringJobRequest(job_id=job_id), timeout=self.timeout).job
+
+    def list_scoring_jobs(self, method: str = "", page_size: int = 50) -> Iterator[strategy_pb2.ScoringJob]:
+        """Yields scoring jobs, newest first, page after page."""
+        token = ""
+        while True:
+            page = self.strategy.ListScoringJobs(
+                strategy_pb2.ListScoringJobsRequest(page_size=page_size, page_token=token, method=method),
+                timeout=self.timeout,
+            )
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel_scoring_job(self, job_id: str) -> strategy_pb2.ScoringJob:
+        """Cancels a queued or running scoring job."""
+        return self.strategy.CancelScoringJob(
+            strategy_pb2.CancelScoringJobRequest(job_id=job_id), timeout=self.timeout
+        ).job
+
+    def watch_scoring_job(
+        self, job_id: str, after_sequence: int = 0, timeout: Optional[float] = None
+    ) -> Iterator[strategy_pb2.ScoringJobEvent]:
+        """Yields a scoring job's events until it ends; resumes after the last one seen when the stream drops."""
+        return self._watch(  # type: ignore[attr-defined]
+            lambda last: self.strategy.WatchScoringJob(
+                strategy_pb2.WatchScoringJobRequest(job_id=job_id, after_sequence=last), timeout=timeout
+            ),
+            after_sequence,
+        )
+
+    def wait_scoring_job(self, job_id: str, timeout: Optional[float] = None) -> strategy_pb2.ScoringJob:
+        """Waits until a scoring job ends; returns it."""
+        for _ in self.watch_scoring_job(job_id, timeout=timeout):
+            pass
+        return self.get_scoring_job(job_id)
