@@ -5,19 +5,36 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from monailabel.main import add_commands
 
-__all__ = ["main", "parser"]
+if TYPE_CHECKING:
+    from monailabel_server.config import ServerConfig
+
+__all__ = ["main", "parser", "config_of"]
 
 
 def _start_server(args: argparse.Namespace) -> int:
-    from monailabel_server.config import ServerConfig
     from monailabel_server.server import serve
 
+    serve(config_of(args))
+    return 0
+
+
+def config_of(args: argparse.Namespace) -> ServerConfig:
+    """The server config that ``start_server`` arguments ask for (unset ones from the environment).
+
+    Args:
+        args: the parsed ``start_server`` command line.
+
+    Returns:
+        The config.
+    """
+    from monailabel_server.config import ServerConfig
+
     conf = {k: v for k, v in (args.conf or [])}
-    config = ServerConfig.from_env(
+    return ServerConfig.from_env(
         Path(args.app),
         args.studies,
         conf=conf,
@@ -31,8 +48,6 @@ def _start_server(args: argparse.Namespace) -> int:
         session_ttl_s=args.session_ttl,
         stream_idle_timeout_s=args.stream_idle_timeout,
     )
-    serve(config)
-    return 0
 
 
 def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

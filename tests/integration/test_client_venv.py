@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,10 +46,14 @@ def test_client_from_its_own_distributions_talks_to_a_server(server: RunningServ
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, timeout=120)
     python = venv / "bin" / "python"
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", str(ROOT / "api" / "python"), str(ROOT / "clients" / "python")],
-        env=env, capture_output=True, text=True, timeout=400,
-    )
+    # pip builds in the source folder (build/, *.egg-info): build copies, leaving the checkout alone
+    sources = []
+    for part in ("api", "clients"):
+        sources.append(tmp_path / part)
+        shutil.copytree(ROOT / part / "python", sources[-1],
+                        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", *map(str, sources)],
+                             env=env, capture_output=True, text=True, timeout=400)
     assert install.returncode == 0, install.stderr[-3000:]
     run = subprocess.run([str(python), "-c", CLIENT_SCRIPT, server.address], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
