@@ -86,6 +86,7 @@ def test_deepedit_clicks_change_the_automatic_answer(app: Any) -> None:
     assert np.array_equal(by_name, clicked)  # MONAI Label's label-named clicks mean the same
 
 
+@pytest.mark.slow  # trains each model
 @pytest.mark.parametrize("model", ["segmentation", "deepgrow_3d", "deepedit"])
 def test_trainers_run_and_publish(app: Any, model: str) -> None:
     torch.manual_seed(0)
@@ -117,6 +118,7 @@ def test_conf_keys_network_pretrained_and_invalid_models(tmp_path: Path) -> None
         _app(tmp_path, models="nope")
 
 
+@pytest.mark.slow  # scores with repeated dropout inference
 def test_epistemic_strategy_and_scoring(tmp_path: Path) -> None:
     app = _app(tmp_path, models="segmentation", epistemic_enabled="true", epistemic_samples="3")
     assert sorted(app.strategies()) == ["first", "random", "segmentation_epistemic"]
