@@ -112,6 +112,7 @@ def test_lists_strategies_and_scoring_methods_and_serves_health(client: MonaiLab
 
 # ---- MONAI Label's documented example, end to end ------------------------------------------------------
 
+@pytest.mark.slow  # scoring jobs in worker processes
 def test_documented_example_scores_then_picks_highest(server: RunningServer, client: MonaiLabelClient,
                                                       capsys: pytest.CaptureFixture) -> None:
     # no score yet: the strategy picks one at random
@@ -329,6 +330,7 @@ def test_nothing_left_to_label_is_a_normal_answer(tmp_path: Path) -> None:
 
 # ---- scoring again after training publishes a model ---------------------------------------------------
 
+@pytest.mark.slow  # a training job, then scoring jobs, in worker processes
 def test_scoring_runs_again_after_training_publishes(tmp_path: Path) -> None:
     server = make_server(tmp_path, ["x", "yy"], auto_update_scoring="true", only_my_score="true")
     try:
