@@ -197,6 +197,10 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        if any(getattr(b, "experimental_non_blocking", False) for b in (handler.unary_stream, handler.stream_stream)):
+            # a non-blocking stream (health Watch) answers through a callback grpc passes it; a wrapper
+            # would have to pass that on, and such handlers raise no MONAILabelException to map
+            return handler
         if handler.unary_unary:
             return replaced_handler(handler, unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.stream_unary:

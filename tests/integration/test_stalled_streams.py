@@ -205,3 +205,17 @@ def test_a_download_the_client_stops_reading_is_ended(guarded) -> None:
                 pass
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "read nothing" in info.value.details()
+
+
+def test_health_watch_streams_and_holds_no_request_thread(guarded) -> None:
+    server, _ = guarded
+    with grpc.insecure_channel(server.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        watches = [stub.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(RPC_THREADS + 2)]
+        assert all(next(w).status == health_pb2.HealthCheckResponse.SERVING for w in watches)
+        assert server.guard is not None and server.guard.active_streams == 0
+        # with every watch still open, checks and unary calls answer
+        assert stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING
+        assert app_pb2_grpc.AppServiceStub(channel).GetAppInfo(app_pb2.GetAppInfoRequest(), timeout=5).name
+        for w in watches:
+            w.cancel()

@@ -172,3 +172,11 @@ def test_health_answers_while_every_request_thread_is_busy(served) -> None:
     assert not any(f.done() for f in blocked)
     service.release.set()
     assert all(f.result(timeout=10) == b"released" for f in blocked)
+
+
+def test_health_watch_still_streams_from_its_own_threads(served) -> None:
+    channel, guard, _ = served
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=10)
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    assert guard.active_streams == 0  # not one of the capped streams
+    watch.cancel()
