@@ -112,6 +112,8 @@ class StreamGuard(grpc.ServerInterceptor):
             return self._on_health_pool(handler)
         if not (handler.request_streaming or handler.response_streaming):
             return handler
+        if any(getattr(b, "experimental_non_blocking", False) for b in (handler.unary_stream, handler.stream_stream)):
+            return handler  # answers through a callback and holds no thread while it waits
         if handler.stream_unary:
             guarded = self._guard_unary_response(handler.stream_unary, method)
             return replaced_handler(handler, stream_unary=guarded)
