@@ -179,6 +179,7 @@ def test_cli_next_prints_the_sample_and_downloads(server: RunningServer, tmp_pat
 
 # ---- epistemic scoring and strategy ----------------------------------------------------------------------
 
+@pytest.mark.slow  # scoring jobs in worker processes
 def test_epistemic_scoring_job_then_strategy(server: RunningServer, client: MonaiLabelClient) -> None:
     done = _succeeded(client, client.start_scoring("epistemic", {"max_workers": 1}))
     result = dict(done.result.items())
@@ -232,6 +233,7 @@ def test_strategy_that_raises_is_internal_and_the_server_stays_up(client: MonaiL
     assert client.next_sample("first", client_id="viewer").found  # "viewer" gives its image back and asks again
 
 
+@pytest.mark.slow  # scoring jobs in worker processes
 def test_scoring_method_that_raises_fails_its_job(client: MonaiLabelClient) -> None:
     job = client.start_scoring("exploding")
     events = list(client.watch_scoring_job(job.job_id, timeout=120))
@@ -250,6 +252,7 @@ def test_scoring_method_that_raises_fails_its_job(client: MonaiLabelClient) -> N
     assert job.job_id not in [j.job_id for j in client.list_jobs()]
 
 
+@pytest.mark.slow  # scoring jobs in worker processes
 def test_one_job_per_method_unless_queued_and_cancel(client: MonaiLabelClient) -> None:
     slow = client.start_scoring("slow")
     assert_status(grpc.StatusCode.ABORTED, lambda: client.start_scoring("slow"), slow.job_id)
