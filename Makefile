@@ -9,7 +9,7 @@ STUDIES ?= studies
 APP ?= monailabel/apps/radiology
 PORT ?= 50051
 
-.PHONY: setup serve proto proto-check lint test bench clean
+.PHONY: setup serve proto proto-check lint typecheck test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -37,8 +37,17 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/buf lint
 
+# strict for monailabel_api, monailabel_client and monailabel_server ([tool.mypy] in pyproject.toml)
+typecheck: setup
+	$(VENV)/bin/mypy
+
+# everything: training, large volumes and subprocess servers included
 test: setup
 	$(PY) -m pytest -q
+
+# the quick loop while editing: all but the tests marked slow
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
 	$(PY) -m benchmarks

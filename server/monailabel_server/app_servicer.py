@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import grpc
 
@@ -42,7 +42,9 @@ class AppServicer(app_pb2_grpc.AppServiceServicer):
     def __init__(self, app: MONAILabelApp) -> None:
         self.app = app
 
-    def GetAppInfo(self, request: app_pb2.GetAppInfoRequest, context: grpc.ServicerContext):
+    def GetAppInfo(
+        self, request: app_pb2.GetAppInfoRequest, context: grpc.ServicerContext
+    ) -> app_pb2.GetAppInfoResponse:
         info = self.app.info()
         models = []
         for name, m in (info.get("models") or {}).items():
@@ -86,7 +88,7 @@ class AppServicer(app_pb2_grpc.AppServiceServicer):
 _INTERACTIVE = {"deepgrow", "deepedit", "scribbles", "annotation"}
 
 
-def _methods(values: Any) -> list:
+def _methods(values: Any) -> List[app_pb2.MethodInfo]:
     return [
         app_pb2.MethodInfo(name=name, description=str((v or {}).get("description") or ""), info=to_struct(v or {}))
         for name, v in (values or {}).items()

@@ -10,7 +10,7 @@ a servicer pre-serialized with ``encode_chunk_request`` as they are.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -18,6 +18,7 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor
 
 from monailabel_api.v1 import common_pb2
 from monailabel_api.wire import ChunkMessage, RawChunk, decode_chunk_message, encode_chunk_request, serialize_request
+from monailabel_server.errors import replaced_handler
 
 __all__ = ["RawChunk", "ChunkMessage", "decode_chunk_message", "ChunkCodecInterceptor", "encoded_chunks"]
 
@@ -51,16 +52,16 @@ class ChunkCodecInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> Optional[grpc.RpcMethodHandler]:
+    ) -> Optional[grpc.RpcMethodHandler[Any, Any]]:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = _method(handler_call_details.method)
         if method is None:
             return handler
-        changes = {}
+        changes: Dict[str, Any] = {}
         decode = handler.request_deserializer
         if handler.request_streaming and decode is not None and _has_chunk_part(method.input_type):
             changes["request_deserializer"] = lambda raw: decode_chunk_message(raw, decode)
@@ -68,4 +69,4 @@ class ChunkCodecInterceptor(grpc.ServerInterceptor):
             method.output_type
         ):
             changes["response_serializer"] = serialize_request
-        return handler._replace(**changes) if changes else handler  # type: ignore[attr-defined]
+        return replaced_handler(handler, **changes) if changes else handler

@@ -5,19 +5,36 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from monailabel.main import add_commands
 
-__all__ = ["main", "parser"]
+if TYPE_CHECKING:
+    from monailabel_server.config import ServerConfig
+
+__all__ = ["main", "parser", "config_of"]
 
 
 def _start_server(args: argparse.Namespace) -> int:
-    from monailabel_server.config import ServerConfig
     from monailabel_server.server import serve
 
+    serve(config_of(args))
+    return 0
+
+
+def config_of(args: argparse.Namespace) -> ServerConfig:
+    """The server config that ``start_server`` arguments ask for (unset ones from the environment).
+
+    Args:
+        args: the parsed ``start_server`` command line.
+
+    Returns:
+        The config.
+    """
+    from monailabel_server.config import ServerConfig
+
     conf = {k: v for k, v in (args.conf or [])}
-    config = ServerConfig.from_env(
+    return ServerConfig.from_env(
         Path(args.app),
         args.studies,
         conf=conf,
@@ -34,9 +51,8 @@ def _start_server(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         reflection=args.reflection,
         audit_log=args.audit_log,
+        stream_idle_timeout_s=args.stream_idle_timeout,
     )
-    serve(config)
-    return 0
 
 
 def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +79,8 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     s.add_argument("--reflection", choices=["auto", "on", "off"], default=None,
                    help="gRPC server reflection (auto: on only when MONAI_LABEL_AUTH_ENABLE is off)")
     s.add_argument("--audit-log", default=None, help="audit log file (default <studies>/.monailabel/logs/audit.log)")
+    s.add_argument("--stream-idle-timeout", type=float, default=None,
+                   help="seconds a stream may wait on its client before the server ends it (default 60)")
     s.set_defaults(func=_start_server)
 
 

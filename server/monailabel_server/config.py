@@ -45,6 +45,10 @@ class ServerConfig:
         reflection: ``auto`` (on only when auth is off), ``on`` or ``off``.
         audit_log: the audit log file; empty for ``<studies>/.monailabel/logs/audit.log``.
         auth: authentication settings; None reads ``MONAI_LABEL_AUTH_*`` from ``conf`` and the environment.
+        stream_idle_timeout_s: seconds a streaming call may wait on its client (for the next message
+            it sends, or to read the one it was sent) before the server ends it (DEADLINE_EXCEEDED).
+        reserved_threads: RPC threads kept from streaming calls, so unary calls always find one:
+            at most ``rpc_threads - reserved_threads`` streams (at least 1) are served at once.
     """
 
     app_dir: Path
@@ -71,6 +75,13 @@ class ServerConfig:
     reflection: str = "auto"
     audit_log: str = ""
     auth: Optional[AuthSettings] = None
+    stream_idle_timeout_s: float = 60.0
+    reserved_threads: int = 4
+
+    @property
+    def max_streams(self) -> int:
+        """Streaming calls served at once; more are refused with RESOURCE_EXHAUSTED."""
+        return max(1, self.rpc_threads - self.reserved_threads)
 
     @classmethod
     def from_env(cls, app_dir: Path, studies: str, **overrides: object) -> ServerConfig:
@@ -89,6 +100,8 @@ class ServerConfig:
             env = os.environ.get(f"MONAI_LABEL_GRPC_{name.upper()}")
             if env is not None and f.type in ("int", int):
                 values[name] = int(env)
+            elif env is not None and f.type in ("float", float):
+                values[name] = float(env)
             elif env is not None and f.type in ("str", str):
                 values[name] = env
         values.update({k: v for k, v in overrides.items() if v is not None})

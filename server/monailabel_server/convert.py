@@ -91,7 +91,8 @@ def from_struct(value: struct_pb2.Struct) -> Dict[str, Any]:
     Returns:
         The dict.
     """
-    return _ints(json_format.MessageToDict(value))
+    values: Dict[str, Any] = _ints(json_format.MessageToDict(value))
+    return values
 
 
 def _ints(value: Any) -> Any:

@@ -11,9 +11,10 @@ long messages and echoed values are cut, so that trailers stay far below a clien
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -22,7 +23,15 @@ from grpc_status import rpc_status
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
-__all__ = ["ErrorInterceptor", "status_of", "rich_status", "scrub", "STATUS_BY_ERROR", "ERROR_DOMAIN"]
+__all__ = [
+    "ErrorInterceptor",
+    "replaced_handler",
+    "status_of",
+    "rich_status",
+    "scrub",
+    "STATUS_BY_ERROR",
+    "ERROR_DOMAIN",
+]
 
 ERROR_DOMAIN = "monailabel.v1"
 MAX_MESSAGE_CHARS = 1024
@@ -129,6 +138,11 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+    if isinstance(exc, grpc.RpcError) and not context.is_active():
+        # the request stream ended because the call did (the client went away, or the stream guard
+        # ended it as idle): the client has its status already, and there is no bug to log
+        logger.info("%s: the call ended while reading the client's stream", method)
+        raise exc
     status = rich_status(exc)
     code = grpc.StatusCode.INTERNAL if status.code == code_pb2.INTERNAL else None
     if code is not None:
@@ -143,6 +157,7 @@ def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
 
 
 def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    @functools.wraps(behavior)  # keeps attributes grpc reads from a handler (its thread pool)
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return behavior(request, context)
@@ -155,6 +170,7 @@ def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]
 
 
 def _wrap_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
+    @functools.wraps(behavior)
     def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from behavior(request, context)
@@ -176,19 +192,37 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> Optional[grpc.RpcMethodHandler]:
+    ) -> Optional[grpc.RpcMethodHandler[Any, Any]]:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        if any(getattr(b, "experimental_non_blocking", False) for b in (handler.unary_stream, handler.stream_stream)):
+            # a non-blocking stream (health Watch) answers through a callback grpc passes it; a wrapper
+            # would have to pass that on, and such handlers raise no MONAILabelException to map
+            return handler
         if handler.unary_unary:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))  # type: ignore[attr-defined]
+            return replaced_handler(handler, unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))  # type: ignore[attr-defined]
+            return replaced_handler(handler, stream_unary=_wrap_unary(handler.stream_unary, method))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))  # type: ignore[attr-defined]
+            return replaced_handler(handler, unary_stream=_wrap_stream(handler.unary_stream, method))
         if handler.stream_stream:
-            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))  # type: ignore[attr-defined]
+            return replaced_handler(handler, stream_stream=_wrap_stream(handler.stream_stream, method))
         return handler
+
+
+def replaced_handler(handler: grpc.RpcMethodHandler[Any, Any], **changes: Any) -> grpc.RpcMethodHandler[Any, Any]:
+    """A method handler with some of its parts replaced (grpc's handlers are named tuples).
+
+    Args:
+        handler: the handler an interceptor's continuation returned.
+        **changes: the parts to replace, as ``unary_unary=wrapped``.
+
+    Returns:
+        The new handler.
+    """
+    return cast("grpc.RpcMethodHandler[Any, Any]", handler._replace(**changes))  # type: ignore[attr-defined]
+

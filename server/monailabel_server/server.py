@@ -40,6 +40,7 @@ from monailabel_server.jobs import JobManager
 from monailabel_server.sampling import NextSampler
 from monailabel_server.strategy_servicer import StrategyServicer
 from monailabel_server.tls import server_credentials
+from monailabel_server.streams import StreamGuard
 from monailabel_server.train_servicer import TrainServicer
 from monailabel_server.workers import ModelWorkers
 
@@ -70,6 +71,7 @@ class RunningServer:
         config: its settings.
         sampler: its next-sample strategies and leases.
         audit: its audit log.
+        guard: its stream idle timeout and stream cap.
     """
 
     server: grpc.Server
@@ -81,6 +83,7 @@ class RunningServer:
     config: Optional[ServerConfig] = None
     sampler: Optional[NextSampler] = None
     audit: Optional[AuditLog] = None
+    guard: Optional[StreamGuard] = None
 
     @property
     def address(self) -> str:
@@ -99,6 +102,8 @@ class RunningServer:
             self.sampler.close()
         if self.audit is not None:
             self.audit.close()
+        if self.guard is not None:
+            self.guard.close()
 
 
 def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningServer:
@@ -124,10 +129,13 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    # the guard first: stalled streams must not hold every thread, and health checks get their own
+    guard = StreamGuard(config.stream_idle_timeout_s, config.max_streams)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
+        # the guard first (stalled streams must not hold every thread; health gets its own), then
         # outermost first: audit sees each call's final status; auth runs inside the error mapping
-        interceptors=[ChunkCodecInterceptor(), AuditInterceptor(audit, auth.enable), ErrorInterceptor(),
+        interceptors=[guard, ChunkCodecInterceptor(), AuditInterceptor(audit, auth.enable), ErrorInterceptor(),
                       AuthInterceptor(auth)],
         options=options,
         maximum_concurrent_rpcs=config.rpc_threads * 4,
@@ -165,7 +173,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     # the app's async_scoring / async_training become jobs; then MONAI Label's init hook (scoring, if auto)
     app.set_job_submitter(lambda kind, request: jobs.submit(kind, request, trigger=f"app: {kind} requested"))
     app.on_init_complete()
-    return RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit)
+    return RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit, guard)
 
 
 def serve(config: ServerConfig) -> None:

@@ -16,6 +16,8 @@ from monailabel.datasets import write_phantoms
 
 from .conftest import copy_template
 
+pytestmark = pytest.mark.slow  # a server in a subprocess, and the client command line
+
 BIN = Path(sys.executable).parent
 
 

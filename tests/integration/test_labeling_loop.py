@@ -23,6 +23,8 @@ from monailabel_server.server import RunningServer, start
 
 from .conftest import copy_template
 
+pytestmark = pytest.mark.slow  # trains a model for twelve epochs
+
 SHAPE = (48, 48, 48)
 CASES = 8
 HELD_OUT_SEEDS = (100, 101, 102)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from monailabel.datasets import write_phantoms
@@ -13,6 +14,8 @@ from monailabel_client import MonaiLabelClient
 from monailabel_server.app_loader import load_app
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import start
+
+pytestmark = pytest.mark.slow  # trains and scores a model
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -112,6 +112,7 @@ def test_lists_strategies_and_scoring_methods_and_serves_health(client: MonaiLab
 
 # ---- MONAI Label's documented example, end to end ------------------------------------------------------
 
+@pytest.mark.slow  # scoring jobs in worker processes
 def test_documented_example_scores_then_picks_highest(server: RunningServer, client: MonaiLabelClient,
                                                       capsys: pytest.CaptureFixture) -> None:
     # no score yet: the strategy picks one at random
@@ -178,6 +179,7 @@ def test_cli_next_prints_the_sample_and_downloads(server: RunningServer, tmp_pat
 
 # ---- epistemic scoring and strategy ----------------------------------------------------------------------
 
+@pytest.mark.slow  # scoring jobs in worker processes
 def test_epistemic_scoring_job_then_strategy(server: RunningServer, client: MonaiLabelClient) -> None:
     done = _succeeded(client, client.start_scoring("epistemic", {"max_workers": 1}))
     result = dict(done.result.items())
@@ -231,6 +233,7 @@ def test_strategy_that_raises_is_internal_and_the_server_stays_up(client: MonaiL
     assert client.next_sample("first", client_id="viewer").found  # "viewer" gives its image back and asks again
 
 
+@pytest.mark.slow  # scoring jobs in worker processes
 def test_scoring_method_that_raises_fails_its_job(client: MonaiLabelClient) -> None:
     job = client.start_scoring("exploding")
     events = list(client.watch_scoring_job(job.job_id, timeout=120))
@@ -249,6 +252,7 @@ def test_scoring_method_that_raises_fails_its_job(client: MonaiLabelClient) -> N
     assert job.job_id not in [j.job_id for j in client.list_jobs()]
 
 
+@pytest.mark.slow  # scoring jobs in worker processes
 def test_one_job_per_method_unless_queued_and_cancel(client: MonaiLabelClient) -> None:
     slow = client.start_scoring("slow")
     assert_status(grpc.StatusCode.ABORTED, lambda: client.start_scoring("slow"), slow.job_id)
@@ -329,6 +333,7 @@ def test_nothing_left_to_label_is_a_normal_answer(tmp_path: Path) -> None:
 
 # ---- scoring again after training publishes a model ---------------------------------------------------
 
+@pytest.mark.slow  # a training job, then scoring jobs, in worker processes
 def test_scoring_runs_again_after_training_publishes(tmp_path: Path) -> None:
     server = make_server(tmp_path, ["x", "yy"], auto_update_scoring="true", only_my_score="true")
     try:

@@ -27,6 +27,8 @@ from monailabel_server.server import RunningServer, start
 from .conftest import copy_template
 from .helpers import assert_status
 
+pytestmark = pytest.mark.slow  # training jobs in worker processes
+
 SHAPE = (48, 48, 48)
 TRAIN_SEEDS = range(8)
 HELD_OUT_SEEDS = range(100, 103)

@@ -139,7 +139,8 @@ def serialize_request(message: object) -> bytes:
     """Serializer that passes pre-serialized bytes through and serializes messages."""
     if isinstance(message, (bytes, bytearray)):
         return bytes(message)
-    return message.SerializeToString()  # type: ignore[attr-defined]
+    data: bytes = message.SerializeToString()  # type: ignore[attr-defined]
+    return data
 
 
 # -- decoding -------------------------------------------------------------------------------------

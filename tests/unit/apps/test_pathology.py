@@ -46,6 +46,7 @@ def test_tiled_inference_answers_a_png_mask_of_the_whole_image(app: Any, image: 
     assert mask.shape == SHAPE and set(np.unique(mask).tolist()) <= {0, 1}
 
 
+@pytest.mark.slow  # trains the nuclei model
 def test_train_then_polygons(app: Any) -> None:
     torch.manual_seed(0)
     stats = app.train({"model": "segmentation_nuclei", "max_epochs": 3, "val_split": 0.34, "device": "cpu",

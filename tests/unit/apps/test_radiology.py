@@ -75,6 +75,7 @@ def test_deepgrow_clicks_change_the_mask_and_target_a_label(app: Any) -> None:
     assert np.array_equal(cyst > 0, one > 0) and set(np.unique(cyst).tolist()) <= {0, 2}
 
 
+@pytest.mark.slow  # runs the full DeepEdit network several times
 def test_deepedit_clicks_change_the_automatic_answer(app: Any) -> None:
     _, label, _ = make_phantom(SHAPE, 0, labels=2)
     inside = [int(round(c)) for c in np.argwhere(label == 1).mean(axis=0)]
@@ -86,6 +87,7 @@ def test_deepedit_clicks_change_the_automatic_answer(app: Any) -> None:
     assert np.array_equal(by_name, clicked)  # MONAI Label's label-named clicks mean the same
 
 
+@pytest.mark.slow  # trains each model
 @pytest.mark.parametrize("model", ["segmentation", "deepgrow_3d", "deepedit"])
 def test_trainers_run_and_publish(app: Any, model: str) -> None:
     torch.manual_seed(0)
@@ -99,6 +101,7 @@ def test_trainers_run_and_publish(app: Any, model: str) -> None:
     assert app.info()["weights"][model] == f"checkpoint {published}"
 
 
+@pytest.mark.slow  # builds the app once per configuration
 def test_conf_keys_network_pretrained_and_invalid_models(tmp_path: Path) -> None:
     app = _app(tmp_path, models="segmentation", network="segresnet", preload="true")
     assert list(app.infer_tasks()) == ["segmentation"] and app.info()["labels"] == {"organ": 1}
@@ -117,6 +120,7 @@ def test_conf_keys_network_pretrained_and_invalid_models(tmp_path: Path) -> None
         _app(tmp_path, models="nope")
 
 
+@pytest.mark.slow  # scores with repeated dropout inference
 def test_epistemic_strategy_and_scoring(tmp_path: Path) -> None:
     app = _app(tmp_path, models="segmentation", epistemic_enabled="true", epistemic_samples="3")
     assert sorted(app.strategies()) == ["first", "random", "segmentation_epistemic"]

@@ -12,6 +12,8 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from .helpers import MemoryDatastore, SegTask, small_unet, write_phantoms
 
+pytestmark = pytest.mark.slow  # trains in several processes
+
 
 @pytest.mark.timeout(120)
 def test_two_gloo_ranks_share_the_data_and_rank_zero_publishes(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 from monai.apps.deepgrow.transforms import SpatialCropForegroundd
 from monai.inferers import SlidingWindowInferer
@@ -68,6 +69,7 @@ class MyTrainTask(BasicTrainTask):
 # ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains the documented task
 def test_documented_train_task_trains_checkpoints_publishes_and_writes_stats(tmp_path):
     set_determinism(seed=0)
     records = write_phantoms(str(tmp_path / "data"), 4)

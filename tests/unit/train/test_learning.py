@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from monai.utils import set_determinism
 
 from .helpers import MemoryDatastore, SegTask, small_unet, write_phantoms
+
+pytestmark = pytest.mark.slow  # trains a model for ten epochs
 
 
 def _dice(pred: np.ndarray, label: np.ndarray) -> float:

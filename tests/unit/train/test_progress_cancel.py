@@ -12,6 +12,8 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from .helpers import MemoryDatastore, SegTask, small_unet, write_phantoms
 
+pytestmark = pytest.mark.slow  # trains models for several epochs
+
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):

@@ -8,6 +8,8 @@ import pytest
 
 from .helpers import MemoryDatastore, SegTask, small_unet, write_phantoms
 
+pytestmark = pytest.mark.slow  # trains a model per dataset and loader kind
+
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
