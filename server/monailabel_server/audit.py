@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, Optional
 import grpc
 
 from monailabel_server.auth.interceptor import current_identity, set_identity
+from monailabel_server.errors import replaced_handler
 
 __all__ = ["AuditLog", "AuditInterceptor", "AUDITED", "default_path", "resource_of"]
 
@@ -157,9 +158,9 @@ class AuditInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> Optional[grpc.RpcMethodHandler]:
+    ) -> Optional[grpc.RpcMethodHandler[Any, Any]]:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -168,9 +169,9 @@ class AuditInterceptor(grpc.ServerInterceptor):
         if name not in AUDITED.get(service, ()):
             return handler
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._wrap(handler.unary_unary, method, False))  # type: ignore[attr-defined]
+            return replaced_handler(handler, unary_unary=self._wrap(handler.unary_unary, method, False))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._wrap(handler.stream_unary, method, True))  # type: ignore[attr-defined]
+            return replaced_handler(handler, stream_unary=self._wrap(handler.stream_unary, method, True))
         return handler  # no state-changing call streams its response
 
     def _wrap(self, behavior: Callable[..., Any], method: str, streamed: bool) -> Callable[..., Any]:
@@ -213,4 +214,5 @@ class AuditInterceptor(grpc.ServerInterceptor):
 def _client_certificate_name(context: grpc.ServicerContext) -> str:
     """The common name of the client's certificate on an mTLS port ("" otherwise)."""
     names = (context.auth_context() or {}).get("x509_common_name") or []
-    return names[0].decode("utf-8", "replace") if names else ""
+    first = names if isinstance(names, bytes) else (names[0] if names else b"")
+    return first.decode("utf-8", "replace")

@@ -39,8 +39,8 @@ from monailabel_server.infer_servicer import InferServicer
 from monailabel_server.jobs import JobManager
 from monailabel_server.sampling import NextSampler
 from monailabel_server.strategy_servicer import StrategyServicer
-from monailabel_server.tls import server_credentials
 from monailabel_server.streams import StreamGuard
+from monailabel_server.tls import server_credentials
 from monailabel_server.train_servicer import TrainServicer
 from monailabel_server.workers import ModelWorkers
 

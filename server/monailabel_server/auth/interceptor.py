@@ -24,6 +24,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_server.auth.roles import OPEN_SERVICES, Role, rank_of, required_role, role_name
 from monailabel_server.auth.settings import AuthSettings
 from monailabel_server.auth.tokens import Identity, TokenVerifier
+from monailabel_server.errors import replaced_handler
 
 __all__ = ["AuthInterceptor", "current_identity", "stamp_user", "caller_or", "require_role"]
 
@@ -138,9 +139,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> Optional[grpc.RpcMethodHandler]:
+    ) -> Optional[grpc.RpcMethodHandler[Any, Any]]:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -149,7 +150,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             behavior = getattr(handler, kind)
             if behavior is not None:
                 wrap = self._wrap_stream if handler.response_streaming else self._wrap_unary
-                return handler._replace(**{kind: wrap(behavior, method)})  # type: ignore[attr-defined]
+                return replaced_handler(handler, **{kind: wrap(behavior, method)})
         return handler
 
     def _enter(self, method: str, context: grpc.ServicerContext) -> None:

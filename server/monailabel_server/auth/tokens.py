@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, FrozenSet, Optional
+from typing import Any, Callable, Deque, Dict, FrozenSet, Optional, Tuple
 
 import jwt
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -101,7 +101,7 @@ class RealmKeys:
         self._lock = threading.Lock()
         self._keys: Optional[_KeySet] = None
         self._refreshes: Deque[float] = collections.deque()
-        self._failure: Optional[tuple] = None  # (clock, message) of the last failed fetch
+        self._failure: Optional[Tuple[float, str]] = None  # (clock, message) of the last failed fetch
 
     def issuer(self) -> str:
         """The issuer tokens must name (loads the keys if needed)."""

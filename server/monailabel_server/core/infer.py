@@ -128,7 +128,7 @@ def shape_of_file(path: str) -> Optional[Tuple[int, ...]]:
 
 def _decode(path: str) -> Any:
     """Decodes a volume once, as a MetaTensor carrying its affine (MONAI's LoadImage)."""
-    from monai.transforms import LoadImage
+    from monai.transforms.io.array import LoadImage
 
     # 2D TIFF needs Pillow's reader named: MONAI's default order tries the DICOM reader on it
     reader = "PILReader" if path.lower().endswith((".tif", ".tiff")) else None

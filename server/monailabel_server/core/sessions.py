@@ -13,7 +13,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_server.validation import check_id
@@ -51,7 +51,7 @@ class Session:
         self.expires_at = time.time() + self.ttl_s
 
     @property
-    def spatial_shape(self) -> tuple:
+    def spatial_shape(self) -> Tuple[int, ...]:
         """The volume's shape (spatial axes first, as MONAI's LoadImage returns it)."""
         return tuple(int(s) for s in self.image.shape)
 
