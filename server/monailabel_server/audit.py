@@ -213,6 +213,6 @@ class AuditInterceptor(grpc.ServerInterceptor):
 
 def _client_certificate_name(context: grpc.ServicerContext) -> str:
     """The common name of the client's certificate on an mTLS port ("" otherwise)."""
-    names = (context.auth_context() or {}).get("x509_common_name") or []
+    names: Any = (context.auth_context() or {}).get("x509_common_name") or []
     first = names if isinstance(names, bytes) else (names[0] if names else b"")
     return first.decode("utf-8", "replace")

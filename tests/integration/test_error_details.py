@@ -33,7 +33,7 @@ def test_bad_ids_are_invalid_with_their_field(channel: grpc.Channel, image_id: s
     assert sum(len(k) + len(v) for k, v in err.trailing_metadata()) < 4096
     read = error_details(err)
     assert read.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert [f for f, _ in read.field_violations] == ["image_id"]
+    assert [f for f, _ in read.field_violations] == ["header.image_id"]  # its path in the request
 
 
 def test_a_huge_id_in_a_lookup_is_not_echoed(channel: grpc.Channel) -> None:
