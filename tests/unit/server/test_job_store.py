@@ -63,7 +63,8 @@ def test_history_survives_reopen_and_unfinished_jobs_fail(tmp_path: Path) -> Non
     first.close()
 
     second = JobStore(path)
-    assert sorted(second.fail_unfinished("server restarted")) == sorted([running.job_id, queued.job_id])
+    assert sorted(j.job_id for j in second.fail_unfinished("server restarted")) == sorted(
+        [running.job_id, queued.job_id])
     assert second.get(done.job_id).state == CANCELLED
     failed = second.get(running.job_id)
     assert failed.state == FAILED and failed.error == "server restarted"
