@@ -137,8 +137,9 @@ def test_documented_example_scores_then_picks_highest(server: RunningServer, cli
     assert cli_main(["--address", server.address, "score", "my_scoring_method"]) == 0
     out = capsys.readouterr().out
     assert "SUCCEEDED" in out and '"result": {}' in out
-    assert cli_main(["--address", server.address, "score", "--jobs"]) == 0
-    assert job.job_id in capsys.readouterr().out
+    assert cli_main(["--address", server.address, "jobs", "--kind", "scoring"]) == 0
+    out = capsys.readouterr().out
+    assert job.job_id in out and "scoring my_scoring_method SUCCEEDED" in out
 
 
 # ---- next sample: the image in the same call, CLI, leases ---------------------------------------------
