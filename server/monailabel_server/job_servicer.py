@@ -10,6 +10,7 @@ import grpc
 from monailabel_api.v1 import job_pb2, job_pb2_grpc
 from monailabel_server import validation
 from monailabel_server.convert import JOB_STATES, timestamp_of, to_struct
+from monailabel_server.errors import scrub
 from monailabel_server.jobs import JobEvent, JobManager, JobRecord
 from monailabel_server.jobs.store import SCORING, TRAIN
 
@@ -23,7 +24,7 @@ _STATE_NAMES: Dict[int, str] = {v: k for k, v in JOB_STATES.items()}
 
 
 def job_message(job: JobRecord) -> job_pb2.Job:
-    """Returns the proto of a stored job (server paths reduced to file names)."""
+    """Returns the proto of a stored job (server paths reduced to file names, in its error and logs too)."""
     msg = job_pb2.Job(
         job_id=job.job_id,
         kind=KIND_OF.get(job.kind, job_pb2.JOB_KIND_UNSPECIFIED),
@@ -33,8 +34,8 @@ def job_message(job: JobRecord) -> job_pb2.Job:
         create_time=timestamp_of(job.create_time),
         start_time=timestamp_of(job.start_time),
         end_time=timestamp_of(job.end_time),
-        error=job.error,
-        last_log_lines=job.last_log_lines,
+        error=scrub(job.error),
+        last_log_lines=[scrub(line, 2000) for line in job.last_log_lines],
         published_version=job.published_version,
         published_file=os.path.basename(job.published_path),
         trigger=job.trigger,
@@ -68,7 +69,7 @@ def event_message(event: JobEvent) -> job_pb2.JobEvent:
     kind = p.get("type")
     if kind == "state":
         msg.state_change.CopyFrom(
-            job_pb2.JobStateChange(state=JOB_STATES.get(p.get("state"), 0), message=str(p.get("message") or ""))
+            job_pb2.JobStateChange(state=JOB_STATES.get(p.get("state"), 0), message=scrub(str(p.get("message") or "")))
         )
     elif kind == "iteration":
         msg.iteration.CopyFrom(
@@ -94,7 +95,7 @@ def event_message(event: JobEvent) -> job_pb2.JobEvent:
             )
         )
     else:
-        msg.log_line = str(p.get("text") or "")
+        msg.log_line = scrub(str(p.get("text") or ""), 2000)
     return msg
 
 
