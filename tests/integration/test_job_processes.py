@@ -123,6 +123,8 @@ def test_kill_9_of_the_server_ends_every_process_of_the_job_and_a_restart_fails_
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     # the job was RUNNING when its server died: the next server marks it FAILED
     restarted = start(ServerConfig(app_dir=app, studies=str(studies), port=0, conf=CONF))
@@ -154,7 +156,7 @@ def test_cancelling_a_ddp_job_ends_every_rank(server: RunningServer) -> None:
         done = client.wait_job(job.job_id, timeout=120)
         assert done.state == job_pb2.JOB_STATE_CANCELLED, done.error
         _until("every rank to end", lambda: not any(_alive(p) for p in members), 10)
-        assert session_members(worker) == []
+        assert not any(_alive(p) for p in session_members(worker))  # nor any process the job started later
 
 
 @pytest.mark.timeout(300)

@@ -86,8 +86,9 @@ def kill_leftovers(pid: int, start_time: int) -> List[int]:
         return []
     killed = []
     for member in session_members(pid):
-        if member == os.getpid() or process_start_time(member) < start_time:
-            continue
+        fields = _stat_fields(member)
+        if member == os.getpid() or fields is None or fields[0] == "Z" or process_start_time(member) < start_time:
+            continue  # a zombie has ended already: only its parent's wait is missing
         try:
             os.kill(member, signal.SIGKILL)
             killed.append(member)
