@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -32,6 +33,8 @@ from monailabel_server.jobs.protocol import EVENT_MARK, EXIT_CANCELLED, EXIT_ERR
 __all__ = ["EVENT_MARK", "EXIT_CANCELLED", "EXIT_ERROR", "main"]
 
 _out_lock = threading.Lock()
+# "SomeError: message" as a traceback's last line reads
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)\b(: |$)")
 
 
 def emit(event: Dict[str, Any]) -> None:
@@ -63,7 +66,10 @@ def error_line(exc: BaseException) -> str:
 
     root = root_cause(exc)
     text = str(root).strip().splitlines()
-    message = text[-1] if text else ""
+    message = text[-1].strip() if text else ""
+    if _EXCEPTION_LINE.match(message):
+        # the last line of a traceback another process sent (a DDP rank's): that exception is the cause
+        return scrub(message, 1000)
     return scrub(f"{type(root).__name__}: {message}" if message else type(root).__name__, 1000)
 
 

@@ -66,6 +66,14 @@ def test_error_line_is_the_root_cause_without_paths() -> None:
         assert line.startswith("FileNotFoundError:") and "/srv" not in line and "volume.nii.gz" in line
 
 
+def test_error_line_of_a_rank_is_the_rank_s_exception() -> None:
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    text = ("\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n"
+            '  File "/srv/x.py", line 3, in f\n    import scipy\nModuleNotFoundError: No module named \'scipy\'\n')
+    assert error_line(ProcessRaisedException(text, 1, 4242)) == "ModuleNotFoundError: No module named 'scipy'"
+
+
 def test_client_log_drops_traceback_frames_and_paths() -> None:
     raw = [
         "epoch 1 starts",
