@@ -240,7 +240,9 @@ def watch(client: MonaiLabelClient, job_id: str, after: int = 0, show_log: bool 
         bar.close()
     job = client.get_job(job_id)
     p = job.progress
-    print(f"{job_id} {_state(job.state)} epoch {p.epoch}/{p.max_epochs} best {p.best_metric:.4f}"
+    detail = (f"epoch {p.epoch}/{p.max_epochs} best {p.best_metric:.4f}" if job.kind == job_pb2.JOB_KIND_TRAIN
+              else f"result {json.dumps(json_format.MessageToDict(job.result))}")
+    print(f"{job_id} {kind_name(job.kind)} {job.model} {_state(job.state)} {detail}"
           + (f" published v{job.published_version}" if job.published_version else "")
           + (f" error: {job.error}" if job.error else ""))
     if job.state == job_pb2.JOB_STATE_FAILED and job.last_log_lines:
