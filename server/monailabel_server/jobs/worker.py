@@ -95,8 +95,9 @@ def main(argv: list[str]) -> int:
     """Runs one job described by the JSON spec in ``argv[0]``.
 
     The spec holds ``app_dir``, ``studies``, ``conf``, ``kind`` (``train`` or ``scoring``), ``model`` (the
-    trainer or scoring method), ``request`` and ``cancel_file``. A ``seed`` in the request makes the run
-    reproducible (MONAI's ``set_determinism`` before the app loads).
+    trainer or scoring method), ``request``, ``cancel_file``, ``log_file`` (where tracebacks go),
+    ``lock_file`` (the model's lock) and ``server_pid`` (the parent it dies with). A ``seed`` in the request
+    makes the run reproducible (MONAI's ``set_determinism`` before the app loads).
 
     Args:
         argv: the arguments after the module name.
@@ -159,7 +160,11 @@ def main(argv: list[str]) -> int:
         if exc.error == MONAILabelError.CANCELLED or cancel_file.exists():
             emit({"type": "error", "kind": "CANCELLED", "message": exc.msg})
             return EXIT_CANCELLED
-        emit({"type": "error", "kind": exc.error.value, "message": exc.msg})
+        _log_traceback(spec.get("log_file"))
+        message, root = exc.msg, root_cause(exc)
+        if root is not exc and not isinstance(root, MONAILabelException):
+            message += f" (cause: {error_line(exc)})"
+        emit({"type": "error", "kind": exc.error.value, "message": message})
         return EXIT_ERROR
     except BaseException as exc:  # noqa: BLE001 - anything else is the job's failure, reported to the server
         _log_traceback(spec.get("log_file"))
