@@ -35,8 +35,9 @@ AUDITED: Dict[str, FrozenSet[str]] = {
     "monailabel.v1.DatastoreService": frozenset({
         "UploadImage", "SaveLabel", "DeleteImage", "DeleteLabel", "UpdateImageInfo", "UpdateLabelInfo",
     }),
-    "monailabel.v1.TrainService": frozenset({"StartTrainJob", "CancelTrainJob"}),
-    "monailabel.v1.StrategyService": frozenset({"StartScoringJob", "CancelScoringJob"}),
+    "monailabel.v1.TrainService": frozenset({"StartTrainJob"}),
+    "monailabel.v1.StrategyService": frozenset({"StartScoringJob"}),
+    "monailabel.v1.JobService": frozenset({"CancelJob"}),
 }
 _MAX_DETAIL = 300
 

@@ -13,7 +13,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_api import wire
-from monailabel_api.v1 import common_pb2, train_pb2
+from monailabel_api.v1 import common_pb2, job_pb2
 from monailabel_api.wire import DTYPE_BY_ENUM, ENUM_BY_DTYPE, encoding_of_name, geometry_of_affine
 
 __all__ = [
@@ -118,11 +118,11 @@ def affine_of_geometry(geometry: common_pb2.Geometry, ndim: int) -> np.ndarray:
 
 
 JOB_STATES: Dict[str, int] = {
-    "QUEUED": train_pb2.JOB_STATE_QUEUED,
-    "RUNNING": train_pb2.JOB_STATE_RUNNING,
-    "SUCCEEDED": train_pb2.JOB_STATE_SUCCEEDED,
-    "FAILED": train_pb2.JOB_STATE_FAILED,
-    "CANCELLED": train_pb2.JOB_STATE_CANCELLED,
+    "QUEUED": job_pb2.JOB_STATE_QUEUED,
+    "RUNNING": job_pb2.JOB_STATE_RUNNING,
+    "SUCCEEDED": job_pb2.JOB_STATE_SUCCEEDED,
+    "FAILED": job_pb2.JOB_STATE_FAILED,
+    "CANCELLED": job_pb2.JOB_STATE_CANCELLED,
 }
 
 

@@ -22,6 +22,8 @@ from monailabel_api.v1 import (
     datastore_pb2_grpc,
     infer_pb2,
     infer_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
     strategy_pb2,
     strategy_pb2_grpc,
     train_pb2,
@@ -36,6 +38,7 @@ from monailabel_server.config import ServerConfig
 from monailabel_server.datastore_servicer import DatastoreServicer
 from monailabel_server.errors import ErrorInterceptor
 from monailabel_server.infer_servicer import InferServicer
+from monailabel_server.job_servicer import JobServicer
 from monailabel_server.jobs import JobManager
 from monailabel_server.sampling import NextSampler
 from monailabel_server.strategy_servicer import StrategyServicer
@@ -54,6 +57,7 @@ SERVICE_NAMES = (
     infer_pb2.DESCRIPTOR.services_by_name["InferService"].full_name,
     train_pb2.DESCRIPTOR.services_by_name["TrainService"].full_name,
     strategy_pb2.DESCRIPTOR.services_by_name["StrategyService"].full_name,
+    job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
 )
 
 
@@ -150,6 +154,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     )
     infer_pb2_grpc.add_InferServiceServicer_to_server(InferServicer(app, config, workers), server)
     train_pb2_grpc.add_TrainServiceServicer_to_server(TrainServicer(jobs), server)
+    job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
     strategy_pb2_grpc.add_StrategyServiceServicer_to_server(StrategyServicer(app, config, sampler, jobs), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,4 +1,4 @@
-"""StrategyService: next sample (with leases and the image streamed on request) and scoring jobs."""
+"""StrategyService: next sample (with leases and the image streamed on request); starts scoring jobs."""
 
 from __future__ import annotations
 
@@ -10,58 +10,27 @@ import grpc
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel_api.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc, train_pb2
+from monailabel_api.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc
 from monailabel_server.auth import caller_or
 from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
-from monailabel_server.convert import JOB_STATES, encoding_of_name, from_struct, timestamp_of, to_struct
+from monailabel_server.convert import encoding_of_name, from_struct, timestamp_of, to_struct
 from monailabel_server.datastore_servicer import image_message
-from monailabel_server.jobs import JobEvent, JobManager, JobRecord
+from monailabel_server.job_servicer import job_message
+from monailabel_server.jobs import JobManager
 from monailabel_server.jobs.store import SCORING
 from monailabel_server.sampling import ALL_LEASED, FOUND, NONE_LEFT, NextSampler
 from monailabel_server.store import Store
 from monailabel_server.transfer import read_chunks
 from monailabel_server.volumes import content_header_for_file
 
-__all__ = ["StrategyServicer", "scoring_job_message", "scoring_event_message"]
+__all__ = ["StrategyServicer"]
 
 _STATUS = {
     FOUND: strategy_pb2.SAMPLE_STATUS_FOUND,
     NONE_LEFT: strategy_pb2.SAMPLE_STATUS_NONE_LEFT,
     ALL_LEASED: strategy_pb2.SAMPLE_STATUS_ALL_LEASED,
 }
-_DEFAULT_PAGE, _MAX_PAGE = 50, 1000
-
-
-def scoring_job_message(job: JobRecord) -> strategy_pb2.ScoringJob:
-    """Returns the proto of a stored scoring job."""
-    result = job.result if isinstance(job.result, dict) else {"result": job.result}
-    return strategy_pb2.ScoringJob(
-        job_id=job.job_id,
-        method=job.model,
-        state=JOB_STATES.get(job.state, train_pb2.JOB_STATE_UNSPECIFIED),
-        params=to_struct(job.params),
-        create_time=timestamp_of(job.create_time),
-        start_time=timestamp_of(job.start_time),
-        end_time=timestamp_of(job.end_time),
-        error=job.error,
-        last_log_lines=job.last_log_lines,
-        result=to_struct(result),
-        trigger=job.trigger,
-    )
-
-
-def scoring_event_message(event: JobEvent) -> strategy_pb2.ScoringJobEvent:
-    """Returns the proto of a stored scoring job event."""
-    p = event.payload
-    msg = strategy_pb2.ScoringJobEvent(sequence=event.sequence, time=timestamp_of(event.time))
-    if p.get("type") == "state":
-        msg.state_change.CopyFrom(
-            train_pb2.JobStateChange(state=JOB_STATES.get(p.get("state"), 0), message=str(p.get("message") or ""))
-        )
-    else:
-        msg.log_line = str(p.get("text") or "")
-    return msg
 
 
 def _invalid(msg: str) -> MONAILabelException:
@@ -69,7 +38,7 @@ def _invalid(msg: str) -> MONAILabelException:
 
 
 class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
-    """Serves strategies, next samples and scoring jobs.
+    """Serves strategies and next samples, and starts scoring jobs.
 
     Args:
         app: the app.
@@ -137,34 +106,4 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
             raise _invalid("method is required")
         params = from_struct(request.params) if request.HasField("params") else {}
         job = self.jobs.start(request.method, params, queue=request.queue, kind=SCORING)
-        return strategy_pb2.StartScoringJobResponse(job=scoring_job_message(job))
-
-    def GetScoringJob(self, request: strategy_pb2.GetScoringJobRequest, context: grpc.ServicerContext):
-        return strategy_pb2.GetScoringJobResponse(job=scoring_job_message(self.jobs.get(request.job_id, SCORING)))
-
-    def ListScoringJobs(self, request: strategy_pb2.ListScoringJobsRequest, context: grpc.ServicerContext):
-        if request.page_size < 0:
-            raise _invalid("page_size must not be negative")
-        size = min(request.page_size or _DEFAULT_PAGE, _MAX_PAGE)
-        try:
-            offset = int(request.page_token or 0)
-        except ValueError:
-            raise _invalid("bad page_token") from None
-        if offset < 0:
-            raise _invalid("bad page_token")
-        jobs = self.jobs.list(offset, size + 1, request.method, SCORING)
-        token = str(offset + size) if len(jobs) > size else ""
-        return strategy_pb2.ListScoringJobsResponse(
-            jobs=[scoring_job_message(j) for j in jobs[:size]], next_page_token=token
-        )
-
-    def CancelScoringJob(self, request: strategy_pb2.CancelScoringJobRequest, context: grpc.ServicerContext):
-        return strategy_pb2.CancelScoringJobResponse(job=scoring_job_message(self.jobs.cancel(request.job_id, SCORING)))
-
-    def WatchScoringJob(
-        self, request: strategy_pb2.WatchScoringJobRequest, context: grpc.ServicerContext
-    ) -> Iterator[strategy_pb2.WatchScoringJobResponse]:
-        if request.after_sequence < 0:
-            raise _invalid("after_sequence must not be negative")
-        for event in self.jobs.watch(request.job_id, request.after_sequence, context.is_active, kind=SCORING):
-            yield strategy_pb2.WatchScoringJobResponse(event=scoring_event_message(event))
+        return strategy_pb2.StartScoringJobResponse(job=job_message(job))

@@ -29,7 +29,7 @@ from grpc_status import rpc_status
 import monailabel_api.v1 as api
 from monailabel.datasets import write_phantoms
 from monailabel.interfaces.exception import MONAILabelException
-from monailabel_api.v1 import app_pb2, app_pb2_grpc, datastore_pb2, train_pb2
+from monailabel_api.v1 import app_pb2, app_pb2_grpc, datastore_pb2, job_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_server.auth import AuthSettings, TokenVerifier
 from monailabel_server.auth.tokens import RealmKeys
@@ -53,10 +53,10 @@ SERVICES: List[ServiceDescriptor] = [
     for service in importlib.import_module(f"{api.__name__}.{info.name}").DESCRIPTOR.services_by_name.values()
 ]
 # MONAI Label's matrix, written out independently of the server's table
-ADMIN_ONLY = {"DeleteImage", "DeleteLabel", "StartTrainJob", "CancelTrainJob"}
+ADMIN_ONLY = {"DeleteImage", "DeleteLabel", "StartTrainJob"}
 ANNOTATOR_UP = {
     "UploadImage", "GetUploadStatus", "SaveLabel", "UpdateImageInfo", "UpdateLabelInfo",
-    "StartScoringJob", "CancelScoringJob",
+    "StartScoringJob", "CancelJob",  # cancelling a training job needs admin: test_training_cancel_needs_admin
 }
 RANK = {"none": 0, "user": 1, "annotator": 2, "reviewer": 3, "admin": 4}
 
@@ -358,7 +358,12 @@ def test_training_start_and_model_publish_are_audited(issuer: Issuer, server: Ru
                                  extra={"pretrained": False})
         list(client.watch_job(job.job_id, timeout=300))
         done = client.get_job(job.job_id)
-    assert done.state == train_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
+    # test_training_cancel_needs_admin: CancelJob is annotator's for scoring jobs, admin's for training
+    with MonaiLabelClient(server.address, token=token(issuer, "annotator", "anna"), timeout=60) as client:
+        with pytest.raises(grpc.RpcError) as denied:
+            client.cancel_job(job.job_id)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED, denied.value.details()
     assert server.audit is not None
     records = [json.loads(line) for line in server.audit.path.read_text().splitlines()]
     mine = [r for r in records if r.get("job_id") == job.job_id]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from monailabel.datasets import make_phantom
-from monailabel_api.v1 import train_pb2
+from monailabel_api.v1 import job_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
@@ -110,7 +110,7 @@ def test_next_sample_infer_click_save_train_infer(server: RunningServer) -> None
                                  extra={"pretrained": False, "seed": 0})
         list(client.watch_job(job.job_id, timeout=300))
         done = client.get_job(job.job_id)
-        assert done.state == train_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
+        assert done.state == job_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
 
         after = _held_out_dice(client)
         weights = dict(client.info().info.items())["weights"]

@@ -22,7 +22,7 @@ import torch
 from grpc_health.v1 import health_pb2
 
 from monailabel.datasets import make_phantom, write_phantoms
-from monailabel_api.v1 import strategy_pb2, train_pb2
+from monailabel_api.v1 import job_pb2, strategy_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_client.cli import main as cli_main
 from monailabel_server.config import ServerConfig
@@ -82,9 +82,9 @@ def _until(what: str, check: Callable[[], Any], deadline_s: float = 60.0) -> Any
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _succeeded(client: MonaiLabelClient, job: strategy_pb2.ScoringJob) -> strategy_pb2.ScoringJob:
-    done = client.wait_scoring_job(job.job_id, timeout=120)
-    assert done.state == train_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
+def _succeeded(client: MonaiLabelClient, job: job_pb2.Job) -> job_pb2.Job:
+    done = client.wait_job(job.job_id, timeout=120)
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
     return done
 
 
@@ -120,8 +120,8 @@ def test_documented_example_scores_then_picks_highest(server: RunningServer, cli
     assert first.found and first.image_id in UNLABELED and "my_score" not in first.info
 
     job = client.start_scoring("my_scoring_method")
-    assert job.method == "my_scoring_method" and job.trigger == "client"
-    assert job.state in (train_pb2.JOB_STATE_RUNNING, train_pb2.JOB_STATE_SUCCEEDED)
+    assert job.model == "my_scoring_method" and job.kind == job_pb2.JOB_KIND_SCORING and job.trigger == "client"
+    assert job.state in (job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_SUCCEEDED)
     done = _succeeded(client, job)
     scored = json.loads(json.dumps(dict(done.result.items()), default=lambda v: dict(v.items())))
     assert sorted(scored) == sorted(UNLABELED)
@@ -138,8 +138,9 @@ def test_documented_example_scores_then_picks_highest(server: RunningServer, cli
     assert cli_main(["--address", server.address, "score", "my_scoring_method"]) == 0
     out = capsys.readouterr().out
     assert "SUCCEEDED" in out and '"result": {}' in out
-    assert cli_main(["--address", server.address, "score", "--jobs"]) == 0
-    assert job.job_id in capsys.readouterr().out
+    assert cli_main(["--address", server.address, "jobs", "--kind", "scoring"]) == 0
+    out = capsys.readouterr().out
+    assert job.job_id in out and "scoring my_scoring_method SUCCEEDED" in out
 
 
 # ---- next sample: the image in the same call, CLI, leases ---------------------------------------------
@@ -200,9 +201,9 @@ def test_epistemic_scoring_job_then_strategy(server: RunningServer, client: Mona
 def test_unknown_names_are_not_found(client: MonaiLabelClient) -> None:
     assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.next_sample("nope"), "strategy 'nope'")
     assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.start_scoring("nope"), "no scoring method 'nope'")
-    assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.get_scoring_job("nope"), "nope")
-    assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.cancel_scoring_job("nope"), "nope")
-    assert_status(grpc.StatusCode.NOT_FOUND, lambda: list(client.watch_scoring_job("nope")), "nope")
+    assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.get_job("nope"), "nope")
+    assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.cancel_job("nope"), "nope")
+    assert_status(grpc.StatusCode.NOT_FOUND, lambda: list(client.watch_job("nope")), "nope")
 
 
 @pytest.mark.parametrize(
@@ -215,8 +216,11 @@ def test_unknown_names_are_not_found(client: MonaiLabelClient) -> None:
         (lambda c: c.next_sample("picky", params={"top": "x"}), "'top'"),
         (lambda c: c.next_sample("first", client_id="bad\nid"), "client_id"),
         (lambda c: c.next_sample("first", client_id="x" * 300), "client_id"),
-        (lambda c: list(c.strategy.ListScoringJobs(strategy_pb2.ListScoringJobsRequest(page_size=-1))), "page_size"),
-        (lambda c: list(c.strategy.ListScoringJobs(strategy_pb2.ListScoringJobsRequest(page_token="x"))), "token"),
+        (lambda c: c.jobs.ListJobs(job_pb2.ListJobsRequest(page_size=-1)), "page_size"),
+        (lambda c: c.jobs.ListJobs(job_pb2.ListJobsRequest(page_token="x")), "token"),
+        (lambda c: c.jobs.ListJobs(job_pb2.ListJobsRequest(kind=7)), "kind"),
+        (lambda c: c.start_scoring("epistemic", {"train_ds": [{"image": "/etc/passwd"}]}), "params.train_ds"),
+        (lambda c: c.start_scoring("epistemic", {"deep": {"a" * 200: 1}}), "params.deep"),
         (lambda c: list(c.strategy.GetNextSample(strategy_pb2.GetNextSampleRequest(chunk_size=-1))), "chunk_size"),
         (lambda c: c.strategy.StartScoringJob(strategy_pb2.StartScoringJobRequest()), "method"),
     ],
@@ -234,22 +238,28 @@ def test_strategy_that_raises_is_internal_and_the_server_stays_up(client: MonaiL
 
 
 @pytest.mark.slow  # scoring jobs in worker processes
-def test_scoring_method_that_raises_fails_its_job(client: MonaiLabelClient) -> None:
+def test_scoring_method_that_raises_fails_its_job(server: RunningServer, client: MonaiLabelClient) -> None:
     job = client.start_scoring("exploding")
-    events = list(client.watch_scoring_job(job.job_id, timeout=120))
+    events = list(client.watch_job(job.job_id, timeout=120))
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     states = [e.state_change.state for e in events if e.WhichOneof("event") == "state_change"]
-    assert states == [train_pb2.JOB_STATE_QUEUED, train_pb2.JOB_STATE_RUNNING, train_pb2.JOB_STATE_FAILED]
+    assert states == [job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_FAILED]
     assert any(e.log_line == "about to explode" for e in events)
-    failed = client.get_scoring_job(job.job_id)
-    assert failed.state == train_pb2.JOB_STATE_FAILED
-    assert "RuntimeError: scoring exploded on purpose" in failed.error
-    assert any("scoring exploded on purpose" in line for line in failed.last_log_lines)
-    # the server is fine, and a scoring job is no train job
+    failed = client.get_job(job.job_id)
+    assert failed.state == job_pb2.JOB_STATE_FAILED
+    assert failed.error == "RuntimeError: scoring exploded on purpose"
+    # what clients see holds no traceback frames and no server paths; the job's log file has them
+    lines = [e.log_line for e in events if e.WhichOneof("event") == "log_line"] + list(failed.last_log_lines)
+    assert not any("Traceback" in line or 'File "' in line or str(Path.home()) in line for line in lines)
+    assert not any(os.sep + "tmp" + os.sep in line for line in lines)
+    assert server.jobs is not None
+    log = (server.jobs.root / job.job_id / "job.log").read_text()
+    assert "Traceback (most recent call last)" in log and "RuntimeError: scoring exploded on purpose" in log
+    # the server is fine; one job API lists jobs of both kinds, and filters by kind
     client.health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-    assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.get_job(job.job_id), job.job_id)
-    assert job.job_id in [j.job_id for j in client.list_scoring_jobs(method="exploding")]
-    assert job.job_id not in [j.job_id for j in client.list_jobs()]
+    assert job.job_id in [j.job_id for j in client.list_jobs(model="exploding", kind="scoring")]
+    assert job.job_id in [j.job_id for j in client.list_jobs(state="failed")]
+    assert job.job_id not in [j.job_id for j in client.list_jobs(kind="train")]
 
 
 @pytest.mark.slow  # scoring jobs in worker processes
@@ -257,18 +267,18 @@ def test_one_job_per_method_unless_queued_and_cancel(client: MonaiLabelClient) -
     slow = client.start_scoring("slow")
     assert_status(grpc.StatusCode.ABORTED, lambda: client.start_scoring("slow"), slow.job_id)
     queued = client.start_scoring("slow", queue=True)
-    assert queued.state == train_pb2.JOB_STATE_QUEUED
-    assert client.cancel_scoring_job(queued.job_id).state == train_pb2.JOB_STATE_CANCELLED
+    assert queued.state == job_pb2.JOB_STATE_QUEUED
+    assert client.cancel_job(queued.job_id).state == job_pb2.JOB_STATE_CANCELLED
 
-    for event in client.watch_scoring_job(slow.job_id, timeout=60):
+    for event in client.watch_job(slow.job_id, timeout=60):
         if event.log_line.startswith("slow scoring step"):
             break
     t0 = time.monotonic()
-    client.cancel_scoring_job(slow.job_id)
-    assert list(client.watch_scoring_job(slow.job_id, timeout=30))[-1].state_change.state == \
-        train_pb2.JOB_STATE_CANCELLED
+    client.cancel_job(slow.job_id)
+    assert list(client.watch_job(slow.job_id, timeout=30))[-1].state_change.state == \
+        job_pb2.JOB_STATE_CANCELLED
     assert time.monotonic() - t0 < 10  # scoring has no cancel hook: SIGTERM ends it at once
-    assert_status(grpc.StatusCode.FAILED_PRECONDITION, lambda: client.cancel_scoring_job(slow.job_id), "ended")
+    assert_status(grpc.StatusCode.FAILED_PRECONDITION, lambda: client.cancel_job(slow.job_id), "ended")
 
 
 # ---- many annotators ------------------------------------------------------------------------------------
@@ -339,7 +349,7 @@ def test_scoring_runs_again_after_training_publishes(tmp_path: Path) -> None:
     try:
         with MonaiLabelClient(server.address, timeout=60) as c:
             # MONAI Label scores once the app has started (on_init_complete)
-            (initial,) = list(c.list_scoring_jobs())
+            (initial,) = list(c.list_jobs(kind="scoring"))
             assert initial.trigger.startswith("app:")
             _succeeded(c, initial)
             ds = server.app.datastore()
@@ -349,10 +359,10 @@ def test_scoring_runs_again_after_training_publishes(tmp_path: Path) -> None:
             for _ in c.watch_job(train.job_id, timeout=120):
                 pass
             trained = c.get_job(train.job_id)
-            assert trained.state == train_pb2.JOB_STATE_SUCCEEDED and trained.published_version == 1
+            assert trained.state == job_pb2.JOB_STATE_SUCCEEDED and trained.published_version == 1
 
             def rescored() -> Any:
-                return [j for j in c.list_scoring_jobs() if train.job_id in j.trigger]
+                return [j for j in c.list_jobs(kind="scoring") if train.job_id in j.trigger]
 
             (auto,) = _until("scoring after training", rescored)
             assert auto.trigger == f"auto: publish v1 published by train job {train.job_id}"

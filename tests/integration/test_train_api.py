@@ -15,10 +15,12 @@ from typing import Any, Callable, Iterator, List
 import grpc
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
+from grpc_status import rpc_status
 
 from monailabel.datasets import make_phantom
-from monailabel_api.v1 import train_pb2
+from monailabel_api.v1 import job_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_client.cli import main as cli_main
 from monailabel_server.config import ServerConfig
@@ -85,7 +87,7 @@ def _until(what: str, check: Callable[[], Any], deadline_s: float = 60.0) -> Any
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _first_iteration(client: MonaiLabelClient, job_id: str) -> train_pb2.TrainJobEvent:
+def _first_iteration(client: MonaiLabelClient, job_id: str) -> job_pb2.JobEvent:
     for event in client.watch_job(job_id, timeout=120):
         if event.WhichOneof("event") == "iteration":
             return event
@@ -99,7 +101,7 @@ def _dice(pred: np.ndarray, label: np.ndarray) -> float:
 
 def _wait_idle(client: MonaiLabelClient) -> None:
     _until("no active job", lambda: not any(
-        j.state in (train_pb2.JOB_STATE_QUEUED, train_pb2.JOB_STATE_RUNNING) for j in client.list_jobs(MODEL)))
+        j.state in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING) for j in client.list_jobs(MODEL)))
 
 
 # ---- trainers and bad input ----------------------------------------------------------------------------
@@ -126,10 +128,40 @@ def test_list_trainers_shows_config_with_defaults_and_choices(client: MonaiLabel
         ({"extra": {"seed": "x"}}, "seed"),
         ({"train_ids": ["no_such_image"]}, "no_such_image"),
         ({"val_ids": ["no_such_image"]}, "no_such_image"),
+        ({"max_epochs": 10**9}, "params.max_epochs"),
+        ({"extra": {"lr": 50.0}}, "params.lr"),
+        ({"extra": {"name": "../../elsewhere"}}, "params.name"),
     ],
 )
 def test_invalid_parameters_are_invalid_argument(client: MonaiLabelClient, kwargs: dict, message: str) -> None:
     assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.start_train(MODEL, **kwargs), message)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("train_ds", [{"image": "/etc/hostname", "label": "/etc/hostname"}]),
+    ("val_ds", [{"image": "/etc/hostname", "label": "/etc/hostname"}]),
+    ("distributed_url", "file:///tmp/anywhere"),
+    ("world_size", 512),
+    ("tracking_uri", "/tmp/mlruns"),
+])
+def test_server_paths_and_process_counts_are_not_client_parameters(
+    holder: Holder, client: MonaiLabelClient, key: str, value: Any
+) -> None:
+    before = len(list(client.list_jobs()))
+    err = assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.start_train(MODEL, extra={key: value}),
+                        f"params.{key} is not accepted from clients")
+    assert "config" in (err.details() or "")
+    # the field violation names the key, and no job was created
+    status = rpc_status.from_call(err)
+    assert status is not None
+    violations = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += [v.field for v in bad.field_violations]
+    assert violations == [f"params.{key}"]
+    assert len(list(client.list_jobs())) == before
 
 
 def test_unknown_trainer_job_and_unlabeled_ids(client: MonaiLabelClient) -> None:
@@ -161,7 +193,8 @@ def test_no_labeled_data_is_failed_precondition(tmp_path: Path) -> None:
 def test_train_from_random_weights_then_infer_held_out_phantoms(holder: Holder, client: MonaiLabelClient) -> None:
     started = time.monotonic()
     job = client.start_train(MODEL, max_epochs=12, val_split=0.25, device="cpu", extra={"pretrained": False, "seed": 0})
-    assert job.state == train_pb2.JOB_STATE_RUNNING and job.max_epochs == 12
+    assert job.state == job_pb2.JOB_STATE_RUNNING and job.progress.max_epochs == 12
+    assert job.kind == job_pb2.JOB_KIND_TRAIN and job.model == MODEL
 
     # the server keeps serving while the child process trains
     first = _first_iteration(client, job.job_id)
@@ -174,25 +207,26 @@ def test_train_from_random_weights_then_infer_held_out_phantoms(holder: Holder, 
 
     events = list(client.watch_job(job.job_id, timeout=300))
     done = client.get_job(job.job_id)
-    assert done.state == train_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
     train_s = time.monotonic() - started
 
     # events: numbered 1..N without gaps, states QUEUED -> RUNNING -> SUCCEEDED, every epoch reported
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     states = [e.state_change.state for e in events if e.WhichOneof("event") == "state_change"]
-    assert states == [train_pb2.JOB_STATE_QUEUED, train_pb2.JOB_STATE_RUNNING, train_pb2.JOB_STATE_SUCCEEDED]
+    assert states == [job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_SUCCEEDED]
     epochs = [e.epoch for e in events if e.WhichOneof("event") == "epoch"]
     assert [e.epoch for e in epochs] == list(range(1, 13))
     assert all("val_mean_dice" in e.val_metrics and "train_dice" in e.train_metrics for e in epochs)
-    assert epochs[-1].best_metric == pytest.approx(done.best_metric)
+    assert epochs[-1].best_metric == pytest.approx(done.progress.best_metric)
     assert sum(e.WhichOneof("event") == "iteration" for e in events) >= 8
     assert any(e.WhichOneof("event") == "log_line" for e in events)
-    assert done.epoch == 12 and done.published_version >= 1 and done.published_path.endswith("segmentation.pt")
+    assert done.progress.epoch == 12 and done.published_version >= 1 and done.published_file == "segmentation.pt"
 
     # app info carries the train stats, as MONAI Label's train_stats
     (trainer,) = [t for t in client.info().trainers if t.name == MODEL]
     stats = dict(trainer.stats.items())
-    assert stats["epoch"] == 12 and stats["best_metric"] == pytest.approx(done.best_metric) and stats["total_time"]
+    assert stats["epoch"] == 12 and stats["total_time"]
+    assert stats["best_metric"] == pytest.approx(done.progress.best_metric)
 
     # the infer task serves the published model with no restart
     dice = []
@@ -207,16 +241,16 @@ def test_train_from_random_weights_then_infer_held_out_phantoms(holder: Holder, 
     middle = events[len(events) // 2].sequence
     rest = list(client.watch_job(job.job_id, after_sequence=middle))
     assert [e.sequence for e in rest] == list(range(middle + 1, len(events) + 1))
-    assert rest[-1].state_change.state == train_pb2.JOB_STATE_SUCCEEDED
+    assert rest[-1].state_change.state == job_pb2.JOB_STATE_SUCCEEDED
 
     # finished: cancel is refused
     assert_status(grpc.StatusCode.FAILED_PRECONDITION, lambda: client.cancel_job(job.job_id), "ended already")
 
 
 def test_watch_resumes_after_a_dropped_stream(client: MonaiLabelClient) -> None:
-    job = next(j for j in client.list_jobs(MODEL) if j.state == train_pb2.JOB_STATE_SUCCEEDED)
+    job = next(j for j in client.list_jobs(MODEL) if j.state == job_pb2.JOB_STATE_SUCCEEDED)
     seen: List[int] = []
-    stream = client.train.WatchTrainJob(train_pb2.WatchTrainJobRequest(job_id=job.job_id))
+    stream = client.jobs.WatchJob(job_pb2.WatchJobRequest(job_id=job.job_id))
     for response in stream:
         seen.append(response.event.sequence)
         if len(seen) == 5:
@@ -227,7 +261,7 @@ def test_watch_resumes_after_a_dropped_stream(client: MonaiLabelClient) -> None:
 
 
 def test_cli_watch_and_jobs(client: MonaiLabelClient, holder: Holder, capsys: pytest.CaptureFixture) -> None:
-    job = next(j for j in client.list_jobs(MODEL) if j.state == train_pb2.JOB_STATE_SUCCEEDED)
+    job = next(j for j in client.list_jobs(MODEL) if j.state == job_pb2.JOB_STATE_SUCCEEDED)
     assert cli_main(["--address", holder.server.address, "watch", job.job_id]) == 0
     out = capsys.readouterr().out
     assert "SUCCEEDED" in out and "best" in out
@@ -242,26 +276,26 @@ def test_second_start_is_aborted_unless_queued_and_cancel(client: MonaiLabelClie
     first = client.start_train(MODEL, max_epochs=50, device="cpu", dataset="Dataset")
     assert_status(grpc.StatusCode.ABORTED, lambda: client.start_train(MODEL, max_epochs=1), first.job_id)
     second = client.start_train(MODEL, max_epochs=50, device="cpu", dataset="Dataset", queue=True)
-    assert second.state == train_pb2.JOB_STATE_QUEUED
+    assert second.state == job_pb2.JOB_STATE_QUEUED
 
     _first_iteration(client, first.job_id)
     client.cancel_job(first.job_id)
-    assert list(client.watch_job(first.job_id, timeout=60))[-1].state_change.state == train_pb2.JOB_STATE_CANCELLED
+    assert list(client.watch_job(first.job_id, timeout=60))[-1].state_change.state == job_pb2.JOB_STATE_CANCELLED
     cancelled = client.get_job(first.job_id)
-    assert cancelled.state == train_pb2.JOB_STATE_CANCELLED and "cancel" in cancelled.error
+    assert cancelled.state == job_pb2.JOB_STATE_CANCELLED and "cancel" in cancelled.error
     assert_status(grpc.StatusCode.FAILED_PRECONDITION, lambda: client.cancel_job(first.job_id), "CANCELLED")
 
     # the queued job starts once the first one ends; cancelled while it runs, it ends CANCELLED too
-    _until("the queued job to run", lambda: client.get_job(second.job_id).state == train_pb2.JOB_STATE_RUNNING)
+    _until("the queued job to run", lambda: client.get_job(second.job_id).state == job_pb2.JOB_STATE_RUNNING)
     client.cancel_job(second.job_id)
     events = list(client.watch_job(second.job_id, timeout=60))
     states = [e.state_change.state for e in events if e.WhichOneof("event") == "state_change"]
-    assert states == [train_pb2.JOB_STATE_QUEUED, train_pb2.JOB_STATE_RUNNING, train_pb2.JOB_STATE_CANCELLED]
+    assert states == [job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_CANCELLED]
 
     # a queued job is cancelled at once
     third = client.start_train(MODEL, max_epochs=50, device="cpu", dataset="Dataset")
     fourth = client.start_train(MODEL, max_epochs=1, queue=True)
-    assert client.cancel_job(fourth.job_id).state == train_pb2.JOB_STATE_CANCELLED
+    assert client.cancel_job(fourth.job_id).state == job_pb2.JOB_STATE_CANCELLED
     client.cancel_job(third.job_id)
     _wait_idle(client)
 
@@ -278,9 +312,9 @@ def test_killed_training_process_fails_the_job_not_the_server(holder: Holder, cl
     os.kill(pid, signal.SIGKILL)
 
     events = list(client.watch_job(job.job_id, timeout=60))
-    assert events[-1].state_change.state == train_pb2.JOB_STATE_FAILED
+    assert events[-1].state_change.state == job_pb2.JOB_STATE_FAILED
     failed = client.get_job(job.job_id)
-    assert failed.state == train_pb2.JOB_STATE_FAILED
+    assert failed.state == job_pb2.JOB_STATE_FAILED
     assert "SIGKILL" in failed.error and "killed" in failed.error
     assert failed.last_log_lines and any("Epoch" in line for line in failed.last_log_lines)
     # the server is fine: health, info and inference answer
@@ -293,7 +327,7 @@ def test_killed_training_process_fails_the_job_not_the_server(holder: Holder, cl
 
 def test_job_history_survives_a_server_restart(holder: Holder) -> None:
     with MonaiLabelClient(holder.server.address) as c:
-        before = [(j.job_id, j.state, j.best_metric) for j in c.list_jobs(page_size=2)]
+        before = [(j.job_id, j.state, j.progress.best_metric) for j in c.list_jobs(page_size=2)]
         job_id = before[0][0]
         events = [e.sequence for e in c.watch_job(job_id)]
     assert len(before) >= 5
@@ -301,5 +335,5 @@ def test_job_history_survives_a_server_restart(holder: Holder) -> None:
     holder.server.stop(grace=1)
     holder.server = start(holder.config)
     with MonaiLabelClient(holder.server.address) as c:
-        assert [(j.job_id, j.state, j.best_metric) for j in c.list_jobs(page_size=2)] == before
+        assert [(j.job_id, j.state, j.progress.best_metric) for j in c.list_jobs(page_size=2)] == before
         assert [e.sequence for e in c.watch_job(job_id)] == events

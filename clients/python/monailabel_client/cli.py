@@ -10,8 +10,9 @@ from typing import Any, List, Optional
 
 from google.protobuf import json_format
 
-from monailabel_api.v1 import common_pb2, train_pb2
+from monailabel_api.v1 import common_pb2, job_pb2
 from monailabel_client.client import MonaiLabelClient
+from monailabel_client.jobs import KINDS, STATES, kind_name, state_name
 
 __all__ = ["main"]
 
@@ -83,11 +84,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     tr.add_argument("--queue", action="store_true", help="queue behind the model's running job")
     tr.add_argument("--extra", default="", help="more config keys as JSON")
     tr.add_argument("--no-watch", action="store_true")
-    jobs = sub.add_parser("jobs", help="list training jobs (or show one, or cancel one)")
+    jobs = sub.add_parser("jobs", help="list training and scoring jobs (or show one, or cancel one)")
     jobs.add_argument("job_id", nargs="?")
-    jobs.add_argument("--model", default="")
+    jobs.add_argument("--model", default="", help="only this model's (or scoring method's) jobs")
+    jobs.add_argument("--kind", choices=[k for k in KINDS if k], default="", help="only jobs of this kind")
+    jobs.add_argument("--state", choices=[k for k in STATES if k], default="", help="only jobs in this state")
     jobs.add_argument("--cancel", action="store_true")
-    w = sub.add_parser("watch", help="follow a training job with a progress bar")
+    w = sub.add_parser("watch", help="follow a job (training: with a progress bar)")
     w.add_argument("job_id")
     w.add_argument("--after", type=int, default=0, help="resume after this event sequence number")
     w.add_argument("--log", action="store_true", help="print the job's log lines too")
@@ -97,14 +100,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     nx.add_argument("--params", default="", help="strategy parameters as JSON")
     nx.add_argument("--download", metavar="PATH", help="also receive the image, written to PATH")
     nx.add_argument("--list", action="store_true", help="list the strategies instead")
-    sc = sub.add_parser("score", help="run a scoring method as a job and follow it (or list/cancel scoring jobs)")
+    sc = sub.add_parser("score", help="run a scoring method as a job and follow it (or list scoring methods)")
     sc.add_argument("method", nargs="?", help="the scoring method to run")
     sc.add_argument("--params", default="", help="scoring parameters as JSON")
     sc.add_argument("--queue", action="store_true", help="queue behind the method's running job")
     sc.add_argument("--no-watch", action="store_true")
     sc.add_argument("--methods", action="store_true", help="list the scoring methods")
-    sc.add_argument("--jobs", action="store_true", help="list scoring jobs")
-    sc.add_argument("--cancel", metavar="JOB_ID", help="cancel a scoring job")
     args = p.parse_args(argv)
 
     security = dict(token=args.token, tls=args.tls, ca_file=args.ca_file, cert_file=args.cert, key_file=args.key,
@@ -145,17 +146,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                 train_ids=args.train_ids, val_ids=args.val_ids, queue=args.queue,
                 extra=json.loads(args.extra) if args.extra else None,
             )
-            print(job.job_id, train_pb2.JobState.Name(job.state), flush=True)
+            print(job.job_id, _state(job.state), flush=True)
             if not args.no_watch:
                 return watch(client, job.job_id)
         elif args.command == "jobs":
             if args.job_id:
                 _print(client.cancel_job(args.job_id) if args.cancel else client.get_job(args.job_id))
             else:
-                for j in client.list_jobs(model=args.model):
-                    best = f"{j.best_metric:.4f}" if j.best_metric_epoch else "-"
-                    print(j.job_id, j.model, _state(j.state), f"epoch {j.epoch}/{j.max_epochs}", f"best {best}",
-                          j.error)
+                for j in client.list_jobs(model=args.model, kind=args.kind, state=args.state):
+                    if j.kind == job_pb2.JOB_KIND_TRAIN:
+                        p = j.progress
+                        best = f"{p.best_metric:.4f}" if p.best_metric_epoch else "-"
+                        detail = f"epoch {p.epoch}/{p.max_epochs} best {best}"
+                    else:
+                        detail = j.trigger
+                    print(j.job_id, kind_name(j.kind), j.model, _state(j.state), detail, j.error)
         elif args.command == "watch":
             return watch(client, args.job_id, args.after, show_log=args.log)
         elif args.command == "next":
@@ -183,32 +188,25 @@ def _score(client: MonaiLabelClient, args: argparse.Namespace, parser: argparse.
         for m in client.list_scoring_methods():
             print(m.name, "-", m.description)
         return 0
-    if args.jobs:
-        for j in client.list_scoring_jobs(method=args.method or ""):
-            print(j.job_id, j.method, _state(j.state), j.trigger, j.error)
-        return 0
-    if args.cancel:
-        _print(client.cancel_scoring_job(args.cancel))
-        return 0
     if not args.method:
-        parser.error("score: name a scoring method (or --methods, --jobs, --cancel JOB_ID)")
+        parser.error("score: name a scoring method (or --methods); list and cancel jobs with `jobs`")
     job = client.start_scoring(args.method, json.loads(args.params) if args.params else None, queue=args.queue)
     print(job.job_id, _state(job.state), flush=True)
     if args.no_watch:
         return 0
-    for event in client.watch_scoring_job(job.job_id):
+    for event in client.watch_job(job.job_id):
         if event.WhichOneof("event") == "state_change":
             print(f"[{event.sequence}] {_state(event.state_change.state)} {event.state_change.message}", flush=True)
-    job = client.get_scoring_job(job.job_id)
+    job = client.get_job(job.job_id)
     print(json.dumps({"job_id": job.job_id, "state": _state(job.state), "error": job.error,
                       "result": json_format.MessageToDict(job.result)}, indent=2))
-    if job.state == train_pb2.JOB_STATE_FAILED and job.last_log_lines:
+    if job.state == job_pb2.JOB_STATE_FAILED and job.last_log_lines:
         print("last log lines:\n  " + "\n  ".join(job.last_log_lines))
-    return 0 if job.state == train_pb2.JOB_STATE_SUCCEEDED else 1
+    return 0 if job.state == job_pb2.JOB_STATE_SUCCEEDED else 1
 
 
 def _state(state: int) -> str:
-    return train_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
+    return state_name(state)
 
 
 def watch(client: MonaiLabelClient, job_id: str, after: int = 0, show_log: bool = False) -> int:
@@ -250,12 +248,15 @@ def watch(client: MonaiLabelClient, job_id: str, after: int = 0, show_log: bool 
     finally:
         bar.close()
     job = client.get_job(job_id)
-    print(f"{job_id} {_state(job.state)} epoch {job.epoch}/{job.max_epochs} best {job.best_metric:.4f}"
+    p = job.progress
+    detail = (f"epoch {p.epoch}/{p.max_epochs} best {p.best_metric:.4f}" if job.kind == job_pb2.JOB_KIND_TRAIN
+              else f"result {json.dumps(json_format.MessageToDict(job.result))}")
+    print(f"{job_id} {kind_name(job.kind)} {job.model} {_state(job.state)} {detail}"
           + (f" published v{job.published_version}" if job.published_version else "")
           + (f" error: {job.error}" if job.error else ""))
-    if job.state == train_pb2.JOB_STATE_FAILED and job.last_log_lines:
+    if job.state == job_pb2.JOB_STATE_FAILED and job.last_log_lines:
         print("last log lines:\n  " + "\n  ".join(job.last_log_lines))
-    return 0 if job.state == train_pb2.JOB_STATE_SUCCEEDED else 1
+    return 0 if job.state == job_pb2.JOB_STATE_SUCCEEDED else 1
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from monailabel_api.v1 import (
     datastore_pb2_grpc,
     infer_pb2,
     infer_pb2_grpc,
+    job_pb2,
     train_pb2,
     train_pb2_grpc,
 )
@@ -45,6 +46,7 @@ from monailabel_api.wire import (
     serialize_request,
 )
 from monailabel_client.credentials import TOKEN_ENV, TokenSource, secure_channel, with_token
+from monailabel_client.jobs import JobCalls
 from monailabel_client.strategy import StrategyCalls
 
 __all__ = ["MonaiLabelClient", "InferOutput", "UploadError", "ChecksumError"]
@@ -158,10 +160,11 @@ class InferOutput:
         return self.array_and_affine()[0]
 
 
-class MonaiLabelClient(StrategyCalls):
+class MonaiLabelClient(StrategyCalls, JobCalls):
     """Calls a MONAI Label gRPC server.
 
-    Strategy, next-sample and scoring-job calls come from :class:`~monailabel_client.strategy.StrategyCalls`.
+    Strategy, next-sample and start-scoring calls come from :class:`~monailabel_client.strategy.StrategyCalls`;
+    the job calls for every kind of job (get, list, cancel, watch) from :class:`~monailabel_client.jobs.JobCalls`.
 
     Args:
         address: ``host:port``.
@@ -499,7 +502,7 @@ class MonaiLabelClient(StrategyCalls):
         val_ids: Sequence[str] = (),
         queue: bool = False,
         extra: Optional[Dict[str, Any]] = None,
-    ) -> train_pb2.TrainJob:
+    ) -> job_pb2.Job:
         """Starts a training job (unset values take the trainer's defaults).
 
         Args:
@@ -543,60 +546,6 @@ class MonaiLabelClient(StrategyCalls):
         if extra:
             request.extra.CopyFrom(_struct(extra))
         return self.train.StartTrainJob(request, timeout=self.timeout).job
-
-    def get_job(self, job_id: str) -> train_pb2.TrainJob:
-        """Returns a training job."""
-        return self.train.GetTrainJob(train_pb2.GetTrainJobRequest(job_id=job_id), timeout=self.timeout).job
-
-    def list_jobs(self, model: str = "", page_size: int = 50) -> Iterator[train_pb2.TrainJob]:
-        """Yields training jobs, newest first, page after page."""
-        token = ""
-        while True:
-            page = self.train.ListTrainJobs(
-                train_pb2.ListTrainJobsRequest(page_size=page_size, page_token=token, model=model), timeout=self.timeout
-            )
-            yield from page.jobs
-            token = page.next_page_token
-            if not token:
-                return
-
-    def cancel_job(self, job_id: str) -> train_pb2.TrainJob:
-        """Cancels a queued or running training job."""
-        return self.train.CancelTrainJob(train_pb2.CancelTrainJobRequest(job_id=job_id), timeout=self.timeout).job
-
-    def watch_job(
-        self, job_id: str, after_sequence: int = 0, timeout: Optional[float] = None
-    ) -> Iterator[train_pb2.TrainJobEvent]:
-        """Yields a job's events until it ends; resumes from the last sequence seen when the stream drops.
-
-        Args:
-            job_id: the job.
-            after_sequence: the last sequence number already seen (0: from the start).
-            timeout: deadline of each stream, in seconds (None for none).
-        """
-        return self._watch(
-            lambda last: self.train.WatchTrainJob(
-                train_pb2.WatchTrainJobRequest(job_id=job_id, after_sequence=last), timeout=timeout
-            ),
-            after_sequence,
-        )
-
-    def _watch(self, open_stream: Callable[[int], Iterator[Any]], after_sequence: int) -> Iterator[Any]:
-        """Yields the events of a job's watch stream; when the stream drops (UNAVAILABLE), reopens it
-        after the last sequence seen, up to ``retries`` times in a row."""
-        last, attempt = after_sequence, 0
-        while True:
-            try:
-                for response in open_stream(last):
-                    attempt = 0
-                    last = response.event.sequence
-                    yield response.event
-                return
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:  # type: ignore[attr-defined]
-                    raise
-                time.sleep(min(2.0, 0.1 * 2**attempt))
-                attempt += 1
 
     @staticmethod
     def _params(

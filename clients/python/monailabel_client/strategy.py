@@ -1,4 +1,4 @@
-"""Client calls of StrategyService: strategies, next sample (with the image in the same call), scoring jobs."""
+"""Client calls of StrategyService: strategies, next sample (with the image in the same call), start scoring."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from monailabel_api.v1 import app_pb2, strategy_pb2, strategy_pb2_grpc
+from monailabel_api.v1 import app_pb2, job_pb2, strategy_pb2, strategy_pb2_grpc
 
 __all__ = ["NextSampleResult", "StrategyCalls"]
 
@@ -165,47 +165,9 @@ class StrategyCalls:
 
     def start_scoring(
         self, method: str, params: Optional[Dict[str, Any]] = None, *, queue: bool = False
-    ) -> strategy_pb2.ScoringJob:
-        """Starts a scoring job (QUEUED behind the method's running job with ``queue``, else ABORTED then)."""
+    ) -> job_pb2.Job:
+        """Starts a scoring job (QUEUED behind the method's running job with ``queue``, else ABORTED then).
+
+        Follow it with the job calls (``watch_job``, ``wait_job``, ``get_job``, ``cancel_job``)."""
         request = strategy_pb2.StartScoringJobRequest(method=method, params=_struct(params), queue=queue)
         return self.strategy.StartScoringJob(request, timeout=self.timeout).job
-
-    def get_scoring_job(self, job_id: str) -> strategy_pb2.ScoringJob:
-        """Returns a scoring job."""
-        return self.strategy.GetScoringJob(strategy_pb2.GetScoringJobRequest(job_id=job_id), timeout=self.timeout).job
-
-    def list_scoring_jobs(self, method: str = "", page_size: int = 50) -> Iterator[strategy_pb2.ScoringJob]:
-        """Yields scoring jobs, newest first, page after page."""
-        token = ""
-        while True:
-            page = self.strategy.ListScoringJobs(
-                strategy_pb2.ListScoringJobsRequest(page_size=page_size, page_token=token, method=method),
-                timeout=self.timeout,
-            )
-            yield from page.jobs
-            token = page.next_page_token
-            if not token:
-                return
-
-    def cancel_scoring_job(self, job_id: str) -> strategy_pb2.ScoringJob:
-        """Cancels a queued or running scoring job."""
-        return self.strategy.CancelScoringJob(
-            strategy_pb2.CancelScoringJobRequest(job_id=job_id), timeout=self.timeout
-        ).job
-
-    def watch_scoring_job(
-        self, job_id: str, after_sequence: int = 0, timeout: Optional[float] = None
-    ) -> Iterator[strategy_pb2.ScoringJobEvent]:
-        """Yields a scoring job's events until it ends; resumes after the last one seen when the stream drops."""
-        return self._watch(  # type: ignore[attr-defined]
-            lambda last: self.strategy.WatchScoringJob(
-                strategy_pb2.WatchScoringJobRequest(job_id=job_id, after_sequence=last), timeout=timeout
-            ),
-            after_sequence,
-        )
-
-    def wait_scoring_job(self, job_id: str, timeout: Optional[float] = None) -> strategy_pb2.ScoringJob:
-        """Waits until a scoring job ends; returns it."""
-        for _ in self.watch_scoring_job(job_id, timeout=timeout):
-            pass
-        return self.get_scoring_job(job_id)

@@ -2,7 +2,8 @@
 
 The calling process stays out of ``torch.distributed``: it spawns ``world_size`` workers (NCCL on CUDA,
 Gloo on CPU, rendezvous through a temporary file), forwards rank 0's progress events to the caller's
-callbacks through a queue, and turns the caller's ``cancel_check`` into an event the ranks poll.
+callbacks through a queue, and turns the caller's ``cancel_check`` into an event the ranks poll. Each
+rank dies with the calling process (``die_with_parent``), so no rank outlives a killed job.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ import logging
 import os
 import queue
 import tempfile
-import threading
-import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import torch
 import torch.multiprocessing as mp
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.utils.lifetime import die_with_parent
 
 if TYPE_CHECKING:
     from monailabel.tasks.train.basic_train import BasicTrainTask
@@ -29,16 +29,6 @@ logger = logging.getLogger(__name__)
 
 _RESULT = "_result"
 _ERROR = "_error"
-
-
-def _exit_with_parent(parent: int) -> None:
-    # a rank whose launcher died would otherwise wait in a collective for its peers forever
-    def _watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=_watch, name="parent-watchdog", daemon=True).start()
 
 
 def _worker(
@@ -52,7 +42,9 @@ def _worker(
     want_progress: bool,
     parent: int,
 ) -> None:
-    _exit_with_parent(parent)
+    # a rank whose launcher died would otherwise wait in a collective for its peers forever (or, as
+    # rank 0, publish a model for a job that no longer exists): it dies with its launcher, even on SIGKILL
+    die_with_parent(parent)
     logging.basicConfig(
         level=logging.INFO,
         format="[%(asctime)s.%(msecs)03d][%(levelname)5s](%(name)s) - %(message)s",

@@ -70,20 +70,19 @@ RPC_ROLES: Dict[str, Dict[str, Role]] = {
     "monailabel.v1.TrainService": {
         "ListTrainers": USER,
         "StartTrainJob": ADMIN,
-        "GetTrainJob": USER,
-        "ListTrainJobs": USER,
-        "CancelTrainJob": ADMIN,
-        "WatchTrainJob": USER,
     },
     "monailabel.v1.StrategyService": {
         "ListStrategies": USER,
         "ListScoringMethods": USER,
         "GetNextSample": USER,
         "StartScoringJob": ANNOTATOR,
-        "GetScoringJob": USER,
-        "ListScoringJobs": USER,
-        "CancelScoringJob": ANNOTATOR,
-        "WatchScoringJob": USER,
+    },
+    # jobs of both kinds; cancelling a training job also needs admin (checked by the servicer)
+    "monailabel.v1.JobService": {
+        "GetJob": USER,
+        "ListJobs": USER,
+        "CancelJob": ANNOTATOR,
+        "WatchJob": USER,
     },
 }
 

@@ -7,6 +7,17 @@ its exit: 0 SUCCEEDED, after a cancel CANCELLED, else FAILED with the reason (th
 the signal that killed it, or its exit code) and its last log lines. The server never runs training or
 scoring code itself, so a crash of either cannot take it down.
 
+Job processes belong to the server. Each worker leads its own session and process group (its DDP ranks
+join it); it dies with the server (``PR_SET_PDEATHSIG``, so even ``kill -9`` of the server ends it, and
+its ranks die with it the same way). Workers are started from one long-lived thread because the kernel
+ties that signal to the parent *thread*. A cancel or a shutdown signals the whole group. The store
+records each worker's pid and start time, so a server that starts after a crash fails the jobs left
+RUNNING and kills whatever is left of them, never a process that merely reuses a pid. A worker holds
+its model's lock file for its whole life, so two processes never publish the same model.
+
+What clients see of a job's output is scrubbed: no traceback frames and no server paths (see
+``processes.ClientLog``); the raw output is in the job's ``job.log`` on the server.
+
 When a train job publishes a new model version and the app's ``auto_update_scoring`` is on, the app's
 scoring methods run again (``MONAILabelApp.async_scoring``), as MONAI Label does after training.
 """
@@ -17,10 +28,12 @@ import collections
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional
 
@@ -28,7 +41,9 @@ import monailabel
 import monailabel_server
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.utils.lifetime import process_start_time
 from monailabel_server.jobs import params as job_params
+from monailabel_server.jobs.processes import ClientLog, kill_leftovers, signal_group
 from monailabel_server.jobs.protocol import EVENT_MARK, EXIT_CANCELLED
 from monailabel_server.jobs.store import (
     CANCELLED,
@@ -55,11 +70,22 @@ _WHAT = {TRAIN: "trainer", SCORING: "scoring method"}
 _DONE = {TRAIN: "training finished", SCORING: "scoring finished"}
 
 
+def lock_name(kind: str, model: str) -> str:
+    """Returns the lock file name of a model (or scoring method): ``<kind>-<model>.lock``, file-safe."""
+    return f"{kind}-{re.sub(r'[^A-Za-z0-9_.-]', '_', model)}.lock"
+
+
 class _Running:
-    def __init__(self, proc: subprocess.Popen, cancel_file: Path, kind: str) -> None:
+    def __init__(self, proc: subprocess.Popen, cancel_file: Path, kind: str, log_file: Path) -> None:
         self.proc = proc
         self.cancel_file = cancel_file
         self.kind = kind
+        self.log_file = log_file
+        self.client_log = ClientLog()
+        # the group may be signalled only until the worker is reaped (then its pid may be reused)
+        self.reap_lock = threading.Lock()
+        self.reaped = False
+        self.exited = threading.Event()
         self.cancel_requested = False
         self.error: Optional[Dict[str, Any]] = None
         self.stats: Optional[Dict[str, Any]] = None
@@ -104,9 +130,16 @@ class JobManager:
         self._running: Dict[str, _Running] = {}
         self._stopping = False
         self.audit: Optional[Any] = None  # the server's AuditLog: model publishes are recorded there
+        self.locks = self.root / "locks"
+        self.locks.mkdir(parents=True, exist_ok=True)
+        # the one thread that starts workers: it lives as long as the manager, and a worker's
+        # PR_SET_PDEATHSIG fires when the thread that started it ends
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-spawn")
         failed = self.store.fail_unfinished("server restarted while the job was queued or running")
-        if failed:
-            logger.warning("marked %d unfinished job(s) FAILED: %s", len(failed), ", ".join(failed))
+        for job in failed:
+            killed = kill_leftovers(job.pid, job.pid_start) if job.state == RUNNING and job.pid else []
+            logger.warning("job %s (%s) was %s when the server stopped: FAILED%s", job.job_id, job.model,
+                           job.state, f"; killed its leftover processes {killed}" if killed else "")
 
     # -- queries ----------------------------------------------------------------------------------------
     def trainers(self) -> Dict[str, Dict[str, Any]]:
@@ -122,13 +155,15 @@ class JobManager:
             for name, t in (info.get("trainers") or {}).items()
         }
 
-    def get(self, job_id: str, kind: str = TRAIN) -> JobRecord:
-        """Returns a job of a kind (NOT_FOUND when unknown)."""
+    def get(self, job_id: str, kind: Optional[str] = None) -> JobRecord:
+        """Returns a job (of ``kind`` when set; NOT_FOUND when unknown)."""
         return self.store.get(job_id, kind)
 
-    def list(self, offset: int, limit: int, model: str = "", kind: str = TRAIN) -> List[JobRecord]:
-        """Returns jobs of a kind, newest first."""
-        return self.store.list(offset, limit, model, kind)
+    def list(
+        self, offset: int, limit: int, model: str = "", kind: Optional[str] = None, state: str = ""
+    ) -> List[JobRecord]:
+        """Returns jobs, newest first, optionally of one kind, model (or scoring method) and state."""
+        return self.store.list(offset, limit, model, kind, state)
 
     def pid(self, job_id: str) -> Optional[int]:
         """Returns the pid of a running job's process, or None."""
@@ -164,12 +199,14 @@ class JobManager:
             names = ", ".join(sorted(tasks)) or "none"
             what = _WHAT[kind]
             raise MONAILabelException(MONAILabelError.NOT_FOUND, f"no {what} {model!r} ({what}s: {names})")
+        params = dict(params)
+        client = trigger == "client"  # the app's own requests may set server keys (paths, process counts)
         if kind == TRAIN:
-            max_epochs = job_params.validate(task, params)
+            max_epochs = job_params.validate(task, params, client)
             job_params.records(self.app.datastore(), params)  # raises for unknown ids or no labeled data
         else:
             max_epochs = 0
-            job_params.validate_scoring(task, params)
+            job_params.validate_scoring(task, params, client)
         with self._lock:
             active = self.store.active(model, kind)
             if active and not queue:
@@ -217,6 +254,7 @@ class JobManager:
         job_dir = self.root / job.job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         cancel_file = job_dir / "cancel"
+        log_file = job_dir / "job.log"
         spec = {
             "app_dir": str(self.app_dir),
             "studies": self.studies,
@@ -225,11 +263,15 @@ class JobManager:
             "model": job.model,
             "request": request,
             "cancel_file": str(cancel_file),
+            "log_file": str(log_file),
+            "lock_file": str(self.locks / lock_name(job.kind, job.model)),
+            "server_pid": os.getpid(),
         }
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         roots = {str(Path(m.__file__).resolve().parents[1]) for m in (monailabel, monailabel_server)}
         env["PYTHONPATH"] = os.pathsep.join([*sorted(roots), *filter(None, [os.environ.get("PYTHONPATH")])])
-        proc = subprocess.Popen(
+        proc = self._spawner.submit(
+            subprocess.Popen,
             [sys.executable, "-m", "monailabel_server.jobs.worker", json.dumps(spec)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -239,10 +281,13 @@ class JobManager:
             bufsize=1,
             cwd=str(job_dir),
             env=env,
-        )
-        running = _Running(proc, cancel_file, job.kind)
+            start_new_session=True,  # its own session and process group: cancel and shutdown end all of it
+        ).result()
+        running = _Running(proc, cancel_file, job.kind, log_file)
         self._running[job.job_id] = running
-        job = self.store.set_state(job.job_id, RUNNING, f"{job.kind} process {proc.pid} started")
+        job = self.store.set_state(
+            job.job_id, RUNNING, f"{job.kind} process started", pid=proc.pid, pid_start=process_start_time(proc.pid)
+        )
         running.thread = threading.Thread(
             target=self._follow, args=(job.job_id, running), name=f"{job.kind}-{job.job_id}", daemon=True
         )
@@ -253,14 +298,18 @@ class JobManager:
     # -- follow -----------------------------------------------------------------------------------------
     def _follow(self, job_id: str, running: _Running) -> None:
         assert running.proc.stdout is not None
-        for raw in running.proc.stdout:
-            line = raw.rstrip("\n")
-            try:
-                self._handle_line(job_id, running, line)
-            except Exception:  # noqa: BLE001 - a bad line must not stop the job's bookkeeping
-                logger.exception("job %s: cannot record %r", job_id, line[:200])
+        with open(running.log_file, "a", encoding="utf-8", errors="replace") as log:
+            for raw in running.proc.stdout:
+                line = raw.rstrip("\n")
+                if not line.startswith(EVENT_MARK):
+                    log.write(raw if raw.endswith("\n") else raw + "\n")
+                    log.flush()
+                try:
+                    self._handle_line(job_id, running, line)
+                except Exception:  # noqa: BLE001 - a bad line must not stop the job's bookkeeping
+                    logger.exception("job %s: cannot record %r", job_id, line[:200])
         running.proc.stdout.close()
-        rc = running.proc.wait()
+        rc = self._reap(running)
         try:
             self._finish(job_id, running, rc)
         finally:
@@ -272,6 +321,20 @@ class JobManager:
                     if queued:
                         self._launch(queued[0])
         self._after(self.store.get(job_id))
+
+    def _reap(self, running: _Running) -> int:
+        """Waits for the worker to exit, ends anything left in its group, then reaps it."""
+        pid = running.proc.pid
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: its pid is still ours
+        except ChildProcessError:
+            pass
+        with running.reap_lock:
+            signal_group(pid, signal.SIGKILL)  # a rank that outlived its worker
+            rc = running.proc.wait()
+            running.reaped = True
+        running.exited.set()
+        return rc
 
     def _after(self, job: JobRecord) -> None:
         """Runs the app's scoring again once a train job has published a new model version (if configured)."""
@@ -286,8 +349,10 @@ class JobManager:
 
     def _handle_line(self, job_id: str, running: _Running, line: str) -> None:
         if not line.startswith(EVENT_MARK):
-            running.logs.append(line)
-            self.store.append(job_id, [{"type": "log", "text": line}])
+            shown = list(running.client_log.lines(line))
+            running.logs.extend(shown)
+            if shown:
+                self.store.append(job_id, [{"type": "log", "text": text} for text in shown])
             return
         event = json.loads(line[len(EVENT_MARK) :])
         kind = event.get("type")
@@ -329,7 +394,9 @@ class JobManager:
                                  last_log_lines=logs)
             return
         if running.error is not None:
-            reason = str(running.error.get("message") or running.error.get("kind"))
+            from monailabel_server.errors import scrub
+
+            reason = scrub(str(running.error.get("message") or running.error.get("kind")), 1000)
         elif rc < 0:
             try:
                 name = signal.Signals(-rc).name
@@ -340,7 +407,7 @@ class JobManager:
                 reason += " (server stopped)"
         else:
             reason = f"{job.kind} process exited with code {rc}"
-        logger.warning("%s job %s failed: %s", job.kind, job_id, reason)
+        logger.warning("%s job %s failed: %s (full output: %s)", job.kind, job_id, reason, running.log_file)
         self.store.set_state(job_id, FAILED, reason, error=reason, last_log_lines=logs)
 
     def _published(self, job: JobRecord) -> str:
@@ -350,11 +417,12 @@ class JobManager:
         return str(path) if os.stat(path).st_mtime >= job.start_time else ""
 
     # -- cancel -----------------------------------------------------------------------------------------
-    def cancel(self, job_id: str, kind: str = TRAIN) -> JobRecord:
-        """Cancels a queued job at once, or asks a running one to stop (then SIGTERM, then SIGKILL).
+    def cancel(self, job_id: str, kind: Optional[str] = None) -> JobRecord:
+        """Cancels a queued job at once, or asks a running one to stop (then SIGTERM, then SIGKILL to its group).
 
         A training process gets ``cancel_grace_s`` to stop at its next iteration; a scoring process (scoring
-        methods have no cancel hook) gets SIGTERM at once, on which it exits.
+        methods have no cancel hook) gets SIGTERM at once, on which it exits. Every signal goes to the job's
+        whole process group, DDP ranks included.
 
         Raises:
             MONAILabelException: NOT_FOUND for an unknown job, PRECONDITION_FAILED for a finished one.
@@ -363,7 +431,7 @@ class JobManager:
             job = self.store.get(job_id, kind)
             if job.terminal:
                 raise MONAILabelException(
-                    MONAILabelError.PRECONDITION_FAILED, f"{kind} job {job_id} has ended already ({job.state})"
+                    MONAILabelError.PRECONDITION_FAILED, f"{job.kind} job {job_id} has ended already ({job.state})"
                 )
             if job.state == QUEUED:
                 return self.store.set_state(job_id, CANCELLED, "cancelled by client", error="cancelled by client")
@@ -375,20 +443,24 @@ class JobManager:
         threading.Thread(target=self._escalate, args=(running,), name=f"cancel-{job_id}", daemon=True).start()
         return self.store.get(job_id)
 
+    def _signal(self, running: _Running, sig: int) -> None:
+        with running.reap_lock:
+            if not running.reaped:
+                signal_group(running.proc.pid, sig)
+
     def _escalate(self, running: _Running) -> None:
-        if running.kind == SCORING and running.proc.poll() is None:
-            running.proc.send_signal(signal.SIGTERM)
+        if running.kind == SCORING:
+            self._signal(running, signal.SIGTERM)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                running.proc.wait(self.cancel_grace_s)
+            if running.exited.wait(self.cancel_grace_s):
                 return
-            except subprocess.TimeoutExpired:
-                logger.warning("%s process %d ignores the cancel; sending %s", running.kind, running.proc.pid, sig.name)
-                running.proc.send_signal(sig)
+            logger.warning("%s process %d ignores the cancel; sending %s to its group", running.kind,
+                           running.proc.pid, sig.name)
+            self._signal(running, sig)
 
     # -- watch ------------------------------------------------------------------------------------------
     def watch(
-        self, job_id: str, after: int = 0, active: Callable[[], bool] = lambda: True, kind: str = TRAIN
+        self, job_id: str, after: int = 0, active: Callable[[], bool] = lambda: True, kind: Optional[str] = None
     ) -> Iterator[JobEvent]:
         """Yields a job's events after sequence ``after``, then new ones as they come, until the job ends.
 
@@ -396,7 +468,7 @@ class JobManager:
             job_id: the job.
             after: the last sequence number the caller has seen.
             active: returns False once the caller is gone.
-            kind: the job's kind.
+            kind: the job's kind (any when None).
 
         Raises:
             MONAILabelException: NOT_FOUND for an unknown job.
@@ -421,9 +493,9 @@ class JobManager:
             self._stopping = True
             running = list(self._running.values())
         for r in running:
-            if r.proc.poll() is None:
-                r.proc.kill()
+            self._signal(r, signal.SIGKILL)
         for r in running:
             if r.thread is not None:
                 r.thread.join(timeout)
+        self._spawner.shutdown(wait=False)
         self.store.close()

@@ -1,4 +1,11 @@
-"""Checks a train or scoring request before any process starts, and turns image ids into the trainer's records."""
+"""Checks a train or scoring request before any process starts, and turns image ids into the trainer's records.
+
+A request comes from a client, so it may not name server paths or process counts: ``train_ds``/``val_ds``
+(records of files to train on and publish from), ``distributed_url`` (a rendezvous file anywhere),
+``world_size`` (processes to spawn) and the like are the app's to set in its trainer's config
+(:data:`SERVER_KEYS`). Known numbers are bounded (:data:`BOUNDS`); any other key is kept, as MONAI
+Label keeps them, but the request as a whole is bounded like free-form info.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,35 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.tasks.train.basic_train import BasicTrainTask
 from monailabel.tasks.train.request import resolve_request
+from monailabel_server import validation
 
-__all__ = ["validate", "validate_scoring", "records", "request", "NO_DATA"]
+__all__ = ["validate", "validate_scoring", "check_client_params", "records", "request", "NO_DATA", "SERVER_KEYS",
+           "BOUNDS"]
+
+#: keys that name server paths or process counts: an app sets them in its config, a client never does
+SERVER_KEYS = frozenset({
+    "train_ds", "val_ds", "distributed_url", "distributed_backend", "world_size", "nprocs", "tracking_uri",
+    "model_dir", "run_id", "progress_callback", "cancel_check",
+})
+#: bounds of the numeric keys a client may set: (lo, hi, integer)
+BOUNDS: Dict[str, Tuple[float, float, bool]] = {
+    "max_epochs": (1, 100_000, True),
+    "train_batch_size": (1, 4096, True),
+    "val_batch_size": (1, 4096, True),
+    "early_stop_patience": (-100_000, 100_000, True),
+    "val_split": (0.0, 1.0, False),
+    "val_interval": (1, 100_000, True),
+    "num_workers": (0, 64, True),
+    "num_samples": (1, 1024, True),
+    "cache_rate": (0.0, 1.0, False),
+    "lr": (0.0, 10.0, False),
+    "learning_rate": (0.0, 10.0, False),
+    "max_samples": (0, 1_000_000, True),
+    "simulation_size": (1, 1024, True),
+    "max_workers": (1, 64, True),
+}
+# image id lists are checked id by id (and bounded by the message size), not as info
+_ID_LISTS = ("train_ids", "val_ids")
 
 NO_DATA = (
     "no labeled data to train on: no image has a final label. "
@@ -23,12 +57,64 @@ def _invalid(msg: str) -> MONAILabelException:
     return MONAILabelException(MONAILabelError.INVALID_INPUT, msg)
 
 
-def validate(task: Any, params: Dict[str, Any]) -> int:
+def _number(value: Any) -> Any:
+    """A number sent as a string ("5", "0.1") as MONAI Label clients do, else the value itself."""
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def check_client_params(params: Dict[str, Any], ids: bool = True) -> Dict[str, Any]:
+    """Applies the client policy to a train or scoring request: no server keys, bounded numbers and size.
+
+    Args:
+        params: the request as the client sent it.
+        ids: whether ``train_ids``/``val_ids`` may be in it (train requests).
+
+    Returns:
+        the request, numbers sent as strings turned into numbers.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT with a field violation ``params.<key>``.
+    """
+    out = dict(params)
+    for key in sorted(out):
+        if key in SERVER_KEYS:
+            raise validation.invalid(
+                f"params.{key}",
+                f"params.{key} is not accepted from clients: it names a server path or a process count, which "
+                "the app sets in its config",
+            )
+        if key in BOUNDS and out[key] is not None:
+            lo, hi, integer = BOUNDS[key]
+            value = _number(out[key])
+            if integer:
+                out[key] = validation.check_int(value, f"params.{key}", int(lo), int(hi))
+            else:
+                out[key] = validation.check_number(value, f"params.{key}", lo, hi)
+    if "name" in out:
+        validation.check_id(out["name"], "params.name")
+    for key in _ID_LISTS:
+        if key in out and ids:
+            if not isinstance(out[key], list):
+                raise validation.invalid(f"params.{key}", f"'{key}' must be a list of image ids")
+            for i, image_id in enumerate(out[key]):
+                validation.check_id(image_id, f"params.{key}[{i}]")
+    validation.check_info({k: v for k, v in out.items() if not (ids and k in _ID_LISTS)}, "params")
+    return out
+
+
+def validate(task: Any, params: Dict[str, Any], client: bool = True) -> int:
     """Validates ``params`` against the trainer's config, as the trainer itself would.
 
     Args:
         task: the train task.
         params: the request (with ``train_ids``/``val_ids`` instead of record lists).
+        client: whether a client sent it (then :func:`check_client_params` applies); the app's own
+            requests (``async_training``) may set any key.
 
     Returns:
         the epochs the job will train (0 when the task does not say).
@@ -36,6 +122,8 @@ def validate(task: Any, params: Dict[str, Any]) -> int:
     Raises:
         MONAILabelException: INVALID_INPUT naming the bad key.
     """
+    if client:
+        params.update(check_client_params(params))
     for key in ("train_ids", "val_ids"):
         ids = params.get(key)
         if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids)):
@@ -55,18 +143,21 @@ def validate(task: Any, params: Dict[str, Any]) -> int:
     return int(resolved["max_epochs"])
 
 
-def validate_scoring(method: Any, params: Dict[str, Any]) -> None:
+def validate_scoring(method: Any, params: Dict[str, Any], client: bool = True) -> None:
     """Validates a scoring request with the method's own ``validate`` (a no-op unless the method has one).
 
     Args:
         method: the scoring method.
         params: the request.
+        client: whether a client sent it (then :func:`check_client_params` applies).
 
     Raises:
         MONAILabelException: INVALID_INPUT naming the bad key.
     """
     if "method" in params:
         raise _invalid("'method' is not a parameter: name the scoring method in the request itself")
+    if client:
+        params.update(check_client_params(params, ids=False))
     check = getattr(method, "validate", None)
     if callable(check):
         check(dict(params))

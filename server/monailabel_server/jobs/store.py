@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_sequence INTEGER NOT NULL DEFAULT 0,
     kind TEXT NOT NULL DEFAULT 'train',
     result TEXT NOT NULL DEFAULT '{}',
-    trigger TEXT NOT NULL DEFAULT ''
+    trigger TEXT NOT NULL DEFAULT '',
+    pid INTEGER NOT NULL DEFAULT 0,
+    pid_start INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_time DESC, job_id);
 CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model, state);
@@ -64,13 +66,16 @@ CREATE TABLE IF NOT EXISTS events (
 
 _COLUMNS = (
     "job_id, model, state, params, create_time, start_time, end_time, error, last_log_lines, best_metric, "
-    "best_metric_epoch, epoch, max_epochs, published_version, published_path, last_sequence, kind, result, trigger"
+    "best_metric_epoch, epoch, max_epochs, published_version, published_path, last_sequence, kind, result, trigger, "
+    "pid, pid_start"
 )
 # columns added after the first release, with their definitions (old databases get them on open)
 _ADDED_COLUMNS = {
     "kind": "TEXT NOT NULL DEFAULT 'train'",
     "result": "TEXT NOT NULL DEFAULT '{}'",
     "trigger": "TEXT NOT NULL DEFAULT ''",
+    "pid": "INTEGER NOT NULL DEFAULT 0",
+    "pid_start": "INTEGER NOT NULL DEFAULT 0",
 }
 _JSON_COLUMNS = ("params", "last_log_lines", "result")
 
@@ -99,6 +104,9 @@ class JobRecord:
         kind: ``train`` or ``scoring``.
         result: what the job returned (a scoring method's result).
         trigger: why it started (``client``, or what started it by itself).
+        pid: its process (the leader of its process group and session; 0 before it starts).
+        pid_start: the process's start time in clock ticks since boot (``/proc/<pid>/stat``), so that a
+            later server never mistakes a reused pid for the job's process.
     """
 
     job_id: str
@@ -120,6 +128,8 @@ class JobRecord:
     kind: str = TRAIN
     result: Any = field(default_factory=dict)
     trigger: str = ""
+    pid: int = 0
+    pid_start: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -227,24 +237,33 @@ class JobStore:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         job = _row(row) if row is not None else None
         if job is None or (kind is not None and job.kind != kind):
-            raise MONAILabelException(MONAILabelError.NOT_FOUND, f"no {kind or TRAIN} job {job_id!r}")
+            raise MONAILabelException(
+                MONAILabelError.NOT_FOUND, f"no {kind + ' ' if kind else ''}job {job_id!r}", resource=("job", job_id)
+            )
         return job
 
-    def list(self, offset: int = 0, limit: int = 50, model: str = "", kind: str = TRAIN) -> List[JobRecord]:
-        """Returns jobs of a kind, newest first.
+    def list(
+        self, offset: int = 0, limit: int = 50, model: str = "", kind: Optional[str] = None, state: str = ""
+    ) -> List[JobRecord]:
+        """Returns jobs, newest first.
 
         Args:
             offset: jobs to skip.
             limit: jobs to return at most.
             model: only this model's (or scoring method's), when set.
-            kind: ``train`` or ``scoring``.
+            kind: only ``train`` or ``scoring`` jobs, when set.
+            state: only jobs in this state, when set.
         """
-        where, args = ("AND model = ?", [model]) if model else ("", [])
+        where, args = [], []
+        for column, value in (("kind", kind), ("model", model), ("state", state)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE kind = ? {where} ORDER BY create_time DESC, job_id "
-                "LIMIT ? OFFSET ?",
-                (kind, *args, limit, offset),
+                f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY create_time DESC, job_id LIMIT ? OFFSET ?",
+                (*args, limit, offset),
             ).fetchall()
         return [_row(r) for r in rows]
 
@@ -301,13 +320,14 @@ class JobStore:
             self.changed.notify_all()
         return self.get(job_id)
 
-    def fail_unfinished(self, reason: str) -> List[str]:
-        """Marks every queued or running job FAILED (their server died); returns their ids."""
+    def fail_unfinished(self, reason: str) -> List[JobRecord]:
+        """Marks every queued or running job FAILED (their server died); returns them as they were."""
         with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT job_id FROM jobs WHERE state IN (?, ?)", ACTIVE)]
-        for job_id in ids:
-            self.set_state(job_id, FAILED, reason, error=reason)
-        return ids
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?, ?)", ACTIVE).fetchall()
+        jobs = [_row(r) for r in rows]
+        for job in jobs:
+            self.set_state(job.job_id, FAILED, reason, error=reason)
+        return jobs
 
     def next_version(self, model: str) -> int:
         """Returns the model version the next publish gets."""

@@ -52,6 +52,17 @@ def test_list_is_newest_first_paged_and_filtered(store: JobStore) -> None:
     assert [j.job_id for j in store.active("b")] == [ids[0], ids[2], ids[4]]
 
 
+def test_list_filters_by_kind_and_state_across_kinds(store: JobStore) -> None:
+    train = store.create("seg", {}, QUEUED)
+    scoring = store.create("seg", {}, QUEUED, kind="scoring")
+    store.set_state(train.job_id, RUNNING, "started", pid=4242, pid_start=17)
+    assert [j.job_id for j in store.list()] == [scoring.job_id, train.job_id]  # every kind by default
+    assert [j.job_id for j in store.list(kind="scoring")] == [scoring.job_id]
+    assert [j.job_id for j in store.list(state=RUNNING)] == [train.job_id]
+    assert store.list(kind="scoring", state=RUNNING) == []
+    assert (store.get(train.job_id).pid, store.get(train.job_id).pid_start) == (4242, 17)
+
+
 def test_history_survives_reopen_and_unfinished_jobs_fail(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     first = JobStore(path)
@@ -63,7 +74,8 @@ def test_history_survives_reopen_and_unfinished_jobs_fail(tmp_path: Path) -> Non
     first.close()
 
     second = JobStore(path)
-    assert sorted(second.fail_unfinished("server restarted")) == sorted([running.job_id, queued.job_id])
+    assert sorted(j.job_id for j in second.fail_unfinished("server restarted")) == sorted(
+        [running.job_id, queued.job_id])
     assert second.get(done.job_id).state == CANCELLED
     failed = second.get(running.job_id)
     assert failed.state == FAILED and failed.error == "server restarted"

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class StrategyServiceStub:
-    """Active learning: which image to label next, and the scoring jobs that help strategies choose.
+    """Active learning: which image to label next, and the scoring jobs that help strategies choose
+    (JobService follows, lists and cancels them).
 
     Many annotators share one datastore: each sample served is leased to the asking client id until
     that client asks for its next sample, a final label is saved for the image, or the lease expires.
@@ -59,30 +60,11 @@ class StrategyServiceStub:
                 request_serializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobRequest.SerializeToString,
                 response_deserializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobResponse.FromString,
                 _registered_method=True)
-        self.GetScoringJob = channel.unary_unary(
-                '/monailabel.v1.StrategyService/GetScoringJob',
-                request_serializer=monailabel_dot_v1_dot_strategy__pb2.GetScoringJobRequest.SerializeToString,
-                response_deserializer=monailabel_dot_v1_dot_strategy__pb2.GetScoringJobResponse.FromString,
-                _registered_method=True)
-        self.ListScoringJobs = channel.unary_unary(
-                '/monailabel.v1.StrategyService/ListScoringJobs',
-                request_serializer=monailabel_dot_v1_dot_strategy__pb2.ListScoringJobsRequest.SerializeToString,
-                response_deserializer=monailabel_dot_v1_dot_strategy__pb2.ListScoringJobsResponse.FromString,
-                _registered_method=True)
-        self.CancelScoringJob = channel.unary_unary(
-                '/monailabel.v1.StrategyService/CancelScoringJob',
-                request_serializer=monailabel_dot_v1_dot_strategy__pb2.CancelScoringJobRequest.SerializeToString,
-                response_deserializer=monailabel_dot_v1_dot_strategy__pb2.CancelScoringJobResponse.FromString,
-                _registered_method=True)
-        self.WatchScoringJob = channel.unary_stream(
-                '/monailabel.v1.StrategyService/WatchScoringJob',
-                request_serializer=monailabel_dot_v1_dot_strategy__pb2.WatchScoringJobRequest.SerializeToString,
-                response_deserializer=monailabel_dot_v1_dot_strategy__pb2.WatchScoringJobResponse.FromString,
-                _registered_method=True)
 
 
 class StrategyServiceServicer:
-    """Active learning: which image to label next, and the scoring jobs that help strategies choose.
+    """Active learning: which image to label next, and the scoring jobs that help strategies choose
+    (JobService follows, lists and cancels them).
 
     Many annotators share one datastore: each sample served is leased to the asking client id until
     that client asks for its next sample, a final label is saved for the image, or the lease expires.
@@ -118,34 +100,6 @@ class StrategyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetScoringJob(self, request, context):
-        """Returns one scoring job.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListScoringJobs(self, request, context):
-        """Lists scoring jobs, newest first, a page at a time.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CancelScoringJob(self, request, context):
-        """Cancels a queued or running scoring job.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WatchScoringJob(self, request, context):
-        """Streams a scoring job's events after a sequence number until the job ends.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_StrategyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,26 +123,6 @@ def add_StrategyServiceServicer_to_server(servicer, server):
                     request_deserializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobRequest.FromString,
                     response_serializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobResponse.SerializeToString,
             ),
-            'GetScoringJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetScoringJob,
-                    request_deserializer=monailabel_dot_v1_dot_strategy__pb2.GetScoringJobRequest.FromString,
-                    response_serializer=monailabel_dot_v1_dot_strategy__pb2.GetScoringJobResponse.SerializeToString,
-            ),
-            'ListScoringJobs': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListScoringJobs,
-                    request_deserializer=monailabel_dot_v1_dot_strategy__pb2.ListScoringJobsRequest.FromString,
-                    response_serializer=monailabel_dot_v1_dot_strategy__pb2.ListScoringJobsResponse.SerializeToString,
-            ),
-            'CancelScoringJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.CancelScoringJob,
-                    request_deserializer=monailabel_dot_v1_dot_strategy__pb2.CancelScoringJobRequest.FromString,
-                    response_serializer=monailabel_dot_v1_dot_strategy__pb2.CancelScoringJobResponse.SerializeToString,
-            ),
-            'WatchScoringJob': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchScoringJob,
-                    request_deserializer=monailabel_dot_v1_dot_strategy__pb2.WatchScoringJobRequest.FromString,
-                    response_serializer=monailabel_dot_v1_dot_strategy__pb2.WatchScoringJobResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'monailabel.v1.StrategyService', rpc_method_handlers)
@@ -198,7 +132,8 @@ def add_StrategyServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class StrategyService:
-    """Active learning: which image to label next, and the scoring jobs that help strategies choose.
+    """Active learning: which image to label next, and the scoring jobs that help strategies choose
+    (JobService follows, lists and cancels them).
 
     Many annotators share one datastore: each sample served is leased to the asking client id until
     that client asks for its next sample, a final label is saved for the image, or the lease expires.
@@ -303,114 +238,6 @@ class StrategyService:
             '/monailabel.v1.StrategyService/StartScoringJob',
             monailabel_dot_v1_dot_strategy__pb2.StartScoringJobRequest.SerializeToString,
             monailabel_dot_v1_dot_strategy__pb2.StartScoringJobResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetScoringJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/monailabel.v1.StrategyService/GetScoringJob',
-            monailabel_dot_v1_dot_strategy__pb2.GetScoringJobRequest.SerializeToString,
-            monailabel_dot_v1_dot_strategy__pb2.GetScoringJobResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListScoringJobs(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/monailabel.v1.StrategyService/ListScoringJobs',
-            monailabel_dot_v1_dot_strategy__pb2.ListScoringJobsRequest.SerializeToString,
-            monailabel_dot_v1_dot_strategy__pb2.ListScoringJobsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CancelScoringJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/monailabel.v1.StrategyService/CancelScoringJob',
-            monailabel_dot_v1_dot_strategy__pb2.CancelScoringJobRequest.SerializeToString,
-            monailabel_dot_v1_dot_strategy__pb2.CancelScoringJobResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WatchScoringJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/monailabel.v1.StrategyService/WatchScoringJob',
-            monailabel_dot_v1_dot_strategy__pb2.WatchScoringJobRequest.SerializeToString,
-            monailabel_dot_v1_dot_strategy__pb2.WatchScoringJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

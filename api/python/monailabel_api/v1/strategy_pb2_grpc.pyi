@@ -27,7 +27,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class StrategyServiceStub:
-    """Active learning: which image to label next, and the scoring jobs that help strategies choose.
+    """Active learning: which image to label next, and the scoring jobs that help strategies choose
+    (JobService follows, lists and cancels them).
 
     Many annotators share one datastore: each sample served is leased to the asking client id until
     that client asks for its next sample, a final label is saved for the image, or the lease expires.
@@ -48,18 +49,11 @@ class StrategyServiceStub:
     """
     StartScoringJob: _grpc.UnaryUnaryMultiCallable[_strategy_pb2.StartScoringJobRequest, _strategy_pb2.StartScoringJobResponse]
     """Starts (or queues) a scoring job for a scoring method."""
-    GetScoringJob: _grpc.UnaryUnaryMultiCallable[_strategy_pb2.GetScoringJobRequest, _strategy_pb2.GetScoringJobResponse]
-    """Returns one scoring job."""
-    ListScoringJobs: _grpc.UnaryUnaryMultiCallable[_strategy_pb2.ListScoringJobsRequest, _strategy_pb2.ListScoringJobsResponse]
-    """Lists scoring jobs, newest first, a page at a time."""
-    CancelScoringJob: _grpc.UnaryUnaryMultiCallable[_strategy_pb2.CancelScoringJobRequest, _strategy_pb2.CancelScoringJobResponse]
-    """Cancels a queued or running scoring job."""
-    WatchScoringJob: _grpc.UnaryStreamMultiCallable[_strategy_pb2.WatchScoringJobRequest, _strategy_pb2.WatchScoringJobResponse]
-    """Streams a scoring job's events after a sequence number until the job ends."""
 
 @_typing.type_check_only
 class StrategyServiceAsyncStub(StrategyServiceStub):
-    """Active learning: which image to label next, and the scoring jobs that help strategies choose.
+    """Active learning: which image to label next, and the scoring jobs that help strategies choose
+    (JobService follows, lists and cancels them).
 
     Many annotators share one datastore: each sample served is leased to the asking client id until
     that client asks for its next sample, a final label is saved for the image, or the lease expires.
@@ -77,17 +71,10 @@ class StrategyServiceAsyncStub(StrategyServiceStub):
     """
     StartScoringJob: _aio.UnaryUnaryMultiCallable[_strategy_pb2.StartScoringJobRequest, _strategy_pb2.StartScoringJobResponse]  # type: ignore[assignment]
     """Starts (or queues) a scoring job for a scoring method."""
-    GetScoringJob: _aio.UnaryUnaryMultiCallable[_strategy_pb2.GetScoringJobRequest, _strategy_pb2.GetScoringJobResponse]  # type: ignore[assignment]
-    """Returns one scoring job."""
-    ListScoringJobs: _aio.UnaryUnaryMultiCallable[_strategy_pb2.ListScoringJobsRequest, _strategy_pb2.ListScoringJobsResponse]  # type: ignore[assignment]
-    """Lists scoring jobs, newest first, a page at a time."""
-    CancelScoringJob: _aio.UnaryUnaryMultiCallable[_strategy_pb2.CancelScoringJobRequest, _strategy_pb2.CancelScoringJobResponse]  # type: ignore[assignment]
-    """Cancels a queued or running scoring job."""
-    WatchScoringJob: _aio.UnaryStreamMultiCallable[_strategy_pb2.WatchScoringJobRequest, _strategy_pb2.WatchScoringJobResponse]  # type: ignore[assignment]
-    """Streams a scoring job's events after a sequence number until the job ends."""
 
 class StrategyServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Active learning: which image to label next, and the scoring jobs that help strategies choose.
+    """Active learning: which image to label next, and the scoring jobs that help strategies choose
+    (JobService follows, lists and cancels them).
 
     Many annotators share one datastore: each sample served is leased to the asking client id until
     that client asks for its next sample, a final label is saved for the image, or the lease expires.
@@ -127,37 +114,5 @@ class StrategyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_strategy_pb2.StartScoringJobResponse, _abc.Awaitable[_strategy_pb2.StartScoringJobResponse]]:
         """Starts (or queues) a scoring job for a scoring method."""
-
-    @_abc_1.abstractmethod
-    def GetScoringJob(
-        self,
-        request: _strategy_pb2.GetScoringJobRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_strategy_pb2.GetScoringJobResponse, _abc.Awaitable[_strategy_pb2.GetScoringJobResponse]]:
-        """Returns one scoring job."""
-
-    @_abc_1.abstractmethod
-    def ListScoringJobs(
-        self,
-        request: _strategy_pb2.ListScoringJobsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_strategy_pb2.ListScoringJobsResponse, _abc.Awaitable[_strategy_pb2.ListScoringJobsResponse]]:
-        """Lists scoring jobs, newest first, a page at a time."""
-
-    @_abc_1.abstractmethod
-    def CancelScoringJob(
-        self,
-        request: _strategy_pb2.CancelScoringJobRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_strategy_pb2.CancelScoringJobResponse, _abc.Awaitable[_strategy_pb2.CancelScoringJobResponse]]:
-        """Cancels a queued or running scoring job."""
-
-    @_abc_1.abstractmethod
-    def WatchScoringJob(
-        self,
-        request: _strategy_pb2.WatchScoringJobRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_strategy_pb2.WatchScoringJobResponse], _abc.AsyncIterator[_strategy_pb2.WatchScoringJobResponse]]:
-        """Streams a scoring job's events after a sequence number until the job ends."""
 
 def add_StrategyServiceServicer_to_server(servicer: StrategyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,61 +23,25 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
-from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from monailabel_api.v1 import app_pb2 as monailabel_dot_v1_dot_app__pb2
+from monailabel_api.v1 import job_pb2 as monailabel_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19monailabel/v1/train.proto\x12\rmonailabel.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17monailabel/v1/app.proto\"\xb6\x03\n\x08TrainJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.monailabel.v1.JobState\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x16\n\x0elast_log_lines\x18\t \x03(\t\x12\x13\n\x0b\x62\x65st_metric\x18\n \x01(\x01\x12\x19\n\x11\x62\x65st_metric_epoch\x18\x0b \x01(\x05\x12\r\n\x05\x65poch\x18\x0c \x01(\x05\x12\x12\n\nmax_epochs\x18\r \x01(\x05\x12\x19\n\x11published_version\x18\x0e \x01(\x05\x12\x16\n\x0epublished_path\x18\x0f \x01(\t\"I\n\x0eJobStateChange\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.monailabel.v1.JobState\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x86\x01\n\x11IterationProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x17\n\x0f\x65poch_iteration\x18\x03 \x01(\x05\x12\x14\n\x0c\x65poch_length\x18\x04 \x01(\x05\x12\x12\n\nmax_epochs\x18\x05 \x01(\x05\x12\x0c\n\x04loss\x18\x06 \x01(\x01\"\xed\x02\n\rEpochProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x12\n\nmax_epochs\x18\x02 \x01(\x05\x12\x45\n\rtrain_metrics\x18\x03 \x03(\x0b\x32..monailabel.v1.EpochProgress.TrainMetricsEntry\x12\x41\n\x0bval_metrics\x18\x04 \x03(\x0b\x32,.monailabel.v1.EpochProgress.ValMetricsEntry\x12\x13\n\x0b\x62\x65st_metric\x18\x05 \x01(\x01\x12\x19\n\x11\x62\x65st_metric_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fkey_metric_name\x18\x07 \x01(\t\x1a\x33\n\x11TrainMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fValMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x85\x02\n\rTrainJobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0cstate_change\x18\x03 \x01(\x0b\x32\x1d.monailabel.v1.JobStateChangeH\x00\x12\x35\n\titeration\x18\x04 \x01(\x0b\x32 .monailabel.v1.IterationProgressH\x00\x12-\n\x05\x65poch\x18\x05 \x01(\x0b\x32\x1c.monailabel.v1.EpochProgressH\x00\x12\x12\n\x08log_line\x18\x06 \x01(\tH\x00\x42\x07\n\x05\x65vent\"\x15\n\x13ListTrainersRequest\"D\n\x14ListTrainersResponse\x12,\n\x08trainers\x18\x01 \x03(\x0b\x32\x1a.monailabel.v1.TrainerInfo\"\xc7\x03\n\x14StartTrainJobRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\nmax_epochs\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tval_split\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10train_batch_size\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0eval_batch_size\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x16\n\tmulti_gpu\x18\x07 \x01(\x08H\x04\x88\x01\x01\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12\x12\n\ndataloader\x18\t \x01(\t\x12 \n\x13\x65\x61rly_stop_patience\x18\n \x01(\x05H\x05\x88\x01\x01\x12\x11\n\ttrain_ids\x18\x0b \x03(\t\x12\x0f\n\x07val_ids\x18\x0c \x03(\t\x12\r\n\x05queue\x18\r \x01(\x08\x12&\n\x05\x65xtra\x18\x0e \x01(\x0b\x32\x17.google.protobuf.StructB\r\n\x0b_max_epochsB\x0c\n\n_val_splitB\x13\n\x11_train_batch_sizeB\x11\n\x0f_val_batch_sizeB\x0c\n\n_multi_gpuB\x16\n\x14_early_stop_patience\"=\n\x15StartTrainJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.monailabel.v1.TrainJob\"$\n\x12GetTrainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\";\n\x13GetTrainJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.monailabel.v1.TrainJob\"L\n\x14ListTrainJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"W\n\x15ListTrainJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.monailabel.v1.TrainJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x15\x43\x61ncelTrainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\">\n\x16\x43\x61ncelTrainJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.monailabel.v1.TrainJob\">\n\x14WatchTrainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"D\n\x15WatchTrainJobResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.monailabel.v1.TrainJobEvent*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xb2\x04\n\x0cTrainService\x12W\n\x0cListTrainers\x12\".monailabel.v1.ListTrainersRequest\x1a#.monailabel.v1.ListTrainersResponse\x12Z\n\rStartTrainJob\x12#.monailabel.v1.StartTrainJobRequest\x1a$.monailabel.v1.StartTrainJobResponse\x12T\n\x0bGetTrainJob\x12!.monailabel.v1.GetTrainJobRequest\x1a\".monailabel.v1.GetTrainJobResponse\x12Z\n\rListTrainJobs\x12#.monailabel.v1.ListTrainJobsRequest\x1a$.monailabel.v1.ListTrainJobsResponse\x12]\n\x0e\x43\x61ncelTrainJob\x12$.monailabel.v1.CancelTrainJobRequest\x1a%.monailabel.v1.CancelTrainJobResponse\x12\\\n\rWatchTrainJob\x12#.monailabel.v1.WatchTrainJobRequest\x1a$.monailabel.v1.WatchTrainJobResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19monailabel/v1/train.proto\x12\rmonailabel.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17monailabel/v1/app.proto\x1a\x17monailabel/v1/job.proto\"\x15\n\x13ListTrainersRequest\"D\n\x14ListTrainersResponse\x12,\n\x08trainers\x18\x01 \x03(\x0b\x32\x1a.monailabel.v1.TrainerInfo\"\xc7\x03\n\x14StartTrainJobRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\nmax_epochs\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tval_split\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10train_batch_size\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0eval_batch_size\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x16\n\tmulti_gpu\x18\x07 \x01(\x08H\x04\x88\x01\x01\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12\x12\n\ndataloader\x18\t \x01(\t\x12 \n\x13\x65\x61rly_stop_patience\x18\n \x01(\x05H\x05\x88\x01\x01\x12\x11\n\ttrain_ids\x18\x0b \x03(\t\x12\x0f\n\x07val_ids\x18\x0c \x03(\t\x12\r\n\x05queue\x18\r \x01(\x08\x12&\n\x05\x65xtra\x18\x0e \x01(\x0b\x32\x17.google.protobuf.StructB\r\n\x0b_max_epochsB\x0c\n\n_val_splitB\x13\n\x11_train_batch_sizeB\x11\n\x0f_val_batch_sizeB\x0c\n\n_multi_gpuB\x16\n\x14_early_stop_patience\"8\n\x15StartTrainJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.monailabel.v1.Job2\xc3\x01\n\x0cTrainService\x12W\n\x0cListTrainers\x12\".monailabel.v1.ListTrainersRequest\x1a#.monailabel.v1.ListTrainersResponse\x12Z\n\rStartTrainJob\x12#.monailabel.v1.StartTrainJobRequest\x1a$.monailabel.v1.StartTrainJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'monailabel_api.v1.train_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EPOCHPROGRESS_TRAINMETRICSENTRY']._loaded_options = None
-  _globals['_EPOCHPROGRESS_TRAINMETRICSENTRY']._serialized_options = b'8\001'
-  _globals['_EPOCHPROGRESS_VALMETRICSENTRY']._loaded_options = None
-  _globals['_EPOCHPROGRESS_VALMETRICSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2537
-  _globals['_JOBSTATE']._serialized_end=2691
-  _globals['_TRAINJOB']._serialized_start=133
-  _globals['_TRAINJOB']._serialized_end=571
-  _globals['_JOBSTATECHANGE']._serialized_start=573
-  _globals['_JOBSTATECHANGE']._serialized_end=646
-  _globals['_ITERATIONPROGRESS']._serialized_start=649
-  _globals['_ITERATIONPROGRESS']._serialized_end=783
-  _globals['_EPOCHPROGRESS']._serialized_start=786
-  _globals['_EPOCHPROGRESS']._serialized_end=1151
-  _globals['_EPOCHPROGRESS_TRAINMETRICSENTRY']._serialized_start=1049
-  _globals['_EPOCHPROGRESS_TRAINMETRICSENTRY']._serialized_end=1100
-  _globals['_EPOCHPROGRESS_VALMETRICSENTRY']._serialized_start=1102
-  _globals['_EPOCHPROGRESS_VALMETRICSENTRY']._serialized_end=1151
-  _globals['_TRAINJOBEVENT']._serialized_start=1154
-  _globals['_TRAINJOBEVENT']._serialized_end=1415
-  _globals['_LISTTRAINERSREQUEST']._serialized_start=1417
-  _globals['_LISTTRAINERSREQUEST']._serialized_end=1438
-  _globals['_LISTTRAINERSRESPONSE']._serialized_start=1440
-  _globals['_LISTTRAINERSRESPONSE']._serialized_end=1508
-  _globals['_STARTTRAINJOBREQUEST']._serialized_start=1511
-  _globals['_STARTTRAINJOBREQUEST']._serialized_end=1966
-  _globals['_STARTTRAINJOBRESPONSE']._serialized_start=1968
-  _globals['_STARTTRAINJOBRESPONSE']._serialized_end=2029
-  _globals['_GETTRAINJOBREQUEST']._serialized_start=2031
-  _globals['_GETTRAINJOBREQUEST']._serialized_end=2067
-  _globals['_GETTRAINJOBRESPONSE']._serialized_start=2069
-  _globals['_GETTRAINJOBRESPONSE']._serialized_end=2128
-  _globals['_LISTTRAINJOBSREQUEST']._serialized_start=2130
-  _globals['_LISTTRAINJOBSREQUEST']._serialized_end=2206
-  _globals['_LISTTRAINJOBSRESPONSE']._serialized_start=2208
-  _globals['_LISTTRAINJOBSRESPONSE']._serialized_end=2295
-  _globals['_CANCELTRAINJOBREQUEST']._serialized_start=2297
-  _globals['_CANCELTRAINJOBREQUEST']._serialized_end=2336
-  _globals['_CANCELTRAINJOBRESPONSE']._serialized_start=2338
-  _globals['_CANCELTRAINJOBRESPONSE']._serialized_end=2400
-  _globals['_WATCHTRAINJOBREQUEST']._serialized_start=2402
-  _globals['_WATCHTRAINJOBREQUEST']._serialized_end=2464
-  _globals['_WATCHTRAINJOBRESPONSE']._serialized_start=2466
-  _globals['_WATCHTRAINJOBRESPONSE']._serialized_end=2534
-  _globals['_TRAINSERVICE']._serialized_start=2694
-  _globals['_TRAINSERVICE']._serialized_end=3256
+  _globals['_LISTTRAINERSREQUEST']._serialized_start=124
+  _globals['_LISTTRAINERSREQUEST']._serialized_end=145
+  _globals['_LISTTRAINERSRESPONSE']._serialized_start=147
+  _globals['_LISTTRAINERSRESPONSE']._serialized_end=215
+  _globals['_STARTTRAINJOBREQUEST']._serialized_start=218
+  _globals['_STARTTRAINJOBREQUEST']._serialized_end=673
+  _globals['_STARTTRAINJOBRESPONSE']._serialized_start=675
+  _globals['_STARTTRAINJOBRESPONSE']._serialized_end=731
+  _globals['_TRAINSERVICE']._serialized_start=734
+  _globals['_TRAINSERVICE']._serialized_end=929
 # @@protoc_insertion_point(module_scope)

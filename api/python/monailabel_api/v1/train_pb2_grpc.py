@@ -26,12 +26,12 @@ if _version_not_supported:
 
 
 class TrainServiceStub:
-    """Training as a first-class job: list trainers, start, get, list, cancel and watch jobs.
+    """Training: list trainers and start training jobs (JobService follows, lists and cancels them).
 
-    Each job runs in its own process, outside the server that serves inference.
-    Jobs and their events are stored on disk, so history survives a restart.
+    Each job runs in its own process group, outside the server that serves inference.
     One job per model runs at a time; a second start is ABORTED unless it asks
-    to be queued.
+    to be queued. Paths and process counts (train_ds, val_ds, world_size, distributed_url, ...)
+    are the app's to set in its config, never a request's.
     """
 
     def __init__(self, channel):
@@ -50,35 +50,15 @@ class TrainServiceStub:
                 request_serializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobRequest.SerializeToString,
                 response_deserializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobResponse.FromString,
                 _registered_method=True)
-        self.GetTrainJob = channel.unary_unary(
-                '/monailabel.v1.TrainService/GetTrainJob',
-                request_serializer=monailabel_dot_v1_dot_train__pb2.GetTrainJobRequest.SerializeToString,
-                response_deserializer=monailabel_dot_v1_dot_train__pb2.GetTrainJobResponse.FromString,
-                _registered_method=True)
-        self.ListTrainJobs = channel.unary_unary(
-                '/monailabel.v1.TrainService/ListTrainJobs',
-                request_serializer=monailabel_dot_v1_dot_train__pb2.ListTrainJobsRequest.SerializeToString,
-                response_deserializer=monailabel_dot_v1_dot_train__pb2.ListTrainJobsResponse.FromString,
-                _registered_method=True)
-        self.CancelTrainJob = channel.unary_unary(
-                '/monailabel.v1.TrainService/CancelTrainJob',
-                request_serializer=monailabel_dot_v1_dot_train__pb2.CancelTrainJobRequest.SerializeToString,
-                response_deserializer=monailabel_dot_v1_dot_train__pb2.CancelTrainJobResponse.FromString,
-                _registered_method=True)
-        self.WatchTrainJob = channel.unary_stream(
-                '/monailabel.v1.TrainService/WatchTrainJob',
-                request_serializer=monailabel_dot_v1_dot_train__pb2.WatchTrainJobRequest.SerializeToString,
-                response_deserializer=monailabel_dot_v1_dot_train__pb2.WatchTrainJobResponse.FromString,
-                _registered_method=True)
 
 
 class TrainServiceServicer:
-    """Training as a first-class job: list trainers, start, get, list, cancel and watch jobs.
+    """Training: list trainers and start training jobs (JobService follows, lists and cancels them).
 
-    Each job runs in its own process, outside the server that serves inference.
-    Jobs and their events are stored on disk, so history survives a restart.
+    Each job runs in its own process group, outside the server that serves inference.
     One job per model runs at a time; a second start is ABORTED unless it asks
-    to be queued.
+    to be queued. Paths and process counts (train_ds, val_ds, world_size, distributed_url, ...)
+    are the app's to set in its config, never a request's.
     """
 
     def ListTrainers(self, request, context):
@@ -90,34 +70,6 @@ class TrainServiceServicer:
 
     def StartTrainJob(self, request, context):
         """Starts (or queues) a training job for a model.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetTrainJob(self, request, context):
-        """Returns one job.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListTrainJobs(self, request, context):
-        """Lists jobs, newest first, a page at a time.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CancelTrainJob(self, request, context):
-        """Cancels a queued or running job.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WatchTrainJob(self, request, context):
-        """Streams a job's events after a sequence number until the job ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,26 +88,6 @@ def add_TrainServiceServicer_to_server(servicer, server):
                     request_deserializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobRequest.FromString,
                     response_serializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobResponse.SerializeToString,
             ),
-            'GetTrainJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetTrainJob,
-                    request_deserializer=monailabel_dot_v1_dot_train__pb2.GetTrainJobRequest.FromString,
-                    response_serializer=monailabel_dot_v1_dot_train__pb2.GetTrainJobResponse.SerializeToString,
-            ),
-            'ListTrainJobs': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListTrainJobs,
-                    request_deserializer=monailabel_dot_v1_dot_train__pb2.ListTrainJobsRequest.FromString,
-                    response_serializer=monailabel_dot_v1_dot_train__pb2.ListTrainJobsResponse.SerializeToString,
-            ),
-            'CancelTrainJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.CancelTrainJob,
-                    request_deserializer=monailabel_dot_v1_dot_train__pb2.CancelTrainJobRequest.FromString,
-                    response_serializer=monailabel_dot_v1_dot_train__pb2.CancelTrainJobResponse.SerializeToString,
-            ),
-            'WatchTrainJob': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchTrainJob,
-                    request_deserializer=monailabel_dot_v1_dot_train__pb2.WatchTrainJobRequest.FromString,
-                    response_serializer=monailabel_dot_v1_dot_train__pb2.WatchTrainJobResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'monailabel.v1.TrainService', rpc_method_handlers)
@@ -165,12 +97,12 @@ def add_TrainServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TrainService:
-    """Training as a first-class job: list trainers, start, get, list, cancel and watch jobs.
+    """Training: list trainers and start training jobs (JobService follows, lists and cancels them).
 
-    Each job runs in its own process, outside the server that serves inference.
-    Jobs and their events are stored on disk, so history survives a restart.
+    Each job runs in its own process group, outside the server that serves inference.
     One job per model runs at a time; a second start is ABORTED unless it asks
-    to be queued.
+    to be queued. Paths and process counts (train_ds, val_ds, world_size, distributed_url, ...)
+    are the app's to set in its config, never a request's.
     """
 
     @staticmethod
@@ -217,114 +149,6 @@ class TrainService:
             '/monailabel.v1.TrainService/StartTrainJob',
             monailabel_dot_v1_dot_train__pb2.StartTrainJobRequest.SerializeToString,
             monailabel_dot_v1_dot_train__pb2.StartTrainJobResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetTrainJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/monailabel.v1.TrainService/GetTrainJob',
-            monailabel_dot_v1_dot_train__pb2.GetTrainJobRequest.SerializeToString,
-            monailabel_dot_v1_dot_train__pb2.GetTrainJobResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListTrainJobs(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/monailabel.v1.TrainService/ListTrainJobs',
-            monailabel_dot_v1_dot_train__pb2.ListTrainJobsRequest.SerializeToString,
-            monailabel_dot_v1_dot_train__pb2.ListTrainJobsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CancelTrainJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/monailabel.v1.TrainService/CancelTrainJob',
-            monailabel_dot_v1_dot_train__pb2.CancelTrainJobRequest.SerializeToString,
-            monailabel_dot_v1_dot_train__pb2.CancelTrainJobResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WatchTrainJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/monailabel.v1.TrainService/WatchTrainJob',
-            monailabel_dot_v1_dot_train__pb2.WatchTrainJobRequest.SerializeToString,
-            monailabel_dot_v1_dot_train__pb2.WatchTrainJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

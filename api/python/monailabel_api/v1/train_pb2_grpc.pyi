@@ -27,12 +27,12 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class TrainServiceStub:
-    """Training as a first-class job: list trainers, start, get, list, cancel and watch jobs.
+    """Training: list trainers and start training jobs (JobService follows, lists and cancels them).
 
-    Each job runs in its own process, outside the server that serves inference.
-    Jobs and their events are stored on disk, so history survives a restart.
+    Each job runs in its own process group, outside the server that serves inference.
     One job per model runs at a time; a second start is ABORTED unless it asks
-    to be queued.
+    to be queued. Paths and process counts (train_ds, val_ds, world_size, distributed_url, ...)
+    are the app's to set in its config, never a request's.
     """
 
     @_typing.overload
@@ -43,23 +43,15 @@ class TrainServiceStub:
     """Lists the app's trainers with their configuration (defaults and choices)."""
     StartTrainJob: _grpc.UnaryUnaryMultiCallable[_train_pb2.StartTrainJobRequest, _train_pb2.StartTrainJobResponse]
     """Starts (or queues) a training job for a model."""
-    GetTrainJob: _grpc.UnaryUnaryMultiCallable[_train_pb2.GetTrainJobRequest, _train_pb2.GetTrainJobResponse]
-    """Returns one job."""
-    ListTrainJobs: _grpc.UnaryUnaryMultiCallable[_train_pb2.ListTrainJobsRequest, _train_pb2.ListTrainJobsResponse]
-    """Lists jobs, newest first, a page at a time."""
-    CancelTrainJob: _grpc.UnaryUnaryMultiCallable[_train_pb2.CancelTrainJobRequest, _train_pb2.CancelTrainJobResponse]
-    """Cancels a queued or running job."""
-    WatchTrainJob: _grpc.UnaryStreamMultiCallable[_train_pb2.WatchTrainJobRequest, _train_pb2.WatchTrainJobResponse]
-    """Streams a job's events after a sequence number until the job ends."""
 
 @_typing.type_check_only
 class TrainServiceAsyncStub(TrainServiceStub):
-    """Training as a first-class job: list trainers, start, get, list, cancel and watch jobs.
+    """Training: list trainers and start training jobs (JobService follows, lists and cancels them).
 
-    Each job runs in its own process, outside the server that serves inference.
-    Jobs and their events are stored on disk, so history survives a restart.
+    Each job runs in its own process group, outside the server that serves inference.
     One job per model runs at a time; a second start is ABORTED unless it asks
-    to be queued.
+    to be queued. Paths and process counts (train_ds, val_ds, world_size, distributed_url, ...)
+    are the app's to set in its config, never a request's.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -67,22 +59,14 @@ class TrainServiceAsyncStub(TrainServiceStub):
     """Lists the app's trainers with their configuration (defaults and choices)."""
     StartTrainJob: _aio.UnaryUnaryMultiCallable[_train_pb2.StartTrainJobRequest, _train_pb2.StartTrainJobResponse]  # type: ignore[assignment]
     """Starts (or queues) a training job for a model."""
-    GetTrainJob: _aio.UnaryUnaryMultiCallable[_train_pb2.GetTrainJobRequest, _train_pb2.GetTrainJobResponse]  # type: ignore[assignment]
-    """Returns one job."""
-    ListTrainJobs: _aio.UnaryUnaryMultiCallable[_train_pb2.ListTrainJobsRequest, _train_pb2.ListTrainJobsResponse]  # type: ignore[assignment]
-    """Lists jobs, newest first, a page at a time."""
-    CancelTrainJob: _aio.UnaryUnaryMultiCallable[_train_pb2.CancelTrainJobRequest, _train_pb2.CancelTrainJobResponse]  # type: ignore[assignment]
-    """Cancels a queued or running job."""
-    WatchTrainJob: _aio.UnaryStreamMultiCallable[_train_pb2.WatchTrainJobRequest, _train_pb2.WatchTrainJobResponse]  # type: ignore[assignment]
-    """Streams a job's events after a sequence number until the job ends."""
 
 class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Training as a first-class job: list trainers, start, get, list, cancel and watch jobs.
+    """Training: list trainers and start training jobs (JobService follows, lists and cancels them).
 
-    Each job runs in its own process, outside the server that serves inference.
-    Jobs and their events are stored on disk, so history survives a restart.
+    Each job runs in its own process group, outside the server that serves inference.
     One job per model runs at a time; a second start is ABORTED unless it asks
-    to be queued.
+    to be queued. Paths and process counts (train_ds, val_ds, world_size, distributed_url, ...)
+    are the app's to set in its config, never a request's.
     """
 
     @_abc_1.abstractmethod
@@ -100,37 +84,5 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_train_pb2.StartTrainJobResponse, _abc.Awaitable[_train_pb2.StartTrainJobResponse]]:
         """Starts (or queues) a training job for a model."""
-
-    @_abc_1.abstractmethod
-    def GetTrainJob(
-        self,
-        request: _train_pb2.GetTrainJobRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_train_pb2.GetTrainJobResponse, _abc.Awaitable[_train_pb2.GetTrainJobResponse]]:
-        """Returns one job."""
-
-    @_abc_1.abstractmethod
-    def ListTrainJobs(
-        self,
-        request: _train_pb2.ListTrainJobsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_train_pb2.ListTrainJobsResponse, _abc.Awaitable[_train_pb2.ListTrainJobsResponse]]:
-        """Lists jobs, newest first, a page at a time."""
-
-    @_abc_1.abstractmethod
-    def CancelTrainJob(
-        self,
-        request: _train_pb2.CancelTrainJobRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_train_pb2.CancelTrainJobResponse, _abc.Awaitable[_train_pb2.CancelTrainJobResponse]]:
-        """Cancels a queued or running job."""
-
-    @_abc_1.abstractmethod
-    def WatchTrainJob(
-        self,
-        request: _train_pb2.WatchTrainJobRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_train_pb2.WatchTrainJobResponse], _abc.AsyncIterator[_train_pb2.WatchTrainJobResponse]]:
-        """Streams a job's events after a sequence number until the job ends."""
 
 def add_TrainServiceServicer_to_server(servicer: TrainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

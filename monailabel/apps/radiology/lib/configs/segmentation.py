@@ -4,7 +4,9 @@ Conf keys (``--conf KEY VALUE``): ``labels`` (``{"organ": 1}`` by default; JSON 
 names), ``network`` (``unet`` or ``segresnet``), ``roi_size`` (sliding-window ROI, default 96,96,96),
 ``train_roi_size`` (training crops, default 32,32,32), ``max_epochs`` (default 20), ``preload``,
 ``use_pretrained_model``, ``epistemic_enabled`` / ``epistemic_samples`` (the epistemic strategy and
-scoring method, on a copy of the network with dropout).
+scoring method, on a copy of the network with dropout), ``train_world_size`` (train on that many
+processes: one per GPU, or CPU processes on Gloo without GPUs; a process count is the app's to set,
+never a train request's).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Segmentation(TaskConfig):
         self.roi_size = parse_size(conf.get("roi_size"), (96, 96, 96))
         self.train_roi_size = parse_size(conf.get("train_roi_size"), (32, 32, 32))
         self.max_epochs = int(conf.get("max_epochs", "20"))
+        self.train_world_size = int(conf.get("train_world_size", "0"))
         out = len(self.labels) + 1
         self.network = seeded(lambda: make_network(self.network_name, 1, out))
         self.network_with_dropout = seeded(lambda: make_network(self.network_name, 1, out, dropout=0.2))
@@ -63,7 +66,11 @@ class Segmentation(TaskConfig):
             publish_path=self.path[-1],
             labels=self.labels,
             description="Train the segmentation model on the final labels",
-            config={"max_epochs": self.max_epochs, "pretrained": self.use_pretrained},
+            config={
+                "max_epochs": self.max_epochs,
+                "pretrained": self.use_pretrained,
+                **({"world_size": self.train_world_size} if self.train_world_size > 0 else {}),
+            },
         )
 
     def strategy(self) -> Union[None, Strategy, Dict[str, Strategy]]:
