@@ -117,7 +117,7 @@ def affine_of_geometry(geometry: common_pb2.Geometry, ndim: int) -> np.ndarray:
         raise MONAILabelException(MONAILabelError.INVALID_INPUT, str(exc)) from exc
 
 
-JOB_STATES: Dict[str, int] = {
+JOB_STATES: Dict[str, job_pb2.JobState.ValueType] = {
     "QUEUED": job_pb2.JOB_STATE_QUEUED,
     "RUNNING": job_pb2.JOB_STATE_RUNNING,
     "SUCCEEDED": job_pb2.JOB_STATE_SUCCEEDED,

@@ -19,9 +19,9 @@ __all__ = ["JobServicer", "job_message", "event_message", "KIND_OF", "KIND_NAMES
 
 _DEFAULT_PAGE = 50
 #: the store's kinds as the proto's enum, and back
-KIND_OF: Dict[str, int] = {TRAIN: job_pb2.JOB_KIND_TRAIN, SCORING: job_pb2.JOB_KIND_SCORING}
-KIND_NAMES: Dict[int, str] = {v: k for k, v in KIND_OF.items()}
-_STATE_NAMES: Dict[int, str] = {v: k for k, v in JOB_STATES.items()}
+KIND_OF: Dict[str, job_pb2.JobKind.ValueType] = {TRAIN: job_pb2.JOB_KIND_TRAIN, SCORING: job_pb2.JOB_KIND_SCORING}
+KIND_NAMES: Dict[job_pb2.JobKind.ValueType, str] = {v: k for k, v in KIND_OF.items()}
+_STATE_NAMES: Dict[job_pb2.JobState.ValueType, str] = {v: k for k, v in JOB_STATES.items()}
 
 
 def job_message(job: JobRecord) -> job_pb2.Job:
@@ -70,7 +70,7 @@ def event_message(event: JobEvent) -> job_pb2.JobEvent:
     kind = p.get("type")
     if kind == "state":
         msg.state_change.CopyFrom(
-            job_pb2.JobStateChange(state=JOB_STATES.get(p.get("state"), 0), message=scrub(str(p.get("message") or "")))
+            job_pb2.JobStateChange(state=JOB_STATES.get(str(p.get("state")), job_pb2.JOB_STATE_UNSPECIFIED), message=scrub(str(p.get("message") or "")))
         )
     elif kind == "iteration":
         msg.iteration.CopyFrom(
@@ -126,11 +126,12 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         if not 0 <= offset <= 1 << 31:
             raise validation.invalid("page_token", "bad page_token: pass a previous next_page_token")
         kind = validation.check_enum(request.kind, "kind", list(KIND_NAMES),
-                                     names={k: job_pb2.JobKind.Name(k) for k in KIND_NAMES})
+                                     names={int(k): job_pb2.JobKind.Name(k) for k in KIND_NAMES})
         state = validation.check_enum(request.state, "state", list(_STATE_NAMES),
-                                      names={k: job_pb2.JobState.Name(k) for k in _STATE_NAMES})
+                                      names={int(k): job_pb2.JobState.Name(k) for k in _STATE_NAMES})
         jobs = self.jobs.list(
-            offset, size + 1, request.model, KIND_NAMES.get(kind), _STATE_NAMES.get(state, "")
+            offset, size + 1, request.model, KIND_NAMES.get(job_pb2.JobKind.ValueType(kind)),
+            _STATE_NAMES.get(job_pb2.JobState.ValueType(state), ""),
         )
         token = str(offset + size) if len(jobs) > size else ""
         return job_pb2.ListJobsResponse(jobs=[job_message(j) for j in jobs[:size]], next_page_token=token)

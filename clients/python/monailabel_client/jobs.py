@@ -21,12 +21,12 @@ STATES = {"": job_pb2.JOB_STATE_UNSPECIFIED,
 
 def state_name(state: int) -> str:
     """``RUNNING``, ``SUCCEEDED``, ... for a JobState value."""
-    return job_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
+    return job_pb2.JobState.Name(job_pb2.JobState.ValueType(state)).removeprefix("JOB_STATE_")
 
 
 def kind_name(kind: int) -> str:
     """``train`` or ``scoring`` for a JobKind value."""
-    return job_pb2.JobKind.Name(kind).removeprefix("JOB_KIND_").lower()
+    return job_pb2.JobKind.Name(job_pb2.JobKind.ValueType(kind)).removeprefix("JOB_KIND_").lower()
 
 
 class JobCalls:
@@ -107,7 +107,7 @@ class JobCalls:
                     yield response.event
                 return
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:  # type: ignore[attr-defined]
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
                     raise
                 time.sleep(min(2.0, 0.1 * 2**attempt))
                 attempt += 1
