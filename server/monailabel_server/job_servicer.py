@@ -70,7 +70,8 @@ def event_message(event: JobEvent) -> job_pb2.JobEvent:
     kind = p.get("type")
     if kind == "state":
         msg.state_change.CopyFrom(
-            job_pb2.JobStateChange(state=JOB_STATES.get(str(p.get("state")), job_pb2.JOB_STATE_UNSPECIFIED), message=scrub(str(p.get("message") or "")))
+            job_pb2.JobStateChange(state=JOB_STATES.get(str(p.get("state")), job_pb2.JOB_STATE_UNSPECIFIED),
+                                   message=scrub(str(p.get("message") or "")))
         )
     elif kind == "iteration":
         msg.iteration.CopyFrom(
