@@ -224,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monailabel", description="MONAI Label over gRPC")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
     add_start_server(sub)
     add_commands(sub)
     return p

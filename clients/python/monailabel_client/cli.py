@@ -122,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=_EPILOG, formatter_class=_HelpFormatter)
     p.add_argument("--address", default="127.0.0.1:50051", help="the server's HOST:PORT")
     p.add_argument("--debug", action="store_true", help="print the full traceback of an error")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter, epilog=_EPILOG)
