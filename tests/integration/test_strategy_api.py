@@ -170,7 +170,7 @@ def test_cli_next_prints_the_sample_and_downloads(server: RunningServer, tmp_pat
     assert cli_main(["--address", server.address, "next", "--strategy", "first", "--client-id", "cli",
                      "--download", str(dest)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["status"] == "FOUND" and out["image_id"] in UNLABELED and out["path"] == str(dest)
+    assert out["status"] == "SAMPLE_STATUS_FOUND" and out["image_id"] in UNLABELED and out["path"] == str(dest)
     assert dest.stat().st_size > 0
     assert cli_main(["--address", server.address, "next", "--list"]) == 0
     assert "my_score" in capsys.readouterr().out
