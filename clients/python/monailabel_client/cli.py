@@ -127,6 +127,8 @@ def parser() -> argparse.ArgumentParser:
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter, epilog=_EPILOG)
 
+    hc = cmd("health", "print the server's health (SERVING) and exit 0, or fail with the unavailable status")
+    hc.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
     cmd("info", "print the app's info: models, trainers, strategies, scoring methods, datastore counts")
     cmd("status", "print the datastore's counts")
     ls = cmd("list", "list images: id, size in bytes, label tags")
@@ -225,6 +227,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     with MonaiLabelClient(args.address, progress=sys.stderr.isatty(), timeout=None) as client:
+        if args.command == "health":
+            from grpc_health.v1 import health_pb2
+
+            answer = client.health.Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+            print(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+            return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else EXIT_CODES["unavailable"]
         if args.command == "info":
             _print(client.info())
         elif args.command == "status":
