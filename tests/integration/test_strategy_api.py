@@ -358,3 +358,27 @@ def test_scoring_runs_again_after_training_publishes(tmp_path: Path) -> None:
             assert int(os.stat(server.app.scoring_model).st_mtime) == after["x"]  # type: ignore[attr-defined]
     finally:
         server.stop(grace=1)
+
+
+@pytest.mark.slow
+def test_cli_score_waits_behind_an_automatic_job(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # auto_update_scoring on (MONAI Label's default): every method gets a job at start, "slow" runs a minute
+    server = make_server(tmp_path, ["x"], auto_update_scoring="true")
+    try:
+        with MonaiLabelClient(server.address, timeout=60) as c:
+            (auto,) = list(c.list_scoring_jobs(method="slow"))
+            assert auto.trigger.startswith("app:") and auto.state in (train_pb2.JOB_STATE_QUEUED,
+                                                                       train_pb2.JOB_STATE_RUNNING)
+            capsys.readouterr()
+            # the CLI queues behind the automatic job instead of failing with ABORTED
+            assert cli_main(["--address", server.address, "score", "slow", "--no-watch"]) == 0
+            captured = capsys.readouterr()
+            assert "queued behind it" in captured.err and "QUEUED" in captured.out
+            mine = next(j for j in c.list_scoring_jobs(method="slow") if j.trigger == "client")
+            # a job another client asked for is still a conflict: ABORTED, exit status 5, one line
+            assert cli_main(["--address", server.address, "score", "slow", "--no-watch"]) == 5
+            assert capsys.readouterr().err.startswith("error: ABORTED: ")
+            for job in (mine, auto):
+                c.cancel_scoring_job(job.job_id)
+    finally:
+        server.stop(grace=1)

@@ -337,7 +337,7 @@ def _score(client: MonaiLabelClient, args: argparse.Namespace, parser: argparse.
     except grpc.RpcError as exc:
         # A job the server started by itself (after training published, or at start) is no reason to
         # fail: the user's job waits behind it. A job another client started still answers ABORTED.
-        if exc.code() != grpc.StatusCode.ABORTED or not _automatic_job_active(client, args.method):  # type: ignore[attr-defined]
+        if exc.code() != grpc.StatusCode.ABORTED or not _only_automatic_jobs(client, args.method):  # type: ignore[attr-defined]
             raise
         print(f"an automatic {args.method} job is running; queued behind it", file=sys.stderr)
         job = client.start_scoring(args.method, params, queue=True)
@@ -355,9 +355,11 @@ def _score(client: MonaiLabelClient, args: argparse.Namespace, parser: argparse.
     return 0 if job.state == train_pb2.JOB_STATE_SUCCEEDED else 1
 
 
-def _automatic_job_active(client: MonaiLabelClient, method: str) -> bool:
-    active = (train_pb2.JOB_STATE_QUEUED, train_pb2.JOB_STATE_RUNNING)
-    return any(j.state in active and j.trigger != "client" for j in client.list_scoring_jobs(method=method))
+def _only_automatic_jobs(client: MonaiLabelClient, method: str) -> bool:
+    """Whether the method's queued and running jobs were all started by the server itself."""
+    states = (train_pb2.JOB_STATE_QUEUED, train_pb2.JOB_STATE_RUNNING)
+    active = [j for j in client.list_scoring_jobs(method=method) if j.state in states]
+    return bool(active) and all(j.trigger != "client" for j in active)
 
 
 def _state(state: int) -> str:
