@@ -33,6 +33,7 @@ COPY pyproject.toml README.md ./
 COPY monailabel/__init__.py monailabel/
 COPY server/monailabel_server/__init__.py server/monailabel_server/
 COPY api/python/pyproject.toml api/python/
+COPY api/python/monailabel_api/__init__.py api/python/monailabel_api/
 COPY clients/python/pyproject.toml clients/python/
 RUN pip install ./api/python ./clients/python .
 COPY api/python api/python

@@ -95,6 +95,27 @@ def test_dockerfile_installs_the_pyprojects_and_nothing_by_hand() -> None:
     assert any(kw == "WORKDIR" for kw, _ in _instructions())
 
 
+def test_dockerfile_dependency_step_builds_from_the_files_it_copies(tmp_path: Path) -> None:
+    # the first install sees only what the COPY lines before it brought: the three must still build
+    context = tmp_path / "context"
+    for kw, rest in _instructions():
+        if kw == "RUN" and "pip install ./" in rest:
+            break
+        if kw == "COPY":
+            *sources, dest = shlex.split(rest)
+            for source in sources:
+                target = context / dest / Path(source).name if dest.endswith("/") else context / dest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, target)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheels), *PYPROJECTS], cwd=context, env=env, check=True, timeout=300)
+    version = re.search(r'__version__ = "(.+)"', (ROOT / "monailabel/__init__.py").read_text())
+    assert version and (wheels / f"monailabel_grpc-{version.group(1)}-py3-none-any.whl").is_file()
+    assert len(list(wheels.glob("*.whl"))) == 3
+
+
 def _copy_sources(dest: Path) -> Path:
     """The files the Dockerfile copies, as the build context holds them (.dockerignore applied)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "model", "*.pt", "build")
