@@ -193,3 +193,19 @@ def test_start_server_says_what_is_wrong_in_one_line(served, tmp_path: Path) -> 
     assert missing.is_dir() and "EMPTY" in created.stderr and created.returncode == 3
     for result in (taken, no_main, absent):
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_transfer_progress_on_a_pipe_is_whole_lines(served, tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    address, _ = served
+    big = tmp_path / "big.nii"  # over the 16 MiB from which transfers show progress
+    nib.save(nib.Nifti1Image(np.arange(256 * 256 * 136, dtype=np.int16).reshape(256, 256, 136), np.eye(4)), big)
+    assert big.stat().st_size > 16 << 20
+    up = _cli(address, "upload", "big_case", str(big))
+    assert up.returncode == 0, up.stderr
+    assert "\r" not in up.stderr and up.stderr.splitlines()[-1] == "upload: 17/17 MiB (100%)", up.stderr
+    down = _cli(address, "download", "big_case", str(tmp_path / "back.nii"))
+    assert down.returncode == 0 and "\r" not in down.stderr and down.stderr.endswith("(100%)\n"), down.stderr
+    assert (tmp_path / "back.nii").read_bytes() == big.read_bytes()

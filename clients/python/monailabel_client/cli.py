@@ -226,7 +226,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    with MonaiLabelClient(args.address, progress=sys.stderr.isatty(), timeout=None) as client:
+    with MonaiLabelClient(args.address, progress=True, timeout=None) as client:
         if args.command == "health":
             from grpc_health.v1 import health_pb2
 
