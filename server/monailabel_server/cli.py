@@ -177,6 +177,10 @@ def _start_server(args: argparse.Namespace) -> int:
         serve(config)
     except MONAILabelException as e:
         raise StartError(f"the app did not load: {e.msg}", "app_failed") from e
+    except (ImportError, SyntaxError) as e:
+        # the usual mistakes in an app's main.py or lib: a missing package, a typo
+        raise StartError(f"the app did not load: {type(e).__name__}: {e} (--debug shows the traceback)",
+                         "app_failed") from e
     except OSError as e:
         if e.errno == errno.EADDRINUSE or "bind" in str(e):
             raise StartError(f"cannot serve on {config.host}:{config.port}: {e}", "port_in_use") from e

@@ -191,6 +191,13 @@ def test_start_server_says_what_is_wrong_in_one_line(served, tmp_path: Path) -> 
     # --create-studies creates it and says loudly that it is empty (then, here, the port is taken)
     created = _server("--app", app, "--studies", str(missing), "--port", port, "--create-studies")
     assert missing.is_dir() and "EMPTY" in created.stderr and created.returncode == 3
+    broken = tmp_path / "broken_app"
+    broken.mkdir()
+    (broken / "main.py").write_text("import no_such_package_here\n")
+    failed = _server("--app", str(broken), "--studies", studies, "--port", "0")
+    assert failed.returncode == 4, failed.stderr
+    assert failed.stderr.splitlines()[-1].startswith("error: the app did not load: ModuleNotFoundError: ")
+    assert "Traceback" not in failed.stderr
     for result in (taken, no_main, absent):
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
