@@ -261,6 +261,7 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             if args.image_id:
                 out = client.infer(args.model, image_id=args.image_id, save_label=args.save_label, **kwargs)
             else:
+                _known_format(args.file, "rename it, or upload it with --encoding and infer with --image-id")
                 out = client.infer_file(args.model, args.file, **kwargs)
             out.save(args.output)
             print(json.dumps({"labels": out.labels, "latency": _dict(out.latency),
@@ -313,12 +314,17 @@ def _file_encoding(args: argparse.Namespace) -> Optional[int]:
     """The ``--encoding`` asked for; else None (from the file name), with a hint where the name does not tell."""
     if args.encoding:
         return _FILE_ENCODINGS[args.encoding]
+    _known_format(args.file, f"rename it, or pass --encoding {{{','.join(sorted(_FILE_ENCODINGS))}}}")
+    return None
+
+
+def _known_format(path: str, what_to_do: str) -> None:
+    """Raises ValueError (a usage error) when a file's name does not tell its format."""
     from monailabel_api.wire import encoding_of_name
 
-    if encoding_of_name(args.file) in (common_pb2.ENCODING_UNSPECIFIED, common_pb2.ENCODING_DICOM_ZIP):
-        raise ValueError(f"cannot tell the format of {args.file!r} from its name; rename it (.nii.gz, .nii, "
-                         f".nrrd, .png, .jpg, .tif) or pass --encoding {{{','.join(sorted(_FILE_ENCODINGS))}}}")
-    return None
+    if encoding_of_name(path) in (common_pb2.ENCODING_UNSPECIFIED, common_pb2.ENCODING_DICOM_ZIP):
+        raise ValueError(f"cannot tell the format of {path!r} from its name (.nii.gz, .nii, .nrrd, .png, .jpg, "
+                         f".tif); {what_to_do}")
 
 
 def _score(client: MonaiLabelClient, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
