@@ -6,7 +6,10 @@ PYPROJECTS := pyproject.toml api/python/pyproject.toml clients/python/pyproject.
 STAMP := $(VENV)/.installed-$(shell cat $(PYPROJECTS) | sha1sum | cut -c1-12)
 TORCH ?= torch==2.13.0
 STUDIES ?= studies
-APP ?= monailabel/apps/radiology
+# `make serve` runs a working copy of a template app (training writes its checkpoints there, never
+# into the package source); APP=DIR serves your own app folder in place.
+TEMPLATE ?= radiology
+APP ?= .monailabel/apps/$(TEMPLATE)
 PORT ?= 50051
 
 .PHONY: setup serve proto proto-check lint typecheck test test-fast bench clean
@@ -23,6 +26,7 @@ $(STAMP): $(PYPROJECTS)
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: setup
+	test -f $(APP)/main.py || $(PY) -m monailabel_server apps --name $(TEMPLATE) --download --output $(APP)
 	$(PY) -m monailabel_server datasets --output $(STUDIES) --labeled 6 --if-empty
 	$(PY) -m monailabel_server start_server --app $(APP) --studies $(STUDIES) --port $(PORT)
 

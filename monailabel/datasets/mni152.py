@@ -16,6 +16,8 @@ from typing import List, Optional
 import nibabel as nib
 import numpy as np
 
+from monailabel.datasets.existing import refuse_overwrite
+
 __all__ = ["MNI152_T1", "mni152_path", "load_mni152", "write_mni152"]
 
 MNI152_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
@@ -51,22 +53,26 @@ def load_mni152(threshold: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndar
     return image, (scaled > threshold).astype(np.uint8), np.asarray(img.affine)
 
 
-def write_mni152(output: Path, labeled: bool = True, image_id: str = "mni152") -> List[str]:
+def write_mni152(output: Path, labeled: bool = True, image_id: str = "mni152", overwrite: bool = True) -> List[str]:
     """Writes the template (and its brain mask as the final label) into a studies folder.
 
     Args:
         output: the studies folder.
         labeled: also write ``labels/final/<image_id>.nii.gz``.
         image_id: the image id.
+        overwrite: replace the files of ``image_id`` if they exist; False raises instead.
 
     Returns:
         ``[image_id]``.
 
     Raises:
         FileNotFoundError: nilearn is not installed.
+        FileExistsError: ``overwrite`` is False and ``image_id`` already has an image or label in ``output``.
     """
-    image, mask, affine = load_mni152()
     output = Path(output)
+    if not overwrite:
+        refuse_overwrite(output, [image_id])
+    image, mask, affine = load_mni152()
     output.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(image, affine), os.fspath(output / f"{image_id}.nii.gz"))
     if labeled:

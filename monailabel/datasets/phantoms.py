@@ -13,6 +13,8 @@ from typing import List, Optional, Sequence, Tuple
 import nibabel as nib
 import numpy as np
 
+from monailabel.datasets.existing import refuse_overwrite
+
 __all__ = ["make_phantom", "write_phantoms"]
 
 
@@ -62,6 +64,7 @@ def write_phantoms(
     seed: int = 0,
     prefix: str = "phantom",
     labels: int = 1,
+    overwrite: bool = True,
 ) -> List[str]:
     """Writes phantoms as a MONAI Label studies folder: images, and final labels for some of them.
 
@@ -73,11 +76,17 @@ def write_phantoms(
         seed: first seed.
         prefix: file name prefix.
         labels: structures per phantom (see :func:`make_phantom`).
+        overwrite: replace the files of ids that exist; False raises instead, before writing anything.
 
     Returns:
         The image ids written.
+
+    Raises:
+        FileExistsError: ``overwrite`` is False and an id already has an image or a label in ``output``.
     """
     output = Path(output)
+    if not overwrite:
+        refuse_overwrite(output, [f"{prefix}_{i:03d}" for i in range(count)])
     (output / "labels" / "final").mkdir(parents=True, exist_ok=True)
     ids = []
     for i in range(count):

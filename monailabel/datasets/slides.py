@@ -12,6 +12,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from monailabel.datasets.existing import refuse_overwrite
+
 __all__ = ["make_slide", "write_slides"]
 
 
@@ -49,6 +51,7 @@ def write_slides(
     seed: int = 0,
     prefix: str = "slide",
     ext: str = ".png",
+    overwrite: bool = True,
 ) -> List[str]:
     """Writes slides as a studies folder: images, and final labels (PNG masks) for some of them.
 
@@ -60,13 +63,19 @@ def write_slides(
         seed: first seed.
         prefix: file name prefix.
         ext: ``.png``, or ``.tif`` (needs ``tifffile``).
+        overwrite: replace the files of ids that exist; False raises instead, before writing anything.
 
     Returns:
         The image ids written.
+
+    Raises:
+        FileExistsError: ``overwrite`` is False and an id already has an image or a label in ``output``.
     """
     from monailabel.transform.writer import write_png
 
     output = Path(output)
+    if not overwrite:
+        refuse_overwrite(output, [f"{prefix}_{i:03d}" for i in range(count)])
     (output / "labels" / "final").mkdir(parents=True, exist_ok=True)
     ids = []
     for i in range(count):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List
 
 import grpc
@@ -12,7 +13,7 @@ from monailabel_api.v1 import app_pb2, app_pb2_grpc
 from monailabel_server.convert import to_struct
 from monailabel_server.datastore_servicer import status_message
 
-__all__ = ["AppServicer", "labels_map"]
+__all__ = ["AppServicer", "labels_map", "effective_train_config"]
 
 
 def labels_map(labels: Any) -> Dict[str, int]:
@@ -32,6 +33,32 @@ def labels_map(labels: Any) -> Dict[str, int]:
     return {}
 
 
+def effective_train_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Returns a trainer's config with ``device`` and ``multi_gpu`` as a run with its defaults would use
+    them on this machine: MONAI Label's defaults say ``cuda`` and multi-GPU, which a machine without
+    CUDA runs as one CPU process.
+
+    Args:
+        config: the trainer's config (list values are choices; the first is the default).
+    """
+    if "device" not in config and "multi_gpu" not in config:
+        return config
+    from monailabel.interfaces.exception import MONAILabelException
+    from monailabel.tasks.train.runner import plan_processes
+
+    request = {k: (v[0] if isinstance(v, list) and v else v) for k, v in config.items()}
+    try:
+        world_size, use_cuda = plan_processes(request)
+    except (MONAILabelException, ValueError, TypeError):
+        return config  # a config the trainer itself will reject: shown as it is
+    out = dict(config)
+    wanted = str(request.get("device") or "cuda")
+    out["device"] = wanted if use_cuda else "cpu"
+    if "multi_gpu" in out:
+        out["multi_gpu"] = world_size > 1
+    return out
+
+
 class AppServicer(app_pb2_grpc.AppServiceServicer):
     """Serves app info.
 
@@ -45,7 +72,11 @@ class AppServicer(app_pb2_grpc.AppServiceServicer):
     def GetAppInfo(
         self, request: app_pb2.GetAppInfoRequest, context: grpc.ServicerContext
     ) -> app_pb2.GetAppInfoResponse:
-        info = self.app.info()
+        info = copy.copy(self.app.info())
+        info["trainers"] = {
+            name: dict(t, config=effective_train_config(t.get("config") or {})) if isinstance(t, dict) else t
+            for name, t in (info.get("trainers") or {}).items()
+        }
         models = []
         for name, m in (info.get("models") or {}).items():
             m = m or {}

@@ -1,25 +1,152 @@
-"""The ``monailabel`` command line: ``start_server`` (here, in the server package) and the SDK's commands."""
+"""The ``monailabel`` command line: ``start_server`` (here, in the server package) and the SDK's commands.
+
+``start_server`` checks what a user most often gets wrong (no ``main.py`` in the app folder, a studies
+folder that does not exist, a port that is taken) before it imports torch, MONAI and the app, and says
+so in one line; ``--debug`` shows tracebacks.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
+import json
 import logging
+import os
+import socket
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import Dict, List, Optional, cast
 
 from monailabel.main import add_commands
+from monailabel_server.config import ServerConfig
 
-if TYPE_CHECKING:
-    from monailabel_server.config import ServerConfig
+__all__ = ["main", "parser", "config_of", "EXIT_CODES", "SDK_ENVIRONMENT"]
 
-__all__ = ["main", "parser", "config_of"]
+# Exit status of ``start_server`` per class of failure.
+EXIT_CODES: Dict[str, int] = {
+    "usage": 2,  # bad arguments: no main.py, no studies folder, an unreadable setting
+    "port_in_use": 3,  # another process listens on --port
+    "app_failed": 4,  # the app's main.py raised while loading
+    "interrupted": 130,
+}
+
+# The SDK's settings (MONAI Label's names) that the server and the template apps read.
+SDK_ENVIRONMENT: Dict[str, str] = {
+    "MONAI_LABEL_APP_DIR": "--app when not given",
+    "MONAI_LABEL_STUDIES": "--studies when not given",
+    "MONAI_LABEL_APP_CONF": "--conf pairs as a JSON object (pairs given on the command line win)",
+    "MONAI_LABEL_AUTO_UPDATE_SCORING": "rescore after training publishes a model (default true; "
+    "--conf auto_update_scoring overrides)",
+    "MONAI_LABEL_TASKS_TRAIN": "load the app's trainers (default true)",
+    "MONAI_LABEL_TASKS_STRATEGY": "load the app's strategies (default true)",
+    "MONAI_LABEL_TASKS_SCORING": "load the app's scoring methods (default true)",
+    "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "notice files added to the studies folder (default true)",
+    "MONAI_LABEL_DATASTORE_READ_ONLY": "refuse uploads and label saves (default false)",
+    "MONAI_LABEL_DATASTORE_FILE_EXT": "image file patterns of the studies folder (JSON list or comma separated)",
+    "MONAI_LABEL_DECODE_CACHE_MB": "memory for decoded images of repeated inference (default 1024)",
+}
+
+# what each ServerConfig setting means on the command line (its default comes from ServerConfig)
+_SETTING_HELP: Dict[str, str] = {
+    "host": "address to bind (0.0.0.0 for every interface)",
+    "port": "port to bind; 0 picks a free one and prints it",
+    "rpc_threads": "threads serving calls (model work never runs on them)",
+    "model_workers": "threads running infer tasks (more than one only helps with several devices)",
+    "max_queue": "infer calls that may wait for a worker before RESOURCE_EXHAUSTED",
+    "max_message_mb": "largest gRPC message accepted, in MiB",
+    "max_volume_mb": "largest volume an upload or inference may carry, in MiB",
+    "session_ttl": "seconds an idle interactive session lives",
+}
+_SETTING_FIELD = {"max_message_mb": "max_message_bytes", "max_volume_mb": "max_volume_bytes",
+                  "session_ttl": "session_ttl_s"}
 
 
-def _start_server(args: argparse.Namespace) -> int:
-    from monailabel_server.server import serve
+class StartError(Exception):
+    """A failure of ``start_server`` the user can fix, with its exit status."""
 
-    serve(config_of(args))
-    return 0
+    def __init__(self, message: str, status: str = "usage") -> None:
+        super().__init__(message)
+        self.status = EXIT_CODES[status]
+
+
+def _env_settings() -> List[str]:
+    """The ``MONAI_LABEL_GRPC_*`` names ServerConfig reads, with their defaults."""
+    skip = {"app_dir", "studies", "conf"}
+    out = []
+    for f in dataclasses.fields(ServerConfig):
+        if f.name in skip or f.type not in ("int", int, "str", str):
+            continue
+        out.append(f"  MONAI_LABEL_GRPC_{f.name.upper():<22} default {f.default}")
+    return out
+
+
+def _epilog() -> str:
+    sdk = [f"  {name:<35} {text}" for name, text in SDK_ENVIRONMENT.items()]
+    codes = ", ".join(f"{code} {name.replace('_', ' ')}" for name, code in EXIT_CODES.items())
+    return "\n".join([
+        "environment (an option on the command line wins over its variable):",
+        *_env_settings(),
+        *sdk,
+        "",
+        "writes: <studies>/.monailabel/ (datastore index, job history and logs, upload state, leases) and",
+        "<app>/model/ (trained checkpoints); stop with Ctrl-C or SIGTERM (running calls get 5 s to end).",
+        f"exit status: {codes}.",
+    ])
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fails fast when the port is taken (grpc would say so only after the app has loaded)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: a port left in TIME_WAIT by a server that just stopped is free to grpc too
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise StartError(f"port {port} on {host} is in use (another server?); pass --port N, or --port 0 "
+                                 "for a free one", "port_in_use") from None
+            raise StartError(f"cannot bind {host}:{port}: {e.strerror}") from None
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    if not args.app:
+        raise StartError("--app DIR is needed (a folder with the app's main.py; `monailabel apps` lists templates)")
+    if not args.studies:
+        raise StartError("--studies DIR is needed (the folder of images and labels)")
+    app = Path(args.app)
+    if not app.is_dir():
+        raise StartError(f"app folder {app} does not exist (`monailabel apps --name radiology --download "
+                         f"--output {app}` copies a template there)")
+    if not (app / "main.py").is_file():
+        raise StartError(f"no main.py in app folder {app}: an app folder holds a main.py with a MONAILabelApp subclass")
+    studies = Path(args.studies)
+    if "://" in args.studies:
+        return  # a datastore URI the app opens itself
+    if studies.exists() and not studies.is_dir():
+        raise StartError(f"studies {studies} is not a folder")
+    if not studies.exists():
+        if not args.create_studies:
+            raise StartError(f"studies folder {studies} does not exist; create it (or pass --create-studies), or "
+                             f"fill it with `monailabel datasets --output {studies}`")
+        studies.mkdir(parents=True)
+        print(f"created the studies folder {studies}: it is EMPTY (upload images, or run "
+              f"`monailabel datasets --output {studies}`)", file=sys.stderr, flush=True)
+
+
+def _conf(args: argparse.Namespace) -> Dict[str, str]:
+    conf: Dict[str, str] = {}
+    raw = os.environ.get("MONAI_LABEL_APP_CONF", "").strip()
+    if raw:
+        try:
+            conf = {str(k): str(v) for k, v in dict(json.loads(raw)).items()}
+        except (ValueError, TypeError) as e:
+            raise StartError(f"MONAI_LABEL_APP_CONF must be a JSON object: {e}") from None
+    conf.update({k: v for k, v in (args.conf or [])})
+    return conf
 
 
 def config_of(args: argparse.Namespace) -> ServerConfig:
@@ -30,29 +157,64 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
 
     Returns:
         The config.
-    """
-    from monailabel_server.config import ServerConfig
 
-    conf = {k: v for k, v in (args.conf or [])}
-    return ServerConfig.from_env(
-        Path(args.app),
-        args.studies,
-        conf=conf,
-        host=args.host,
-        port=args.port,
-        rpc_threads=args.rpc_threads,
-        model_workers=args.model_workers,
-        max_queue=args.max_queue,
-        max_message_bytes=args.max_message_mb << 20 if args.max_message_mb else None,
-        max_volume_bytes=args.max_volume_mb << 20 if args.max_volume_mb else None,
-        session_ttl_s=args.session_ttl,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        reflection=args.reflection,
-        audit_log=args.audit_log,
-        stream_idle_timeout_s=args.stream_idle_timeout,
-    )
+    Raises:
+        StartError: a ``MONAI_LABEL_GRPC_*`` setting that is not a number, or a bad MONAI_LABEL_APP_CONF.
+    """
+    try:
+        return ServerConfig.from_env(
+            Path(args.app),
+            args.studies,
+            conf=_conf(args),
+            host=args.host,
+            port=args.port,
+            rpc_threads=args.rpc_threads,
+            model_workers=args.model_workers,
+            max_queue=args.max_queue,
+            max_message_bytes=args.max_message_mb << 20 if args.max_message_mb else None,
+            max_volume_bytes=args.max_volume_mb << 20 if args.max_volume_mb else None,
+            session_ttl_s=args.session_ttl,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            reflection=args.reflection,
+            audit_log=args.audit_log,
+            stream_idle_timeout_s=args.stream_idle_timeout,
+        )
+    except ValueError as e:
+        raise StartError(f"a MONAI_LABEL_GRPC_* setting is not a number: {e}") from None
+
+
+def _start_server(args: argparse.Namespace) -> int:
+    _check_paths(args)
+    config = config_of(args)
+    _check_port(config.host, config.port)
+
+    # heavy imports (torch, MONAI, grpc servicers) only once the cheap checks passed
+    from monailabel.interfaces.exception import MONAILabelException
+    from monailabel_server.server import serve
+
+    try:
+        serve(config)
+    except MONAILabelException as e:
+        raise StartError(f"the app did not load: {e.msg}", "app_failed") from e
+    except (ImportError, SyntaxError) as e:
+        # the usual mistakes in an app's main.py or lib: a missing package, a typo
+        raise StartError(f"the app did not load: {type(e).__name__}: {e} (--debug shows the traceback)",
+                         "app_failed") from e
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE or "bind" in str(e):
+            raise StartError(f"cannot serve on {config.host}:{config.port}: {e}", "port_in_use") from e
+        raise
+    return 0
+
+
+def _default_help(name: str) -> str:
+    field = _SETTING_FIELD.get(name, name)
+    default = ServerConfig.__dataclass_fields__[field].default
+    if field.endswith("_bytes"):
+        default = int(cast(int, default)) >> 20
+    return f"{_SETTING_HELP[name]} (default {default}; env MONAI_LABEL_GRPC_{field.upper()})"
 
 
 def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,34 +223,44 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     Args:
         sub: the command line's subparsers.
     """
-    s = sub.add_parser("start_server", help="serve an app over gRPC")
-    s.add_argument("-a", "--app", required=True, help="app folder holding main.py")
-    s.add_argument("-s", "--studies", required=True, help="datastore folder")
-    s.add_argument("-c", "--conf", nargs=2, action="append", metavar=("KEY", "VALUE"), help="app config pair")
-    s.add_argument("-i", "--host", default="127.0.0.1")
-    s.add_argument("-p", "--port", type=int, default=50051, help="0 picks a free port and prints it")
-    s.add_argument("--rpc-threads", type=int, default=None)
-    s.add_argument("--model-workers", type=int, default=None)
-    s.add_argument("--max-queue", type=int, default=None)
-    s.add_argument("--max-message-mb", type=int, default=None)
-    s.add_argument("--max-volume-mb", type=int, default=None)
-    s.add_argument("--session-ttl", type=int, default=None, help="seconds an idle session lives")
-    s.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS (with --tls-key)")
-    s.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
-    s.add_argument("--tls-client-ca", default=None, help="PEM CA of client certificates: require mTLS")
-    s.add_argument("--reflection", choices=["auto", "on", "off"], default=None,
-                   help="gRPC server reflection (auto: on only when MONAI_LABEL_AUTH_ENABLE is off)")
-    s.add_argument("--audit-log", default=None, help="audit log file (default <studies>/.monailabel/logs/audit.log)")
+    s = sub.add_parser("start_server", help="serve an app over gRPC", description="Serve a MONAI Label app over gRPC.",
+                       epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("-a", "--app", default=os.environ.get("MONAI_LABEL_APP_DIR") or None,
+                   help="app folder holding main.py (env MONAI_LABEL_APP_DIR)")
+    s.add_argument("-s", "--studies", default=os.environ.get("MONAI_LABEL_STUDIES") or None,
+                   help="studies folder: images, and labels under labels/ (env MONAI_LABEL_STUDIES)")
+    s.add_argument("--create-studies", action="store_true",
+                   help="create the studies folder when it does not exist (default: refuse to start)")
+    s.add_argument("-c", "--conf", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="an app setting, e.g. --conf models all (repeat for more; env MONAI_LABEL_APP_CONF)")
+    s.add_argument("-i", "--host", default=None, help=_default_help("host"))
+    s.add_argument("-p", "--port", type=int, default=None, help=_default_help("port"))
+    s.add_argument("--rpc-threads", type=int, default=None, help=_default_help("rpc_threads"))
+    s.add_argument("--model-workers", type=int, default=None, help=_default_help("model_workers"))
+    s.add_argument("--max-queue", type=int, default=None, help=_default_help("max_queue"))
+    s.add_argument("--max-message-mb", type=int, default=None, help=_default_help("max_message_mb"))
+    s.add_argument("--max-volume-mb", type=int, default=None, help=_default_help("max_volume_mb"))
+    s.add_argument("--session-ttl", type=int, default=None, help=_default_help("session_ttl"))
     s.add_argument("--stream-idle-timeout", type=float, default=None,
-                   help="seconds a stream may wait on its client before the server ends it (default 60)")
+                   help="seconds a stream may wait on its client before the server ends it with DEADLINE_EXCEEDED "
+                        "(default 60; env MONAI_LABEL_GRPC_STREAM_IDLE_TIMEOUT_S)")
+    s.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS (with --tls-key; default off)")
+    s.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    s.add_argument("--tls-client-ca", default=None,
+                   help="PEM CA of client certificates: require mTLS (default: no client certificates)")
+    s.add_argument("--reflection", choices=["auto", "on", "off"], default=None,
+                   help="gRPC server reflection (default auto: on only when MONAI_LABEL_AUTH_ENABLE is off)")
+    s.add_argument("--audit-log", default=None,
+                   help="audit log file of state-changing calls (default <studies>/.monailabel/logs/audit.log)")
     s.set_defaults(func=_start_server)
 
 
 def parser() -> argparse.ArgumentParser:
     """Returns the command line's parser."""
     p = argparse.ArgumentParser(prog="monailabel", description="MONAI Label over gRPC")
-    p.add_argument("--log-level", default="INFO")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
     add_start_server(sub)
     add_commands(sub)
     return p
@@ -101,11 +273,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv: arguments; None for ``sys.argv[1:]``.
 
     Returns:
-        The exit status.
+        The exit status (see :data:`EXIT_CODES`).
     """
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except StartError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        return EXIT_CODES["interrupted"]
 
 
 if __name__ == "__main__":

@@ -97,6 +97,8 @@ class ServerConfig:
         """
         values: Dict[str, object] = {}
         for name, f in cls.__dataclass_fields__.items():
+            if name in ("app_dir", "studies"):
+                continue  # given as arguments (the command line reads MONAI_LABEL_APP_DIR / _STUDIES)
             env = os.environ.get(f"MONAI_LABEL_GRPC_{name.upper()}")
             if env is not None and f.type in ("int", int):
                 values[name] = int(env)

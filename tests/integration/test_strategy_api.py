@@ -172,7 +172,7 @@ def test_cli_next_prints_the_sample_and_downloads(server: RunningServer, tmp_pat
     assert cli_main(["--address", server.address, "next", "--strategy", "first", "--client-id", "cli",
                      "--download", str(dest)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["status"] == "FOUND" and out["image_id"] in UNLABELED and out["path"] == str(dest)
+    assert out["status"] == "SAMPLE_STATUS_FOUND" and out["image_id"] in UNLABELED and out["path"] == str(dest)
     assert dest.stat().st_size > 0
     assert cli_main(["--address", server.address, "next", "--list"]) == 0
     assert "my_score" in capsys.readouterr().out
@@ -371,5 +371,29 @@ def test_scoring_runs_again_after_training_publishes(tmp_path: Path) -> None:
             after = {i: ds.get_image_info(i)["my_score_timestamp"] for i in ("x", "yy")}
             assert all(after[i] > before[i] for i in before)
             assert int(os.stat(server.app.scoring_model).st_mtime) == after["x"]  # type: ignore[attr-defined]
+    finally:
+        server.stop(grace=1)
+
+
+@pytest.mark.slow
+def test_cli_score_waits_behind_an_automatic_job(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # auto_update_scoring on (MONAI Label's default): every method gets a job at start, "slow" runs a minute
+    server = make_server(tmp_path, ["x"], auto_update_scoring="true")
+    try:
+        with MonaiLabelClient(server.address, timeout=60) as c:
+            (auto,) = list(c.list_jobs(model="slow", kind="scoring"))
+            assert auto.trigger.startswith("app:") and auto.state in (job_pb2.JOB_STATE_QUEUED,
+                                                                       job_pb2.JOB_STATE_RUNNING)
+            capsys.readouterr()
+            # the CLI queues behind the automatic job instead of failing with ABORTED
+            assert cli_main(["--address", server.address, "score", "slow", "--no-watch"]) == 0
+            captured = capsys.readouterr()
+            assert "queued behind it" in captured.err and "QUEUED" in captured.out
+            mine = next(j for j in c.list_jobs(model="slow", kind="scoring") if j.trigger == "client")
+            # a job another client asked for is still a conflict: ABORTED, exit status 5, one line
+            assert cli_main(["--address", server.address, "score", "slow", "--no-watch"]) == 5
+            assert capsys.readouterr().err.startswith("error: ABORTED: ")
+            for job in (mine, auto):
+                c.cancel_job(job.job_id)
     finally:
         server.stop(grace=1)

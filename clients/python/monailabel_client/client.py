@@ -170,7 +170,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls):
         address: ``host:port``.
         timeout: default deadline of unary calls, in seconds (None for none).
         chunk_size: bytes per uploaded chunk.
-        progress: show progress bars on transfers over 16 MiB.
+        progress: show progress on transfers over 16 MiB (a bar on a terminal, plain lines on a pipe).
         channel: a channel to use instead of dialing ``address``.
         retries: times a broken upload resumes before UploadError.
         token: bearer token sent with every call, or a function returning the current one; None reads
@@ -623,9 +623,9 @@ class MonaiLabelClient(StrategyCalls, JobCalls):
     def _bar(self, total: int, desc: str) -> Any:
         if not self.progress or total < 16 * MIB:
             return None
-        from tqdm import tqdm
+        from monailabel_client.progress import transfer_progress
 
-        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc)
+        return transfer_progress(total, desc)  # a bar on a terminal, plain lines on a pipe
 
     def _stream(
         self, message: Any, header: Any, opener: Callable[[], BinaryIO], offset: int, total: int
