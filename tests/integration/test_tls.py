@@ -143,7 +143,7 @@ def test_readme_security_commands_work(tmp_path: Path) -> None:
         lines = _readme_block("calls").splitlines()
         # the first command asks a real Keycloak for a token; here the local issuer signs one instead
         after_token = next(i for i, line in enumerate(lines) if "access_token" in line) + 1
-        script = "\n".join(lines[after_token:]).replace("127.0.0.1:50051", running.address)
+        script = "\n".join(lines[after_token:]).replace("127.0.0.1:50443", running.address)
         env["MONAI_LABEL_TOKEN"] = issuer_server.issuer.token("anna", ["monailabel-user"])
         out = _bash(script, work, env)
         assert '"images"' in out and '"status"' in out and '"total"' in out, out
