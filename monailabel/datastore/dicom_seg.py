@@ -1,0 +1,226 @@
+"""Labels as DICOM SEG (built and read with highdicom), on the grid of their source series.
+
+A label volume has the layout of :mod:`monailabel.datastore.dicom_series` (``[column, row, slice]`` in
+slice order), so slice ``k`` of the label is a segmentation frame of source instance ``k``. Each label
+value becomes a segment (numbered 1..n in value order) named after the app's label names; a label a
+model made carries the model as its algorithm identification (``AUTOMATIC``), one a person made is
+``MANUAL``. Reading goes the other way: the SEG's segments are combined into one label volume, each
+segment written with the value its name has in the app's labels (else its segment number).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from monailabel.datastore.dicom_series import series_geometry
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+
+__all__ = ["label_to_seg", "seg_to_label", "seg_referenced_series", "SEG_SOP_CLASS"]
+
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+MANUFACTURER = "MONAI Label"
+MODEL_NAME = "monailabel-grpc"
+SOFTWARE_VERSION = "0.1.0"
+
+
+def _names_by_value(label_names: Optional[Mapping[str, Any]]) -> Dict[int, str]:
+    names: Dict[int, str] = {}
+    for name, value in (label_names or {}).items():
+        try:
+            names[int(value)] = str(name)
+        except (TypeError, ValueError):
+            continue
+    return names
+
+
+def label_to_seg(
+    label: np.ndarray,
+    source: Sequence,
+    label_names: Optional[Mapping[str, Any]] = None,
+    model: str = "",
+    series_uid: Optional[str] = None,
+    instance_number: int = 1,
+    series_description: str = "MONAI Label",
+) -> Any:
+    """Builds a DICOM SEG of a label volume on its source series.
+
+    Args:
+        label: integer label ``[column, row, slice]`` on the series' grid (0 = background).
+        source: the source series' instances (metadata is enough), in any order.
+        label_names: ``{name: value}`` of the app's labels; unnamed values get ``label_<value>``.
+        model: the model that made the label ("" for a person's label).
+        series_uid: the SEG series (a new one when None); saving again uses the same series.
+        instance_number: the SEG instance's number within its series.
+        series_description: the SEG series' description.
+
+    Returns:
+        The ``highdicom.seg.Segmentation`` dataset.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT when the label does not fit the series' grid.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    images, _ = series_geometry(source)
+    columns, rows = int(images[0].Columns), int(images[0].Rows)
+    label = np.asarray(label)
+    if label.ndim == 4 and label.shape[-1] == 1:
+        label = label[..., 0]
+    if label.shape != (columns, rows, len(images)):
+        raise MONAILabelException(
+            MONAILabelError.INVALID_INPUT,
+            f"label shape {list(label.shape)} does not match the series grid {[columns, rows, len(images)]}",
+            reason="LABEL_GRID_MISMATCH",
+        )
+    if not np.issubdtype(label.dtype, np.integer):
+        if not np.all(np.equal(np.mod(label, 1), 0)):
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "a label holds integer values only")
+        label = label.astype(np.int64)
+    if label.min() < 0:
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, "a label holds no negative values")
+    names = _names_by_value(label_names)
+    values = sorted({*names, *(int(v) for v in np.unique(label) if v > 0)})
+    frames = np.transpose(label, (2, 1, 0))  # (slices, rows, columns)
+    segments = np.zeros(frames.shape, dtype=np.uint8 if len(values) < 256 else np.uint16)
+    algorithm = None
+    if model:
+        algorithm = hd.AlgorithmIdentificationSequence(
+            name=model[:64], family=codes.cid7162.ArtificialIntelligence, version=SOFTWARE_VERSION
+        )
+    descriptions = []
+    for number, value in enumerate(values, start=1):
+        segments[frames == value] = number
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=names.get(value, f"label_{value}")[:64],
+                segmented_property_category=codes.SCT.Tissue,
+                segmented_property_type=codes.SCT.Tissue,
+                algorithm_type=(
+                    hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if model else hd.seg.SegmentAlgorithmTypeValues.MANUAL
+                ),
+                algorithm_identification=algorithm,
+                tracking_id=f"label {value}",
+                tracking_uid=generate_uid(),
+            )
+        )
+    if not descriptions:  # an empty label is still a label: one empty segment says so
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=1,
+                segment_label="empty",
+                segmented_property_category=codes.SCT.Tissue,
+                segmented_property_type=codes.SCT.Tissue,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            )
+        )
+    seg = hd.seg.Segmentation(
+        source_images=images,
+        pixel_array=segments,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=series_uid or generate_uid(),
+        series_number=9000,
+        sop_instance_uid=generate_uid(),
+        instance_number=int(instance_number),
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MODEL_NAME,
+        software_versions=SOFTWARE_VERSION,
+        device_serial_number="0",
+        series_description=series_description[:64],
+        content_label="MONAILABEL",
+        omit_empty_frames=False,
+    )
+    return seg
+
+
+def seg_referenced_series(seg: Any) -> Tuple[str, ...]:
+    """Returns the series uids a SEG names in its ReferencedSeriesSequence (or its source images)."""
+    uids = [str(item.SeriesInstanceUID) for item in getattr(seg, "ReferencedSeriesSequence", None) or []]
+    for study in getattr(seg, "StudiesContainingOtherReferencedInstancesSequence", None) or []:
+        uids += [str(item.SeriesInstanceUID) for item in getattr(study, "ReferencedSeriesSequence", None) or []]
+    return tuple(dict.fromkeys(uids))
+
+
+def seg_to_label(
+    seg_bytes_or_dataset: Any, source: Sequence, label_names: Optional[Mapping[str, Any]] = None
+) -> Tuple[np.ndarray, Dict[str, int]]:
+    """Reads a DICOM SEG as a label volume on its source series' grid.
+
+    Args:
+        seg_bytes_or_dataset: the SEG's bytes, or a pydicom dataset of it.
+        source: the source series' instances (metadata is enough).
+        label_names: ``{name: value}`` of the app's labels; a segment with one of these names gets that
+            value, others their segment number.
+
+    Returns:
+        ``(label uint8/uint16 [column, row, slice], {segment name: value})``.
+
+    Raises:
+        MONAILabelException: PRECONDITION_FAILED when the SEG does not reference the series or its
+            frames do not lie on the series' instances; INVALID_INPUT when it is no readable SEG.
+    """
+    import highdicom as hd
+    import pydicom
+
+    try:
+        dataset = (
+            pydicom.dcmread(io.BytesIO(seg_bytes_or_dataset))
+            if isinstance(seg_bytes_or_dataset, (bytes, bytearray))
+            else seg_bytes_or_dataset
+        )
+        seg = hd.seg.Segmentation.from_dataset(dataset, copy=False)
+    except Exception as exc:  # highdicom and pydicom raise several types for a bad SEG
+        raise MONAILabelException(
+            MONAILabelError.INVALID_INPUT, f"not a readable DICOM SEG: {exc}", reason="BAD_DICOM_SEG"
+        ) from exc
+    images, _ = series_geometry(source)
+    series_uid = str(images[0].SeriesInstanceUID)
+    referenced = seg_referenced_series(seg)
+    if series_uid not in referenced:
+        raise MONAILabelException(
+            MONAILabelError.PRECONDITION_FAILED,
+            f"the SEG references series {', '.join(referenced) or 'none'}, not {series_uid}",
+            reason="SEG_OTHER_SERIES",
+        )
+    known = {str(name): int(value) for name, value in (label_names or {}).items() if str(value).isdigit()}
+    numbers = list(seg.get_segment_numbers())
+    values: Dict[str, int] = {}
+    for number in numbers:
+        name = str(seg.get_segment_description(number).segment_label)
+        values[name] = known.get(name, number)
+    uids = [str(ds.SOPInstanceUID) for ds in images]
+    if not {uid for _, _, uid in seg.get_source_image_uids()} & set(uids):
+        raise MONAILabelException(
+            MONAILabelError.PRECONDITION_FAILED,
+            "the SEG's frames reference no instance of the series",
+            reason="SEG_OTHER_INSTANCES",
+        )
+    try:
+        pixels = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids,
+            segment_numbers=numbers,
+            combine_segments=False,
+            skip_overlap_checks=True,
+            dtype=np.uint8,
+        )  # (slices, rows, columns, segments)
+    except Exception as exc:  # highdicom: frames that cannot be placed on these instances
+        raise MONAILabelException(
+            MONAILabelError.PRECONDITION_FAILED,
+            f"the SEG's frames do not fit the series: {exc}",
+            reason="SEG_GRID_MISMATCH",
+        ) from exc
+    dtype = np.uint8 if max(values.values(), default=0) < 256 else np.uint16
+    label = np.zeros(pixels.shape[:3], dtype=dtype)
+    for index, number in enumerate(numbers):
+        name = str(seg.get_segment_description(number).segment_label)
+        if name == "empty" and len(numbers) == 1:
+            continue
+        label[(pixels[..., index] > 0) & (label == 0)] = values[name]
+    values.pop("empty", None)
+    return np.ascontiguousarray(np.transpose(label, (2, 1, 0))), values
