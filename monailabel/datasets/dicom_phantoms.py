@@ -78,6 +78,7 @@ def phantom_series(
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = pydicom.Dataset()
         ds.file_meta = meta
+        ds.preamble = b"\x00" * 128  # written as a DICOM file ("DICM" header) wherever it goes
         ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID = study_uid

@@ -81,7 +81,8 @@ def series_geometry(datasets: Sequence) -> Tuple[List, np.ndarray]:
     """
     images = [ds for ds in datasets if "SOPInstanceUID" in ds]
     if len(images) < 2:
-        raise _not_volume(f"it has {len(images)} instance(s); a volume needs two or more slices", "DICOM_TOO_FEW_SLICES")
+        msg = f"it has {len(images)} instance(s); a volume needs two or more slices"
+        raise _not_volume(msg, "DICOM_TOO_FEW_SLICES")
     for ds in images:
         image_type = [str(v).upper() for v in (getattr(ds, "ImageType", None) or [])]
         if "LOCALIZER" in image_type:
@@ -202,7 +203,9 @@ def read_archive(path: Union[str, os.PathLike], max_bytes: int = 2 << 30) -> Lis
         total += size
         if total > max_bytes or len(blobs) >= _MAX_ARCHIVE_MEMBERS:
             raise MONAILabelException(
-                MONAILabelError.INVALID_INPUT, "the archive is too large to read as one series", reason="ARCHIVE_TOO_LARGE"
+                MONAILabelError.INVALID_INPUT,
+                "the archive is too large to read as one series",
+                reason="ARCHIVE_TOO_LARGE",
             )
 
     if zipfile.is_zipfile(path):
@@ -223,7 +226,9 @@ def read_archive(path: Union[str, os.PathLike], max_bytes: int = 2 << 30) -> Lis
                     blobs.append(f.read())
     else:
         raise MONAILabelException(
-            MONAILabelError.INVALID_INPUT, "a DICOM series must come as a zip or tar of instances", reason="NOT_AN_ARCHIVE"
+            MONAILabelError.INVALID_INPUT,
+            "a DICOM series must come as a zip or tar of instances",
+            reason="NOT_AN_ARCHIVE",
         )
     datasets = [ds for ds in (_parse(b) for b in blobs) if ds is not None and "SOPInstanceUID" in ds]
     if not datasets:

@@ -117,8 +117,7 @@ class MONAILabelApp:
     def init_datastore(self) -> Datastore:
         """Returns the app's datastore: a ``LocalDatastore`` over ``studies`` by default.
 
-        Raises:
-            MONAILabelException: UNIMPLEMENTED for remote (http) studies, which need an app override.
+        An ``http(s)://`` studies URL is a PACS' DICOMweb root (:meth:`init_remote_datastore`).
         """
         logger.info(f"Init Datastore for: {self.studies}")
         if str(self.studies).startswith(("http://", "https://")):
@@ -133,14 +132,37 @@ class MONAILabelApp:
         )
 
     def init_remote_datastore(self) -> Datastore:
-        """Returns a datastore for remote studies (DICOMweb, XNAT, DSA); not built in, override it.
+        """Returns the datastore for remote studies: a PACS through DICOMweb (``DICOMWebDatastore``).
 
-        Raises:
-            MONAILabelException: UNIMPLEMENTED.
+        Configured by MONAI Label's settings: ``MONAI_LABEL_DICOMWEB_USERNAME``/``_PASSWORD`` (basic
+        auth) or ``MONAI_LABEL_DICOMWEB_TOKEN`` (bearer), ``MONAI_LABEL_QIDO_PREFIX``/``WADO``/``STOW``,
+        ``MONAI_LABEL_DICOMWEB_CACHE_PATH``, ``MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME``,
+        ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER``, ``MONAI_LABEL_DICOMWEB_CACHE_SIZE_MB`` and
+        ``MONAI_LABEL_DICOMWEB_DELETE_FROM_PACS``. Apps override it for XNAT, DSA or other stores.
         """
-        raise MONAILabelException(
-            MONAILabelError.UNIMPLEMENTED,
-            f"remote datastores are not built in; override init_datastore ({self.studies})",
+        from monailabel.datastore.dicom import DICOMWebDatastore
+        from monailabel.datastore.dicomweb import create_dicomweb_client
+
+        logger.info(f"Using DICOMweb: {self.studies}")
+        client = create_dicomweb_client(
+            str(self.studies),
+            username=settings.MONAI_LABEL_DICOMWEB_USERNAME,
+            password=settings.MONAI_LABEL_DICOMWEB_PASSWORD,
+            token=settings.MONAI_LABEL_DICOMWEB_TOKEN,
+            qido_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
+            wado_prefix=settings.MONAI_LABEL_WADO_PREFIX,
+            stow_prefix=settings.MONAI_LABEL_STOW_PREFIX,
+        )
+        cache_path = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip()
+        return DICOMWebDatastore(
+            client=client,
+            search_filter=settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER,
+            cache_path=cache_path or None,
+            fetch_by_frame=settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
+            convert_to_nifti=settings.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI,
+            label_names=self.labels if isinstance(self.labels, (dict, list, tuple)) else None,
+            cache_size_mb=settings.MONAI_LABEL_DICOMWEB_CACHE_SIZE_MB,
+            delete_from_pacs=settings.MONAI_LABEL_DICOMWEB_DELETE_FROM_PACS,
         )
 
     # -- accessors ----------------------------------------------------------------------------------
