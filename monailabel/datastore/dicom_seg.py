@@ -18,7 +18,7 @@ import numpy as np
 from monailabel.datastore.dicom_series import series_geometry
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
-__all__ = ["label_to_seg", "seg_to_label", "seg_referenced_series", "SEG_SOP_CLASS"]
+__all__ = ["label_to_seg", "seg_to_label", "seg_referenced_series", "nifti_to_dicom_seg_file", "SEG_SOP_CLASS"]
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 MANUFACTURER = "MONAI Label"
@@ -224,3 +224,36 @@ def seg_to_label(
         label[(pixels[..., index] > 0) & (label == 0)] = values[name]
     values.pop("empty", None)
     return np.ascontiguousarray(np.transpose(label, (2, 1, 0))), values
+
+
+def nifti_to_dicom_seg_file(
+    label_path: str, source: Sequence, label_names: Any = None, model: str = ""
+) -> str:
+    """Writes a label file (NIfTI, on the series' grid) as a DICOM SEG file and returns its path.
+
+    Args:
+        label_path: the label (a model's output, or a person's label).
+        source: the series' instances (metadata is enough).
+        label_names: ``{name: value}`` or a list of names (values 1, 2, ...).
+        model: the model that made it ("" for a person's label).
+
+    Returns:
+        A temporary ``.dcm`` file, which the caller removes.
+    """
+    import os
+    import tempfile
+
+    import nibabel as nib
+
+    if label_names is not None and not isinstance(label_names, Mapping):
+        label_names = {str(n): i + 1 for i, n in enumerate(label_names)}
+    label = np.asanyarray(nib.load(label_path).dataobj)
+    seg = label_to_seg(label, source, label_names, model=model)
+    fd, path = tempfile.mkstemp(prefix="monailabel-seg-", suffix=".dcm")
+    os.close(fd)
+    try:
+        seg.save_as(path, enforce_file_format=True)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path

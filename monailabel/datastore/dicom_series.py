@@ -31,6 +31,7 @@ __all__ = [
     "series_geometry",
     "save_nifti",
     "read_archive",
+    "read_folder",
     "series_archive_to_nifti",
 ]
 
@@ -236,6 +237,20 @@ def read_archive(path: Union[str, os.PathLike], max_bytes: int = 2 << 30) -> Lis
             MONAILabelError.INVALID_INPUT, "the archive holds no DICOM instance", reason="NO_DICOM_INSTANCES"
         )
     return datasets
+
+
+def read_folder(folder: Union[str, os.PathLike]) -> List:
+    """Reads the DICOM instances among a folder's direct children (a local DICOM series folder)."""
+    import pydicom
+
+    datasets = []
+    for child in sorted(Path(folder).iterdir()):
+        if child.is_file() and not child.name.startswith("."):
+            try:
+                datasets.append(pydicom.dcmread(child, stop_before_pixels=True))
+            except Exception:
+                continue
+    return [ds for ds in datasets if "SOPInstanceUID" in ds]
 
 
 def series_archive_to_nifti(

@@ -388,7 +388,7 @@ class DICOMWebDatastore(Datastore):
             )
             ds.file_meta = getattr(ds, "file_meta", None) or _file_meta(ds)
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds.PixelData = frames[0]
+            ds.PixelData = bytes(frames[0])
         return datasets
 
     def _image_path(self, image_id: str) -> Path:
@@ -732,6 +732,10 @@ class DICOMWebDatastore(Datastore):
     def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
         self.get_label_info(label_id, label_tag)
         self._state.update_info("label", label_id, label_tag, info)
+
+    def series_metadata(self, image_id: str) -> List[Any]:
+        """Returns the series' instances (metadata, no pixel data), for DICOM SEG output."""
+        return self._metadata(self._get_series(image_id))
 
     def cache_path(self) -> str:
         """Returns the local cache folder of this PACS."""

@@ -276,7 +276,40 @@ class MONAILabelApp:
                 )
             else:
                 label_id = result_file_name
+        if request.get("output") == "dicom_seg" and isinstance(result_file_name, str):
+            result_file_name = self._dicom_seg_output(datastore, image_id, request, result_file_name, model)
+            if label_id is not None and not request.get("save_label", False):
+                label_id = result_file_name
         return {"label": label_id, "tag": tag, "file": result_file_name, "params": result_json}
+
+    def _dicom_seg_output(
+        self, datastore: Datastore, image_id: Optional[str], request: Dict[str, Any], result: str, model: str
+    ) -> str:
+        """Turns a mask file into a DICOM SEG file on the image's series (MONAI Label's ``output=dicom_seg``).
+
+        The image must be a DICOM series: a PACS series, or a DICOM folder of a local datastore. The
+        mask file is removed; the SEG file, a temporary file too, replaces it.
+        """
+        from monailabel.datastore.dicom_seg import nifti_to_dicom_seg_file
+
+        labels = self.labels if isinstance(self.labels, (dict, list, tuple)) else None
+        if hasattr(datastore, "series_metadata") and image_id:
+            source = datastore.series_metadata(image_id)  # type: ignore[attr-defined]
+        elif isinstance(request.get("image"), str) and os.path.isdir(request["image"]):
+            from monailabel.datastore.dicom_series import read_folder
+
+            source = read_folder(request["image"])
+        else:
+            raise MONAILabelException(
+                MONAILabelError.INVALID_INPUT,
+                "output dicom_seg needs a DICOM image: a PACS series or a DICOM series folder",
+                field="params.extra.output",
+            )
+        try:
+            return nifti_to_dicom_seg_file(result, source, labels, model)
+        finally:
+            if os.path.exists(result):
+                os.unlink(result)
 
     def train(self, request: Dict[str, Any]) -> Any:
         """Runs a training task: ``task(request, datastore)``.

@@ -44,7 +44,7 @@ class Orthanc:
         """The DICOMweb root (what ``--studies`` takes)."""
         return f"{self.url}/dicom-web"
 
-    def start(self, timeout_s: float = 30.0) -> "Orthanc":
+    def start(self, timeout_s: float = 30.0) -> Orthanc:
         storage = self.folder / "storage"
         storage.mkdir(parents=True, exist_ok=True)
         config = {
