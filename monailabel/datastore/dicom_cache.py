@@ -11,6 +11,7 @@ least recently used entries go.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -69,11 +70,12 @@ class VolumeCache:
             os.close(fd)
             try:
                 extra = build(Path(tmp)) or {}
+                digest = _sha256(Path(tmp))
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            self._write_meta(key, {**extra, "fingerprint": fingerprint, "built": time.time()})
+            self._write_meta(key, {**extra, "fingerprint": fingerprint, "sha256": digest, "built": time.time()})
         self.evict(keep=key)
         return path
 
@@ -86,11 +88,12 @@ class VolumeCache:
             os.close(fd)
             try:
                 write(Path(tmp))
+                digest = _sha256(Path(tmp))
                 os.replace(tmp, self.path(key))
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            self._write_meta(key, {**(meta or {}), "fingerprint": fingerprint, "built": time.time()})
+            self._write_meta(key, {**(meta or {}), "fingerprint": fingerprint, "sha256": digest, "built": time.time()})
         self.evict(keep=key)
         return self.path(key)
 
@@ -139,6 +142,14 @@ class VolumeCache:
         with os.fdopen(fd, "w") as f:
             json.dump(meta, f)
         os.replace(tmp, self.folder / f"{key}.json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 class _FileLock:

@@ -43,6 +43,7 @@ import numpy as np
 from monailabel.datastore.dicom_cache import VolumeCache
 from monailabel.datastore.dicom_seg import SEG_SOP_CLASS, label_to_seg, seg_referenced_series, seg_to_label
 from monailabel.datastore.dicom_series import read_archive, save_nifti, series_geometry, series_to_volume
+from monailabel.datastore.records import ImageRecord, LabelRecord
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.exception import (
     ImageNotFoundException,
@@ -562,7 +563,84 @@ class DICOMWebDatastore(Datastore):
         return path
 
     # -- Datastore: writes ------------------------------------------------------------------------------
-    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
+    # -- typed records: the SDK's record API (as LocalDatastore's), which the server lists with ---------
+    def _label_record(self, image_id: str, tag: str, fetch: bool) -> LabelRecord:
+        if fetch:
+            path: Optional[Path] = Path(self.get_label_uri(image_id, tag))
+        elif tag == DefaultLabelTag.FINAL.value:
+            path = self._finals.path(image_id)
+        else:
+            path = self._local_label(image_id, tag)
+        if path is None:
+            raise LabelNotFoundException(f"image '{image_id}' has no label tagged '{tag}'", image_id)
+        sha256 = ""
+        if tag == DefaultLabelTag.FINAL.value:
+            ref, meta = self._final_ref(image_id), self._finals.meta(image_id)
+            if ref is not None and meta and meta.get("fingerprint") == ref.sop_uid:
+                sha256 = str(meta.get("sha256", ""))
+        size, mtime = _stat(path)
+        ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+        return LabelRecord(image_id, tag, ext, self.get_label_info(image_id, tag), size, sha256, str(path), mtime)
+
+    def _image_record(self, image_id: str, fetch: bool) -> ImageRecord:
+        path = self._image_path(image_id) if fetch else self._images.path(image_id)
+        meta = self._images.meta(image_id) or {}
+        checked = self._checked.get(image_id)
+        sha256 = str(meta.get("sha256", "")) if checked and meta.get("fingerprint") == checked[1] else ""
+        size, mtime = _stat(path)
+        labels = {t: self._label_record(image_id, t, False) for t in self._tags(image_id)}
+        return ImageRecord(image_id, ".nii.gz", self.get_image_info(image_id), size, sha256, str(path), mtime,
+                           False, labels)
+
+    def image_record(self, image_id: str) -> ImageRecord:
+        """Returns an image with its labels as a typed record; the series is fetched (and converted).
+
+        Raises:
+            ImageNotFoundException: no such series.
+            MONAILabelException: PRECONDITION_FAILED when the series is not a volume; UNAVAILABLE when
+                the PACS cannot be reached.
+        """
+        return self._image_record(image_id, True)
+
+    def label_record(self, image_id: str, tag: str) -> LabelRecord:
+        """Returns a label as a typed record; a final label's SEG is fetched (and converted).
+
+        Raises:
+            LabelNotFoundException: no such label.
+        """
+        return self._label_record(image_id, tag, True)
+
+    def list_image_records(
+        self,
+        filter: str = "all",
+        label_tag: str = "final",
+        page_size: int = 100,
+        after_id: str = "",
+        *,
+        compute_sha256: bool = True,
+    ) -> tuple:
+        """Returns one page of images in id order, and how many pass the filter, without fetching any.
+
+        A record's size and digest are those of its converted volume once it was fetched (0 and ""
+        before), so that listing a PACS costs queries, not downloads; a series that is not a volume is
+        listed, and reading it says why it cannot be served.
+
+        Args:
+            filter: ``"all"``, ``"labeled"`` or ``"unlabeled"`` (by ``label_tag``).
+            label_tag: the tag the filter refers to; ``""`` for ``final``.
+            page_size: records per page (100 when 0 or less).
+            after_id: the last id of the previous page.
+            compute_sha256: kept for the record API; digests come from the cache.
+        """
+        tag = label_tag or DefaultLabelTag.FINAL.value
+        ids = self.list_images()
+        if filter != "all":
+            want = filter == "labeled"
+            ids = [i for i in ids if (tag in self._tags(i)) == want]
+        page = [i for i in ids if i > after_id][: page_size if page_size > 0 else 100]
+        return [self._image_record(i, False) for i in page], len(ids)
+
+    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any], **_: Any) -> str:
         """Stores a DICOM series (a zip or tar of its instances) in the PACS with STOW-RS.
 
         The image id must be the series instance uid, which is what the PACS names it by.
@@ -609,7 +687,9 @@ class DICOMWebDatastore(Datastore):
         self._state.forget(image_id)
         self._refresh(force=True)
 
-    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+    def save_label(
+        self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any], **_: Any
+    ) -> str:
         """Saves a label: a ``final`` one as a new DICOM SEG instance in the PACS, others in the cache.
 
         ``label_filename`` is a NIfTI label on the image's grid, or (for ``final``) a DICOM SEG file that
@@ -746,6 +826,14 @@ class DICOMWebDatastore(Datastore):
         path = self._root / "staging"
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
+
+
+def _stat(path: Path) -> tuple:
+    try:
+        st = path.stat()
+        return int(st.st_size), float(st.st_mtime)
+    except OSError:
+        return 0, 0.0
 
 
 def _is_dicom(path: str) -> bool:

@@ -234,6 +234,22 @@ def test_train_on_pacs_data_and_next_sample(client: MonaiLabelClient, pacs: Pacs
     assert sample.image_id in {_uid(pacs, s) for s in CT_SEEDS}
 
 
+def test_series_that_is_no_volume_is_listed_and_refused_with_reason(client: MonaiLabelClient, pacs: Pacs) -> None:
+    localizer, _, _ = phantom_series((16, 16, 3), 8, description="scout")
+    for ds in localizer:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    pacs.client.store_instances(localizer)
+    uid = str(localizer[0].SeriesInstanceUID)
+    deadline = time.monotonic() + 10
+    listed: set = set()
+    while uid not in listed and time.monotonic() < deadline:  # the PACS listing is reused for 2 s
+        listed = {im.image_id for im in client.list_images()}
+    assert uid in listed and {_uid(pacs, s) for s in CT_SEEDS} <= listed  # listing never fetches
+    assert_status(grpc.StatusCode.FAILED_PRECONDITION, lambda: client.get_image(uid), "localizer")
+    assert_status(grpc.StatusCode.FAILED_PRECONDITION, lambda: client.infer("segmentation", image_id=uid),
+                  "not a volume")
+
+
 def test_delete_label_leaves_the_pacs_alone(client: MonaiLabelClient, pacs: Pacs) -> None:
     uid = _uid(pacs, 1)
     before = pacs.orthanc.post("/tools/find", json.dumps({"Level": "Instance", "Query": {"Modality": "SEG"}}).encode())
