@@ -220,16 +220,17 @@ def test_final_label_goes_to_pacs_as_seg_and_versions(client: MonaiLabelClient, 
 
 
 def test_train_on_pacs_data_and_next_sample(client: MonaiLabelClient, pacs: Pacs) -> None:
-    job = client.start_train("segmentation", max_epochs=1, val_split=0.0, train_batch_size=1)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        job = client.get_job(job.job_id)
-        if job.state not in (train_pb2.JOB_STATE_QUEUED, train_pb2.JOB_STATE_RUNNING):
-            break
-        list(client.watch_job(job.job_id, timeout=300))  # returns when the job ends
-    assert job.state == train_pb2.JOB_STATE_SUCCEEDED, job
-    sample = client.next_sample("first", client_id="annotator")
     labeled = {im.image_id for im in client.list_images("labeled")}
+    assert len(labeled) == 3  # two SEGs from outside, one saved through the API
+    job = client.start_train("segmentation", max_epochs=1, val_split=0.0, train_batch_size=1)
+    events = list(client.watch_job(job.job_id, timeout=300))  # ends with the job
+    iterations = [e.iteration for e in events if e.WhichOneof("event") == "iteration"]
+    job = client.get_job(job.job_id)
+    assert job.state == train_pb2.JOB_STATE_SUCCEEDED, job
+    # the training worker (another process) read the PACS: one iteration per labeled series
+    assert iterations and iterations[-1].epoch_length == len(labeled)
+    assert job.published_version >= 1
+    sample = client.next_sample("first", client_id="annotator")
     assert sample.found and sample.image_id not in labeled
     assert sample.image_id in {_uid(pacs, s) for s in CT_SEEDS}
 
