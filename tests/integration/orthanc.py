@@ -27,10 +27,12 @@ class Orthanc:
 
     Args:
         folder: where its configuration, storage and log go.
+        users: ``{user: password}`` for HTTP basic auth (none: no authentication).
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, users: Optional[dict] = None) -> None:
         self.folder = Path(folder)
+        self.users = dict(users or {})
         self.http_port = _free_port()
         self.proc: Optional[subprocess.Popen] = None
 
@@ -58,7 +60,8 @@ class Orthanc:
             "Plugins": [PLUGINS],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
         }
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config))
@@ -72,6 +75,9 @@ class Orthanc:
                 with urllib.request.urlopen(f"{self.dicomweb}/studies", timeout=2) as r:
                     if r.status == 200:
                         return self
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # up, and asking for the credentials it was given
+                    return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.1)  # a poll of a port that is not open yet; bounded by the deadline

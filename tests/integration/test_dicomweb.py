@@ -16,6 +16,7 @@ import os
 import tarfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -364,6 +365,36 @@ def test_pacs_down_in_sdk(tmp_path: Path) -> None:
     assert info.value.retry_after_s and info.value.retry_after_s > 0 and info.value.reason == "PACS_UNAVAILABLE"
 
 
+def test_basic_auth_to_the_pacs(tmp_path: Path) -> None:
+    guarded = Orthanc(tmp_path / "guarded", users={"alice": "s3cret"}).start()
+    try:
+        datasets, _, _ = phantom_series((8, 8, 3), 12)
+        good = create_dicomweb_client(guarded.dicomweb, username="alice", password="s3cret")
+        good.store_instances(datasets)
+        store = DICOMWebDatastore(good, {}, cache_path=str(tmp_path / "good"))
+        assert store.list_images() == [str(datasets[0].SeriesInstanceUID)]
+        assert nib.load(store.get_image_uri(str(datasets[0].SeriesInstanceUID))).shape == (8, 8, 3)
+        bad = create_dicomweb_client(guarded.dicomweb, username="alice", password="wrong")
+        with pytest.raises(MONAILabelException) as info:
+            DICOMWebDatastore(bad, {}, cache_path=str(tmp_path / "bad")).list_images()
+        assert info.value.error == MONAILabelError.PRECONDITION_FAILED and info.value.reason == "PACS_AUTH_FAILED"
+        assert "s3cret" not in info.value.msg and "wrong" not in info.value.msg
+    finally:
+        guarded.cleanup()
+
+
+def test_concurrent_reads_of_a_series_build_one_volume(pacs: Pacs, tmp_path: Path) -> None:
+    store = _store_of(pacs, tmp_path)
+    uid = _uid(pacs, 4)
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda _: store.get_image_uri(uid), range(8)))
+    assert len(set(paths)) == 1
+    np.testing.assert_array_equal(np.asarray(nib.load(paths[0]).dataobj), pacs.values[uid])
+    folder = Path(store.cache_path()) / "images"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [f"{uid}.json", f"{uid}.nii.gz"]
+    assert not list(folder.glob(".tmp-*"))
+
+
 def test_cache_rebuilds_when_series_changes_and_keeps_its_limit(pacs: Pacs, tmp_path: Path) -> None:
     datasets, values, _ = phantom_series((16, 16, 6), 11, description="growing")
     pacs.client.store_instances(datasets[:5])
@@ -380,6 +411,38 @@ def test_cache_rebuilds_when_series_changes_and_keeps_its_limit(pacs: Pacs, tmp_
     small.get_image_uri(second)
     names = [p.name for p in (Path(small.cache_path()) / "images").glob("*.nii.gz")]
     assert names == [f"{second}.nii.gz"]
+
+
+def test_add_image_stores_a_series_archive_with_stow(pacs: Pacs, tmp_path: Path) -> None:
+    datasets, values, _ = phantom_series((12, 12, 4), 13, description="uploaded")
+    uid = str(datasets[0].SeriesInstanceUID)
+    archive = tmp_path / "series.tar"
+    with tarfile.open(archive, "w") as t:
+        for f in write_series(datasets, tmp_path / "files"):
+            t.add(f, f.name)
+    store = _store_of(pacs, tmp_path, search_filter={"SeriesDescription": "uploaded"})
+    with pytest.raises(MONAILabelException) as info:
+        store.add_image("another_id", str(archive), {})
+    assert info.value.error == MONAILabelError.INVALID_INPUT and info.value.violations[0][0] == "image_id"
+    assert store.add_image(uid, str(archive), {"site": "upload"}) == uid
+    assert store.list_images() == [uid] and store.get_image_info(uid)["site"] == "upload"
+    np.testing.assert_array_equal(np.asarray(nib.load(store.get_image_uri(uid)).dataobj), values)
+
+    broken, _, _ = phantom_series((12, 12, 5), 14, description="uploaded")
+    del broken[2]
+    with zipfile.ZipFile(tmp_path / "broken.zip", "w") as z:
+        for f in write_series(broken, tmp_path / "broken"):
+            z.write(f, f.name)
+    with pytest.raises(MONAILabelException) as info:
+        store.add_image(str(broken[0].SeriesInstanceUID), str(tmp_path / "broken.zip"), {})
+    assert info.value.reason == "DICOM_MISSING_SLICES"
+    store.refresh()
+    assert store.list_images() == [uid]  # the PACS never saw the broken series
+    nifti = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(values, np.eye(4)), str(nifti))
+    with pytest.raises(MONAILabelException) as info:
+        store.add_image("x", str(nifti), {})
+    assert info.value.error == MONAILabelError.UNIMPLEMENTED
 
 
 def test_series_archive_to_nifti(tmp_path: Path) -> None:
