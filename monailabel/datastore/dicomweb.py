@@ -188,6 +188,7 @@ class DICOMWebDatastore(Datastore):
         self._series: Dict[str, _Series] = {}
         self._segs: Dict[str, _SegRef] = {}
         self._seg_refs: Dict[str, tuple] = {}  # SEG sop uid -> referenced series uids (immutable)
+        self._seg_instances: Dict[str, tuple] = {}  # SEG series uid -> (instance count, QIDO instances)
         self._checked: Dict[str, tuple] = {}  # series uid -> (time, fingerprint)
         self._last_refresh = 0.0
         self._name = url
@@ -297,7 +298,9 @@ class DICOMWebDatastore(Datastore):
     def _find_segs(self, images: set) -> Dict[str, _SegRef]:
         found = self._pacs(
             "search SEG series",
-            lambda: self._client.search_for_series(search_filters={"Modality": "SEG"}, get_remaining=True),
+            lambda: self._client.search_for_series(
+                search_filters={"Modality": "SEG"}, fields=["NumberOfSeriesRelatedInstances"], get_remaining=True
+            ),
         )
         hidden = self._state.hidden("seg_series")
         best: Dict[str, _SegRef] = {}
@@ -305,12 +308,18 @@ class DICOMWebDatastore(Datastore):
             study_uid, seg_series = str(_value(item, "0020000D")), str(_value(item, "0020000E"))
             if not seg_series or seg_series in hidden:
                 continue
-            instances = self._pacs(
-                "search SEG instances",
-                lambda study_uid=study_uid, seg_series=seg_series: self._client.search_for_instances(
-                    study_instance_uid=study_uid, series_instance_uid=seg_series, fields=_SEG_FIELDS
-                ),
-            )
+            count = int(_value(item, "00201209", -1) or -1)
+            cached = self._seg_instances.get(seg_series)
+            if cached is not None and count >= 0 and cached[0] == count:
+                instances = cached[1]  # SEG instances do not change; a new one changes the count
+            else:
+                instances = self._pacs(
+                    "search SEG instances",
+                    lambda study_uid=study_uid, seg_series=seg_series: self._client.search_for_instances(
+                        study_instance_uid=study_uid, series_instance_uid=seg_series, fields=_SEG_FIELDS
+                    ),
+                )
+                self._seg_instances[seg_series] = (count, instances)
             for inst in instances:
                 sop = str(_value(inst, "00080018"))
                 if not sop or str(_value(inst, "00080016", SEG_SOP_CLASS)) != SEG_SOP_CLASS:

@@ -187,6 +187,10 @@ def test_infer_on_series_gives_mask_and_dicom_seg(client: MonaiLabelClient, pacs
     assert seg.SegmentSequence[0].SegmentLabel == "organ"
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
     assert seg.SegmentSequence[0].SegmentAlgorithmName == "segmentation"
+    # a model's label (tag original) stays in the local cache: the PACS gets final labels only
+    client.infer("segmentation", image_id=uid, save_label=True)
+    assert {lb.tag for lb in client.get_image(uid).labels} == {"original"}
+    assert _seg_instances(pacs, uid) == []
 
 
 def test_final_label_goes_to_pacs_as_seg_and_versions(client: MonaiLabelClient, pacs: Pacs) -> None:
@@ -260,6 +264,14 @@ def test_delete_label_leaves_the_pacs_alone(client: MonaiLabelClient, pacs: Pacs
     assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.download_label(uid))
     after = pacs.orthanc.post("/tools/find", json.dumps({"Level": "Instance", "Query": {"Modality": "SEG"}}).encode())
     assert sorted(after) == sorted(before)
+
+    image = _uid(pacs, 3)
+    client.delete_image(image)
+    assert image not in {im.image_id for im in client.list_images()}
+    assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.get_image(image))
+    query = {"Level": "Series", "Query": {"SeriesInstanceUID": image}}
+    series = pacs.orthanc.post("/tools/find", json.dumps(query).encode())
+    assert len(series) == 1  # still in the PACS
 
 
 def test_pacs_down_is_unavailable_with_retry_hint(tmp_path: Path) -> None:
