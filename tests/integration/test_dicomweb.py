@@ -10,6 +10,7 @@ of another series, a PACS that is down) and the DICOM series archives an upload 
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -131,14 +132,9 @@ def _seg_instances(pacs: Pacs, image_uid: str) -> List[pydicom.Dataset]:
     return found
 
 
-def _load(data: bytes, suffix: str = ".nii.gz") -> nib.Nifti1Image:
-    return nib.Nifti1Image.from_bytes(io.BytesIO(data).getvalue() if suffix == ".nii" else _gunzip(data))
-
-
-def _gunzip(data: bytes) -> bytes:
-    import gzip
-
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+def _load(data: bytes) -> nib.Nifti1Image:
+    """A downloaded NIfTI file (gzipped or not) as an image."""
+    return nib.Nifti1Image.from_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
 
 
 # ---- over gRPC ----------------------------------------------------------------------------------------
