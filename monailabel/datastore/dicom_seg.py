@@ -11,6 +11,7 @@ segment written with the value its name has in the app's labels (else its segmen
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,6 +20,8 @@ from monailabel.datastore.dicom_series import series_geometry
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 __all__ = ["label_to_seg", "seg_to_label", "seg_referenced_series", "nifti_to_dicom_seg_file", "SEG_SOP_CLASS"]
+
+logger = logging.getLogger(__name__)
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 MANUFACTURER = "MONAI Label"
@@ -195,7 +198,7 @@ def seg_to_label(
         name = str(seg.get_segment_description(number).segment_label)
         values[name] = known.get(name, number)
     uids = [str(ds.SOPInstanceUID) for ds in images]
-    if not {uid for _, _, uid in seg.get_source_image_uids()} & set(uids):
+    if not _references_by_position(dataset) and not {uid for _, _, uid in seg.get_source_image_uids()} & set(uids):
         raise MONAILabelException(
             MONAILabelError.PRECONDITION_FAILED,
             "the SEG's frames reference no instance of the series",
@@ -209,12 +212,9 @@ def seg_to_label(
             skip_overlap_checks=True,
             dtype=np.uint8,
         )  # (slices, rows, columns, segments)
-    except Exception as exc:  # highdicom: frames that cannot be placed on these instances
-        raise MONAILabelException(
-            MONAILabelError.PRECONDITION_FAILED,
-            f"the SEG's frames do not fit the series: {exc}",
-            reason="SEG_GRID_MISMATCH",
-        ) from exc
+    except Exception as exc:  # highdicom: frames without source references, or not on these instances
+        logger.debug("SEG frames not placed by source instance (%s); placing them by position", exc)
+        pixels = _pixels_by_position(dataset, images, numbers)
     dtype = np.uint8 if max(values.values(), default=0) < 256 else np.uint16
     label = np.zeros(pixels.shape[:3], dtype=dtype)
     for index, number in enumerate(numbers):
@@ -257,3 +257,58 @@ def nifti_to_dicom_seg_file(
         os.unlink(path)
         raise
     return path
+
+
+def _references_by_position(seg: Any) -> bool:
+    """Whether every frame has a plane position (so it can be placed without source references)."""
+    frames = getattr(seg, "PerFrameFunctionalGroupsSequence", None) or []
+    return bool(frames) and all("PlanePositionSequence" in f for f in frames)
+
+
+def _pixels_by_position(seg: Any, images: Sequence, numbers: Sequence[int]) -> np.ndarray:
+    """Places a SEG's frames on a series' slices by their plane positions (any frame layout).
+
+    Returns:
+        ``(slices, rows, columns, segments)`` uint8 masks.
+
+    Raises:
+        MONAILabelException: PRECONDITION_FAILED when a frame lies on no slice of the series.
+    """
+
+    def mismatch(msg: str) -> MONAILabelException:
+        return MONAILabelException(
+            MONAILabelError.PRECONDITION_FAILED, f"the SEG's frames do not fit the series: {msg}",
+            reason="SEG_GRID_MISMATCH",
+        )
+
+    rows, columns = int(images[0].Rows), int(images[0].Columns)
+    if (int(seg.Rows), int(seg.Columns)) != (rows, columns):
+        raise mismatch(f"frames of {seg.Rows}x{seg.Columns} pixels on slices of {rows}x{columns}")
+    if not _references_by_position(seg):
+        raise mismatch("frames have neither source references nor plane positions")
+    orientation = np.array([float(v) for v in images[0].ImageOrientationPatient])
+    shared = (getattr(seg, "SharedFunctionalGroupsSequence", None) or [None])[0]
+    planes = getattr(shared, "PlaneOrientationSequence", None) if shared is not None else None
+    if planes and np.abs(np.array([float(v) for v in planes[0].ImageOrientationPatient]) - orientation).max() > 1e-3:
+        raise mismatch("the SEG's planes have another orientation")
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in images])
+    step = float(np.median(np.linalg.norm(np.diff(positions, axis=0), axis=1))) if len(images) > 1 else 1.0
+    frames = np.asarray(seg.pixel_array)
+    frames = frames.reshape((-1, rows, columns))
+    out = np.zeros((len(images), rows, columns, len(numbers)), dtype=np.uint8)
+    index = {n: i for i, n in enumerate(numbers)}
+    for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        position = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
+        distance = np.linalg.norm(positions - position, axis=1)
+        k = int(np.argmin(distance))
+        if distance[k] > 0.05 * step:
+            raise mismatch(f"frame {i + 1} lies on no slice of the series")
+        identification = getattr(item, "SegmentIdentificationSequence", None)
+        if identification:
+            number = int(identification[0].ReferencedSegmentNumber)
+            if number in index:
+                out[k, :, :, index[number]] |= (frames[i] > 0).astype(np.uint8)
+        else:  # a label map: the pixel values are segment numbers
+            for number, j in index.items():
+                out[k, :, :, j] |= (frames[i] == number).astype(np.uint8)
+    return out

@@ -571,7 +571,6 @@ class DICOMWebDatastore(Datastore):
                 z.write(self.get_label_uri(i, DefaultLabelTag.FINAL.value), f"labels/final/{i}.nii.gz")
         return path
 
-    # -- Datastore: writes ------------------------------------------------------------------------------
     # -- typed records: the SDK's record API (as LocalDatastore's), which the server lists with ---------
     def _label_record(self, image_id: str, tag: str, fetch: bool) -> LabelRecord:
         if fetch:
@@ -649,6 +648,7 @@ class DICOMWebDatastore(Datastore):
         page = [i for i in ids if i > after_id][: page_size if page_size > 0 else 100]
         return [self._image_record(i, False) for i in page], len(ids)
 
+    # -- Datastore: writes ------------------------------------------------------------------------------
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any], **_: Any) -> str:
         """Stores a DICOM series (a zip or tar of its instances) in the PACS with STOW-RS.
 

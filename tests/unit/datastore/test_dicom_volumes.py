@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 
@@ -80,6 +81,29 @@ def test_seg_round_trip_keeps_values_and_names_of_several_labels() -> None:
     out, segments = seg_to_label(seg, datasets, None)
     assert segments == {"liver": 1, "spleen": 2}
     np.testing.assert_array_equal(out, np.where(label == 3, 2, label))
+
+
+def test_seg_without_source_references_is_placed_by_plane_positions() -> None:
+    datasets, _, label = phantom_series((16, 12, 5), 8)
+    seg = label_to_seg(label, datasets, {"organ": 1})
+    stripped = pydicom.dcmread(_bytes_of(seg))
+    for frame in stripped.PerFrameFunctionalGroupsSequence:
+        del frame.DerivationImageSequence  # another writer's layout: positions only
+    out, names = seg_to_label(stripped, list(reversed(datasets)), {"organ": 1})
+    np.testing.assert_array_equal(out, label)
+    assert names == {"organ": 1}
+    moved = pydicom.dcmread(_bytes_of(stripped))
+    moved.PerFrameFunctionalGroupsSequence[2].PlanePositionSequence[0].ImagePositionPatient[2] += 0.9
+    with pytest.raises(MONAILabelException) as info:
+        seg_to_label(moved, datasets, {"organ": 1})
+    assert info.value.reason == "SEG_GRID_MISMATCH" and "frame 3" in info.value.msg
+
+
+def _bytes_of(ds) -> io.BytesIO:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    return buffer
 
 
 def test_seg_of_another_series_and_wrong_grid_are_refused() -> None:
