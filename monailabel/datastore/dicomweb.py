@@ -52,6 +52,11 @@ from monailabel.interfaces.exception import (
     MONAILabelException,
 )
 
+try:  # the server's record interface, where this SDK has it (the server then lists without fetching)
+    from monailabel.interfaces.records import RecordDatastore as _RecordBase
+except ImportError:  # older SDK: the server finds the record methods by name
+    _RecordBase = object  # type: ignore[assignment,misc]
+
 __all__ = ["DICOMWebDatastore", "create_dicomweb_client"]
 
 logger = logging.getLogger(__name__)
@@ -136,7 +141,7 @@ def _value(item: Mapping[str, Any], tag: str, default: Any = "") -> Any:
     return v
 
 
-class DICOMWebDatastore(Datastore):
+class DICOMWebDatastore(Datastore, _RecordBase):  # type: ignore[misc,valid-type]
     """A PACS as a datastore (see the module's docstring).
 
     Args:
@@ -830,11 +835,11 @@ class DICOMWebDatastore(Datastore):
         """Returns the local cache folder of this PACS."""
         return str(self._root)
 
-    def staging_dir(self) -> str:
+    def staging_dir(self) -> Path:
         """Returns a folder for uploads in progress (in the cache)."""
         path = self._root / "staging"
         path.mkdir(parents=True, exist_ok=True)
-        return str(path)
+        return path
 
 
 def _stat(path: Path) -> tuple:
