@@ -19,7 +19,14 @@ import numpy as np
 from monailabel.datastore.dicom_series import series_geometry
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
-__all__ = ["label_to_seg", "seg_to_label", "seg_referenced_series", "nifti_to_dicom_seg_file", "SEG_SOP_CLASS"]
+__all__ = [
+    "label_to_seg",
+    "seg_to_label",
+    "seg_referenced_series",
+    "label_to_dicom_seg_file",
+    "nifti_to_dicom_seg_file",
+    "SEG_SOP_CLASS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -226,13 +233,11 @@ def seg_to_label(
     return np.ascontiguousarray(np.transpose(label, (2, 1, 0))), values
 
 
-def nifti_to_dicom_seg_file(
-    label_path: str, source: Sequence, label_names: Any = None, model: str = ""
-) -> str:
-    """Writes a label file (NIfTI, on the series' grid) as a DICOM SEG file and returns its path.
+def label_to_dicom_seg_file(label: np.ndarray, source: Sequence, label_names: Any = None, model: str = "") -> str:
+    """Writes a label array (on the series' grid) as a DICOM SEG file and returns its path.
 
     Args:
-        label_path: the label (a model's output, or a person's label).
+        label: the label ``[column, row, slice]`` (a model's output, or a person's label).
         source: the series' instances (metadata is enough).
         label_names: ``{name: value}`` or a list of names (values 1, 2, ...).
         model: the model that made it ("" for a person's label).
@@ -243,11 +248,11 @@ def nifti_to_dicom_seg_file(
     import os
     import tempfile
 
-    import nibabel as nib
-
     if label_names is not None and not isinstance(label_names, Mapping):
         label_names = {str(n): i + 1 for i, n in enumerate(label_names)}
-    label = np.asanyarray(nib.load(label_path).dataobj)
+    label = np.asarray(label)
+    while label.ndim > 3 and label.shape[0] == 1:  # a channel-first mask (1, x, y, z)
+        label = label[0]
     seg = label_to_seg(label, source, label_names, model=model)
     fd, path = tempfile.mkstemp(prefix="monailabel-seg-", suffix=".dcm")
     os.close(fd)
@@ -257,6 +262,23 @@ def nifti_to_dicom_seg_file(
         os.unlink(path)
         raise
     return path
+
+
+def nifti_to_dicom_seg_file(label_path: str, source: Sequence, label_names: Any = None, model: str = "") -> str:
+    """Writes a label file (NIfTI, on the series' grid) as a DICOM SEG file and returns its path.
+
+    Args:
+        label_path: the label file.
+        source: the series' instances (metadata is enough).
+        label_names: ``{name: value}`` or a list of names (values 1, 2, ...).
+        model: the model that made it ("" for a person's label).
+
+    Returns:
+        A temporary ``.dcm`` file, which the caller removes.
+    """
+    import nibabel as nib
+
+    return label_to_dicom_seg_file(np.asanyarray(nib.load(label_path).dataobj), source, label_names, model)
 
 
 def _references_by_position(seg: Any) -> bool:

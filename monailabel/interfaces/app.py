@@ -282,31 +282,61 @@ class MONAILabelApp:
                 label_id = result_file_name
         return {"label": label_id, "tag": tag, "file": result_file_name, "params": result_json}
 
-    def _dicom_seg_output(
-        self, datastore: Datastore, image_id: Optional[str], request: Dict[str, Any], result: str, model: str
+    def dicom_seg_output(
+        self,
+        label: Any,
+        image_id: Optional[str] = None,
+        image: Optional[str] = None,
+        model: str = "",
+        datastore: Optional[Datastore] = None,
     ) -> str:
-        """Turns a mask file into a DICOM SEG file on the image's series (MONAI Label's ``output=dicom_seg``).
+        """Writes a mask as a DICOM SEG file on the image's series (MONAI Label's ``output=dicom_seg``).
 
-        The image must be a DICOM series: a PACS series, or a DICOM folder of a local datastore. The
-        mask file is removed; the SEG file, a temporary file too, replaces it.
+        The image must be a DICOM series: a PACS series (``image_id`` of a DICOMweb datastore), or a
+        DICOM series folder (``image``). Segments are named after the app's labels; ``model`` goes in as
+        the algorithm identification.
+
+        Args:
+            label: the mask, as a NIfTI file path or an array on the image's grid.
+            image_id: the image's id in the datastore.
+            image: the image's path (a DICOM series folder), when it has no id.
+            model: the model that made the mask ("" for a person's label).
+            datastore: where the image lives (the app's by default).
+
+        Returns:
+            A temporary ``.dcm`` file, which the caller removes.
+
+        Raises:
+            MONAILabelException: INVALID_INPUT when the image is no DICOM series, or the mask does not
+                fit its grid.
         """
-        from monailabel.datastore.dicom_seg import nifti_to_dicom_seg_file
+        from monailabel.datastore.dicom_seg import label_to_dicom_seg_file, nifti_to_dicom_seg_file
 
+        datastore = datastore if datastore else self.datastore()
         labels = self.labels if isinstance(self.labels, (dict, list, tuple)) else None
         if hasattr(datastore, "series_metadata") and image_id:
-            source = datastore.series_metadata(image_id)  # type: ignore[attr-defined]
-        elif isinstance(request.get("image"), str) and os.path.isdir(request["image"]):
+            source = datastore.series_metadata(image_id)
+        elif image and os.path.isdir(image):
             from monailabel.datastore.dicom_series import read_folder
 
-            source = read_folder(request["image"])
+            source = read_folder(image)
         else:
             raise MONAILabelException(
                 MONAILabelError.INVALID_INPUT,
                 "output dicom_seg needs a DICOM image: a PACS series or a DICOM series folder",
                 field="params.extra.output",
             )
+        if isinstance(label, (str, os.PathLike)):
+            return nifti_to_dicom_seg_file(os.fspath(label), source, labels, model)
+        return label_to_dicom_seg_file(label, source, labels, model)
+
+    def _dicom_seg_output(
+        self, datastore: Datastore, image_id: Optional[str], request: Dict[str, Any], result: str, model: str
+    ) -> str:
+        """Replaces an infer result file by its DICOM SEG (the mask file is removed)."""
+        image = request.get("image") if isinstance(request.get("image"), str) else None
         try:
-            return nifti_to_dicom_seg_file(result, source, labels, model)
+            return self.dicom_seg_output(result, image_id, image, model, datastore)
         finally:
             if os.path.exists(result):
                 os.unlink(result)

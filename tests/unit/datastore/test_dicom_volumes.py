@@ -132,3 +132,30 @@ def test_dicom_seg_file_of_a_local_series_folder(tmp_path: Path) -> None:
         np.testing.assert_array_equal(seg_to_label(seg, source, {"organ": 1})[0], label)
     finally:
         Path(path).unlink()
+
+
+def test_app_writes_dicom_seg_output_for_a_local_series_folder(tmp_path: Path) -> None:
+    from monailabel.interfaces.app import MONAILabelApp
+
+    datasets, _, label = phantom_series((10, 10, 4), 9)
+    studies = tmp_path / "studies"
+    write_series(datasets, studies / "ct_series")
+    app = MONAILabelApp(str(tmp_path), str(studies), {"auto_update_scoring": "false"}, labels={"organ": 1})
+    try:
+        assert app.datastore().list_images() == ["ct_series"]
+        image = app.datastore().get_image_uri("ct_series")
+        path = app.dicom_seg_output(label[None], image_id="ct_series", image=image, model="segmentation")
+        try:
+            seg = pydicom.dcmread(path)
+            assert seg.SegmentSequence[0].SegmentLabel == "organ"
+            assert seg.SegmentSequence[0].SegmentAlgorithmName == "segmentation"
+            np.testing.assert_array_equal(seg_to_label(seg, datasets, {"organ": 1})[0], label)
+        finally:
+            Path(path).unlink()
+        nifti = tmp_path / "image.nii.gz"
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(nifti))
+        with pytest.raises(MONAILabelException) as info:
+            app.dicom_seg_output(label, image=str(nifti))
+        assert info.value.error == MONAILabelError.INVALID_INPUT and "DICOM" in info.value.msg
+    finally:
+        app.cleanup()
