@@ -42,6 +42,8 @@ from .conftest import copy_template
 from .helpers import assert_status
 from .orthanc import Orthanc
 
+pytestmark = pytest.mark.slow  # starts Orthanc and servers, and trains a model
+
 SHAPE = (32, 32, 16)
 CT_SEEDS = (0, 1, 2, 3, 4)
 OUTSIDE_LABELED = (0, 1)  # series whose SEG another viewer made
