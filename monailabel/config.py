@@ -72,6 +72,11 @@ class Settings:
     MONAI_LABEL_STOW_PREFIX: str = ""
     MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME: bool = False
     MONAI_LABEL_DICOMWEB_SEARCH_FILTER: Dict[str, Any] = {"Modality": "CT"}
+    MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI: bool = True
+    # not MONAI Label's: a bearer token for the PACS, the cache's size limit, deletes reaching the PACS
+    MONAI_LABEL_DICOMWEB_TOKEN: str = ""
+    MONAI_LABEL_DICOMWEB_CACHE_SIZE_MB: int = 10240
+    MONAI_LABEL_DICOMWEB_DELETE_FROM_PACS: bool = False
 
     MONAI_LABEL_DATASTORE_AUTO_RELOAD: bool = True
     MONAI_LABEL_DATASTORE_READ_ONLY: bool = False

@@ -3,14 +3,36 @@
 A series folder is a folder whose direct children include DICOM files: files named ``*.dcm``, or
 files without an extension that pydicom can parse. MONAI's ``LoadImage`` reads such a folder as one
 volume (with ``PydicomReader``, or ITK where installed).
+
+MONAI Label's import path of the DICOMweb datastore is this module: ``DICOMWebDatastore`` (a PACS as a
+datastore, :mod:`monailabel.datastore.dicomweb`) and ``series_archive_to_nifti`` (a zip or tar of a
+series as a NIfTI volume, :mod:`monailabel.datastore.dicom_series`) are found here, imported on first use.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["is_dicom_file", "is_dicom_series"]
+if TYPE_CHECKING:
+    from monailabel.datastore.dicom_series import series_archive_to_nifti
+    from monailabel.datastore.dicomweb import DICOMWebDatastore
+
+__all__ = ["is_dicom_file", "is_dicom_series", "DICOMWebDatastore", "series_archive_to_nifti"]
+
+
+def __getattr__(name: str) -> Any:
+    # dicomweb-client and highdicom load only for apps that use a PACS
+    if name == "DICOMWebDatastore":
+        from monailabel.datastore.dicomweb import DICOMWebDatastore
+
+        return DICOMWebDatastore
+    if name == "series_archive_to_nifti":
+        from monailabel.datastore.dicom_series import series_archive_to_nifti
+
+        return series_archive_to_nifti
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _PROBE_LIMIT = 3  # extension-less files parsed before giving up on a folder
 

@@ -117,8 +117,7 @@ class MONAILabelApp:
     def init_datastore(self) -> Datastore:
         """Returns the app's datastore: a ``LocalDatastore`` over ``studies`` by default.
 
-        Raises:
-            MONAILabelException: UNIMPLEMENTED for remote (http) studies, which need an app override.
+        An ``http(s)://`` studies URL is a PACS' DICOMweb root (:meth:`init_remote_datastore`).
         """
         logger.info(f"Init Datastore for: {self.studies}")
         if str(self.studies).startswith(("http://", "https://")):
@@ -133,14 +132,37 @@ class MONAILabelApp:
         )
 
     def init_remote_datastore(self) -> Datastore:
-        """Returns a datastore for remote studies (DICOMweb, XNAT, DSA); not built in, override it.
+        """Returns the datastore for remote studies: a PACS through DICOMweb (``DICOMWebDatastore``).
 
-        Raises:
-            MONAILabelException: UNIMPLEMENTED.
+        Configured by MONAI Label's settings: ``MONAI_LABEL_DICOMWEB_USERNAME``/``_PASSWORD`` (basic
+        auth) or ``MONAI_LABEL_DICOMWEB_TOKEN`` (bearer), ``MONAI_LABEL_QIDO_PREFIX``/``WADO``/``STOW``,
+        ``MONAI_LABEL_DICOMWEB_CACHE_PATH``, ``MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME``,
+        ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER``, ``MONAI_LABEL_DICOMWEB_CACHE_SIZE_MB`` and
+        ``MONAI_LABEL_DICOMWEB_DELETE_FROM_PACS``. Apps override it for XNAT, DSA or other stores.
         """
-        raise MONAILabelException(
-            MONAILabelError.UNIMPLEMENTED,
-            f"remote datastores are not built in; override init_datastore ({self.studies})",
+        from monailabel.datastore.dicom import DICOMWebDatastore
+        from monailabel.datastore.dicomweb import create_dicomweb_client
+
+        logger.info(f"Using DICOMweb: {self.studies}")
+        client = create_dicomweb_client(
+            str(self.studies),
+            username=settings.MONAI_LABEL_DICOMWEB_USERNAME,
+            password=settings.MONAI_LABEL_DICOMWEB_PASSWORD,
+            token=settings.MONAI_LABEL_DICOMWEB_TOKEN,
+            qido_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
+            wado_prefix=settings.MONAI_LABEL_WADO_PREFIX,
+            stow_prefix=settings.MONAI_LABEL_STOW_PREFIX,
+        )
+        cache_path = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip()
+        return DICOMWebDatastore(
+            client=client,
+            search_filter=settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER,
+            cache_path=cache_path or None,
+            fetch_by_frame=settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
+            convert_to_nifti=settings.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI,
+            label_names=self.labels if isinstance(self.labels, (dict, list, tuple)) else None,
+            cache_size_mb=settings.MONAI_LABEL_DICOMWEB_CACHE_SIZE_MB,
+            delete_from_pacs=settings.MONAI_LABEL_DICOMWEB_DELETE_FROM_PACS,
         )
 
     # -- accessors ----------------------------------------------------------------------------------
@@ -238,6 +260,10 @@ class MONAILabelApp:
                 )
             else:
                 label_id = result_file_name
+        if request.get("output") == "dicom_seg" and isinstance(result_file_name, str):
+            result_file_name = self._dicom_seg_output(datastore, image_id, request, result_file_name, model)
+            if label_id is not None and not request.get("save_label", False):
+                label_id = result_file_name
         return {"label": label_id, "tag": tag, "file": result_file_name, "params": result_json}
 
     def infer_in_memory(
@@ -289,6 +315,65 @@ class MONAILabelApp:
         if not image_id:
             request["save_label"] = False
         return request, image_id
+
+    def dicom_seg_output(
+        self,
+        label: Any,
+        image_id: Optional[str] = None,
+        image: Optional[str] = None,
+        model: str = "",
+        datastore: Optional[Datastore] = None,
+    ) -> str:
+        """Writes a mask as a DICOM SEG file on the image's series (MONAI Label's ``output=dicom_seg``).
+
+        The image must be a DICOM series: a PACS series (``image_id`` of a DICOMweb datastore), or a
+        DICOM series folder (``image``). Segments are named after the app's labels; ``model`` goes in as
+        the algorithm identification.
+
+        Args:
+            label: the mask, as a NIfTI file path or an array on the image's grid.
+            image_id: the image's id in the datastore.
+            image: the image's path (a DICOM series folder), when it has no id.
+            model: the model that made the mask ("" for a person's label).
+            datastore: where the image lives (the app's by default).
+
+        Returns:
+            A temporary ``.dcm`` file, which the caller removes.
+
+        Raises:
+            MONAILabelException: INVALID_INPUT when the image is no DICOM series, or the mask does not
+                fit its grid.
+        """
+        from monailabel.datastore.dicom_seg import label_to_dicom_seg_file, nifti_to_dicom_seg_file
+
+        datastore = datastore if datastore else self.datastore()
+        labels = self.labels if isinstance(self.labels, (dict, list, tuple)) else None
+        if hasattr(datastore, "series_metadata") and image_id:
+            source = datastore.series_metadata(image_id)
+        elif image and os.path.isdir(image):
+            from monailabel.datastore.dicom_series import read_folder
+
+            source = read_folder(image)
+        else:
+            raise MONAILabelException(
+                MONAILabelError.INVALID_INPUT,
+                "output dicom_seg needs a DICOM image: a PACS series or a DICOM series folder",
+                field="params.extra.output",
+            )
+        if isinstance(label, (str, os.PathLike)):
+            return nifti_to_dicom_seg_file(os.fspath(label), source, labels, model)
+        return label_to_dicom_seg_file(label, source, labels, model)
+
+    def _dicom_seg_output(
+        self, datastore: Datastore, image_id: Optional[str], request: Dict[str, Any], result: str, model: str
+    ) -> str:
+        """Replaces an infer result file by its DICOM SEG (the mask file is removed)."""
+        image = request.get("image") if isinstance(request.get("image"), str) else None
+        try:
+            return self.dicom_seg_output(result, image_id, image, model, datastore)
+        finally:
+            if os.path.exists(result):
+                os.unlink(result)
 
     def train(self, request: Dict[str, Any]) -> Any:
         """Runs a training task: ``task(request, datastore)``.

@@ -116,6 +116,8 @@ def receive(
     prefix = nifti_prefix_for_raw(content, max_bytes) if encoding == common_pb2.ENCODING_RAW else b""
     if encoding == common_pb2.ENCODING_IMAGE_2D:
         ext = ".img"  # renamed to the extension of the format it decodes as
+    elif encoding == common_pb2.ENCODING_DICOM_ZIP:
+        ext = ".archive"  # a zip or tar of one series, converted to NIfTI once whole
     else:
         ext = EXTENSION_BY_ENCODING.get(encoding) or _own_extension(content)
     resumable = key is not None
@@ -137,6 +139,9 @@ def receive(
     name = uuid.uuid4().hex
     path = staging / f"{name}{ext}"
     os.replace(part, path)
+    if encoding == common_pb2.ENCODING_DICOM_ZIP:
+        path, encoding, digest = _series_to_nifti(path, staging / f"{name}.nii.gz", max_bytes), \
+            common_pb2.ENCODING_NIFTI_GZ, ""
     try:
         volume = inspect_volume(path, encoding, max_bytes)
         if volume.ext and volume.ext != ext:
@@ -147,6 +152,47 @@ def receive(
         path.unlink(missing_ok=True)
         raise
     return Received(path, encoding, "" if prefix else digest, volume)
+
+
+def _series_to_nifti(archive: Path, output: Path, max_bytes: int) -> Path:
+    """Converts a received zip or tar of one DICOM series to a NIfTI volume; the archive is removed.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for an archive that is not one, RESOURCE_EXHAUSTED when its
+            members add up to more than ``max_bytes`` (checked before anything is extracted),
+            PRECONDITION_FAILED for a series that is not a volume.
+    """
+    import tarfile
+    import zipfile
+
+    from monailabel.datastore.dicom import series_archive_to_nifti
+
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                unpacked = sum(i.file_size for i in z.infolist())
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as t:
+                unpacked = sum(m.size for m in t.getmembers())
+        else:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "the DICOM series is not a zip or tar archive",
+                                      field="content.encoding")
+        if unpacked > max_bytes:
+            raise MONAILabelException(
+                MONAILabelError.RESOURCE_EXHAUSTED,
+                f"the archive unpacks to {unpacked} bytes; this server's limit is {max_bytes}",
+                field="content.total_size", reason="VOLUME_TOO_LARGE")
+        series_archive_to_nifti(archive, output)
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        output.unlink(missing_ok=True)
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"cannot read the DICOM archive: {exc}",
+                                  field="content") from exc
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    finally:
+        archive.unlink(missing_ok=True)
+    return output
 
 
 def _own_extension(content: common_pb2.ContentHeader) -> str:

@@ -263,6 +263,11 @@ class InferCore:
             latency["queue"] = queued
             answer = InferAnswer(result, task.label_map(), latency, chunk_size=chunk)
             mask = None
+            if request.get("output") == "dicom_seg" and not output.skip_mask:
+                # MONAI Label's output=dicom_seg: the mask as a DICOM SEG on the image's series
+                answer.mask = self._dicom_seg(outcome, image_id, image, model)
+                if not output.save_label:
+                    return answer
             if not output.skip_mask or output.save_label:
                 encode_started = time.perf_counter()
                 mask = self._encode(outcome, encoding, extension)
@@ -271,7 +276,8 @@ class InferCore:
                 latency["total"] += encoding_s
             if output.save_label and mask is not None:
                 answer.saved_label = self._save_original(image_id, model, outcome, mask, result)
-            answer.mask = None if output.skip_mask else mask
+            if answer.mask is None:
+                answer.mask = None if output.skip_mask else mask
         finally:
             if outcome.file and _is_temporary(outcome.file):
                 Path(outcome.file).unlink(missing_ok=True)
@@ -279,6 +285,17 @@ class InferCore:
         return answer
 
     # -- masks ------------------------------------------------------------------------------------
+    def _dicom_seg(self, outcome: InferOutcome, image_id: str, image: Any, model: str) -> EncodedMask:
+        """The task's mask as a DICOM SEG file's bytes (the image must be a DICOM series)."""
+        label: Any = outcome.mask.array if outcome.mask is not None else outcome.file
+        path = self.app.dicom_seg_output(label, image_id=image_id or None,
+                                         image=image if isinstance(image, str) else None, model=model)
+        try:
+            data = Path(path).read_bytes()
+        finally:
+            Path(path).unlink(missing_ok=True)
+        return EncodedMask(data, 0, ".dcm", hashlib.sha256(data).hexdigest())
+
     def _encode(self, outcome: InferOutcome, encoding: int, extension: str) -> Optional[EncodedMask]:
         """Encodes the task's mask (in memory, or its result file) in the asked-for encoding."""
         if outcome.mask is not None:
