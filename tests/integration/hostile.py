@@ -12,12 +12,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
+import queue
 import signal
 import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 import zlib
@@ -38,6 +41,7 @@ from monailabel_api.v1 import (
     datastore_pb2_grpc,
     infer_pb2_grpc,
     strategy_pb2_grpc,
+    train_pb2,
     train_pb2_grpc,
 )
 
@@ -330,9 +334,34 @@ def index_rows(studies: Path) -> Dict[str, List[tuple]]:
     }
 
 
-def snapshot(studies: Path) -> Dict[str, Any]:
-    """What a request must not change: the files and the index rows."""
-    return {"files": studies_files(studies), **index_rows(studies)}
+def snapshot(studies: Path, images_dir: str = "", labels_dir: str = "labels") -> Dict[str, Any]:
+    """What a malformed request must not change: the files and the index rows.
+
+    Two index changes that valid reads make are normalised away: a checksum the server computes
+    lazily (NULL until a read needs it) reads as the file's checksum, and the ``strategy`` entry that
+    GetNextSample records in an image's info (MONAI Label's bookkeeping of which client got it) is left
+    out.
+    """
+    files = studies_files(studies)
+    rows = index_rows(studies)
+
+    def on_disk(rel: str, sha: Optional[str]) -> Optional[str]:
+        return sha if sha is not None or rel not in files else files[rel][1]
+
+    def info_without_strategy(info: str) -> str:
+        try:
+            value = json.loads(info)
+        except ValueError:
+            return info
+        if isinstance(value, dict):
+            value.pop("strategy", None)
+        return json.dumps(value, sort_keys=True)
+
+    images = [(i, ext, d, info_without_strategy(info), size, on_disk(str(Path(images_dir) / f"{i}{ext}"), sha))
+              for i, ext, d, info, size, sha in rows["images"]]
+    labels = [(i, tag, ext, d, info, size, on_disk(str(Path(labels_dir) / tag / f"{i}{ext}"), sha))
+              for i, tag, ext, d, info, size, sha in rows["labels"]]
+    return {"files": files, "images": images, "labels": labels, "jobs": rows["jobs"]}
 
 
 def diff(before: Dict[str, Any], after: Dict[str, Any]) -> str:
@@ -419,8 +448,6 @@ class ServerProcess:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not drained within a few seconds."""
@@ -430,8 +457,6 @@ class ServerProcess:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill9()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 def start_server_process(app: Path, studies: Path, conf: Dict[str, str], args: Sequence[str] = (),
@@ -447,23 +472,30 @@ def start_server_process(app: Path, studies: Path, conf: Dict[str, str], args: S
         command += ["--conf", key, value]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, **(env or {})})
-    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def drain() -> None:  # reads the address, then keeps the pipe empty until the process ends
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=drain, daemon=True, name="server-stdout").start()
     deadline = time.monotonic() + timeout_s
     address = ""
-    os.set_blocking(proc.stdout.fileno(), False)
-    buffer = ""
-    while time.monotonic() < deadline and proc.poll() is None and not address:
-        piece = proc.stdout.read() or ""
-        buffer += piece
-        for line in buffer.splitlines():
-            if "listening on" in line:
-                address = line.strip().rsplit(" ", 1)[1]
-        if not piece:
-            time.sleep(0.05)
+    while not address and time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if not line:
+            break
+        if "listening on" in line:
+            address = line.strip().rsplit(" ", 1)[1]
     if not address:
         proc.kill()
         proc.wait(timeout=30)
-        raise RuntimeError(f"server did not start (exit {proc.poll()}): {buffer[-2000:]}")
+        raise RuntimeError(f"server did not start within {timeout_s}s (exit status {proc.poll()})")
     return ServerProcess(proc, address)
 
 
@@ -493,3 +525,26 @@ def wait_until(what: str, check: Any, timeout_s: float, interval_s: float = 0.1)
         value = check()
     assert value, f"timed out after {timeout_s}s waiting for {what}"
     return value
+
+
+# -- jobs (training and scoring jobs may move to one JobService: only these functions change) ---------------------
+
+
+def start_train(stubs: Stubs, model: str, max_epochs: int, **fields: Any) -> str:
+    """Starts a training job and returns its id."""
+    reply = stubs.train.StartTrainJob(train_pb2.StartTrainJobRequest(model=model, max_epochs=max_epochs, **fields),
+                                      timeout=RPC_TIMEOUT_S)
+    return reply.job.job_id
+
+
+def job_state(stubs: Stubs, job_id: str) -> str:
+    """A training job's state name, as ``JOB_STATE_RUNNING``."""
+    job = stubs.train.GetTrainJob(train_pb2.GetTrainJobRequest(job_id=job_id), timeout=RPC_TIMEOUT_S).job
+    return train_pb2.JobState.Name(job.state)
+
+
+def upload_status(stubs: Stubs, image_id: str, label_tag: str = "") -> datastore_pb2.GetUploadStatusResponse:
+    """What the server committed of an interrupted upload (its ``upload_id`` too, where the proto has one)."""
+    return stubs.datastore.GetUploadStatus(
+        datastore_pb2.GetUploadStatusRequest(image_id=image_id, label_tag=label_tag), timeout=RPC_TIMEOUT_S
+    )
