@@ -153,6 +153,14 @@ def test_two_label_saves_on_one_image_and_tag(served, stubs: Stubs, attempt: int
     assert not agreement_problems(studies)
 
 
+def _answers(name: str, call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except grpc.RpcError as exc:
+        raise AssertionError(f"{name} with {STALLED} stalled streams open ({RPC_THREADS} RPC threads): "
+                             f"{exc.code().name}: {exc.details()}") from exc
+
+
 def test_stalled_streams_do_not_starve_the_server(served, stubs: Stubs) -> None:
     volume = nifti_bytes(SHAPE, seed=7)
     release = threading.Event()
@@ -183,12 +191,14 @@ def test_stalled_streams_do_not_starve_the_server(served, stubs: Stubs) -> None:
         for event in sent:
             assert event.wait(RPC_TIMEOUT_S), "every stalled stream sent its header"
         for _ in range(3):
-            health = stubs.health.Check(health_pb2.HealthCheckRequest(), timeout=ANSWER_WITHIN_S)
+            health = _answers("health Check", lambda: stubs.health.Check(health_pb2.HealthCheckRequest(),
+                                                                          timeout=ANSWER_WITHIN_S))
             assert health.status == health_pb2.HealthCheckResponse.SERVING
-            info = stubs.app.GetAppInfo(app_pb2.GetAppInfoRequest(), timeout=ANSWER_WITHIN_S)
+            info = _answers("GetAppInfo", lambda: stubs.app.GetAppInfo(app_pb2.GetAppInfoRequest(),
+                                                                       timeout=ANSWER_WITHIN_S))
             assert info.models, "GetAppInfo answers in full"
-            listing = stubs.datastore.ListImages(datastore_pb2.ListImagesRequest(page_size=5),
-                                                 timeout=ANSWER_WITHIN_S)
+            listing = _answers("ListImages", lambda: stubs.datastore.ListImages(
+                datastore_pb2.ListImagesRequest(page_size=5), timeout=ANSWER_WITHIN_S))
             assert listing.images
     finally:
         release.set()
