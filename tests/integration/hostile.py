@@ -407,8 +407,12 @@ def agreement_problems(studies: Path, images_dir: str = "", labels_dir: str = "l
         elif files[rel][0] != size or (sha is not None and files[rel][1] != sha):
             # a file the server found by scanning has its checksum computed lazily (NULL until then)
             problems.append(f"{rel}: on disk {files[rel]}, indexed {(size, sha)}")
+    # which rows an unindexed file could have belonged to (its stem), to tell "stale" from "lost"
+    by_stem = {str(Path(rel).parent / Path(rel).name.split(".")[0]): rel for rel in expected}
     for rel in sorted(set(files) - set(expected)):
-        problems.append(f"{rel} is on disk but not indexed")
+        stem = str(Path(rel).parent / Path(rel).name.split(".")[0])
+        row = f"the index has {by_stem[stem]}" if stem in by_stem else "no index row for it"
+        problems.append(f"{rel} is on disk but not indexed ({row})")
     return problems
 
 
@@ -443,11 +447,18 @@ class ServerProcess:
 
     proc: subprocess.Popen
     address: str
+    reader: Optional[threading.Thread] = None
 
     def kill9(self) -> None:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+        self._close()
+
+    def _close(self) -> None:
+        # the reader closes the pipe at its end of file, which comes when the process is gone
+        if self.reader is not None:
+            self.reader.join(timeout=30)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not drained within a few seconds."""
@@ -457,6 +468,7 @@ class ServerProcess:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill9()
+        self._close()
 
 
 def start_server_process(app: Path, studies: Path, conf: Dict[str, str], args: Sequence[str] = (),
@@ -476,11 +488,13 @@ def start_server_process(app: Path, studies: Path, conf: Dict[str, str], args: S
 
     def drain() -> None:  # reads the address, then keeps the pipe empty until the process ends
         assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
+        with proc.stdout:
+            for line in proc.stdout:
+                lines.put(line)
         lines.put("")
 
-    threading.Thread(target=drain, daemon=True, name="server-stdout").start()
+    reader = threading.Thread(target=drain, daemon=True, name="server-stdout")
+    reader.start()
     deadline = time.monotonic() + timeout_s
     address = ""
     while not address and time.monotonic() < deadline:
@@ -495,8 +509,9 @@ def start_server_process(app: Path, studies: Path, conf: Dict[str, str], args: S
     if not address:
         proc.kill()
         proc.wait(timeout=30)
+        reader.join(timeout=30)
         raise RuntimeError(f"server did not start within {timeout_s}s (exit status {proc.poll()})")
-    return ServerProcess(proc, address)
+    return ServerProcess(proc, address, reader)
 
 
 def worker_processes(marker: str = "") -> List[Tuple[int, str]]:

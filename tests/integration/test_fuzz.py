@@ -647,7 +647,8 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
     root = tmp_path_factory.mktemp("fuzz")
     app_dir = copy_template(root / "app")
     studies = root / "studies"
-    write_phantoms(studies, count=2, shape=SHAPE, labeled=1)
+    # two labeled images, so a training request is refused for its hostile field, not for too little data
+    write_phantoms(studies, count=3, shape=SHAPE, labeled=2)
     config = ServerConfig(app_dir=app_dir, studies=str(studies), port=0, max_volume_bytes=MAX_VOLUME,
                           max_message_bytes=MAX_MESSAGE, conf={"roi_size": "16,16,16"})
     running: RunningServer = start(config)
