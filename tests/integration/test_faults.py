@@ -78,6 +78,7 @@ class Interrupted:
     data: bytes = b""
     before_sha: Optional[str] = None
     job_id: str = ""
+    worker_seen: bool = False
 
 
 def _sha(data: bytes) -> str:
@@ -116,13 +117,19 @@ def _interrupt_stream(server: ServerProcess, call: Any, parts: List[Any], kill_a
     thread.join(timeout=RPC_TIMEOUT_S + 5)
 
 
+def _kill_point(rng: random.Random, parts: int) -> tuple:
+    """Where to kill: half the runs once every part went out (racing the commit), else mid-stream."""
+    kill_after = parts if rng.random() < 0.5 else rng.randrange(1, parts)
+    return kill_after, rng.uniform(0, 0.05)
+
+
 def _interrupt_upload(stubs: Stubs, server: ServerProcess, rng: random.Random, run: int) -> Interrupted:
     image, _, affine = make_phantom((64, 64, 48), seed=1000 + run)
     data = _nifti(image.astype(np.int16), affine)
     image_id = f"up_{run:02d}"
     parts = list(stream(datastore_pb2.UploadImageRequest,
                         [upload_header(image_id, content_header(data)), *chunks_of(data, 16 << 10)]))
-    kill_after, delay = rng.randrange(1, len(parts) + 1), rng.uniform(0, 0.05)
+    kill_after, delay = _kill_point(rng, len(parts))
     _interrupt_stream(server, stubs.datastore.UploadImage, parts, kill_after, delay)
     return Interrupted("upload", f"after part {kill_after}/{len(parts)} +{delay:.3f}s", image_id, data=data)
 
@@ -146,7 +153,7 @@ def _interrupt_label(stubs: Stubs, server: ServerProcess, rng: random.Random, ru
     data = _nifti(mask, affine)
     parts = list(stream(datastore_pb2.SaveLabelRequest,
                         [label_header(image_id, tag, content_header(data)), *chunks_of(data, 4 << 10)]))
-    kill_after, delay = rng.randrange(1, len(parts) + 1), rng.uniform(0, 0.05)
+    kill_after, delay = _kill_point(rng, len(parts))
     _interrupt_stream(server, stubs.datastore.SaveLabel, parts, kill_after, delay)
     return Interrupted("label", f"after part {kill_after}/{len(parts)} +{delay:.3f}s", image_id, tag, data, before)
 
@@ -167,8 +174,9 @@ def _interrupt_train(stubs: Stubs, server: ServerProcess, rng: random.Random, ru
     job_id = start_train(stubs, MODEL, max_epochs=200)
     delay = rng.uniform(0, 6.0)
     time.sleep(delay)
+    running = bool(worker_processes(job_id))
     server.kill9()
-    return Interrupted("train", f"{delay:.2f}s after start", job_id=job_id)
+    return Interrupted("train", f"{delay:.2f}s after start", job_id=job_id, worker_seen=running)
 
 
 def _interrupt_infer(stubs: Stubs, server: ServerProcess, rng: random.Random, run: int) -> Interrupted:
@@ -319,6 +327,7 @@ def test_kill9_then_restart(folders: tuple, kind: str) -> None:
     problems: List[str] = []
     interrupted: Optional[Interrupted] = None
     server: Optional[ServerProcess] = None
+    workers_killed = 0
     try:
         for run in range(RUNS_PER_KIND + 1):
             server = start_server_process(app, studies, CONF, env={TTL_ENV: "3600"})
@@ -330,6 +339,7 @@ def test_kill9_then_restart(folders: tuple, kind: str) -> None:
                 problems += [f"{label}: {p}" for p in _check(stubs, studies, interrupted)]
                 if run < RUNS_PER_KIND:
                     interrupted = INTERRUPTS[kind](stubs, server, rng, run)
+                    workers_killed += interrupted.worker_seen
                 else:
                     server.stop()
             server = None
@@ -337,6 +347,8 @@ def test_kill9_then_restart(folders: tuple, kind: str) -> None:
         if server is not None:
             server.kill9()
     assert not problems, "\n".join(problems)
+    if kind == "train":
+        assert workers_killed, "at least one kill should have found the job's worker process running"
 
 
 @pytest.mark.timeout(300)
