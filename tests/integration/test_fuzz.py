@@ -305,19 +305,32 @@ for label, (offset, size) in {"offset_negative": (-1, 0), "offset_huge": (2**62,
     unary("DatastoreService.DownloadLabel", label,
           datastore_pb2.DownloadLabelRequest(image_id=IMAGE, tag="final", offset=offset, chunk_size=size))
 
-# -- paging ------------------------------------------------------------------------------------------------------------
+# -- paging and enums: every RPC with a page, every top-level enum field ---------------------------------------------
 
-for label, size in PAGE_SIZES.items():
-    unary("DatastoreService.ListImages", f"page_size_{label}", datastore_pb2.ListImagesRequest(page_size=size))
-    unary("TrainService.ListTrainJobs", f"page_size_{label}", train_pb2.ListTrainJobsRequest(page_size=size))
-    unary("StrategyService.ListScoringJobs", f"page_size_{label}", strategy_pb2.ListScoringJobsRequest(page_size=size))
-for label, token in PAGE_TOKENS.items():
-    unary("DatastoreService.ListImages", f"token_{label}",
-          datastore_pb2.ListImagesRequest(page_size=1, page_token=token))
-    unary("TrainService.ListTrainJobs", f"token_{label}", train_pb2.ListTrainJobsRequest(page_token=token))
-    unary("StrategyService.ListScoringJobs", f"token_{label}", strategy_pb2.ListScoringJobsRequest(page_token=token))
-for number in (99, -1):
-    unary("DatastoreService.ListImages", f"filter_{number}", datastore_pb2.ListImagesRequest(filter=number))
+
+def _paging_and_enums() -> None:
+    for key, d in METHODS.items():
+        if d.client_streaming:
+            continue
+        cls = GetMessageClass(d.input_type)
+        fields = {f.name: f for f in d.input_type.fields}
+        if "page_size" in fields:
+            for label, size in PAGE_SIZES.items():
+                unary(key, f"page_size_{label}", cls(page_size=size))
+        if "page_token" in fields:
+            for label, token in PAGE_TOKENS.items():
+                unary(key, f"token_{label}", cls(page_size=1, page_token=token) if "page_size" in fields
+                      else cls(page_token=token))
+        for f in d.input_type.fields:
+            if f.type == f.TYPE_ENUM and not f.is_repeated:
+                # numbers no enum value has: a newer client's value, or garbage
+                for number in (99, -1):
+                    request = cls(**{n: VALID[n] for n in fields if n in VALID})
+                    setattr(request, f.name, number)
+                    unary(key, f"{f.name}_{number}", request)
+
+
+_paging_and_enums()
 
 # -- free-form info and params -----------------------------------------------------------------------------------------
 
