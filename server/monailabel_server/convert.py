@@ -82,16 +82,26 @@ def to_struct(value: Optional[Mapping[str, Any]]) -> struct_pb2.Struct:
     return s
 
 
-def from_struct(value: struct_pb2.Struct) -> Dict[str, Any]:
+def from_struct(value: struct_pb2.Struct, field: str = "") -> Dict[str, Any]:
     """Returns a Struct as a dict; whole numbers come back as int (Struct stores every number as double).
 
     Args:
         value: the Struct.
+        field: its field in the request, for the message when it holds NaN or infinity.
 
     Returns:
         The dict.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for NaN or infinite numbers, which JSON (and so every
+            stored info and app request) cannot hold.
     """
-    values: Dict[str, Any] = _ints(json_format.MessageToDict(value))
+    try:
+        values: Dict[str, Any] = _ints(json_format.MessageToDict(value))
+    except ValueError as exc:
+        raise MONAILabelException(
+            MONAILabelError.INVALID_INPUT, f"{field or 'a Struct'} holds NaN or infinity: numbers must be finite",
+            field=field or None) from exc
     return values
 
 

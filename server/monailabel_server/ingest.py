@@ -76,6 +76,8 @@ def resolve_encoding(content: common_pb2.ContentHeader) -> int:
     """
     check_enum(content.encoding, "content.encoding", [int(v) for v in common_pb2.Encoding.values()][1:],
                names={int(v): common_pb2.Encoding.Name(v) for v in common_pb2.Encoding.values()})
+    if content.file_extension:
+        _own_extension(content)  # a short ".ext" of letters and digits, or nothing: never a path
     encoding = content.encoding or encoding_of_name(content.file_extension[:32])
     if encoding == common_pb2.ENCODING_UNSPECIFIED:
         raise MONAILabelException(

@@ -146,7 +146,34 @@ def _check_dims(shape: Tuple[int, ...], itemsize: int, max_bytes: int, what: str
     return nbytes
 
 
+def _check_raw_nifti_header(path: Path, encoding: int) -> None:
+    """Checks the header bytes as written: nibabel repairs some fields on load (a zero voxel size becomes 1)."""
+    import gzip
+    import struct
+
+    try:
+        with (gzip.open(path, "rb") if encoding == common_pb2.ENCODING_NIFTI_GZ else open(path, "rb")) as f:
+            raw = f.read(348)
+    except (OSError, EOFError) as exc:
+        raise _invalid(f"not a readable NIfTI file: {_reason(exc)}") from exc
+    if len(raw) < 348:
+        raise _invalid("not a NIfTI file: shorter than its header")
+    for order in "<>":
+        sizeof_hdr = struct.unpack_from(f"{order}i", raw, 0)[0]
+        if sizeof_hdr == 540:
+            return  # NIfTI-2: nibabel reads its 64-bit fields as written
+        if sizeof_hdr == 348:
+            dim = struct.unpack_from(f"{order}8h", raw, 40)
+            pixdim = struct.unpack_from(f"{order}8f", raw, 76)
+            spatial = pixdim[1 : 1 + min(max(dim[0], 0), 3)]
+            if not all(math.isfinite(v) and v > 0 for v in spatial):
+                raise _invalid("NIfTI pixdim has NaN, infinite, zero or negative voxel sizes")
+            return
+    raise _invalid("not a NIfTI file: its sizeof_hdr is neither 348 (NIfTI-1) nor 540 (NIfTI-2)")
+
+
 def _inspect_nifti(path: Path, encoding: int, max_bytes: int) -> VolumeInfo:
+    _check_raw_nifti_header(path, encoding)
     try:
         img: Any = nib.load(str(path))
         header = img.header
@@ -169,8 +196,8 @@ def _inspect_nifti(path: Path, encoding: int, max_bytes: int) -> VolumeInfo:
     vox_offset = float(getattr(img.dataobj, "offset", vox_offset))
     if not math.isfinite(vox_offset) or vox_offset < 0 or vox_offset > max_bytes:
         raise _invalid(f"NIfTI vox_offset {vox_offset:.0f} is not valid")
-    if not np.all(np.isfinite(pixdim)) or np.any(pixdim < 0):
-        raise _invalid("NIfTI pixdim has NaN, infinite or negative voxel sizes")
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):
+        raise _invalid("NIfTI pixdim has NaN, infinite, zero or negative voxel sizes")
     for affine in forms:
         _check_affine(affine, "the NIfTI volume")
     needed = int(vox_offset) + nbytes

@@ -40,6 +40,8 @@ from monailabel_api.v1 import (
     datastore_pb2,
     datastore_pb2_grpc,
     infer_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
     strategy_pb2_grpc,
     train_pb2,
     train_pb2_grpc,
@@ -65,6 +67,7 @@ class Stubs:
     datastore: datastore_pb2_grpc.DatastoreServiceStub
     infer: infer_pb2_grpc.InferServiceStub
     train: train_pb2_grpc.TrainServiceStub
+    jobs: job_pb2_grpc.JobServiceStub
     strategy: strategy_pb2_grpc.StrategyServiceStub
     health: health_pb2_grpc.HealthStub
 
@@ -76,6 +79,7 @@ class Stubs:
             datastore_pb2_grpc.DatastoreServiceStub(channel),
             infer_pb2_grpc.InferServiceStub(channel),
             train_pb2_grpc.TrainServiceStub(channel),
+            job_pb2_grpc.JobServiceStub(channel),
             strategy_pb2_grpc.StrategyServiceStub(channel),
             health_pb2_grpc.HealthStub(channel),
         )
@@ -554,8 +558,8 @@ def start_train(stubs: Stubs, model: str, max_epochs: int, **fields: Any) -> str
 
 def job_state(stubs: Stubs, job_id: str) -> str:
     """A training job's state name, as ``JOB_STATE_RUNNING``."""
-    job = stubs.train.GetTrainJob(train_pb2.GetTrainJobRequest(job_id=job_id), timeout=RPC_TIMEOUT_S).job
-    return train_pb2.JobState.Name(job.state)
+    job = stubs.jobs.GetJob(job_pb2.GetJobRequest(job_id=job_id), timeout=RPC_TIMEOUT_S).job
+    return job_pb2.JobState.Name(job.state)
 
 
 def upload_status(stubs: Stubs, image_id: str, label_tag: str = "") -> datastore_pb2.GetUploadStatusResponse:

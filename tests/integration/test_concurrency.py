@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Tuple
 
@@ -188,8 +189,16 @@ def test_stalled_streams_do_not_starve_the_server(served, stubs: Stubs) -> None:
         for i in range(STALLED):
             kind = i % len(headers)
             pending.append(calls[kind](stalled(i, headers[kind](i)), timeout=STALL_TIMEOUT_S))
-        for event in sent:
-            assert event.wait(RPC_TIMEOUT_S), "every stalled stream sent its header"
+        # each stream either holds a slot with its header sent, or is refused at once over the server's
+        # stream cap (RESOURCE_EXHAUSTED with a retry delay): never queued behind the others
+        deadline = time.monotonic() + RPC_TIMEOUT_S
+        pairs = list(zip(sent, pending, strict=True))
+        while not all(e.is_set() or c.done() for e, c in pairs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refused = [c for e, c in pairs if c.done() and not e.is_set()]
+        assert all(c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for c in refused), [c.code() for c in refused]
+        held = [c for c in pending if not c.done()]
+        assert held and all(e.is_set() for e, c in pairs if not c.done()), "stalled streams hold slots"
         for _ in range(3):
             health = _answers("health Check", lambda: stubs.health.Check(health_pb2.HealthCheckRequest(),
                                                                           timeout=ANSWER_WITHIN_S))

@@ -38,6 +38,7 @@ from monailabel_api.v1 import (
     common_pb2,
     datastore_pb2,
     infer_pb2,
+    job_pb2,
     strategy_pb2,
     train_pb2,
 )
@@ -408,7 +409,7 @@ TRAIN: Dict[str, Dict[str, Any]] = {
     "device_bad": {"device": "cuda:99"},
     "dataset_bad": {"dataset": "os.system"},
     "dataloader_bad": {"dataloader": "../../evil"},
-    "patience_negative": {"early_stop_patience": -1},
+    "patience_huge": {"early_stop_patience": 10**9},  # -1 is MONAI Label's "off": valid
     "train_ids_unknown": {"train_ids": ["no_such_image"]},
     "train_ids_many": {"train_ids": [f"id{i}" for i in range(20000)]},
     "val_ids_traversal": {"val_ids": ["../../etc/passwd"]},
@@ -417,10 +418,7 @@ for label, fields in TRAIN.items():
     unary("TrainService.StartTrainJob", label,
           train_pb2.StartTrainJobRequest(model=MODEL, **{"max_epochs": 1, **fields}))
 for label, after in {"negative": -1, "huge": 2**62}.items():
-    unary("TrainService.WatchTrainJob", f"after_{label}", train_pb2.WatchTrainJobRequest(job_id="x" * 32,
-                                                                                         after_sequence=after))
-    unary("StrategyService.WatchScoringJob", f"after_{label}",
-          strategy_pb2.WatchScoringJobRequest(job_id="x" * 32, after_sequence=after))
+    unary("JobService.WatchJob", f"after_{label}", job_pb2.WatchJobRequest(job_id="x" * 32, after_sequence=after))
 for label, size in {"negative": -1, "int32_max": 2**31 - 1}.items():
     unary("StrategyService.GetNextSample", f"chunk_{label}", strategy_pb2.GetNextSampleRequest(
         strategy="no_such_strategy", client_id="fuzz", include_image=True, chunk_size=size))

@@ -30,6 +30,7 @@ SERVER_KEYS = frozenset({
 #: bounds of the numeric keys a client may set: (lo, hi, integer)
 BOUNDS: Dict[str, Tuple[float, float, bool]] = {
     "max_epochs": (1, 100_000, True),
+    "epochs": (1, 100_000, True),
     "train_batch_size": (1, 4096, True),
     "val_batch_size": (1, 4096, True),
     "early_stop_patience": (-100_000, 100_000, True),
@@ -44,6 +45,11 @@ BOUNDS: Dict[str, Tuple[float, float, bool]] = {
     "simulation_size": (1, 1024, True),
     "max_workers": (1, 64, True),
 }
+#: inference's own keys: meaningless in a job, and refused rather than silently ignored
+_INFER_KEYS = frozenset({"save_label", "result_extension", "result_dtype", "result_compress", "foreground",
+                         "background", "session_id"})
+_PATH_SUFFIXES = ("_dir", "_path", "_file", "_folder", "_uri", "_url")
+_SIZE_KEYS = ("roi_size", "tile_size", "spatial_size", "patch_size")
 # image id lists are checked id by id (and bounded by the message size), not as info
 _ID_LISTS = ("train_ids", "val_ids")
 
@@ -82,7 +88,9 @@ def check_client_params(params: Dict[str, Any], ids: bool = True) -> Dict[str, A
     """
     out = dict(params)
     for key in sorted(out):
-        if key in SERVER_KEYS:
+        if key in _INFER_KEYS:
+            raise validation.invalid(f"params.{key}", f"params.{key} is an inference parameter, not a job's")
+        if key in SERVER_KEYS or key in ("studies", "path", "file", "dir", "folder") or key.endswith(_PATH_SUFFIXES):
             raise validation.invalid(
                 f"params.{key}",
                 f"params.{key} is not accepted from clients: it names a server path or a process count, which "
@@ -97,6 +105,20 @@ def check_client_params(params: Dict[str, Any], ids: bool = True) -> Dict[str, A
                 out[key] = validation.check_number(value, f"params.{key}", lo, hi)
     if "name" in out:
         validation.check_id(out["name"], "params.name")
+    for key in _SIZE_KEYS:  # patch sizes: 1 to 3 positive edges, as a list or MONAI Label's "96,96,96"
+        if key in out:
+            value = out[key]
+            edges = value.split(",") if isinstance(value, str) else value
+            if not isinstance(edges, list) or not 1 <= len(edges) <= 3:
+                raise validation.invalid(f"params.{key}", f"params.{key} must be 1 to 3 positive integers")
+            out[key] = [validation.check_int(_number(e), f"params.{key}[{i}]", 1, 1024) for i, e in enumerate(edges)]
+    if "device" in out:
+        from monailabel_server.core.infer_request import check_device
+
+        out["device"] = check_device(str(out["device"]), "params.device")
+    for key in ("label_tag", "tag"):  # which labels to train on: a tag, never a path
+        if key in out:
+            validation.check_tag(out[key], f"params.{key}")
     for key in _ID_LISTS:
         if key in out and ids:
             if not isinstance(out[key], list):
