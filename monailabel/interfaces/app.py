@@ -302,6 +302,10 @@ class MONAILabelApp:
                                       reason="MODEL_UNAVAILABLE")
         request = copy_request(request)
         request["description"] = task.description
+        if str(getattr(task.type, "value", task.type)) in ("deepgrow", "deepedit"):
+            # MONAI Label's clients always send both click lists; the apps' click transforms index them
+            request.setdefault("foreground", [])
+            request.setdefault("background", [])
         image = request.get("image")
         if image is None:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, "image is not provided")

@@ -116,8 +116,8 @@ def test_deepgrow_3d_and_deepedit_take_clicks(radiology: RunningServer) -> None:
     with MonaiLabelClient(radiology.address, timeout=600) as client:
         grown = client.infer("deepgrow_3d", image_id="phantom_001", foreground=[[20, 20, 12]])
         assert grown.array().shape == (40, 40, 24)
-        edited = client.infer("deepedit", image_id="phantom_001",
-                              params={"spleen": [[20, 20, 12]], "background": [[2, 2, 2]]})
+        edited = client.infer("deepedit", image_id="phantom_001", background=[[2, 2, 2]],
+                              params={"spleen": [[20, 20, 12]]})
         assert edited.array().shape == (40, 40, 24)
 
 
