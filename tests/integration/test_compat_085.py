@@ -147,7 +147,10 @@ def test_pathology_app_infers_on_a_2d_image(tmp_path: Path) -> None:
         assert "segmentation_nuclei" in running.app.infer_tasks()
         with MonaiLabelClient(running.address, timeout=300) as client:
             out = client.infer("segmentation_nuclei", image_id=ids[0])
-        assert out.result.get("latencies") is not None
+        # the app's PolygonWriter: nuclei as polygons (JSON), on the slide's size
+        assert out.header.file_extension == ".json"
+        assert isinstance(out.result["annotations"], list) and out.result["model"] == "segmentation_nuclei"
+        assert isinstance(json.loads(out.data), dict)
     finally:
         running.stop(grace=1)
 
