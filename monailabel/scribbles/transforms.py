@@ -135,8 +135,10 @@ class MakeLikelihoodFromScribblesGMMd(_Likelihood):
     def model(self, values: np.ndarray) -> Any:
         from sklearn.mixture import GaussianMixture
 
-        n = int(max(1, min(self.num_mixtures, np.unique(values).size, values.size // 2 or 1)))
-        return GaussianMixture(n_components=n, reg_covar=1e-4, random_state=0).fit(values.reshape(-1, 1))
+        # A stroke has few voxels: at least ~10 per component, and a covariance floor (intensities are
+        # scaled to about [0, 1]) keep the mixture from collapsing onto the stroke's exact values.
+        n = int(max(1, min(self.num_mixtures, np.unique(values).size, values.size // 10)))
+        return GaussianMixture(n_components=n, reg_covar=1e-3, random_state=0).fit(values.reshape(-1, 1))
 
     def density(self, model: Any, values: np.ndarray) -> np.ndarray:
         return np.exp(model.score_samples(values.reshape(-1, 1))).reshape(values.shape)

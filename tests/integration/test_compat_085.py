@@ -124,6 +124,32 @@ def test_deepgrow_3d_and_deepedit_take_clicks(radiology: RunningServer) -> None:
         assert edited.array().shape == (40, 40, 24)
 
 
+def test_radiology_scribbles_graph_cut(radiology: RunningServer, tmp_path: Path) -> None:
+    # The app's own Histogram+GraphCut / GMM+GraphCut; scribbles come as a volume (MONAI Label's "label" key)
+    pytest.importorskip("numpymaxflow", reason="scribbles need numpymaxflow (README: Bring your MONAI Label app)")
+    import nibabel as nib
+
+    app = radiology.app
+    store = app.datastore()
+    image = nib.load(store.get_image_uri("phantom_001"))
+    truth = np.asarray(nib.load(store.get_label_uri("phantom_001", "final")).dataobj) > 0
+    task = app.infer_tasks()["Histogram+GraphCut"]
+    scribbles = np.zeros(truth.shape, np.uint8)
+    inside = np.argwhere(truth)
+    centre = inside[len(inside) // 2]
+    scribbles[tuple(slice(c - 1, c + 2) for c in centre)] = task.scribbles_fg_label
+    scribbles[:3, :3, :] = task.scribbles_bg_label
+    path = tmp_path / "scribbles.nii.gz"
+    nib.save(nib.Nifti1Image(scribbles, image.affine), str(path))
+    # GMM's app default (sigma 0.5) smooths a small phantom away; sigma is a per-request setting
+    for model, params in (("Histogram+GraphCut", {}), ("GMM+GraphCut", {"sigma": 0.1})):
+        out = app.infer_in_memory({"model": model, "image": "phantom_001", "label": str(path), **params})
+        mask = out.mask.array > 0
+        assert mask.shape == truth.shape
+        dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+        assert dice > 0.5, (model, dice)
+
+
 def start_training_over_grpc(server: RunningServer, model: str) -> str:
     """Starts a training job over gRPC, checks it was accepted, and cancels it; returns its id.
 
