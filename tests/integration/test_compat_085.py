@@ -174,6 +174,27 @@ def test_segmentation_trains_an_epoch_and_publishes(radiology: RunningServer) ->
     assert start_training_over_grpc(radiology, "segmentation")
 
 
+def test_failed_pretrained_download_lists_the_model_unavailable(tmp_path: Path) -> None:
+    # the app's default use_pretrained_model=true, with its download URL pointed at a closed local port
+    app = tmp_path / "radiology"
+    shutil.copytree(sample_apps() / "radiology", app)
+    studies = tmp_path / "studies"
+    write_phantoms(studies, count=1, shape=(40, 40, 24), labeled=0)
+    conf = {"models": "segmentation_spleen", "pretrained_path": "http://127.0.0.1:9", "sam2": "false",
+            "scribbles": "false"}
+    running = serve(app, studies, conf)
+    try:
+        reason = _struct(app_info(running).info)["unavailable_models"]["segmentation_spleen"]
+        assert "use_pretrained_model false" in reason and "pretrained_segmentation_spleen.pt" in reason
+        image_id = running.app.datastore().list_images()[0]
+        with MonaiLabelClient(running.address, timeout=60) as client:
+            assert_status(grpc.StatusCode.FAILED_PRECONDITION,
+                          lambda: client.infer("segmentation_spleen", image_id=image_id),
+                          "use_pretrained_model false")
+    finally:
+        running.stop(grace=1)
+
+
 # The app's own post-processing (skimage on a boolean mask) warns; the warning is the app's, not ours.
 @pytest.mark.filterwarnings("ignore:.*boolean array")
 def test_pathology_app_infers_on_a_2d_image(tmp_path: Path) -> None:
