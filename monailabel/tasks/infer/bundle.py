@@ -84,6 +84,11 @@ def bundle_on_path(path: str) -> Iterator[None]:
             sys.path.remove(path)
 
 
+def _type_name(type: Union[str, InferType]) -> str:
+    """``"deepedit"`` for ``InferType.DEEPEDIT`` and for ``"DeepEdit"``."""
+    return str(getattr(type, "value", type)).lower()
+
+
 def _guess_type(name: str, type: Union[str, InferType]) -> Union[str, InferType]:
     if type:
         return type
@@ -161,7 +166,7 @@ class BundleInferTask(BasicInferTask):
             self.bundle_config = ConfigParser()
             self.bundle_config.read_config(self.bundle_config_path)
             self.bundle_config.config.update({self.const.key_bundle_root(): path})
-            self.bundle_config.config["use_click"] = str(type).lower() == "deepedit"
+            self.bundle_config.config["use_click"] = _type_name(type) == "deepedit"
             if dropout > 0:
                 self.bundle_config["network_def"]["dropout"] = dropout
             pt = os.path.join(path, "models", self.const.model_pytorch())
@@ -181,7 +186,7 @@ class BundleInferTask(BasicInferTask):
             self.key_image, image = next(iter(fmt.get("inputs", {"image": {}}).items()))
             self.key_pred, pred = next(iter(fmt.get("outputs", {"pred": {}}).items()))
             for k, v in (pred.get("channel_def") or {}).items():
-                if str(v).lower() != "background" or str(task_type).lower() == "deepedit":
+                if str(v).lower() != "background" or _type_name(task_type) == "deepedit":
                     labels[str(v).lower()] = int(k)
             description = metadata.get("description") or description
             spatial = image.get("spatial_shape")
