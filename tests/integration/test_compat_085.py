@@ -309,16 +309,24 @@ def test_monaibundle_app_serves_and_trains_local_bundles(tmp_path: Path) -> None
     write_bundle(app / "model", "organ_2d_segmentation", 2)
     studies = tmp_path / "studies"
     write_phantoms(studies, count=2, shape=(40, 40, 24), labeled=2)
+    from PIL import Image
+
+    Image.fromarray((np.arange(48 * 64).reshape(48, 64) % 251).astype(np.uint8)).save(studies / "slice_2d.png")
     conf = {"models": "organ_ct_segmentation,organ_2d_segmentation,absent_bundle", "sam2": "false"}
     running = serve(app, studies, conf)
     try:
         info = app_info(running)
         unavailable = _struct(info.info)["unavailable_models"]
         assert set(unavailable) == {"absent_bundle"} and "model/absent_bundle" in unavailable["absent_bundle"]
+        models = {m.name: m for m in info.models}
+        assert models["organ_2d_segmentation"].dimension == 2 and models["organ_ct_segmentation"].dimension == 3
+        assert models["organ_ct_segmentation"].labels == {"organ": 1}
         with MonaiLabelClient(running.address, timeout=300) as client:
             out = client.infer("organ_ct_segmentation", image_id="phantom_001")
             array, _ = out.array_and_affine()
             assert array.shape == (40, 40, 24) and out.labels == {"organ": 1}
+            flat = client.infer("organ_2d_segmentation", image_id="slice_2d")
+            assert flat.header.file_extension == ".png" and flat.array().shape == (64, 48)  # (x, y) as MONAI reads it
             assert_status(grpc.StatusCode.FAILED_PRECONDITION,
                           lambda: client.infer("absent_bundle", image_id="phantom_001"), "absent_bundle")
         assert not (seg3d / "eval").exists()  # SaveImaged is filtered out: the server writes the mask
