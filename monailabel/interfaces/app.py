@@ -90,6 +90,8 @@ class MONAILabelApp:
         )
         self._sessions = None
         self._job_submitter: Optional[JobSubmitter] = None
+        for model, reason in self.unavailable_models().items():
+            logger.warning(f"Model '{model}' is unavailable: {reason}")
 
         concurrency = settings.MONAI_LABEL_INFER_CONCURRENCY
         self._infers_threadpool = (
@@ -186,6 +188,22 @@ class MONAILabelApp:
         """Returns the scoring methods by name."""
         return self._scoring_methods
 
+    def unavailable_models(self) -> Dict[str, str]:
+        """Returns ``{model: reason}`` for the infer tasks that cannot run here.
+
+        A task is unavailable when it says why (:meth:`InferTask.unavailable_reason`): a package, a
+        server, a bundle or downloaded weights it needs is missing. Such tasks are still served and
+        listed (``info()["unavailable_models"]``); running them fails with PRECONDITION_FAILED and
+        the reason.
+        """
+        result: Dict[str, str] = {}
+        for name, task in self._infers.items():
+            check = getattr(task, "unavailable_reason", None)
+            reason = check() if callable(check) else None
+            if reason:
+                result[name] = str(reason)
+        return result
+
     def sessions(self) -> Any:
         """MONAI Label's session store; sessions live in the server here, so None."""
         return self._sessions
@@ -203,6 +221,7 @@ class MONAILabelApp:
             "scoring": {k: v.info() for k, v in self._scoring_methods.items()},
             "train_stats": {k: v.stats() for k, v in self._trainers.items()},
             "datastore": self._datastore.status(),
+            "unavailable_models": self.unavailable_models(),
         }
         if not self.labels:
             merged: list = []
@@ -297,9 +316,22 @@ class MONAILabelApp:
     def _resolve_infer_request(
         task: InferTask, request: Dict[str, Any], datastore: Datastore
     ) -> Tuple[Dict[str, Any], Optional[str]]:
-        """Copies the request and resolves its image: an id to its file, a path as it is; returns the image id."""
+        """Copies the request and resolves its image: an id to its file, a path as it is; returns the image id.
+
+        Raises:
+            MONAILabelException: PRECONDITION_FAILED when the task is unavailable, with the reason.
+        """
+        check = getattr(task, "unavailable_reason", None)
+        reason = check() if callable(check) else None
+        if reason:
+            raise MONAILabelException(MONAILabelError.PRECONDITION_FAILED, f"model is unavailable: {reason}",
+                                      reason="MODEL_UNAVAILABLE")
         request = copy_request(request)
         request["description"] = task.description
+        if str(getattr(task.type, "value", task.type)) in ("deepgrow", "deepedit"):
+            # MONAI Label's clients always send both click lists; the apps' click transforms index them
+            request.setdefault("foreground", [])
+            request.setdefault("background", [])
         image = request.get("image")
         if image is None:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, "image is not provided")

@@ -129,6 +129,8 @@ class Restored(MapTransform):
         mode: interpolation mode for the resize.
         align_corners: ``align_corners`` for the resize.
         meta_key_postfix: postfix of metadata keys.
+        config_labels: ``{name: value}`` of the app's labels: the result's values 1, 2 ... (the
+            model's channels in this order) become these values (``background`` skipped).
     """
 
     def __init__(
@@ -140,8 +142,10 @@ class Restored(MapTransform):
         mode: str = InterpolateMode.NEAREST,
         align_corners: Union[Sequence[Optional[bool]], Optional[bool]] = None,
         meta_key_postfix: str = "meta_dict",
+        config_labels: Optional[Dict[str, int]] = None,
     ) -> None:
         super().__init__(keys)
+        self.config_labels = config_labels
         self.ref_image = ref_image
         self.has_channel = has_channel
         self.invert_orient = invert_orient
@@ -188,6 +192,13 @@ class Restored(MapTransform):
                     result = result if self.has_channel else result[0]
                 else:
                     logger.info("Failed invert orientation - original_affine is not on the image header")
+
+            if self.config_labels is not None:
+                remapped = result * 0
+                for j, (name, value) in enumerate(self.config_labels.items(), 1):
+                    if name != "background":
+                        remapped[result == j] = value
+                result = remapped
 
             d[key] = result if len(result.shape) <= 3 else result[0] if result.shape[0] == 1 else result
 

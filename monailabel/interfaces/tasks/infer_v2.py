@@ -160,6 +160,14 @@ class InferTask(metaclass=ABCMeta):
             request = dict(request, cancel_check=cancel)
         return InferOutcome.of_classic(self(request))
 
+    def unavailable_reason(self) -> Optional[str]:
+        """Why the task cannot run here (a missing package, server, bundle or downloaded weights), or None.
+
+        The app lists such tasks as unavailable with this reason (``MONAILabelApp.unavailable_models``)
+        and refuses to run them with PRECONDITION_FAILED (gRPC FAILED_PRECONDITION).
+        """
+        return None
+
     def config(self) -> Dict[str, Any]:
         """Returns the task's user-visible config."""
         return self._config

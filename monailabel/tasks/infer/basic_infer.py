@@ -44,7 +44,31 @@ from monailabel.utils.others.generic import device_list, device_map, name_to_dev
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BasicInferTask", "CallBackTypes"]
+__all__ = ["BasicInferTask", "CallBackTypes", "IMAGE_PATH_KEY", "stash_colliding_keys"]
+
+#: Where the input's file path stays available to every stage, pre-transforms included; MONAI Label's
+#: ``image_path`` is there too except while the pre-transforms run (see :func:`stash_colliding_keys`).
+IMAGE_PATH_KEY = "input_image_path"
+
+
+def stash_colliding_keys(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Removes and returns the plain values whose key extends another key (``image_path`` next to ``image``).
+
+    MONAI 1.6's ``Spacingd`` calls ``update()`` on every ``<key>_*`` entry when it resamples ``<key>``
+    (to refresh meta dicts), which fails on a string. Dicts and objects with ``update`` stay.
+
+    Args:
+        data: the data dict, changed in place.
+    """
+    keys = [k for k in data if isinstance(k, str)]
+    aside: Dict[str, Any] = {}
+    for k in keys:
+        v = data[k]
+        if hasattr(v, "update") or v is None:
+            continue
+        if any(k != base and k.startswith(f"{base}_") for base in keys):
+            aside[k] = data.pop(k)
+    return aside
 
 
 class CallBackTypes(str, Enum):
@@ -126,6 +150,17 @@ class BasicInferTask(InferTask):
         if self.network is not None or self.type == InferType.SCRIBBLES:
             return True
         return self.get_path() is not None
+
+    def unavailable_reason(self) -> Optional[str]:
+        """Why the task cannot run: its weights were to be downloaded and the download failed."""
+        if self.network is None or self.get_path() is None:
+            from monailabel.utils.others.generic import failed_download
+
+            for p in self.path:
+                reason = failed_download(str(p))
+                if reason:
+                    return reason
+        return None
 
     def get_path(self, validate: bool = True) -> Optional[str]:
         """Returns the model file: the last of ``path`` that exists (any, if ``validate`` is False)."""
@@ -277,6 +312,8 @@ class BasicInferTask(InferTask):
             name = getattr(image, "meta", {}).get("filename_or_obj") if hasattr(image, "meta") else None
             if isinstance(name, str) and name:
                 data["image_path"] = name
+        if data.get("image_path"):
+            data[IMAGE_PATH_KEY] = data["image_path"]
 
         cancelled: Optional[str] = None
         try:
@@ -305,9 +342,14 @@ class BasicInferTask(InferTask):
             return d, time.time() - start
 
         pre_transforms = self.pre_transforms(data)
+        # MONAI 1.x dict transforms (Spacingd ...) treat every ``<key>_*`` entry as that key's meta dict
+        # and update() it: plain values such as ``image_path`` or ``image_id`` step aside while they run.
+        aside = stash_colliding_keys(data)
         data, latency_pre = stage(
             CallBackTypes.PRE_TRANSFORMS, lambda d: self.run_pre_transforms(d, pre_transforms), data
         )
+        for k, v in aside.items():
+            data.setdefault(k, v)
         if self.type == InferType.DETECTION:
             data, latency_infer = stage(CallBackTypes.INFERER, lambda d: self.run_detector(d, device=device), data)
         else:

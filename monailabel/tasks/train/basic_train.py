@@ -117,7 +117,8 @@ class BasicTrainTask(EngineHooks, TrainTask):
         super().__init__(description)
 
         self._model_dir = model_dir
-        self._network = network
+        # MONAI Label's sample trainers set ``self._network`` themselves before calling this constructor
+        self._network = network if network is not None else getattr(self, "_network", None)
         self._amp = amp
         self._config: Dict[str, Any] = default_config()
         if config:

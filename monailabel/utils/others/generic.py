@@ -21,11 +21,15 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "device_list",
     "device_map",
+    "create_dataset_from_path",
     "download_file",
+    "download_timeout",
+    "failed_download",
     "file_checksum",
     "file_ext",
     "get_basename",
     "get_basename_no_ext",
+    "get_bundle_models",
     "get_mime_type",
     "handle_torch_linalg_multithread",
     "is_openslide_supported",
@@ -147,11 +151,38 @@ def get_mime_type(file: str) -> str:
     return m_type if m_type else "application/octet-stream"
 
 
+#: Destination path -> why its download failed (see :func:`failed_download`).
+_FAILED_DOWNLOADS: Dict[str, str] = {}
+
+
+def download_timeout() -> float:
+    """Seconds a download may wait on the network (``MONAI_LABEL_DOWNLOAD_TIMEOUT``, 20 by default)."""
+    try:
+        return float(os.environ.get("MONAI_LABEL_DOWNLOAD_TIMEOUT", "20"))
+    except ValueError:
+        return 20.0
+
+
+def failed_download(path: Optional[str]) -> Optional[str]:
+    """Why the download to ``path`` failed (None when it did not fail or was never tried).
+
+    Args:
+        path: a destination given to :func:`download_file`.
+    """
+    return _FAILED_DOWNLOADS.get(os.path.abspath(path)) if path else None
+
+
 def download_file(url: str, path: str, delay: float = 1, skip_on_exists: bool = True) -> str:
     """Fetches ``url`` into ``path``: ``file://`` URLs and local paths are copied, http(s) downloaded.
 
     The download goes to a temporary file in the target folder and is renamed at the end, so an
     interrupted download never leaves a truncated file behind that ``skip_on_exists`` would accept.
+
+    A network download that fails (no network, a timeout of :func:`download_timeout` seconds, an
+    HTTP error) does not raise: apps download pretrained weights while they load, and an app must
+    still load offline. The failure is logged with where to put the file instead, and remembered
+    (:func:`failed_download`), so the model using that file is listed as unavailable with the reason
+    and calling it fails with FAILED_PRECONDITION.
 
     Args:
         url: ``http(s)://``, ``file://`` or a local path.
@@ -160,7 +191,7 @@ def download_file(url: str, path: str, delay: float = 1, skip_on_exists: bool = 
         skip_on_exists: do nothing when ``path`` exists already.
 
     Returns:
-        ``path``.
+        ``path`` (which does not exist when a network download failed).
 
     Raises:
         FileNotFoundError: a local source does not exist.
@@ -182,18 +213,101 @@ def download_file(url: str, path: str, delay: float = 1, skip_on_exists: bool = 
         raise FileNotFoundError(f"download source does not exist: {source}")
     if is_remote:
         logger.info(f"Downloading resource: {path} from {url}")
+        timeout = download_timeout()
 
         def fetch(out: Any) -> None:
-            with urllib.request.urlopen(url) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
                 shutil.copyfileobj(response, out, 1 << 20)
 
-        atomic_write(path, fetch)
+        try:
+            atomic_write(path, fetch)
+        except Exception as e:  # offline, DNS, timeout, HTTP status: all mean "not downloadable here"
+            reason = (
+                f"could not download {os.path.basename(path)} from {url} ({type(e).__name__}: {e}); "
+                f"put the file at model/{os.path.basename(path)} in the app folder, or start the app with "
+                "--conf use_pretrained_model false to train it from scratch"
+            )
+            _FAILED_DOWNLOADS[os.path.abspath(path)] = reason
+            logger.error(reason)
+            return path
+        _FAILED_DOWNLOADS.pop(os.path.abspath(path), None)
     else:
         atomic_copy(source, path)
 
     if is_remote and delay > 0:
         time.sleep(delay)
     return path
+
+
+def create_dataset_from_path(
+    folder: str, image_dir: str = "images", label_dir: str = "labels", img_ext: str = ".jpg", lab_ext: str = ".png"
+) -> List[Dict[str, str]]:
+    """Pairs images and labels of a folder by base name: ``[{"image": path, "label": path}, ...]``.
+
+    Args:
+        folder: the folder.
+        image_dir: sub-folder of the images ("" for the folder itself).
+        label_dir: sub-folder of the labels ("" for the folder itself).
+        img_ext: extension of the images.
+        lab_ext: extension of the labels.
+    """
+
+    def files(d: str, ext: str) -> List[str]:
+        return sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(ext)) if os.path.isdir(d) else []
+
+    images = files(os.path.join(folder, image_dir) if image_dir else folder, img_ext)
+    label_folder = os.path.join(folder, label_dir) if label_dir else folder
+    labels = {get_basename_no_ext(p): p for p in files(label_folder, lab_ext)}
+    pairs = []
+    for image in images:
+        label = labels.get(get_basename_no_ext(image))
+        if label is None:
+            logger.warning(f"No label for image: {image}")
+            continue
+        pairs.append({"image": image, "label": label})
+    return pairs
+
+
+def get_bundle_models(app_dir: str, conf: Dict[str, str], conf_key: str = "models") -> Dict[str, str]:
+    """Finds the MONAI bundles an app is asked to serve (``--conf models a,b``) and returns ``{name: folder}``.
+
+    Nothing is downloaded. A bundle is found, in order, in the app's ``model/<name>`` folder or in
+    the local zoo folder (``--conf zoo_dir DIR`` or the ``MONAI_LABEL_ZOO_DIR`` environment variable),
+    where ``name`` may carry a version (``spleen_ct_segmentation_v0.5.0``, also looked up without
+    it). A bundle found nowhere is still returned (at ``model/<name>``): its tasks then report
+    as unavailable, saying where to put it; the log says so too.
+
+    Args:
+        app_dir: the app folder.
+        conf: the app's ``--conf`` values.
+        conf_key: the conf key listing the bundles (``bundles`` for the radiology app).
+    """
+    import re
+
+    model_dir = os.path.join(app_dir, "model")
+    zoo_dir = conf.get("zoo_dir") or os.environ.get("MONAI_LABEL_ZOO_DIR", "")
+    names = [m.strip() for m in (conf.get(conf_key) or "").split(",") if m.strip()]
+    bundles: Dict[str, str] = {}
+    for name in names:
+        match = re.match(r"(?P<name>.+)_v(?P<version>\d+\.\d+\.\d+)$", name)
+        candidates = [os.path.join(model_dir, name)]
+        if zoo_dir:
+            candidates.append(os.path.join(zoo_dir, name))
+            if match:
+                candidates.append(os.path.join(zoo_dir, match.group("name")))
+        found = next((c for c in candidates if os.path.isdir(c)), None)
+        if found:
+            logger.info(f"+++ Adding Bundle from Local: {name} => {found}")
+            bundles[name] = found
+        else:
+            where = f"{model_dir}/{name}" + (f" or {zoo_dir}/{name}" if zoo_dir else "")
+            logger.error(
+                f"Bundle '{name}' is not available locally and nothing is downloaded from the MONAI Model Zoo here; "
+                f"put the unpacked bundle (configs/, models/) at {where}"
+            )
+            bundles[name] = os.path.join(model_dir, name)
+    logger.info(f"+++ Using Bundle Models: {list(bundles.keys())}")
+    return bundles
 
 
 def run_command(command: str, args: Optional[Sequence[Any]] = None, plogger: Optional[logging.Logger] = None) -> int:

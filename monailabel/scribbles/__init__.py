@@ -1,0 +1,1 @@
+"""Scribbles: likelihood + graph-cut segmentation from foreground/background strokes (needs ``numpymaxflow``)."""
