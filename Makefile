@@ -23,6 +23,8 @@ $(STAMP): $(PYPROJECTS)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	# three distributions: the wire contract, the client (neither needs torch), the SDK and server
 	$(PY) -m pip install -q -e api/python -e clients/python -e '.[dev]'
+	# scribbles (graph cuts): numpymaxflow's wheels are built for numpy<2, so it is built here against ours
+	$(PY) -m pip install -q --no-deps --no-binary numpymaxflow --no-build-isolation numpymaxflow
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: setup
