@@ -63,5 +63,5 @@ def test_client_from_its_own_distributions_talks_to_a_server(server: RunningServ
     assert Path(out["client_file"]).is_relative_to(venv)
     assert out["app"] == "radiology"
     assert out["uploaded"] == "from_venv" and out["downloaded"] > 4 * 5 * 6 * 2
-    assert out["error"] == ["INVALID_ARGUMENT", ["image_id"]]
+    assert out["error"] == ["INVALID_ARGUMENT", ["header.image_id"]]  # the field's path in the request
     assert server.app.datastore().get_image_uri("from_venv")
