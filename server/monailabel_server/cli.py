@@ -34,6 +34,7 @@ def _start_server(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         reflection=args.reflection,
         audit_log=args.audit_log,
+        web_port=args.web_port,
     )
     serve(config)
     return 0
@@ -63,6 +64,9 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     s.add_argument("--reflection", choices=["auto", "on", "off"], default=None,
                    help="gRPC server reflection (auto: on only when MONAI_LABEL_AUTH_ENABLE is off)")
     s.add_argument("--audit-log", default=None, help="audit log file (default <studies>/.monailabel/logs/audit.log)")
+    s.add_argument("--web-port", type=int, default=None,
+                   help="also serve browsers on this port: gRPC-Web and Connect through Envoy, CORS for "
+                        "MONAI_LABEL_CORS_ORIGINS (0 picks a free port)")
     s.set_defaults(func=_start_server)
 
 

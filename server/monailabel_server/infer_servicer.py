@@ -6,7 +6,7 @@ module only reads requests into typed values and writes the answer (result, then
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import grpc
 import numpy as np
@@ -21,7 +21,7 @@ from monailabel_server.core.infer import InferAnswer, InferCore, result_dtype_na
 from monailabel_server.core.infer_request import InferParams, OutputSpec
 from monailabel_server.core.sessions import Session
 from monailabel_server.datastore_servicer import label_message
-from monailabel_server.ingest import chunks_of, header_of
+from monailabel_server.ingest import Received, chunks_of, header_of
 from monailabel_server.validation import invalid
 from monailabel_server.workers import CallCancel, ModelWorkers
 
@@ -95,11 +95,12 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
         config: server settings.
         workers: the model workers.
         core: the inference core (one over ``app`` by default).
+        volumes: takes a volume upload by id (``DatastoreCore.take_volume``), for ``upload_id`` sources.
     """
 
     def __init__(self, app: MONAILabelApp, config: ServerConfig, workers: ModelWorkers,
-                 core: Optional[InferCore] = None) -> None:
-        self.core = core if core is not None else InferCore(app, config, workers)
+                 core: Optional[InferCore] = None, volumes: Optional[Callable[[str, str], Received]] = None) -> None:
+        self.core = core if core is not None else InferCore(app, config, workers, volumes=volumes)
 
     def Infer(self, request: infer_pb2.InferRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         params, output = params_of(request.params, "params"), output_of(request.output, "output")
@@ -108,8 +109,10 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
             answer = self.core.infer_image(request.model, request.image_id, params, output, CallCancel(context))
         elif source == "session_id":
             answer = self.core.infer_session(request.model, request.session_id, params, output, CallCancel(context))
+        elif source == "upload_id":
+            answer = self.core.infer_upload(request.model, request.upload_id, params, output, CallCancel(context))
         else:
-            raise invalid("source", "set image_id or session_id")
+            raise invalid("source", "set image_id, session_id or upload_id")
         yield from _answer(answer, infer_pb2.InferResponse)
 
     def InferVolume(self, request_iterator: Iterable[infer_pb2.InferVolumeRequest],
@@ -130,6 +133,13 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
                                            header.image_id if source == "image_id" else "",
                                            chunks_of(requests, "CreateSession"))
         return infer_pb2.CreateSessionResponse(session=session_message(session))
+
+    def OpenSession(self, request: infer_pb2.OpenSessionRequest, context: grpc.ServicerContext):
+        source = request.WhichOneof("source")
+        session = self.core.create_session(request.ttl_seconds, None, request.image_id if source == "image_id" else "",
+                                           (), upload_id=request.upload_id if source == "upload_id" else "",
+                                           field_prefix="")
+        return infer_pb2.OpenSessionResponse(session=session_message(session))
 
     def GetSession(self, request: infer_pb2.GetSessionRequest, context: grpc.ServicerContext):
         return infer_pb2.GetSessionResponse(session=session_message(self.core.sessions.get(request.session_id)))
