@@ -60,7 +60,7 @@ class AppServicer(app_pb2_grpc.AppServiceServicer):
                     dimension=int(m.get("dimension") or 0),
                     description=str(m.get("description") or ""),
                     interactive=str(getattr(m.get("type"), "value", m.get("type", ""))) in _INTERACTIVE,
-                    info=to_struct(m),
+                    info=to_struct(_free_form(m, _TYPED_MODEL_KEYS)),
                 )
             )
         stats = info.get("train_stats") or {}
@@ -83,7 +83,7 @@ class AppServicer(app_pb2_grpc.AppServiceServicer):
             strategies=_methods(info.get("strategies")),
             scoring_methods=_methods(info.get("scoring")),
             datastore=status_message(self.app.datastore().status()),
-            info=to_struct(info),
+            info=to_struct(_free_form(info, _TYPED_APP_KEYS)),
             server_version=monailabel.__version__,
             limits=limits_message(self.config) if self.config is not None else None,
         )
@@ -105,6 +105,14 @@ def limits_message(config: ServerConfig) -> app_pb2.ServerLimits:
 
 
 _INTERACTIVE = {"deepgrow", "deepedit", "scribbles", "annotation"}
+# keys of MONAI Label's info dicts that typed fields carry: the Structs keep only the app's own keys
+_TYPED_APP_KEYS = frozenset({"name", "description", "version", "labels", "models", "trainers", "strategies",
+                             "scoring", "datastore", "train_stats"})
+_TYPED_MODEL_KEYS = frozenset({"type", "labels", "dimension", "description"})
+
+
+def _free_form(values: Dict[str, Any], typed: frozenset) -> Dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in typed}
 
 
 def _methods(values: Any) -> list:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import grpc
 import numpy as np
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel_api.v1 import common_pb2, infer_pb2, infer_pb2_grpc
@@ -87,6 +87,11 @@ def _answer(answer: InferAnswer, message: Any) -> Iterator[Any]:
         yield encode_chunk_request(offset, view[offset : offset + size])  # type: ignore[arg-type] # a view: no copy
 
 
+def _seconds(ttl: duration_pb2.Duration) -> int:
+    """Whole seconds of a duration, a fraction counted as a second (so a short ttl never becomes the default)."""
+    return int(ttl.seconds) + (1 if ttl.nanos > 0 else -1 if ttl.nanos < 0 and ttl.seconds == 0 else 0)
+
+
 class InferServicer(infer_pb2_grpc.InferServiceServicer):
     """Serves the app's infer tasks.
 
@@ -129,15 +134,16 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
         requests = iter(request_iterator)
         header = header_of(next(requests, None), "CreateSession")
         source = header.WhichOneof("source")
-        session = self.core.create_session(header.ttl_seconds, header.content if source == "content" else None,
+        session = self.core.create_session(_seconds(header.ttl), header.content if source == "content" else None,
                                            header.image_id if source == "image_id" else "",
                                            chunks_of(requests, "CreateSession"))
         return infer_pb2.CreateSessionResponse(session=session_message(session))
 
     def OpenSession(self, request: infer_pb2.OpenSessionRequest, context: grpc.ServicerContext):
         source = request.WhichOneof("source")
-        session = self.core.create_session(request.ttl_seconds, None, request.image_id if source == "image_id" else "",
-                                           (), upload_id=request.upload_id if source == "upload_id" else "",
+        image_id = request.image_id if source == "image_id" else ""
+        upload_id = request.upload_id if source == "upload_id" else ""
+        session = self.core.create_session(_seconds(request.ttl), None, image_id, (), upload_id=upload_id,
                                            field_prefix="")
         return infer_pb2.OpenSessionResponse(session=session_message(session))
 

@@ -12,7 +12,6 @@ from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel_api.v1 import (
@@ -37,6 +36,7 @@ from monailabel_server.datastore_servicer import DatastoreServicer
 from monailabel_server.errors import ErrorInterceptor
 from monailabel_server.infer_servicer import InferServicer
 from monailabel_server.jobs import JobManager
+from monailabel_server.reflection import enable_reflection
 from monailabel_server.sampling import NextSampler
 from monailabel_server.strategy_servicer import StrategyServicer
 from monailabel_server.tls import server_credentials
@@ -160,10 +160,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection == "on" or (config.reflection == "auto" and not auth.enable):
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            server,
-        )
+        enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     address = f"{config.host}:{config.port}"
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:

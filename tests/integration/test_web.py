@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 
 from monailabel.datasets import write_phantoms
@@ -230,9 +231,21 @@ def test_inline_inference_and_session_from_a_volume_upload(web_server: RunningSe
             list(infer.Infer(infer_pb2.InferRequest(model="segmentation", upload_id=upload_id)))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
-        session = infer.OpenSession(infer_pb2.OpenSessionRequest(upload_id=upload(), ttl_seconds=60)).session
+        ttl = duration_pb2.Duration(seconds=60)
+        session = infer.OpenSession(infer_pb2.OpenSessionRequest(upload_id=upload(), ttl=ttl)).session
         assert list(session.shape) == [40, 40, 24] and session.session_id
         infer.DeleteSession(infer_pb2.DeleteSessionRequest(session_id=session.session_id))
+
+
+def test_reflection_answers_v1_and_v1alpha(web_server: RunningServer) -> None:
+    """Tools that ask for reflection v1 (current buf, grpcurl) and older ones (v1alpha) both list the API."""
+    for protocol in ("grpc-v1", "grpc-v1alpha"):
+        result = subprocess.run(
+            [_buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", protocol,
+             "--list-methods",
+             f"http://{web_server.address}"], capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "monailabel.v1.DatastoreService/CreateUpload" in result.stdout.split()
 
 
 def test_sidecar_config_renders_for_envoy(tmp_path: Path) -> None:

@@ -341,7 +341,7 @@ export class MonaiLabelClient {
     const src = "imageId" in source
       ? { case: "imageId" as const, value: source.imageId }
       : { case: "uploadId" as const, value: await this.uploadVolume(source.data, source.content) };
-    const res = await this.infers.openSession({ ttlSeconds, source: src }, options);
+    const res = await this.infers.openSession({ ttl: { seconds: BigInt(ttlSeconds) }, source: src }, options);
     if (!res.session) throw new Error("the server sent no session");
     return res.session;
   }
@@ -350,7 +350,7 @@ export class MonaiLabelClient {
   async nextSample(strategy: string, clientId: string, options?: CallOptions): Promise<NextSample | undefined> {
     let sample: NextSample | undefined;
     for await (const message of this.strategy.getNextSample({ strategy, clientId }, options)) {
-      if (message.payload.case === "sample") sample = message.payload.value;
+      if (message.part.case === "sample") sample = message.part.value;
     }
     return sample;
   }

@@ -368,14 +368,15 @@ class InferCore:
             with self.sessions.reserve(decoded_nbytes(shape or ())) as reservation:
                 image = _decode(path)
                 return self._add(image, reservation, ttl, image_id)
+        source = f"{field_prefix}upload_id" if upload_id else f"{field_prefix}content"
         if upload_id:
-            received = self._take(upload_id, f"{field_prefix}upload_id")
+            received = self._take(upload_id, source)
         elif content is None:
             raise invalid(f"{field_prefix}source", "a session needs a volume: content, image_id or upload_id")
         else:
             received = receive(content, chunks, self.store.staging_dir(), None, self.config.max_volume_bytes)
         try:
-            shape = self._checked_shape(str(received.path), received.volume.shape, f"{field_prefix}source")
+            shape = self._checked_shape(str(received.path), received.volume.shape, source)
             with self.sessions.reserve(decoded_nbytes(shape or ())) as reservation:
                 image = _decode(str(received.path))
                 return self._add(image, reservation, ttl, "")

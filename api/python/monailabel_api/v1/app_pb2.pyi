@@ -87,7 +87,9 @@ class ModelInfo(_message.Message):
 
     @_builtins.property
     def info(self) -> _struct_pb2.Struct:
-        """The task's full info dict, as MONAI Label's InferTask.info() returns it."""
+        """The task's own keys of its info dict (MONAI Label's InferTask.info()), those the typed fields
+        above do not carry. Numbers in a Struct are doubles.
+        """
 
     def __init__(
         self,
@@ -250,7 +252,10 @@ class GetAppInfoResponse(_message.Message):
 
     @_builtins.property
     def info(self) -> _struct_pb2.Struct:
-        """The app's full info dict, as MONAI Label's MONAILabelApp.info() returns it."""
+        """The app's own keys of its info dict (MONAI Label's MONAILabelApp.info()), those the typed
+        fields above do not carry (name, description, version, labels, models, trainers, strategies,
+        scoring, datastore, train_stats). Numbers in a Struct are doubles.
+        """
 
     @_builtins.property
     def limits(self) -> Global___ServerLimits:

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -526,16 +527,18 @@ class CreateSessionHeader(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     IMAGE_ID_FIELD_NUMBER: _builtins.int
-    ttl_seconds: _builtins.int
-    """Idle time after which the session expires, in seconds; 0 means the server default. Longer
-    than the server's maximum (max_session_ttl_s, 3600 by default) is clamped to it: the answer's
-    expire_time says what was granted. Negative is INVALID_ARGUMENT.
-    """
     image_id: _builtins.str
     """An image of the datastore; no chunks follow."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Idle time after which the session expires; unset or zero means the server default. Longer
+        than the server's maximum (ServerLimits.max_session_ttl, 3600 s by default) is clamped to it:
+        the answer's expire_time says what was granted. Negative is INVALID_ARGUMENT.
+        """
+
     @_builtins.property
     def content(self) -> _common_pb2.ContentHeader:
         """The volume bytes that follow in chunks."""
@@ -543,13 +546,13 @@ class CreateSessionHeader(_message.Message):
     def __init__(
         self,
         *,
-        ttl_seconds: _builtins.int = ...,
+        ttl: _duration_pb2.Duration | None = ...,
         content: _common_pb2.ContentHeader | None = ...,
         image_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "source", b"source", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "source", b"source", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "source", b"source", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["content", "image_id"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
@@ -704,27 +707,29 @@ class OpenSessionRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
     UPLOAD_ID_FIELD_NUMBER: _builtins.int
     IMAGE_ID_FIELD_NUMBER: _builtins.int
-    ttl_seconds: _builtins.int
-    """Idle time after which the session expires, in seconds; as CreateSessionHeader.ttl_seconds."""
     upload_id: _builtins.str
     """A volume upload (DatastoreService.CreateUpload with `volume`), all bytes appended; it is
     consumed by this call.
     """
     image_id: _builtins.str
     """An image of the datastore."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Idle time after which the session expires; as CreateSessionHeader.ttl."""
+
     def __init__(
         self,
         *,
-        ttl_seconds: _builtins.int = ...,
+        ttl: _duration_pb2.Duration | None = ...,
         upload_id: _builtins.str = ...,
         image_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "source", b"source", "upload_id", b"upload_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "source", b"source", "ttl", b"ttl", "upload_id", b"upload_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "source", b"source", "ttl_seconds", b"ttl_seconds", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "source", b"source", "ttl", b"ttl", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["upload_id", "image_id"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015

@@ -30,15 +30,16 @@ from monailabel_api.v1 import datastore_pb2 as monailabel_dot_v1_dot_datastore__
 from monailabel_api.v1 import train_pb2 as monailabel_dot_v1_dot_train__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmonailabel/v1/strategy.proto\x12\rmonailabel.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17monailabel/v1/app.proto\x1a\x1amonailabel/v1/common.proto\x1a\x1dmonailabel/v1/datastore.proto\x1a\x19monailabel/v1/train.proto\"\xbd\x02\n\nNextSample\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.monailabel.v1.SampleStatus\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12#\n\x05image\x18\x04 \x01(\x0b\x32\x14.monailabel.v1.Image\x12\'\n\x06\x66ields\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07\x63ontent\x18\x08 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeader\x12\x17\n\x0funlabeled_count\x18\t \x01(\x03\"\xed\x02\n\nScoringJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.monailabel.v1.JobState\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x16\n\x0elast_log_lines\x18\t \x03(\t\x12\'\n\x06result\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07trigger\x18\x0b \x01(\t\"\xa1\x01\n\x0fScoringJobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0cstate_change\x18\x03 \x01(\x0b\x32\x1d.monailabel.v1.JobStateChangeH\x00\x12\x12\n\x08log_line\x18\x04 \x01(\tH\x00\x42\x07\n\x05\x65vent\"\x17\n\x15ListStrategiesRequest\"G\n\x16ListStrategiesResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\"\x1b\n\x19ListScoringMethodsRequest\"P\n\x1aListScoringMethodsResponse\x12\x32\n\x0fscoring_methods\x18\x01 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\"\x8f\x01\n\x14GetNextSampleRequest\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rinclude_image\x18\x04 \x01(\x08\x12\x12\n\nchunk_size\x18\x05 \x01(\x05\"v\n\x15GetNextSampleResponse\x12+\n\x06sample\x18\x01 \x01(\x0b\x32\x19.monailabel.v1.NextSampleH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\t\n\x07payload\"`\n\x16StartScoringJobRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05queue\x18\x03 \x01(\x08\"A\n\x17StartScoringJobResponse\x12&\n\x03job\x18\x01 \x01(\x0b\x32\x19.monailabel.v1.ScoringJob\"&\n\x14GetScoringJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"?\n\x15GetScoringJobResponse\x12&\n\x03job\x18\x01 \x01(\x0b\x32\x19.monailabel.v1.ScoringJob\"O\n\x16ListScoringJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\"[\n\x17ListScoringJobsResponse\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.monailabel.v1.ScoringJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x17\x43\x61ncelScoringJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"B\n\x18\x43\x61ncelScoringJobResponse\x12&\n\x03job\x18\x01 \x01(\x0b\x32\x19.monailabel.v1.ScoringJob\"@\n\x16WatchScoringJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"H\n\x17WatchScoringJobResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.monailabel.v1.ScoringJobEvent*\x81\x01\n\x0cSampleStatus\x12\x1d\n\x19SAMPLE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13SAMPLE_STATUS_FOUND\x10\x01\x12\x1b\n\x17SAMPLE_STATUS_NONE_LEFT\x10\x02\x12\x1c\n\x18SAMPLE_STATUS_ALL_LEASED\x10\x03\x32\xa2\x06\n\x0fStrategyService\x12]\n\x0eListStrategies\x12$.monailabel.v1.ListStrategiesRequest\x1a%.monailabel.v1.ListStrategiesResponse\x12i\n\x12ListScoringMethods\x12(.monailabel.v1.ListScoringMethodsRequest\x1a).monailabel.v1.ListScoringMethodsResponse\x12\\\n\rGetNextSample\x12#.monailabel.v1.GetNextSampleRequest\x1a$.monailabel.v1.GetNextSampleResponse0\x01\x12`\n\x0fStartScoringJob\x12%.monailabel.v1.StartScoringJobRequest\x1a&.monailabel.v1.StartScoringJobResponse\x12Z\n\rGetScoringJob\x12#.monailabel.v1.GetScoringJobRequest\x1a$.monailabel.v1.GetScoringJobResponse\x12`\n\x0fListScoringJobs\x12%.monailabel.v1.ListScoringJobsRequest\x1a&.monailabel.v1.ListScoringJobsResponse\x12\x63\n\x10\x43\x61ncelScoringJob\x12&.monailabel.v1.CancelScoringJobRequest\x1a\'.monailabel.v1.CancelScoringJobResponse\x12\x62\n\x0fWatchScoringJob\x12%.monailabel.v1.WatchScoringJobRequest\x1a&.monailabel.v1.WatchScoringJobResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmonailabel/v1/strategy.proto\x12\rmonailabel.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17monailabel/v1/app.proto\x1a\x1amonailabel/v1/common.proto\x1a\x1dmonailabel/v1/datastore.proto\x1a\x19monailabel/v1/train.proto\"\xbd\x02\n\nNextSample\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.monailabel.v1.SampleStatus\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12#\n\x05image\x18\x04 \x01(\x0b\x32\x14.monailabel.v1.Image\x12\'\n\x06\x66ields\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07\x63ontent\x18\x08 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeader\x12\x17\n\x0funlabeled_count\x18\t \x01(\x03\"\xed\x02\n\nScoringJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.monailabel.v1.JobState\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x16\n\x0elast_log_lines\x18\t \x03(\t\x12\'\n\x06result\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07trigger\x18\x0b \x01(\t\"\xa1\x01\n\x0fScoringJobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0cstate_change\x18\x03 \x01(\x0b\x32\x1d.monailabel.v1.JobStateChangeH\x00\x12\x12\n\x08log_line\x18\x04 \x01(\tH\x00\x42\x07\n\x05\x65vent\"\x17\n\x15ListStrategiesRequest\"G\n\x16ListStrategiesResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\"\x1b\n\x19ListScoringMethodsRequest\"P\n\x1aListScoringMethodsResponse\x12\x32\n\x0fscoring_methods\x18\x01 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\"\x8f\x01\n\x14GetNextSampleRequest\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rinclude_image\x18\x04 \x01(\x08\x12\x12\n\nchunk_size\x18\x05 \x01(\x05\"s\n\x15GetNextSampleResponse\x12+\n\x06sample\x18\x01 \x01(\x0b\x32\x19.monailabel.v1.NextSampleH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part\"`\n\x16StartScoringJobRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05queue\x18\x03 \x01(\x08\"A\n\x17StartScoringJobResponse\x12&\n\x03job\x18\x01 \x01(\x0b\x32\x19.monailabel.v1.ScoringJob\"&\n\x14GetScoringJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"?\n\x15GetScoringJobResponse\x12&\n\x03job\x18\x01 \x01(\x0b\x32\x19.monailabel.v1.ScoringJob\"O\n\x16ListScoringJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\"[\n\x17ListScoringJobsResponse\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.monailabel.v1.ScoringJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x17\x43\x61ncelScoringJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"B\n\x18\x43\x61ncelScoringJobResponse\x12&\n\x03job\x18\x01 \x01(\x0b\x32\x19.monailabel.v1.ScoringJob\"@\n\x16WatchScoringJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"H\n\x17WatchScoringJobResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.monailabel.v1.ScoringJobEvent*\x81\x01\n\x0cSampleStatus\x12\x1d\n\x19SAMPLE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13SAMPLE_STATUS_FOUND\x10\x01\x12\x1b\n\x17SAMPLE_STATUS_NONE_LEFT\x10\x02\x12\x1c\n\x18SAMPLE_STATUS_ALL_LEASED\x10\x03\x32\xa2\x06\n\x0fStrategyService\x12]\n\x0eListStrategies\x12$.monailabel.v1.ListStrategiesRequest\x1a%.monailabel.v1.ListStrategiesResponse\x12i\n\x12ListScoringMethods\x12(.monailabel.v1.ListScoringMethodsRequest\x1a).monailabel.v1.ListScoringMethodsResponse\x12\\\n\rGetNextSample\x12#.monailabel.v1.GetNextSampleRequest\x1a$.monailabel.v1.GetNextSampleResponse0\x01\x12`\n\x0fStartScoringJob\x12%.monailabel.v1.StartScoringJobRequest\x1a&.monailabel.v1.StartScoringJobResponse\x12Z\n\rGetScoringJob\x12#.monailabel.v1.GetScoringJobRequest\x1a$.monailabel.v1.GetScoringJobResponse\x12`\n\x0fListScoringJobs\x12%.monailabel.v1.ListScoringJobsRequest\x1a&.monailabel.v1.ListScoringJobsResponse\x12\x63\n\x10\x43\x61ncelScoringJob\x12&.monailabel.v1.CancelScoringJobRequest\x1a\'.monailabel.v1.CancelScoringJobResponse\x12\x62\n\x0fWatchScoringJob\x12%.monailabel.v1.WatchScoringJobRequest\x1a&.monailabel.v1.WatchScoringJobResponse0\x01\x42\x7f\n\x12org.monai.label.v1B\rStrategyProtoP\x01ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\xaa\x02\rMonaiLabel.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'monailabel_api.v1.strategy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_SAMPLESTATUS']._serialized_start=2244
-  _globals['_SAMPLESTATUS']._serialized_end=2373
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\022org.monai.label.v1B\rStrategyProtoP\001ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\252\002\rMonaiLabel.V1'
+  _globals['_SAMPLESTATUS']._serialized_start=2241
+  _globals['_SAMPLESTATUS']._serialized_end=2370
   _globals['_NEXTSAMPLE']._serialized_start=222
   _globals['_NEXTSAMPLE']._serialized_end=539
   _globals['_SCORINGJOB']._serialized_start=542
@@ -56,27 +57,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETNEXTSAMPLEREQUEST']._serialized_start=1283
   _globals['_GETNEXTSAMPLEREQUEST']._serialized_end=1426
   _globals['_GETNEXTSAMPLERESPONSE']._serialized_start=1428
-  _globals['_GETNEXTSAMPLERESPONSE']._serialized_end=1546
-  _globals['_STARTSCORINGJOBREQUEST']._serialized_start=1548
-  _globals['_STARTSCORINGJOBREQUEST']._serialized_end=1644
-  _globals['_STARTSCORINGJOBRESPONSE']._serialized_start=1646
-  _globals['_STARTSCORINGJOBRESPONSE']._serialized_end=1711
-  _globals['_GETSCORINGJOBREQUEST']._serialized_start=1713
-  _globals['_GETSCORINGJOBREQUEST']._serialized_end=1751
-  _globals['_GETSCORINGJOBRESPONSE']._serialized_start=1753
-  _globals['_GETSCORINGJOBRESPONSE']._serialized_end=1816
-  _globals['_LISTSCORINGJOBSREQUEST']._serialized_start=1818
-  _globals['_LISTSCORINGJOBSREQUEST']._serialized_end=1897
-  _globals['_LISTSCORINGJOBSRESPONSE']._serialized_start=1899
-  _globals['_LISTSCORINGJOBSRESPONSE']._serialized_end=1990
-  _globals['_CANCELSCORINGJOBREQUEST']._serialized_start=1992
-  _globals['_CANCELSCORINGJOBREQUEST']._serialized_end=2033
-  _globals['_CANCELSCORINGJOBRESPONSE']._serialized_start=2035
-  _globals['_CANCELSCORINGJOBRESPONSE']._serialized_end=2101
-  _globals['_WATCHSCORINGJOBREQUEST']._serialized_start=2103
-  _globals['_WATCHSCORINGJOBREQUEST']._serialized_end=2167
-  _globals['_WATCHSCORINGJOBRESPONSE']._serialized_start=2169
-  _globals['_WATCHSCORINGJOBRESPONSE']._serialized_end=2241
-  _globals['_STRATEGYSERVICE']._serialized_start=2376
-  _globals['_STRATEGYSERVICE']._serialized_end=3178
+  _globals['_GETNEXTSAMPLERESPONSE']._serialized_end=1543
+  _globals['_STARTSCORINGJOBREQUEST']._serialized_start=1545
+  _globals['_STARTSCORINGJOBREQUEST']._serialized_end=1641
+  _globals['_STARTSCORINGJOBRESPONSE']._serialized_start=1643
+  _globals['_STARTSCORINGJOBRESPONSE']._serialized_end=1708
+  _globals['_GETSCORINGJOBREQUEST']._serialized_start=1710
+  _globals['_GETSCORINGJOBREQUEST']._serialized_end=1748
+  _globals['_GETSCORINGJOBRESPONSE']._serialized_start=1750
+  _globals['_GETSCORINGJOBRESPONSE']._serialized_end=1813
+  _globals['_LISTSCORINGJOBSREQUEST']._serialized_start=1815
+  _globals['_LISTSCORINGJOBSREQUEST']._serialized_end=1894
+  _globals['_LISTSCORINGJOBSRESPONSE']._serialized_start=1896
+  _globals['_LISTSCORINGJOBSRESPONSE']._serialized_end=1987
+  _globals['_CANCELSCORINGJOBREQUEST']._serialized_start=1989
+  _globals['_CANCELSCORINGJOBREQUEST']._serialized_end=2030
+  _globals['_CANCELSCORINGJOBRESPONSE']._serialized_start=2032
+  _globals['_CANCELSCORINGJOBRESPONSE']._serialized_end=2098
+  _globals['_WATCHSCORINGJOBREQUEST']._serialized_start=2100
+  _globals['_WATCHSCORINGJOBREQUEST']._serialized_end=2164
+  _globals['_WATCHSCORINGJOBRESPONSE']._serialized_start=2166
+  _globals['_WATCHSCORINGJOBRESPONSE']._serialized_end=2238
+  _globals['_STRATEGYSERVICE']._serialized_start=2373
+  _globals['_STRATEGYSERVICE']._serialized_end=3175
 # @@protoc_insertion_point(module_scope)
