@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -36,3 +37,11 @@ def npm_project(path: Path, build: bool = True) -> Path:
     if build:
         run([npm, "run", "build"], path, env)
     return path
+
+
+def buf_binary() -> str:
+    """``buf`` (the buf-bin dev dependency): beside this interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / "buf"
+    found = str(beside) if beside.exists() else shutil.which("buf")
+    assert found, "buf (the buf-bin dev dependency) must be installed"
+    return found

@@ -9,7 +9,6 @@ training job watched to its end.
 from __future__ import annotations
 
 import filecmp
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +19,7 @@ from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
 from tests.integration.conftest import copy_template
 from tests.integration.helpers import write_volume
-from tests.integration.node_tools import TS_CLIENT, npm_project, run
+from tests.integration.node_tools import TS_CLIENT, buf_binary, npm_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +39,7 @@ def ts_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServe
 
 def test_generated_code_matches_the_protos(tmp_path: Path) -> None:
     npm_project(TS_CLIENT, build=False)
-    buf = shutil.which("buf")
-    assert buf, "buf (the buf-bin dev dependency) must be installed"
-    run([buf, "generate", "-o", str(tmp_path)], TS_CLIENT)
+    run([buf_binary(), "generate", "-o", str(tmp_path)], TS_CLIENT)
     fresh, committed = tmp_path / "src" / "gen", TS_CLIENT / "src" / "gen"
     files = sorted(p.relative_to(fresh) for p in fresh.rglob("*.ts"))
     assert files == sorted(p.relative_to(committed) for p in committed.rglob("*.ts"))

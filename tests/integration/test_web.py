@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -31,6 +30,7 @@ from monailabel_server.server import RunningServer, start
 from monailabel_server.web import cors_origins, render
 from tests.integration.conftest import copy_template
 from tests.integration.helpers import write_volume
+from tests.integration.node_tools import buf_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = "http://viewer.example.org"
@@ -39,9 +39,7 @@ PROTOCOLS = ["grpcweb", "connect"]
 
 
 def _buf() -> str:
-    found = shutil.which("buf")
-    assert found, "buf (the buf-bin dev dependency) must be installed"
-    return found
+    return buf_binary()
 
 
 @pytest.fixture(scope="module")
