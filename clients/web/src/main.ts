@@ -125,6 +125,8 @@ async function loadModels(): Promise<void> {
     option.value = option.textContent = t.name;
     trainer.append(option);
   }
+  // train the automatic model by default: its progress shows what labeling changed
+  if (info.trainers.some((t) => t.name === auto.value)) trainer.value = auto.value;
   const strategy = $("strategy") as HTMLSelectElement;
   for (const s of info.strategies) {
     const option = document.createElement("option");
