@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -259,3 +260,47 @@ def test_sidecar_config_renders_for_envoy(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not an origin"):
         cors_origins("viewer.example.org/path")
     assert cors_origins("") == ["*"] and cors_origins('["http://x.org/"]') == ["http://x.org"]
+
+
+def test_start_server_web_port_serves_browsers_and_stops_envoy_with_itself(tmp_path: Path) -> None:
+    """``monailabel start_server --web-port 0`` as a user runs it: Envoy starts with it and ends with it."""
+    app = copy_template(tmp_path / "app")
+    studies = tmp_path / "studies"
+    write_phantoms(studies, count=1, shape=(32, 32, 16), labeled=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monailabel_server", "start_server", "--app", str(app), "--studies", str(studies),
+         "--port", "0", "--web-port", "0", "--conf", "roi_size", "32,32,32"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert proc.stdout is not None
+    children: Dict[int, str] = {}
+    try:
+        web = ""
+        for line in proc.stdout:  # the gRPC port's line, then the browser port's
+            if "browser port" in line:
+                web = line.strip().rsplit(":", 1)[1]
+                break
+        assert web, "the server prints the browser port it picked"
+        children = _children(proc.pid)
+        assert any("envoy" in name for name in children.values()), children
+        result = subprocess.run(
+            [_buf(), "curl", "--schema", str(ROOT / "protos"), "--protocol", "grpcweb",
+             f"http://127.0.0.1:{web}/monailabel.v1.DatastoreService/GetDatastoreStatus"],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0 and json.loads(result.stdout)["status"]["total"] == "1", result.stderr
+    finally:
+        proc.terminate()
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == 0
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), \
+            "Envoy stopped with the server"
+
+
+def _children(pid: int) -> Dict[int, str]:
+    """The child processes of ``pid`` and their names (Linux /proc)."""
+    out: Dict[int, str] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out[int(child)] = Path(f"/proc/{child}/comm").read_text().strip()
+    return out

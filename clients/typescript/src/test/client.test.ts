@@ -39,6 +39,10 @@ for (const [name, make] of clients) {
     assert.equal(image.info?.client, "typescript");
     const listed = await client.listImages();
     assert.ok(listed.some((i) => i.imageId === `ts_${name}`));
+    // a server stream that ends with one answer: the next sample, leased to this client
+    const sample = await client.nextSample("random", `ts-${name}`);
+    assert.ok(sample && listed.some((i) => i.imageId === sample.imageId));
+    assert.equal(sample!.clientId, `ts-${name}`);
 
     const out = await client.infer("segmentation", { imageId: `ts_${name}` });
     const mask = out.mask!;
