@@ -16,13 +16,13 @@ Envoy without CORS headers (the browser refuses the call).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import mimetypes
 import os
-import signal
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -130,11 +130,16 @@ def render(grpc_host: str, grpc_port: int, web_host: str, web_port: int, origins
     )
 
 
-def _die_with_parent() -> None:  # runs in the child, before exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _with_parent_death_signal(cmd: List[str]) -> List[str]:
+    """Makes Envoy get SIGTERM if the server dies without stopping it (util-linux ``setpriv``, where present).
+
+    A ``preexec_fn`` would run Python in the forked child of a process whose gRPC threads are live,
+    which gRPC's fork handlers do not survive; ``setpriv`` sets the signal in a plain exec instead.
+    Linux sends it when the *thread* that started Envoy ends, so start the server from a thread that
+    lives as long as the server (the main thread of ``start_server``).
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv and sys.platform.startswith("linux") else cmd
 
 
 class EnvoyProcess:
@@ -153,10 +158,11 @@ class EnvoyProcess:
         self._log = open(Path(self._dir.name) / "envoy.log", "w+b")  # noqa: SIM115 - closed in stop()
         self.port = 0
         self.process = subprocess.Popen(
-            [envoy_binary(), "-c", str(self.config_path), "--admin-address-path", str(self._admin_path),
-             "--disable-hot-restart", "--concurrency", "2", "--log-level", log_level],
+            _with_parent_death_signal([
+                envoy_binary(), "-c", str(self.config_path), "--admin-address-path", str(self._admin_path),
+                "--disable-hot-restart", "--concurrency", "2", "--log-level", log_level,
+            ]),
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if os.name == "posix" else None,  # noqa: PLW1509 - one prctl call
         )
         try:
             self.port = self._wait_ready()

@@ -32,10 +32,6 @@ export interface ErrorDetails {
   retryAfterSeconds?: number;
 }
 
-function readString(bytes: Uint8Array): string {
-  return new TextDecoder().decode(bytes);
-}
-
 function fields(bytes: Uint8Array, each: (field: number, reader: BinaryReader, wireType: number) => boolean): void {
   const reader = new BinaryReader(bytes);
   while (reader.pos < reader.len) {
@@ -111,6 +107,3 @@ export function errorDetails(error: unknown): ErrorDetails {
   }
   return out;
 }
-
-/** Decodes a UTF-8 string (exported for tests of the decoder). */
-export const _readString = readString;
