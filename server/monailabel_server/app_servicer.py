@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List
+from typing import Any, Dict, FrozenSet, List, Optional
 
 import grpc
+from google.protobuf import duration_pb2
 
 import monailabel
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel_api.v1 import app_pb2, app_pb2_grpc
+from monailabel_server.config import ServerConfig
 from monailabel_server.convert import to_struct
+from monailabel_server.core.infer_request import MIN_CHUNK_SIZE
 from monailabel_server.datastore_servicer import status_message
 
-__all__ = ["AppServicer", "labels_map", "effective_train_config"]
+__all__ = ["AppServicer", "labels_map", "effective_train_config", "limits_message"]
 
 
 def labels_map(labels: Any) -> Dict[str, int]:
@@ -64,10 +67,12 @@ class AppServicer(app_pb2_grpc.AppServiceServicer):
 
     Args:
         app: the app.
+        config: server settings, whose limits the answer tells (none when absent).
     """
 
-    def __init__(self, app: MONAILabelApp) -> None:
+    def __init__(self, app: MONAILabelApp, config: Optional[ServerConfig] = None) -> None:
         self.app = app
+        self.config = config
 
     def GetAppInfo(
         self, request: app_pb2.GetAppInfoRequest, context: grpc.ServicerContext
@@ -88,7 +93,7 @@ class AppServicer(app_pb2_grpc.AppServiceServicer):
                     dimension=int(m.get("dimension") or 0),
                     description=str(m.get("description") or ""),
                     interactive=str(getattr(m.get("type"), "value", m.get("type", ""))) in _INTERACTIVE,
-                    info=to_struct(m),
+                    info=to_struct(_free_form(m, _TYPED_MODEL_KEYS)),
                 )
             )
         stats = info.get("train_stats") or {}
@@ -111,12 +116,36 @@ class AppServicer(app_pb2_grpc.AppServiceServicer):
             strategies=_methods(info.get("strategies")),
             scoring_methods=_methods(info.get("scoring")),
             datastore=status_message(self.app.datastore().status()),
-            info=to_struct(info),
+            info=to_struct(_free_form(info, _TYPED_APP_KEYS)),
             server_version=monailabel.__version__,
+            limits=limits_message(self.config) if self.config is not None else None,
         )
 
 
+def limits_message(config: ServerConfig) -> app_pb2.ServerLimits:
+    """The limits a client must respect, from the server's settings."""
+    return app_pb2.ServerLimits(
+        max_message_bytes=config.max_message_bytes,
+        max_chunk_size=config.chunk_size,
+        min_chunk_size=MIN_CHUNK_SIZE,
+        max_volume_bytes=config.max_volume_bytes,
+        default_session_ttl=duration_pb2.Duration(seconds=min(config.session_ttl_s, config.max_session_ttl_s)),
+        max_session_ttl=duration_pb2.Duration(seconds=config.max_session_ttl_s),
+        max_sessions=config.max_sessions,
+        upload_ttl=duration_pb2.Duration(seconds=config.upload_ttl_s),
+        max_partial_uploads=config.max_partial_uploads,
+    )
+
+
 _INTERACTIVE = {"deepgrow", "deepedit", "scribbles", "annotation"}
+# keys of MONAI Label's info dicts that typed fields carry: the Structs keep only the app's own keys
+_TYPED_APP_KEYS = frozenset({"name", "description", "version", "labels", "models", "trainers", "strategies",
+                             "scoring", "datastore", "train_stats"})
+_TYPED_MODEL_KEYS = frozenset({"type", "labels", "dimension", "description"})
+
+
+def _free_form(values: Dict[str, Any], typed: FrozenSet[str]) -> Dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in typed}
 
 
 def _methods(values: Any) -> List[app_pb2.MethodInfo]:

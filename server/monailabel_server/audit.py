@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 AUDITED: Dict[str, FrozenSet[str]] = {
     "monailabel.v1.DatastoreService": frozenset({
         "UploadImage", "SaveLabel", "DeleteImage", "DeleteLabel", "UpdateImageInfo", "UpdateLabelInfo",
+        # unary uploads: their creation, commit and deletion (each chunk is not a record of its own)
+        "CreateUpload", "CommitUpload", "DeleteUpload",
     }),
     "monailabel.v1.TrainService": frozenset({"StartTrainJob"}),
     "monailabel.v1.StrategyService": frozenset({"StartScoringJob"}),
@@ -113,7 +115,13 @@ def resource_of(request: Any, response: Any = None) -> str:
         return f"model/{msg.model}"
     if _has(msg, "method"):
         return f"scoring/{msg.method}"
-    return ""
+    if _field(msg, "upload_id") and msg.upload_id:
+        return f"upload/{msg.upload_id}"
+    for part in ("image", "label"):  # CreateUpload: the header of what the upload makes
+        if _has(msg, part):
+            return resource_of(getattr(msg, part))
+    created = getattr(response, "upload_id", "")
+    return f"upload/{created}" if created else ""
 
 
 def _field(msg: Any, name: str) -> bool:

@@ -180,6 +180,7 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
             reflection=args.reflection,
             audit_log=args.audit_log,
             stream_idle_timeout_s=args.stream_idle_timeout,
+            web_port=args.web_port,
         )
     except ValueError as e:
         raise StartError(f"a MONAI_LABEL_GRPC_* setting is not a number: {e}") from None
@@ -252,6 +253,9 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                    help="gRPC server reflection (default auto: on only when MONAI_LABEL_AUTH_ENABLE is off)")
     s.add_argument("--audit-log", default=None,
                    help="audit log file of state-changing calls (default <studies>/.monailabel/logs/audit.log)")
+    s.add_argument("--web-port", type=int, default=None,
+                   help="also serve browsers on this port: gRPC-Web and Connect through Envoy, CORS for "
+                        "MONAI_LABEL_CORS_ORIGINS (0 picks a free port; default: off)")
     s.set_defaults(func=_start_server)
 
 

@@ -44,6 +44,8 @@ class ServerConfig:
         tls_client_ca: PEM CA certificates; set, clients must present a certificate they sign (mTLS).
         reflection: ``auto`` (on only when auth is off), ``on`` or ``off``.
         audit_log: the audit log file; empty for ``<studies>/.monailabel/logs/audit.log``.
+        web_port: the browser port (gRPC-Web and Connect through Envoy, CORS from
+            ``MONAI_LABEL_CORS_ORIGINS``); -1 for none, 0 picks a free one.
         auth: authentication settings; None reads ``MONAI_LABEL_AUTH_*`` from ``conf`` and the environment.
         stream_idle_timeout_s: seconds a streaming call may wait on its client (for the next message
             it sends, or to read the one it was sent) before the server ends it (DEADLINE_EXCEEDED).
@@ -74,6 +76,7 @@ class ServerConfig:
     tls_client_ca: str = ""
     reflection: str = "auto"
     audit_log: str = ""
+    web_port: int = -1
     auth: Optional[AuthSettings] = None
     stream_idle_timeout_s: float = 60.0
     reserved_threads: int = 4

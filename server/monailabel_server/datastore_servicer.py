@@ -14,11 +14,11 @@ from monailabel_server.auth import stamp_user
 from monailabel_server.chunks import encoded_chunks
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import encoding_of_name, from_struct, timestamp_of, to_struct
-from monailabel_server.core.datastore import DatastoreCore
+from monailabel_server.core.datastore import MAX_APPEND_BYTES, DatastoreCore
 from monailabel_server.ingest import chunks_of, header_of
 from monailabel_server.store import ImageView, LabelView
 from monailabel_server.transfer import read_chunks
-from monailabel_server.validation import check_enum
+from monailabel_server.validation import check_enum, invalid
 from monailabel_server.volumes import content_header_for_file
 
 __all__ = ["DatastoreServicer", "image_message", "label_message", "status_message"]
@@ -177,6 +177,48 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
 
     def GetDatastoreStatus(self, request: datastore_pb2.GetDatastoreStatusRequest, context: grpc.ServicerContext):
         return datastore_pb2.GetDatastoreStatusResponse(status=status_message(self.core.status()))
+
+    # -- unary uploads: the browser's path (gRPC-Web and Connect cannot send a client stream) -------
+    def CreateUpload(self, request: datastore_pb2.CreateUploadRequest, context: grpc.ServicerContext):
+        kind = request.WhichOneof("target")
+        if kind == "image":
+            header = request.image
+            if header.upload_id:
+                raise invalid("image.upload_id", "leave upload_id empty; append to an upload with AppendUploadChunk")
+            status = self.core.create_upload("image", header.content, image_id=header.image_id,
+                                             info=stamp_user(from_struct(header.info)), overwrite=header.overwrite)
+        elif kind == "label":
+            header = request.label
+            if header.upload_id:
+                raise invalid("label.upload_id", "leave upload_id empty; append to an upload with AppendUploadChunk")
+            status = self.core.create_upload("label", header.content, image_id=header.image_id, tag=header.tag,
+                                             info=stamp_user(from_struct(header.info)))
+        elif kind == "volume":
+            status = self.core.create_upload("volume", request.volume)
+        else:
+            raise invalid("target", "set image, label or volume")
+        return datastore_pb2.CreateUploadResponse(upload_id=status.upload_id,
+                                                  expire_time=timestamp_of(status.expire_time),
+                                                  max_chunk_size=self.max_append_bytes)
+
+    @property
+    def max_append_bytes(self) -> int:
+        """The largest chunk an AppendUploadChunk may carry: within the message limit, less room for the envelope."""
+        return min(MAX_APPEND_BYTES, self.config.max_message_bytes - (64 << 10))
+
+    def AppendUploadChunk(self, request: datastore_pb2.AppendUploadChunkRequest, context: grpc.ServicerContext):
+        committed, total = self.core.append_upload(request.upload_id, request.chunk.offset, request.chunk.data)
+        return datastore_pb2.AppendUploadChunkResponse(committed_size=committed, total_size=total)
+
+    def CommitUpload(self, request: datastore_pb2.CommitUploadRequest, context: grpc.ServicerContext):
+        view = self.core.commit_upload(request.upload_id)
+        if isinstance(view, LabelView):
+            return datastore_pb2.CommitUploadResponse(label=label_message(view))
+        return datastore_pb2.CommitUploadResponse(image=image_message(view))
+
+    def DeleteUpload(self, request: datastore_pb2.DeleteUploadRequest, context: grpc.ServicerContext):
+        self.core.delete_upload(request.upload_id)
+        return datastore_pb2.DeleteUploadResponse()
 
 
 def _download(path: Path, sha256: str, offset: int, chunk_size: int, message: Any) -> Iterator:

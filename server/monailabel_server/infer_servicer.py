@@ -6,11 +6,11 @@ module only reads requests into typed values and writes the answer (result, then
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import grpc
 import numpy as np
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel_api.v1 import common_pb2, infer_pb2, infer_pb2_grpc
@@ -21,7 +21,7 @@ from monailabel_server.core.infer import InferAnswer, InferCore, result_dtype_na
 from monailabel_server.core.infer_request import InferParams, OutputSpec
 from monailabel_server.core.sessions import Session
 from monailabel_server.datastore_servicer import label_message
-from monailabel_server.ingest import chunks_of, header_of
+from monailabel_server.ingest import Received, chunks_of, header_of
 from monailabel_server.validation import invalid
 from monailabel_server.workers import CallCancel, ModelWorkers
 
@@ -87,6 +87,11 @@ def _answer(answer: InferAnswer, message: Any) -> Iterator[Any]:
         yield encode_chunk_request(offset, view[offset : offset + size])  # type: ignore[arg-type] # a view: no copy
 
 
+def _seconds(ttl: duration_pb2.Duration) -> int:
+    """Whole seconds of a duration, a fraction counted as a second (so a short ttl never becomes the default)."""
+    return int(ttl.seconds) + (1 if ttl.nanos > 0 else -1 if ttl.nanos < 0 and ttl.seconds == 0 else 0)
+
+
 class InferServicer(infer_pb2_grpc.InferServiceServicer):
     """Serves the app's infer tasks.
 
@@ -95,11 +100,12 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
         config: server settings.
         workers: the model workers.
         core: the inference core (one over ``app`` by default).
+        volumes: takes a volume upload by id (``DatastoreCore.take_volume``), for ``upload_id`` sources.
     """
 
     def __init__(self, app: MONAILabelApp, config: ServerConfig, workers: ModelWorkers,
-                 core: Optional[InferCore] = None) -> None:
-        self.core = core if core is not None else InferCore(app, config, workers)
+                 core: Optional[InferCore] = None, volumes: Optional[Callable[[str, str], Received]] = None) -> None:
+        self.core = core if core is not None else InferCore(app, config, workers, volumes=volumes)
 
     def Infer(self, request: infer_pb2.InferRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         params, output = params_of(request.params, "params"), output_of(request.output, "output")
@@ -108,8 +114,10 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
             answer = self.core.infer_image(request.model, request.image_id, params, output, CallCancel(context))
         elif source == "session_id":
             answer = self.core.infer_session(request.model, request.session_id, params, output, CallCancel(context))
+        elif source == "upload_id":
+            answer = self.core.infer_upload(request.model, request.upload_id, params, output, CallCancel(context))
         else:
-            raise invalid("source", "set image_id or session_id")
+            raise invalid("source", "set image_id, session_id or upload_id")
         yield from _answer(answer, infer_pb2.InferResponse)
 
     def InferVolume(self, request_iterator: Iterable[infer_pb2.InferVolumeRequest],
@@ -126,10 +134,18 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
         requests = iter(request_iterator)
         header = header_of(next(requests, None), "CreateSession")
         source = header.WhichOneof("source")
-        session = self.core.create_session(header.ttl_seconds, header.content if source == "content" else None,
+        session = self.core.create_session(_seconds(header.ttl), header.content if source == "content" else None,
                                            header.image_id if source == "image_id" else "",
                                            chunks_of(requests, "CreateSession"))
         return infer_pb2.CreateSessionResponse(session=session_message(session))
+
+    def OpenSession(self, request: infer_pb2.OpenSessionRequest, context: grpc.ServicerContext):
+        source = request.WhichOneof("source")
+        image_id = request.image_id if source == "image_id" else ""
+        upload_id = request.upload_id if source == "upload_id" else ""
+        session = self.core.create_session(_seconds(request.ttl), None, image_id, (), upload_id=upload_id,
+                                           field_prefix="")
+        return infer_pb2.OpenSessionResponse(session=session_message(session))
 
     def GetSession(self, request: infer_pb2.GetSessionRequest, context: grpc.ServicerContext):
         return infer_pb2.GetSessionResponse(session=session_message(self.core.sessions.get(request.session_id)))

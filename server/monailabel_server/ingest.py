@@ -17,7 +17,7 @@ from monailabel_server.transfer import StagedUpload, check_header_size
 from monailabel_server.validation import check_enum, shown
 from monailabel_server.volumes import VolumeInfo, inspect_volume, nifti_prefix_for_raw
 
-__all__ = ["Received", "receive", "chunks_of", "header_of", "resolve_encoding"]
+__all__ = ["Received", "receive", "stage", "chunks_of", "header_of", "resolve_encoding"]
 
 
 @dataclass
@@ -115,7 +115,7 @@ def receive(
     """
     encoding = resolve_encoding(content)
     check_header_size(content, max_bytes)
-    prefix = nifti_prefix_for_raw(content, max_bytes) if encoding == common_pb2.ENCODING_RAW else b""
+    prefix = _prefix(content, encoding, max_bytes)
     if encoding == common_pb2.ENCODING_IMAGE_2D:
         ext = ".img"  # renamed to the extension of the format it decodes as
     elif encoding == common_pb2.ENCODING_DICOM_ZIP:
@@ -195,6 +195,34 @@ def _series_to_nifti(archive: Path, output: Path, max_bytes: int) -> Path:
     finally:
         archive.unlink(missing_ok=True)
     return output
+
+
+def stage(content: common_pb2.ContentHeader, staging: Path, key: str, max_bytes: int) -> None:
+    """Creates the empty staging file of a resumable upload, as :func:`receive` would open it.
+
+    Unary calls then append to it (``transfer.append_at``) and :func:`receive` with no chunks
+    commits it.
+
+    Args:
+        content: the upload's header.
+        staging: the staging folder.
+        key: the upload id.
+        max_bytes: the server's volume limit.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT or RESOURCE_EXHAUSTED for a bad header.
+    """
+    encoding = resolve_encoding(content)
+    check_header_size(content, max_bytes)
+    if encoding not in EXTENSION_BY_ENCODING and encoding != common_pb2.ENCODING_IMAGE_2D:
+        _own_extension(content)
+    prefix = _prefix(content, encoding, max_bytes)
+    StagedUpload(staging / f"{key}.part", content.total_size, content.sha256, prefix, True).open().suspend()
+
+
+def _prefix(content: common_pb2.ContentHeader, encoding: int, max_bytes: int) -> bytes:
+    """Bytes the staging file holds before the stream's: a NIfTI header for raw voxels."""
+    return nifti_prefix_for_raw(content, max_bytes) if encoding == common_pb2.ENCODING_RAW else b""
 
 
 def _own_extension(content: common_pb2.ContentHeader) -> str:

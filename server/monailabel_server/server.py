@@ -12,7 +12,6 @@ from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel_api.v1 import (
@@ -40,11 +39,13 @@ from monailabel_server.errors import ErrorInterceptor
 from monailabel_server.infer_servicer import InferServicer
 from monailabel_server.job_servicer import JobServicer
 from monailabel_server.jobs import JobManager
+from monailabel_server.reflection import enable_reflection
 from monailabel_server.sampling import NextSampler
 from monailabel_server.strategy_servicer import StrategyServicer
 from monailabel_server.streams import StreamGuard
 from monailabel_server.tls import server_credentials
 from monailabel_server.train_servicer import TrainServicer
+from monailabel_server.web import EnvoyProcess, start_web
 from monailabel_server.workers import ModelWorkers
 
 __all__ = ["RunningServer", "start", "serve"]
@@ -76,6 +77,7 @@ class RunningServer:
         sampler: its next-sample strategies and leases.
         audit: its audit log.
         guard: its stream idle timeout and stream cap.
+        web: Envoy serving the browser port, when ``web_port`` is set.
     """
 
     server: grpc.Server
@@ -88,6 +90,12 @@ class RunningServer:
     sampler: Optional[NextSampler] = None
     audit: Optional[AuditLog] = None
     guard: Optional[StreamGuard] = None
+    web: Optional[EnvoyProcess] = None
+
+    @property
+    def web_port(self) -> int:
+        """The browser port (gRPC-Web and Connect); 0 when there is none."""
+        return self.web.port if self.web is not None else 0
 
     @property
     def address(self) -> str:
@@ -97,6 +105,8 @@ class RunningServer:
     def stop(self, grace: Optional[float] = 5.0) -> None:
         """Marks the server NOT_SERVING, stops taking calls, lets running ones end within ``grace``."""
         self.health.enter_graceful_shutdown()
+        if self.web is not None:
+            self.web.stop()
         self.server.stop(grace).wait()
         self.workers.shutdown(wait=False)
         self.app.set_job_submitter(None)
@@ -123,6 +133,9 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     # security settings are checked before the (slow) app load, so that a typo fails at once
     auth = config.auth or AuthSettings.from_env(config.conf)
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+    if config.web_port >= 0 and credentials is not None:
+        raise ValueError("--web-port with TLS is not supported: run Envoy as a sidecar (README) that dials the "
+                         "TLS port, or serve the gRPC port in plaintext on a private address")
     if config.reflection not in ("auto", "on", "off"):
         raise ValueError(f"reflection must be auto, on or off, not {config.reflection!r}")
     if app is None:
@@ -148,21 +161,19 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     jobs = JobManager(app, config.app_dir, config.studies, config.conf)
     jobs.audit = audit
     sampler = NextSampler(app, jobs.store.path.parent / "leases.db", config.lease_ttl_s)
-    app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app), server)
-    datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(
-        DatastoreServicer(app, config, on_final_label=sampler.release_image), server
+    app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app, config), server)
+    datastore_servicer = DatastoreServicer(app, config, on_final_label=sampler.release_image)
+    datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(datastore_servicer, server)
+    infer_pb2_grpc.add_InferServiceServicer_to_server(
+        InferServicer(app, config, workers, volumes=datastore_servicer.core.take_volume), server
     )
-    infer_pb2_grpc.add_InferServiceServicer_to_server(InferServicer(app, config, workers), server)
     train_pb2_grpc.add_TrainServiceServicer_to_server(TrainServicer(jobs), server)
     job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
     strategy_pb2_grpc.add_StrategyServiceServicer_to_server(StrategyServicer(app, config, sampler, jobs), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection == "on" or (config.reflection == "auto" and not auth.enable):
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            server,
-        )
+        enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     address = f"{config.host}:{config.port}"
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
@@ -178,7 +189,14 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     # the app's async_scoring / async_training become jobs; then MONAI Label's init hook (scoring, if auto)
     app.set_job_submitter(lambda kind, request: jobs.submit(kind, request, trigger=f"app: {kind} requested"))
     app.on_init_complete()
-    return RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit, guard)
+    running = RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit, guard)
+    if config.web_port >= 0:
+        try:
+            running.web = start_web(config.host, port, config.host, config.web_port, config.max_message_bytes)
+        except BaseException:
+            running.stop(grace=0)
+            raise
+    return running
 
 
 def serve(config: ServerConfig) -> None:
@@ -189,6 +207,8 @@ def serve(config: ServerConfig) -> None:
     """
     running = start(config)
     print(f"monailabel server listening on {config.host}:{running.port}", flush=True)
+    if running.web is not None:
+        print(f"monailabel browser port (gRPC-Web, Connect) on {config.host}:{running.web_port}", flush=True)
     done = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

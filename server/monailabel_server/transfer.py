@@ -21,7 +21,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.others.atomic import atomic_write_json
 from monailabel_api.v1 import common_pb2
 
-__all__ = ["StagedUpload", "read_chunks", "check_header_size"]
+__all__ = ["StagedUpload", "append_at", "read_chunks", "check_header_size"]
 
 _STAGE_QUEUE_CHUNKS = 32
 # the writer flushes to disk every this many bytes, so the final fsync has little left to do
@@ -272,6 +272,56 @@ class StagedUpload:
             return 0, 0
         total = int(state["total_size"])
         return max(0, min(size - int(state["prefix"]), total)), total
+
+
+def append_at(part_path: Path, offset: int, data: bytes) -> tuple[int, int]:
+    """Appends one chunk to a staging file outside any stream (an unary call's chunk), durably.
+
+    The file is the one a :class:`StagedUpload` writes, so streams and unary calls continue each
+    other's uploads. Nothing is hashed here: :meth:`StagedUpload.open` hashes what is held when the
+    upload is committed, once.
+
+    Args:
+        part_path: the staging file.
+        offset: the chunk's position in the stream; must be the committed size.
+        data: the bytes.
+
+    Returns:
+        ``(committed, total)`` after the chunk.
+
+    Raises:
+        MONAILabelException: OUT_OF_RANGE for an offset other than the committed size (reason
+            ``UPLOAD_OFFSET_MISMATCH``, metadata ``committed_size``) or bytes past the announced total.
+    """
+    state_path = part_path.with_name(part_path.name + ".json")
+    state = json.loads(state_path.read_text())
+    total, prefix = int(state["total_size"]), int(state["prefix"])
+    fd = os.open(part_path, os.O_RDWR)
+    try:
+        committed = max(0, min(os.fstat(fd).st_size - prefix, total))
+        if offset != committed:
+            raise MONAILabelException(
+                MONAILabelError.OUT_OF_RANGE,
+                f"chunk offset {offset} does not follow the {committed} bytes committed "
+                f"({'a gap' if offset > committed else 'an overlap'}); resume from offset {committed}",
+                field="chunk.offset", reason="UPLOAD_OFFSET_MISMATCH", metadata={"committed_size": str(committed)},
+            )
+        if offset + len(data) > total:
+            raise MONAILabelException(
+                MONAILabelError.OUT_OF_RANGE,
+                f"chunk ends at byte {offset + len(data)}, past the announced total of {total}",
+                field="chunk.data", reason="UPLOAD_SIZE_EXCEEDED",
+                metadata={"committed_size": str(committed), "total_size": str(total)},
+            )
+        os.ftruncate(fd, prefix + committed)  # a torn earlier write leaves nothing past the committed size
+        view, pos = memoryview(data), prefix + committed
+        while view:
+            written = os.pwrite(fd, view, pos)
+            view, pos = view[written:], pos + written
+        os.fdatasync(fd)
+        return committed + len(data), total
+    finally:
+        os.close(fd)
 
 
 def read_chunks(path: Path, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[common_pb2.Chunk]:

@@ -57,6 +57,7 @@ ADMIN_ONLY = {"DeleteImage", "DeleteLabel", "StartTrainJob"}
 ANNOTATOR_UP = {
     "UploadImage", "GetUploadStatus", "SaveLabel", "UpdateImageInfo", "UpdateLabelInfo",
     "StartScoringJob", "CancelJob",  # cancelling a training job needs admin: test_training_cancel_needs_admin
+    "CreateUpload", "AppendUploadChunk", "CommitUpload", "DeleteUpload",
 }
 RANK = {"none": 0, "user": 1, "annotator": 2, "reviewer": 3, "admin": 4}
 

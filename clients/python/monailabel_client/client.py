@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequ
 
 import grpc
 import numpy as np
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from monailabel_api.v1 import (
@@ -464,14 +464,14 @@ class MonaiLabelClient(StrategyCalls, JobCalls):
     ) -> infer_pb2.Session:
         """Creates an interactive session from a file, an array, or a datastore image."""
         if image_id:
-            header = infer_pb2.CreateSessionHeader(ttl_seconds=ttl_seconds, image_id=image_id)
+            header = infer_pb2.CreateSessionHeader(ttl=duration_pb2.Duration(seconds=ttl_seconds), image_id=image_id)
             return self.infers.CreateSession(
                 iter([infer_pb2.CreateSessionRequest(header=header)]), timeout=self.timeout
             ).session
         if source is None:
             raise ValueError("pass a file, an array or image_id")
         content, opener = self._source(source, affine, None)
-        header = infer_pb2.CreateSessionHeader(ttl_seconds=ttl_seconds, content=content)
+        header = infer_pb2.CreateSessionHeader(ttl=duration_pb2.Duration(seconds=ttl_seconds), content=content)
         requests = self._stream(infer_pb2.CreateSessionRequest, header, opener, 0, content.total_size)
         return self._create_session(requests, timeout=self.timeout).session
 

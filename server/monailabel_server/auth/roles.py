@@ -5,7 +5,8 @@ role of the endpoint that does the same thing:
 
 * user: app info, trainers and strategies, inference and sessions, next sample, listing, reading and
   downloading images and labels, datastore status, job listing, status and watching;
-* annotator: uploading images (and asking how much of an upload arrived), saving labels, editing
+* annotator: uploading images (and asking how much of an upload arrived), the unary upload resource
+  calls (also for a volume to infer on: they write to the server's disk), saving labels, editing
   image and label info, starting and cancelling scoring jobs;
 * admin: deleting images and labels, starting and cancelling training.
 
@@ -59,6 +60,10 @@ RPC_ROLES: Dict[str, Dict[str, Role]] = {
         "DownloadLabel": USER,
         "DeleteLabel": ADMIN,
         "GetDatastoreStatus": USER,
+        "CreateUpload": ANNOTATOR,
+        "AppendUploadChunk": ANNOTATOR,
+        "CommitUpload": ANNOTATOR,
+        "DeleteUpload": ANNOTATOR,
     },
     "monailabel.v1.InferService": {
         "Infer": USER,
@@ -66,6 +71,7 @@ RPC_ROLES: Dict[str, Dict[str, Role]] = {
         "CreateSession": USER,
         "GetSession": USER,
         "DeleteSession": USER,
+        "OpenSession": USER,
     },
     "monailabel.v1.TrainService": {
         "ListTrainers": USER,

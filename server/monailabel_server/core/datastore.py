@@ -11,17 +11,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from google.protobuf import json_format
 
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_api.v1 import common_pb2
 from monailabel_server.core.uploads import Target, UploadRegistry
-from monailabel_server.ingest import receive, resolve_encoding
+from monailabel_server.ingest import Received, receive, resolve_encoding, stage
 from monailabel_server.store import ImageView, LabelView, Store, encode_token
-from monailabel_server.transfer import check_header_size
+from monailabel_server.transfer import append_at, check_header_size
 from monailabel_server.validation import (
     MAX_OFFSET,
     MAX_PAGE_SIZE,
@@ -33,12 +36,14 @@ from monailabel_server.validation import (
 )
 from monailabel_server.volumes import shape_of, spatial_shape
 
-__all__ = ["DatastoreCore", "UploadStatus", "FILTERS"]
+__all__ = ["DatastoreCore", "UploadStatus", "FILTERS", "MAX_APPEND_BYTES"]
 
 logger = logging.getLogger(__name__)
 
 FILTERS = ("all", "labeled", "unlabeled")
 DEFAULT_PAGE_SIZE = 100
+#: Largest chunk one AppendUploadChunk carries (the server's message limit may be lower).
+MAX_APPEND_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,147 @@ class DatastoreCore:
         """Returns the datastore's counts."""
         return self.store.status()
 
+    # -- unary uploads (create, append chunks, commit) --------------------------------------------
+    def create_upload(
+        self,
+        kind: str,
+        content: common_pb2.ContentHeader,
+        *,
+        image_id: str = "",
+        tag: str = "",
+        info: Optional[Mapping[str, Any]] = None,
+        overwrite: bool = False,
+    ) -> UploadStatus:
+        """Creates an upload resource that unary calls fill (:meth:`append_upload`) and commit.
+
+        It is the same kind of upload a stream makes: one writer per target, resumable by id (by a
+        stream too), expiring after ``upload_ttl_s`` without a call, and counted in the cap.
+
+        Args:
+            kind: ``"image"``, ``"label"``, or ``"volume"`` (a volume to infer on, see :meth:`take_volume`).
+            content: what the bytes are.
+            image_id: the image to create (image) or the labeled image (label).
+            tag: the label tag (label; empty means ``final``).
+            info: info to store with the image or label.
+            overwrite: replace an existing image.
+
+        Returns:
+            The new upload's status (nothing committed).
+
+        Raises:
+            MONAILabelException: as the stream's checks of its header (INVALID_INPUT, ALREADY_EXISTS,
+                NOT_FOUND for a label's unknown image, RESOURCE_EXHAUSTED), CONFLICT while a stream
+                writes to the target.
+        """
+        prefix = {"image": "image", "label": "label", "volume": "volume"}[kind]
+        info = check_info(dict(info or {}), f"{prefix}.info") if kind != "volume" else {}
+        if kind == "image":
+            target = Target(check_id(image_id, "image.image_id"))
+            if not overwrite and self.store.exists(image_id):
+                raise _exists(image_id)
+        elif kind == "label":
+            target = Target(check_id(image_id, "label.image_id"), check_tag(tag, "label.tag"))
+            self.store.image(image_id)
+        else:
+            target = Target(uuid.uuid4().hex, volume=True)
+        self._check_content(content)
+        spec = {"content": json_format.MessageToDict(content), "info": info, "overwrite": bool(overwrite)}
+        with self.uploads.begin(target, "", content.total_size, content.sha256, spec) as upload:
+            stage(content, self.store.staging_dir(), upload.id, self.max_volume_bytes)
+        created = self.uploads.get(upload.id)
+        return UploadStatus(created.id, 0, created.total_size, created.expire_at, False)
+
+    def append_upload(self, upload_id: str, offset: int, data: bytes) -> Tuple[int, int]:
+        """Appends one chunk at the committed size of an upload (made by a stream or by :meth:`create_upload`).
+
+        Returns:
+            ``(committed_size, total_size)`` after the chunk.
+
+        Raises:
+            MONAILabelException: NOT_FOUND for an unknown or expired upload, CONFLICT while a stream
+                writes to it, OUT_OF_RANGE for an offset other than the committed size (metadata
+                ``committed_size``: a retried chunk that did arrive continues from there),
+                INVALID_INPUT for a chunk over :data:`MAX_APPEND_BYTES`.
+        """
+        _need_upload_id(upload_id, "upload_id")
+        check_int(offset, "chunk.offset", 0, MAX_OFFSET)
+        if len(data) > MAX_APPEND_BYTES:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                      f"a chunk may carry at most {MAX_APPEND_BYTES} bytes", field="chunk.data")
+        upload = self.uploads.get(upload_id)
+        with self.uploads.begin(upload.target, upload_id, upload.total_size, upload.sha256):
+            return append_at(self.uploads.part_path(upload_id), offset, data)
+
+    def commit_upload(self, upload_id: str) -> Union[ImageView, LabelView]:
+        """Checks a complete image or label upload and stores it, as the end of its stream would.
+
+        Raises:
+            MONAILabelException: NOT_FOUND for an unknown upload, FAILED_PRECONDITION for a volume
+                upload, an upload a stream began, or missing bytes (reason ``UPLOAD_INCOMPLETE``);
+                then as :meth:`upload_image` and :meth:`save_label`.
+        """
+        _need_upload_id(upload_id, "upload_id")
+        upload = self._complete(upload_id)
+        if upload.target.volume:
+            raise MONAILabelException(
+                MONAILabelError.PRECONDITION_FAILED,
+                "a volume upload is not stored: infer on it (Infer with upload_id) or open a session from it",
+                resource=("upload", upload_id), reason="VOLUME_UPLOAD",
+            )
+        content, info = self._spec_content(upload), upload.spec.get("info") or {}
+        if upload.target.tag:
+            return self.save_label(upload.target.image_id, upload.target.tag, content, (), info=info,
+                                   upload_id=upload_id)
+        return self.upload_image(upload.target.image_id, content, (), info=info,
+                                 overwrite=bool(upload.spec.get("overwrite")), upload_id=upload_id)
+
+    def take_volume(self, upload_id: str, field_name: str = "upload_id") -> Received:
+        """Takes a complete volume upload out of the registry as a checked file (the caller discards it).
+
+        Raises:
+            MONAILabelException: NOT_FOUND for an unknown upload, FAILED_PRECONDITION for an image or
+                label upload or missing bytes; INVALID_INPUT for a bad volume (the upload is discarded).
+        """
+        _need_upload_id(upload_id, field_name)
+        upload = self._complete(upload_id)
+        if not upload.target.volume:
+            raise MONAILabelException(
+                MONAILabelError.PRECONDITION_FAILED,
+                f"upload is for {upload.target.kind} '{upload.target.name}': commit it, then infer on the image",
+                field=field_name, reason="NOT_A_VOLUME_UPLOAD",
+            )
+        content = self._spec_content(upload)
+        with self.uploads.begin(upload.target, upload_id, upload.total_size, upload.sha256) as held:
+            return receive(content, (), self.store.staging_dir(), held.id, self.max_volume_bytes)
+
+    def delete_upload(self, upload_id: str) -> None:
+        """Discards an upload (NOT_FOUND when unknown, CONFLICT while a call writes to it)."""
+        _need_upload_id(upload_id, "upload_id")
+        self.uploads.discard(upload_id)
+
+    def _complete(self, upload_id: str) -> Any:
+        """The upload, once every byte it announced is committed."""
+        upload = self.uploads.get(upload_id)
+        if not upload.spec:
+            raise MONAILabelException(
+                MONAILabelError.PRECONDITION_FAILED,
+                "this upload was begun by a stream: finish it with a stream that names its upload_id",
+                resource=("upload", upload_id), reason="STREAM_UPLOAD",
+            )
+        committed = self.uploads.committed(upload_id)
+        if committed != upload.total_size:
+            raise MONAILabelException(
+                MONAILabelError.PRECONDITION_FAILED,
+                f"the upload holds {committed} of its {upload.total_size} bytes; append the rest from offset "
+                f"{committed}", resource=("upload", upload_id), reason="UPLOAD_INCOMPLETE",
+                metadata={"committed_size": str(committed), "total_size": str(upload.total_size)},
+            )
+        return upload
+
+    @staticmethod
+    def _spec_content(upload: Any) -> common_pb2.ContentHeader:
+        return json_format.ParseDict(upload.spec.get("content") or {}, common_pb2.ContentHeader())
+
     # -- helpers ----------------------------------------------------------------------------------
     def _check_content(self, content: common_pb2.ContentHeader) -> None:
         resolve_encoding(content)
@@ -310,6 +456,13 @@ def _check_label_fits(label_shape: Tuple[int, ...], image: ImageView) -> None:
             f"label shape {list(label_shape)} does not match image shape {list(image_shape)}",
             field="header.content",
         )
+
+
+def _need_upload_id(upload_id: str, field_name: str) -> str:
+    """Checks an upload id that must be set."""
+    if not upload_id:
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{field_name} is required", field=field_name)
+    return check_upload_id(upload_id, field_name)
 
 
 def _exists(image_id: str) -> MONAILabelException:

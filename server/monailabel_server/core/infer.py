@@ -38,7 +38,7 @@ from monailabel_server.core.infer_request import (
     check_points,
 )
 from monailabel_server.core.sessions import Session, SessionStore
-from monailabel_server.ingest import receive
+from monailabel_server.ingest import Received, receive
 from monailabel_server.store import LabelView, Store
 from monailabel_server.validation import check_enum, check_id, invalid, shown
 from monailabel_server.workers import ModelWorkers
@@ -156,11 +156,14 @@ class InferCore:
         config: server settings (volume, session and chunk limits).
         workers: the model workers.
         store: the datastore adapter (one over the app's datastore by default).
+        volumes: takes a complete volume upload by id as a checked file (``DatastoreCore.take_volume``);
+            None when this server has no unary uploads.
     """
 
     def __init__(self, app: MONAILabelApp, config: ServerConfig, workers: ModelWorkers,
-                 store: Optional[Store] = None) -> None:
+                 store: Optional[Store] = None, volumes: Optional[Callable[[str, str], Received]] = None) -> None:
         self.app = app
+        self.volumes = volumes
         self.config = config
         self.workers = workers
         self.store = store if store is not None else Store(app.datastore())
@@ -214,6 +217,22 @@ class InferCore:
             return self._run(task, model, str(received.path), "", shape, params, output, cancel)
         finally:
             received.discard()
+
+    def infer_upload(self, model: str, upload_id: str, params: InferParams, output: OutputSpec,
+                     cancel: Callable[[], bool]) -> InferAnswer:
+        """Runs a model on a volume upload (the unary calls' InferVolume); the upload is consumed."""
+        task = self.task(model)
+        received = self._take(upload_id, "upload_id")
+        try:
+            shape = self._checked_shape(str(received.path), received.volume.shape, "upload_id")
+            return self._run(task, model, str(received.path), "", shape, params, output, cancel)
+        finally:
+            received.discard()
+
+    def _take(self, upload_id: str, field_name: str) -> Received:
+        if self.volumes is None:
+            raise MONAILabelException(MONAILabelError.UNIMPLEMENTED, "this server takes no volume uploads")
+        return self.volumes(upload_id, field_name)
 
     def _checked_shape(self, path: str, shape: Tuple[int, ...], field_name: str) -> Optional[Tuple[int, ...]]:
         """The volume's shape, once its decoded size is known to fit ``max_volume_bytes``."""
@@ -348,7 +367,8 @@ class InferCore:
 
     # -- sessions ---------------------------------------------------------------------------------
     def create_session(self, ttl_seconds: int, content: Optional[common_pb2.ContentHeader], image_id: str,
-                       chunks: Iterable[common_pb2.Chunk]) -> Session:
+                       chunks: Iterable[common_pb2.Chunk], upload_id: str = "",
+                       field_prefix: str = "header.") -> Session:
         """Decodes a volume (streamed, or a datastore image) into a new session.
 
         The decoded size is checked against ``max_volume_bytes`` and reserved in the sessions'
@@ -360,16 +380,20 @@ class InferCore:
         """
         ttl = self.sessions.ttl_for(ttl_seconds)
         if image_id:
-            path = self.store.image(check_id(image_id, "header.image_id")).path
-            shape = self._checked_shape(path, (), "header.image_id")
+            path = self.store.image(check_id(image_id, f"{field_prefix}image_id")).path
+            shape = self._checked_shape(path, (), f"{field_prefix}image_id")
             with self.sessions.reserve(decoded_nbytes(shape or ())) as reservation:
                 image = _decode(path)
                 return self._add(image, reservation, ttl, image_id)
-        if content is None:
-            raise invalid("header.source", "the session header needs content or image_id")
-        received = receive(content, chunks, self.store.staging_dir(), None, self.config.max_volume_bytes)
+        source = f"{field_prefix}upload_id" if upload_id else f"{field_prefix}content"
+        if upload_id:
+            received = self._take(upload_id, source)
+        elif content is None:
+            raise invalid(f"{field_prefix}source", "a session needs a volume: content, image_id or upload_id")
+        else:
+            received = receive(content, chunks, self.store.staging_dir(), None, self.config.max_volume_bytes)
         try:
-            shape = self._checked_shape(str(received.path), received.volume.shape, "header.content")
+            shape = self._checked_shape(str(received.path), received.volume.shape, source)
             with self.sessions.reserve(decoded_nbytes(shape or ())) as reservation:
                 image = _decode(str(received.path))
                 return self._add(image, reservation, ttl, "")

@@ -108,8 +108,8 @@ class SessionStore:
             MONAILabelException: INVALID_INPUT for a negative ttl.
         """
         if requested_s < 0:
-            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "ttl_seconds must not be negative",
-                                      field="header.ttl_seconds")
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "ttl must not be negative",
+                                      field="header.ttl")
         return self.default_ttl_s if requested_s == 0 else min(int(requested_s), self.max_ttl_s)
 
     def reserve(self, nbytes: int) -> Reservation:

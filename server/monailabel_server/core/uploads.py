@@ -17,9 +17,9 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.others.atomic import atomic_write_json
@@ -34,17 +34,20 @@ class Target:
     """What an upload writes: an image, or the label of an image under a tag.
 
     Attributes:
-        image_id: the image id.
+        image_id: the image id (for a volume, a key of its own that names no image).
         tag: the label tag; "" for the image itself.
+        volume: a volume to infer on (an unary upload's, see ``DatastoreCore.create_upload``), not
+            a datastore resource.
     """
 
     image_id: str
     tag: str = ""
+    volume: bool = False
 
     @property
     def kind(self) -> str:
-        """``"image"`` or ``"label"``."""
-        return "label" if self.tag else "image"
+        """``"image"``, ``"label"`` or ``"volume"``."""
+        return "volume" if self.volume else "label" if self.tag else "image"
 
     @property
     def name(self) -> str:
@@ -63,6 +66,8 @@ class Upload:
         sha256: checksum its stream announced ("" for none).
         expire_at: epoch seconds after which a partial upload is discarded.
         active: whether a stream writes to it now.
+        spec: what the unary calls that created it asked for (content header, info, overwrite), to
+            commit it with; empty for an upload a stream began.
     """
 
     id: str
@@ -71,6 +76,7 @@ class Upload:
     sha256: str
     expire_at: float
     active: bool = False
+    spec: Dict[str, Any] = field(default_factory=dict)
 
 
 class UploadRegistry:
@@ -131,7 +137,8 @@ class UploadRegistry:
 
     # -- writing ----------------------------------------------------------------------------------
     @contextmanager
-    def begin(self, target: Target, upload_id: str, total_size: int, sha256: str) -> Iterator[Upload]:
+    def begin(self, target: Target, upload_id: str, total_size: int, sha256: str,
+              spec: Optional[Dict[str, Any]] = None) -> Iterator[Upload]:
         """Makes the caller the one writer of a target for the duration of the block.
 
         An empty ``upload_id`` starts a new upload (an idle partial upload of the same target is
@@ -144,6 +151,7 @@ class UploadRegistry:
             upload_id: "" for a new upload, or the id of a partial upload to resume.
             total_size: bytes the stream announces.
             sha256: checksum the stream announces.
+            spec: for a new upload, what its unary calls asked for (kept with it, see :class:`Upload`).
 
         Yields:
             The upload (write to :meth:`part_path` of its id).
@@ -153,7 +161,7 @@ class UploadRegistry:
                 unknown or expired ``upload_id``, INVALID_INPUT when the header does not match the
                 upload it resumes, RESOURCE_EXHAUSTED when the cap of partial uploads is reached.
         """
-        upload = self._acquire(target, upload_id, total_size, sha256)
+        upload = self._acquire(target, upload_id, total_size, sha256, spec or {})
         try:
             yield upload
         except MONAILabelException as exc:
@@ -163,7 +171,7 @@ class UploadRegistry:
         finally:
             self._release(upload)
 
-    def _acquire(self, target: Target, upload_id: str, total_size: int, sha256: str) -> Upload:
+    def _acquire(self, target: Target, upload_id: str, total_size: int, sha256: str, spec: Dict[str, Any]) -> Upload:
         stale: Optional[str] = None
         with self._lock:
             self._sweep()
@@ -206,7 +214,7 @@ class UploadRegistry:
                         "finish or let some expire first",
                         retry_after_s=60.0,
                     )
-                upload = Upload(uuid.uuid4().hex, target, total_size, sha256, 0.0)
+                upload = Upload(uuid.uuid4().hex, target, total_size, sha256, 0.0, spec=dict(spec))
                 self._uploads[upload.id] = upload
                 self._by_target[target] = upload.id
             upload.active = True
@@ -234,6 +242,25 @@ class UploadRegistry:
             self._remove_files(upload.id)
 
     # -- cleaning ---------------------------------------------------------------------------------
+    def discard(self, upload_id: str) -> None:
+        """Discards a partial upload and its files.
+
+        Raises:
+            MONAILabelException: NOT_FOUND for an unknown or expired id, CONFLICT while a call writes to it.
+        """
+        with self._lock:
+            self._sweep()
+            upload = self._uploads.get(upload_id)
+            if upload is None:
+                raise _not_found(upload_id)
+            if upload.active:
+                raise MONAILabelException(
+                    MONAILabelError.CONFLICT, "a call is writing to this upload; delete it once that call ended",
+                    resource=("upload", upload_id), reason="UPLOAD_IN_PROGRESS",
+                )
+            self._forget(upload_id)
+        self._remove_files(upload_id)
+
     def sweep(self) -> int:
         """Discards expired partial uploads; returns how many."""
         with self._lock:
@@ -262,7 +289,8 @@ class UploadRegistry:
     def _write_meta(self, upload: Upload) -> None:
         atomic_write_json(self.staging / f"{upload.id}.upload.json", {
             "image_id": upload.target.image_id, "tag": upload.target.tag, "total_size": upload.total_size,
-            "sha256": upload.sha256, "expire_at": upload.expire_at,
+            "sha256": upload.sha256, "expire_at": upload.expire_at, "volume": upload.target.volume,
+            "spec": upload.spec,
         })
 
     def _load(self) -> None:
@@ -272,8 +300,9 @@ class UploadRegistry:
             upload_id = meta.name[: -len(".upload.json")]
             try:
                 state = json.loads(meta.read_text())
-                upload = Upload(upload_id, Target(str(state["image_id"]), str(state["tag"])),
-                                int(state["total_size"]), str(state["sha256"]), float(state["expire_at"]))
+                upload = Upload(upload_id, Target(str(state["image_id"]), str(state["tag"]), bool(state.get("volume"))),
+                                int(state["total_size"]), str(state["sha256"]), float(state["expire_at"]),
+                                spec=dict(state.get("spec") or {}))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
             if upload.expire_at > now and self.part_path(upload_id).exists() and len(self._uploads) < self.max_uploads \
@@ -291,7 +320,8 @@ class UploadRegistry:
 
 
 def _copy(upload: Upload) -> Upload:
-    return Upload(upload.id, upload.target, upload.total_size, upload.sha256, upload.expire_at, upload.active)
+    return Upload(upload.id, upload.target, upload.total_size, upload.sha256, upload.expire_at, upload.active,
+                  dict(upload.spec))
 
 
 def _not_found(upload_id: str) -> MONAILabelException:

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
@@ -86,7 +87,9 @@ class ModelInfo(_message.Message):
 
     @_builtins.property
     def info(self) -> _struct_pb2.Struct:
-        """The task's full info dict, as MONAI Label's InferTask.info() returns it."""
+        """The task's own keys of its info dict (MONAI Label's InferTask.info()), those the typed fields
+        above do not carry. Numbers in a Struct are doubles.
+        """
 
     def __init__(
         self,
@@ -214,6 +217,7 @@ class GetAppInfoResponse(_message.Message):
     DATASTORE_FIELD_NUMBER: _builtins.int
     INFO_FIELD_NUMBER: _builtins.int
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """App name."""
     description: _builtins.str
@@ -248,7 +252,14 @@ class GetAppInfoResponse(_message.Message):
 
     @_builtins.property
     def info(self) -> _struct_pb2.Struct:
-        """The app's full info dict, as MONAI Label's MONAILabelApp.info() returns it."""
+        """The app's own keys of its info dict (MONAI Label's MONAILabelApp.info()), those the typed
+        fields above do not carry (name, description, version, labels, models, trainers, strategies,
+        scoring, datastore, train_stats). Numbers in a Struct are doubles.
+        """
+
+    @_builtins.property
+    def limits(self) -> Global___ServerLimits:
+        """The server's limits, so that clients size their calls without trial and error."""
 
     def __init__(
         self,
@@ -264,11 +275,74 @@ class GetAppInfoResponse(_message.Message):
         datastore: _datastore_pb2.DatastoreStatus | None = ...,
         info: _struct_pb2.Struct | None = ...,
         server_version: _builtins.str = ...,
+        limits: Global___ServerLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["datastore", b"datastore", "info", b"info"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["datastore", b"datastore", "info", b"info", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore", b"datastore", "description", b"description", "info", b"info", "labels", b"labels", "models", b"models", "name", b"name", "scoring_methods", b"scoring_methods", "server_version", b"server_version", "strategies", b"strategies", "trainers", b"trainers", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore", b"datastore", "description", b"description", "info", b"info", "labels", b"labels", "limits", b"limits", "models", b"models", "name", b"name", "scoring_methods", b"scoring_methods", "server_version", b"server_version", "strategies", b"strategies", "trainers", b"trainers", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetAppInfoResponse: _TypeAlias = GetAppInfoResponse  # noqa: Y015
+
+@_typing.final
+class ServerLimits(_message.Message):
+    """Limits a client must respect; calls past them fail with INVALID_ARGUMENT, OUT_OF_RANGE or
+    RESOURCE_EXHAUSTED.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    MIN_CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_VOLUME_BYTES_FIELD_NUMBER: _builtins.int
+    DEFAULT_SESSION_TTL_FIELD_NUMBER: _builtins.int
+    MAX_SESSION_TTL_FIELD_NUMBER: _builtins.int
+    MAX_SESSIONS_FIELD_NUMBER: _builtins.int
+    UPLOAD_TTL_FIELD_NUMBER: _builtins.int
+    MAX_PARTIAL_UPLOADS_FIELD_NUMBER: _builtins.int
+    max_message_bytes: _builtins.int
+    """Largest gRPC message the server accepts or sends, in bytes (a chunk plus its envelope)."""
+    max_chunk_size: _builtins.int
+    """Chunk size the server sends by default, and the largest an output's chunk_size may ask for."""
+    min_chunk_size: _builtins.int
+    """Smallest chunk_size an inference output may ask for."""
+    max_volume_bytes: _builtins.int
+    """Largest volume an upload or an inference may carry, in bytes (also once decompressed or decoded)."""
+    max_sessions: _builtins.int
+    """Sessions that may exist at once."""
+    max_partial_uploads: _builtins.int
+    """Partial uploads that may exist at once."""
+    @_builtins.property
+    def default_session_ttl(self) -> _duration_pb2.Duration:
+        """Idle time of a session that asks for none."""
+
+    @_builtins.property
+    def max_session_ttl(self) -> _duration_pb2.Duration:
+        """Longest idle time a session may ask for (longer is clamped)."""
+
+    @_builtins.property
+    def upload_ttl(self) -> _duration_pb2.Duration:
+        """How long a partial upload is kept after its last call."""
+
+    def __init__(
+        self,
+        *,
+        max_message_bytes: _builtins.int = ...,
+        max_chunk_size: _builtins.int = ...,
+        min_chunk_size: _builtins.int = ...,
+        max_volume_bytes: _builtins.int = ...,
+        default_session_ttl: _duration_pb2.Duration | None = ...,
+        max_session_ttl: _duration_pb2.Duration | None = ...,
+        max_sessions: _builtins.int = ...,
+        upload_ttl: _duration_pb2.Duration | None = ...,
+        max_partial_uploads: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["default_session_ttl", b"default_session_ttl", "max_session_ttl", b"max_session_ttl", "upload_ttl", b"upload_ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_session_ttl", b"default_session_ttl", "max_chunk_size", b"max_chunk_size", "max_message_bytes", b"max_message_bytes", "max_partial_uploads", b"max_partial_uploads", "max_session_ttl", b"max_session_ttl", "max_sessions", b"max_sessions", "max_volume_bytes", b"max_volume_bytes", "min_chunk_size", b"min_chunk_size", "upload_ttl", b"upload_ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServerLimits: _TypeAlias = ServerLimits  # noqa: Y015

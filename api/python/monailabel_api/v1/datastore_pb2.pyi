@@ -994,3 +994,227 @@ class GetDatastoreStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDatastoreStatusResponse: _TypeAlias = GetDatastoreStatusResponse  # noqa: Y015
+
+@_typing.final
+class CreateUploadRequest(_message.Message):
+    """Request for CreateUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    VOLUME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> Global___UploadImageHeader:
+        """An image, committed by CommitUpload."""
+
+    @_builtins.property
+    def label(self) -> Global___SaveLabelHeader:
+        """A label, committed by CommitUpload."""
+
+    @_builtins.property
+    def volume(self) -> _common_pb2.ContentHeader:
+        """A volume to infer on: used (and consumed) by InferService's Infer with
+        `upload_id` or OpenSession; CommitUpload refuses it.
+        """
+
+    def __init__(
+        self,
+        *,
+        image: Global___UploadImageHeader | None = ...,
+        label: Global___SaveLabelHeader | None = ...,
+        volume: _common_pb2.ContentHeader | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "label", b"label", "target", b"target", "volume", b"volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "label", b"label", "target", b"target", "volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["image", "label", "volume"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___CreateUploadRequest: _TypeAlias = CreateUploadRequest  # noqa: Y015
+
+@_typing.final
+class CreateUploadResponse(_message.Message):
+    """Response of CreateUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    MAX_CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """The upload's id, for AppendUploadChunk, CommitUpload and DeleteUpload."""
+    max_chunk_size: _builtins.int
+    """The largest chunk this server takes in one AppendUploadChunk, in bytes."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the upload is discarded unless a call uses it (each call extends it)."""
+
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        max_chunk_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "max_chunk_size", b"max_chunk_size", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateUploadResponse: _TypeAlias = CreateUploadResponse  # noqa: Y015
+
+@_typing.final
+class AppendUploadChunkRequest(_message.Message):
+    """Request for AppendUploadChunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """The upload's id."""
+    @_builtins.property
+    def chunk(self) -> _common_pb2.Chunk:
+        """The bytes; `offset` must equal the committed size (else OUT_OF_RANGE with
+        ErrorInfo reason `UPLOAD_OFFSET_MISMATCH` and metadata `committed_size`,
+        which a client retrying a chunk that did arrive continues from).
+        """
+
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        chunk: _common_pb2.Chunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendUploadChunkRequest: _TypeAlias = AppendUploadChunkRequest  # noqa: Y015
+
+@_typing.final
+class AppendUploadChunkResponse(_message.Message):
+    """Response of AppendUploadChunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMITTED_SIZE_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    committed_size: _builtins.int
+    """Bytes committed, durable, after this chunk."""
+    total_size: _builtins.int
+    """Total size the upload announced."""
+    def __init__(
+        self,
+        *,
+        committed_size: _builtins.int = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_size", b"committed_size", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendUploadChunkResponse: _TypeAlias = AppendUploadChunkResponse  # noqa: Y015
+
+@_typing.final
+class CommitUploadRequest(_message.Message):
+    """Request for CommitUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """The upload's id; all its bytes must be committed (FAILED_PRECONDITION
+    with ErrorInfo reason `UPLOAD_INCOMPLETE` and metadata `committed_size`).
+    """
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitUploadRequest: _TypeAlias = CommitUploadRequest  # noqa: Y015
+
+@_typing.final
+class CommitUploadResponse(_message.Message):
+    """Response of CommitUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> Global___Image:
+        """The stored image (an image upload)."""
+
+    @_builtins.property
+    def label(self) -> Global___Label:
+        """The stored label (a label upload)."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___Image | None = ...,
+        label: Global___Label | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "label", b"label", "resource", b"resource"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "label", b"label", "resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["image", "label"]  # noqa: Y015
+    _WhichOneofArgType_resource: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_resource) -> _WhichOneofReturnType_resource | None: ...
+
+Global___CommitUploadResponse: _TypeAlias = CommitUploadResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUploadRequest(_message.Message):
+    """Request for DeleteUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """The upload's id."""
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUploadRequest: _TypeAlias = DeleteUploadRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUploadResponse(_message.Message):
+    """Response of DeleteUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUploadResponse: _TypeAlias = DeleteUploadResponse  # noqa: Y015

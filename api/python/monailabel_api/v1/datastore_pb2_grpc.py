@@ -123,6 +123,26 @@ class DatastoreServiceStub:
                 request_serializer=monailabel_dot_v1_dot_datastore__pb2.GetDatastoreStatusRequest.SerializeToString,
                 response_deserializer=monailabel_dot_v1_dot_datastore__pb2.GetDatastoreStatusResponse.FromString,
                 _registered_method=True)
+        self.CreateUpload = channel.unary_unary(
+                '/monailabel.v1.DatastoreService/CreateUpload',
+                request_serializer=monailabel_dot_v1_dot_datastore__pb2.CreateUploadRequest.SerializeToString,
+                response_deserializer=monailabel_dot_v1_dot_datastore__pb2.CreateUploadResponse.FromString,
+                _registered_method=True)
+        self.AppendUploadChunk = channel.unary_unary(
+                '/monailabel.v1.DatastoreService/AppendUploadChunk',
+                request_serializer=monailabel_dot_v1_dot_datastore__pb2.AppendUploadChunkRequest.SerializeToString,
+                response_deserializer=monailabel_dot_v1_dot_datastore__pb2.AppendUploadChunkResponse.FromString,
+                _registered_method=True)
+        self.CommitUpload = channel.unary_unary(
+                '/monailabel.v1.DatastoreService/CommitUpload',
+                request_serializer=monailabel_dot_v1_dot_datastore__pb2.CommitUploadRequest.SerializeToString,
+                response_deserializer=monailabel_dot_v1_dot_datastore__pb2.CommitUploadResponse.FromString,
+                _registered_method=True)
+        self.DeleteUpload = channel.unary_unary(
+                '/monailabel.v1.DatastoreService/DeleteUpload',
+                request_serializer=monailabel_dot_v1_dot_datastore__pb2.DeleteUploadRequest.SerializeToString,
+                response_deserializer=monailabel_dot_v1_dot_datastore__pb2.DeleteUploadResponse.FromString,
+                _registered_method=True)
 
 
 class DatastoreServiceServicer:
@@ -243,6 +263,40 @@ class DatastoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateUpload(self, request, context):
+        """Uploads in unary calls, for clients that cannot send a stream (browsers over
+        gRPC-Web or Connect): create an upload resource, append chunks at their
+        offsets, then commit it. It is the same upload a stream makes (one writer
+        per target, resumable, expiring, capped): GetUploadStatus sees it and a
+        stream may resume it.
+
+        Creates an upload resource for an image, a label, or a volume to infer on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendUploadChunk(self, request, context):
+        """Appends one chunk at the committed size of an upload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitUpload(self, request, context):
+        """Checks an image or label upload whole (size, checksum, volume) and stores it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUpload(self, request, context):
+        """Discards an upload and what it holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DatastoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -310,6 +364,26 @@ def add_DatastoreServiceServicer_to_server(servicer, server):
                     servicer.GetDatastoreStatus,
                     request_deserializer=monailabel_dot_v1_dot_datastore__pb2.GetDatastoreStatusRequest.FromString,
                     response_serializer=monailabel_dot_v1_dot_datastore__pb2.GetDatastoreStatusResponse.SerializeToString,
+            ),
+            'CreateUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUpload,
+                    request_deserializer=monailabel_dot_v1_dot_datastore__pb2.CreateUploadRequest.FromString,
+                    response_serializer=monailabel_dot_v1_dot_datastore__pb2.CreateUploadResponse.SerializeToString,
+            ),
+            'AppendUploadChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendUploadChunk,
+                    request_deserializer=monailabel_dot_v1_dot_datastore__pb2.AppendUploadChunkRequest.FromString,
+                    response_serializer=monailabel_dot_v1_dot_datastore__pb2.AppendUploadChunkResponse.SerializeToString,
+            ),
+            'CommitUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitUpload,
+                    request_deserializer=monailabel_dot_v1_dot_datastore__pb2.CommitUploadRequest.FromString,
+                    response_serializer=monailabel_dot_v1_dot_datastore__pb2.CommitUploadResponse.SerializeToString,
+            ),
+            'DeleteUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUpload,
+                    request_deserializer=monailabel_dot_v1_dot_datastore__pb2.DeleteUploadRequest.FromString,
+                    response_serializer=monailabel_dot_v1_dot_datastore__pb2.DeleteUploadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -687,6 +761,114 @@ class DatastoreService:
             '/monailabel.v1.DatastoreService/GetDatastoreStatus',
             monailabel_dot_v1_dot_datastore__pb2.GetDatastoreStatusRequest.SerializeToString,
             monailabel_dot_v1_dot_datastore__pb2.GetDatastoreStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monailabel.v1.DatastoreService/CreateUpload',
+            monailabel_dot_v1_dot_datastore__pb2.CreateUploadRequest.SerializeToString,
+            monailabel_dot_v1_dot_datastore__pb2.CreateUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendUploadChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monailabel.v1.DatastoreService/AppendUploadChunk',
+            monailabel_dot_v1_dot_datastore__pb2.AppendUploadChunkRequest.SerializeToString,
+            monailabel_dot_v1_dot_datastore__pb2.AppendUploadChunkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monailabel.v1.DatastoreService/CommitUpload',
+            monailabel_dot_v1_dot_datastore__pb2.CommitUploadRequest.SerializeToString,
+            monailabel_dot_v1_dot_datastore__pb2.CommitUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monailabel.v1.DatastoreService/DeleteUpload',
+            monailabel_dot_v1_dot_datastore__pb2.DeleteUploadRequest.SerializeToString,
+            monailabel_dot_v1_dot_datastore__pb2.DeleteUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

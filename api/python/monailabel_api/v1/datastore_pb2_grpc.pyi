@@ -83,6 +83,21 @@ class DatastoreServiceStub:
     """Deletes one label."""
     GetDatastoreStatus: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.GetDatastoreStatusRequest, _datastore_pb2.GetDatastoreStatusResponse]
     """Returns the datastore's counts."""
+    CreateUpload: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.CreateUploadRequest, _datastore_pb2.CreateUploadResponse]
+    """Uploads in unary calls, for clients that cannot send a stream (browsers over
+    gRPC-Web or Connect): create an upload resource, append chunks at their
+    offsets, then commit it. It is the same upload a stream makes (one writer
+    per target, resumable, expiring, capped): GetUploadStatus sees it and a
+    stream may resume it.
+
+    Creates an upload resource for an image, a label, or a volume to infer on.
+    """
+    AppendUploadChunk: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.AppendUploadChunkRequest, _datastore_pb2.AppendUploadChunkResponse]
+    """Appends one chunk at the committed size of an upload."""
+    CommitUpload: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.CommitUploadRequest, _datastore_pb2.CommitUploadResponse]
+    """Checks an image or label upload whole (size, checksum, volume) and stores it."""
+    DeleteUpload: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.DeleteUploadRequest, _datastore_pb2.DeleteUploadResponse]
+    """Discards an upload and what it holds."""
 
 @_typing.type_check_only
 class DatastoreServiceAsyncStub(DatastoreServiceStub):
@@ -139,6 +154,21 @@ class DatastoreServiceAsyncStub(DatastoreServiceStub):
     """Deletes one label."""
     GetDatastoreStatus: _aio.UnaryUnaryMultiCallable[_datastore_pb2.GetDatastoreStatusRequest, _datastore_pb2.GetDatastoreStatusResponse]  # type: ignore[assignment]
     """Returns the datastore's counts."""
+    CreateUpload: _aio.UnaryUnaryMultiCallable[_datastore_pb2.CreateUploadRequest, _datastore_pb2.CreateUploadResponse]  # type: ignore[assignment]
+    """Uploads in unary calls, for clients that cannot send a stream (browsers over
+    gRPC-Web or Connect): create an upload resource, append chunks at their
+    offsets, then commit it. It is the same upload a stream makes (one writer
+    per target, resumable, expiring, capped): GetUploadStatus sees it and a
+    stream may resume it.
+
+    Creates an upload resource for an image, a label, or a volume to infer on.
+    """
+    AppendUploadChunk: _aio.UnaryUnaryMultiCallable[_datastore_pb2.AppendUploadChunkRequest, _datastore_pb2.AppendUploadChunkResponse]  # type: ignore[assignment]
+    """Appends one chunk at the committed size of an upload."""
+    CommitUpload: _aio.UnaryUnaryMultiCallable[_datastore_pb2.CommitUploadRequest, _datastore_pb2.CommitUploadResponse]  # type: ignore[assignment]
+    """Checks an image or label upload whole (size, checksum, volume) and stores it."""
+    DeleteUpload: _aio.UnaryUnaryMultiCallable[_datastore_pb2.DeleteUploadRequest, _datastore_pb2.DeleteUploadResponse]  # type: ignore[assignment]
+    """Discards an upload and what it holds."""
 
 class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
     """Images and their labels: list, upload, download, save labels, delete.
@@ -270,5 +300,44 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_datastore_pb2.GetDatastoreStatusResponse, _abc.Awaitable[_datastore_pb2.GetDatastoreStatusResponse]]:
         """Returns the datastore's counts."""
+
+    @_abc_1.abstractmethod
+    def CreateUpload(
+        self,
+        request: _datastore_pb2.CreateUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_datastore_pb2.CreateUploadResponse, _abc.Awaitable[_datastore_pb2.CreateUploadResponse]]:
+        """Uploads in unary calls, for clients that cannot send a stream (browsers over
+        gRPC-Web or Connect): create an upload resource, append chunks at their
+        offsets, then commit it. It is the same upload a stream makes (one writer
+        per target, resumable, expiring, capped): GetUploadStatus sees it and a
+        stream may resume it.
+
+        Creates an upload resource for an image, a label, or a volume to infer on.
+        """
+
+    @_abc_1.abstractmethod
+    def AppendUploadChunk(
+        self,
+        request: _datastore_pb2.AppendUploadChunkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_datastore_pb2.AppendUploadChunkResponse, _abc.Awaitable[_datastore_pb2.AppendUploadChunkResponse]]:
+        """Appends one chunk at the committed size of an upload."""
+
+    @_abc_1.abstractmethod
+    def CommitUpload(
+        self,
+        request: _datastore_pb2.CommitUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_datastore_pb2.CommitUploadResponse, _abc.Awaitable[_datastore_pb2.CommitUploadResponse]]:
+        """Checks an image or label upload whole (size, checksum, volume) and stores it."""
+
+    @_abc_1.abstractmethod
+    def DeleteUpload(
+        self,
+        request: _datastore_pb2.DeleteUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_datastore_pb2.DeleteUploadResponse, _abc.Awaitable[_datastore_pb2.DeleteUploadResponse]]:
+        """Discards an upload and what it holds."""
 
 def add_DatastoreServiceServicer_to_server(servicer: DatastoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -182,6 +183,7 @@ class InferRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
@@ -190,6 +192,10 @@ class InferRequest(_message.Message):
     """An image of the datastore."""
     session_id: _builtins.str
     """An interactive session."""
+    upload_id: _builtins.str
+    """A volume upload (DatastoreService.CreateUpload with `volume`), all bytes
+    appended; it is consumed by this call.
+    """
     @_builtins.property
     def params(self) -> Global___InferParams:
         """Request parameters."""
@@ -204,14 +210,15 @@ class InferRequest(_message.Message):
         model: _builtins.str = ...,
         image_id: _builtins.str = ...,
         session_id: _builtins.str = ...,
+        upload_id: _builtins.str = ...,
         params: Global___InferParams | None = ...,
         output: Global___OutputOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "output", b"output", "params", b"params", "session_id", b"session_id", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "output", b"output", "params", b"params", "session_id", b"session_id", "source", b"source", "upload_id", b"upload_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "model", b"model", "output", b"output", "params", b"params", "session_id", b"session_id", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "model", b"model", "output", b"output", "params", b"params", "session_id", b"session_id", "source", b"source", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["image_id", "session_id"]  # noqa: Y015
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["image_id", "session_id", "upload_id"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
 
@@ -520,16 +527,18 @@ class CreateSessionHeader(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     IMAGE_ID_FIELD_NUMBER: _builtins.int
-    ttl_seconds: _builtins.int
-    """Idle time after which the session expires, in seconds; 0 means the server default. Longer
-    than the server's maximum (max_session_ttl_s, 3600 by default) is clamped to it: the answer's
-    expire_time says what was granted. Negative is INVALID_ARGUMENT.
-    """
     image_id: _builtins.str
     """An image of the datastore; no chunks follow."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Idle time after which the session expires; unset or zero means the server default. Longer
+        than the server's maximum (ServerLimits.max_session_ttl, 3600 s by default) is clamped to it:
+        the answer's expire_time says what was granted. Negative is INVALID_ARGUMENT.
+        """
+
     @_builtins.property
     def content(self) -> _common_pb2.ContentHeader:
         """The volume bytes that follow in chunks."""
@@ -537,13 +546,13 @@ class CreateSessionHeader(_message.Message):
     def __init__(
         self,
         *,
-        ttl_seconds: _builtins.int = ...,
+        ttl: _duration_pb2.Duration | None = ...,
         content: _common_pb2.ContentHeader | None = ...,
         image_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "source", b"source", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "source", b"source", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image_id", b"image_id", "source", b"source", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["content", "image_id"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
@@ -691,3 +700,63 @@ class DeleteSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteSessionResponse: _TypeAlias = DeleteSessionResponse  # noqa: Y015
+
+@_typing.final
+class OpenSessionRequest(_message.Message):
+    """Request for OpenSession: CreateSession without a stream, for clients that cannot send one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TTL_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """A volume upload (DatastoreService.CreateUpload with `volume`), all bytes appended; it is
+    consumed by this call.
+    """
+    image_id: _builtins.str
+    """An image of the datastore."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Idle time after which the session expires; as CreateSessionHeader.ttl."""
+
+    def __init__(
+        self,
+        *,
+        ttl: _duration_pb2.Duration | None = ...,
+        upload_id: _builtins.str = ...,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "source", b"source", "ttl", b"ttl", "upload_id", b"upload_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "source", b"source", "ttl", b"ttl", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["upload_id", "image_id"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___OpenSessionRequest: _TypeAlias = OpenSessionRequest  # noqa: Y015
+
+@_typing.final
+class OpenSessionResponse(_message.Message):
+    """Response of OpenSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___Session:
+        """The new session."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenSessionResponse: _TypeAlias = OpenSessionResponse  # noqa: Y015

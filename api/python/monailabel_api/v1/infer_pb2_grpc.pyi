@@ -45,6 +45,8 @@ class InferServiceStub:
     """Returns a session, and extends its expiry."""
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_infer_pb2.DeleteSessionRequest, _infer_pb2.DeleteSessionResponse]
     """Deletes a session and frees its memory."""
+    OpenSession: _grpc.UnaryUnaryMultiCallable[_infer_pb2.OpenSessionRequest, _infer_pb2.OpenSessionResponse]
+    """Creates an interactive session in one unary call (for browsers): from a volume upload or a datastore image."""
 
 @_typing.type_check_only
 class InferServiceAsyncStub(InferServiceStub):
@@ -63,6 +65,8 @@ class InferServiceAsyncStub(InferServiceStub):
     """Returns a session, and extends its expiry."""
     DeleteSession: _aio.UnaryUnaryMultiCallable[_infer_pb2.DeleteSessionRequest, _infer_pb2.DeleteSessionResponse]  # type: ignore[assignment]
     """Deletes a session and frees its memory."""
+    OpenSession: _aio.UnaryUnaryMultiCallable[_infer_pb2.OpenSessionRequest, _infer_pb2.OpenSessionResponse]  # type: ignore[assignment]
+    """Creates an interactive session in one unary call (for browsers): from a volume upload or a datastore image."""
 
 class InferServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs the app's infer tasks on a datastore image, a streamed volume or an
@@ -108,5 +112,13 @@ class InferServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_infer_pb2.DeleteSessionResponse, _abc.Awaitable[_infer_pb2.DeleteSessionResponse]]:
         """Deletes a session and frees its memory."""
+
+    @_abc_1.abstractmethod
+    def OpenSession(
+        self,
+        request: _infer_pb2.OpenSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_infer_pb2.OpenSessionResponse, _abc.Awaitable[_infer_pb2.OpenSessionResponse]]:
+        """Creates an interactive session in one unary call (for browsers): from a volume upload or a datastore image."""
 
 def add_InferServiceServicer_to_server(servicer: InferServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -30,15 +30,16 @@ from monailabel_api.v1 import datastore_pb2 as monailabel_dot_v1_dot_datastore__
 from monailabel_api.v1 import job_pb2 as monailabel_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmonailabel/v1/strategy.proto\x12\rmonailabel.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17monailabel/v1/app.proto\x1a\x1amonailabel/v1/common.proto\x1a\x1dmonailabel/v1/datastore.proto\x1a\x17monailabel/v1/job.proto\"\xbd\x02\n\nNextSample\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.monailabel.v1.SampleStatus\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12#\n\x05image\x18\x04 \x01(\x0b\x32\x14.monailabel.v1.Image\x12\'\n\x06\x66ields\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07\x63ontent\x18\x08 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeader\x12\x17\n\x0funlabeled_count\x18\t \x01(\x03\"\x17\n\x15ListStrategiesRequest\"G\n\x16ListStrategiesResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\"\x1b\n\x19ListScoringMethodsRequest\"P\n\x1aListScoringMethodsResponse\x12\x32\n\x0fscoring_methods\x18\x01 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\"\x8f\x01\n\x14GetNextSampleRequest\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rinclude_image\x18\x04 \x01(\x08\x12\x12\n\nchunk_size\x18\x05 \x01(\x05\"v\n\x15GetNextSampleResponse\x12+\n\x06sample\x18\x01 \x01(\x0b\x32\x19.monailabel.v1.NextSampleH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\t\n\x07payload\"`\n\x16StartScoringJobRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05queue\x18\x03 \x01(\x08\":\n\x17StartScoringJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.monailabel.v1.Job*\x81\x01\n\x0cSampleStatus\x12\x1d\n\x19SAMPLE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13SAMPLE_STATUS_FOUND\x10\x01\x12\x1b\n\x17SAMPLE_STATUS_NONE_LEFT\x10\x02\x12\x1c\n\x18SAMPLE_STATUS_ALL_LEASED\x10\x03\x32\x9b\x03\n\x0fStrategyService\x12]\n\x0eListStrategies\x12$.monailabel.v1.ListStrategiesRequest\x1a%.monailabel.v1.ListStrategiesResponse\x12i\n\x12ListScoringMethods\x12(.monailabel.v1.ListScoringMethodsRequest\x1a).monailabel.v1.ListScoringMethodsResponse\x12\\\n\rGetNextSample\x12#.monailabel.v1.GetNextSampleRequest\x1a$.monailabel.v1.GetNextSampleResponse0\x01\x12`\n\x0fStartScoringJob\x12%.monailabel.v1.StartScoringJobRequest\x1a&.monailabel.v1.StartScoringJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmonailabel/v1/strategy.proto\x12\rmonailabel.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17monailabel/v1/app.proto\x1a\x1amonailabel/v1/common.proto\x1a\x1dmonailabel/v1/datastore.proto\x1a\x17monailabel/v1/job.proto\"\xbd\x02\n\nNextSample\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.monailabel.v1.SampleStatus\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12#\n\x05image\x18\x04 \x01(\x0b\x32\x14.monailabel.v1.Image\x12\'\n\x06\x66ields\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07\x63ontent\x18\x08 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeader\x12\x17\n\x0funlabeled_count\x18\t \x01(\x03\"\x17\n\x15ListStrategiesRequest\"G\n\x16ListStrategiesResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\"\x1b\n\x19ListScoringMethodsRequest\"P\n\x1aListScoringMethodsResponse\x12\x32\n\x0fscoring_methods\x18\x01 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\"\x8f\x01\n\x14GetNextSampleRequest\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rinclude_image\x18\x04 \x01(\x08\x12\x12\n\nchunk_size\x18\x05 \x01(\x05\"s\n\x15GetNextSampleResponse\x12+\n\x06sample\x18\x01 \x01(\x0b\x32\x19.monailabel.v1.NextSampleH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part\"`\n\x16StartScoringJobRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05queue\x18\x03 \x01(\x08\":\n\x17StartScoringJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.monailabel.v1.Job*\x81\x01\n\x0cSampleStatus\x12\x1d\n\x19SAMPLE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13SAMPLE_STATUS_FOUND\x10\x01\x12\x1b\n\x17SAMPLE_STATUS_NONE_LEFT\x10\x02\x12\x1c\n\x18SAMPLE_STATUS_ALL_LEASED\x10\x03\x32\x9b\x03\n\x0fStrategyService\x12]\n\x0eListStrategies\x12$.monailabel.v1.ListStrategiesRequest\x1a%.monailabel.v1.ListStrategiesResponse\x12i\n\x12ListScoringMethods\x12(.monailabel.v1.ListScoringMethodsRequest\x1a).monailabel.v1.ListScoringMethodsResponse\x12\\\n\rGetNextSample\x12#.monailabel.v1.GetNextSampleRequest\x1a$.monailabel.v1.GetNextSampleResponse0\x01\x12`\n\x0fStartScoringJob\x12%.monailabel.v1.StartScoringJobRequest\x1a&.monailabel.v1.StartScoringJobResponseB\x7f\n\x12org.monai.label.v1B\rStrategyProtoP\x01ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\xaa\x02\rMonaiLabel.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'monailabel_api.v1.strategy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_SAMPLESTATUS']._serialized_start=1173
-  _globals['_SAMPLESTATUS']._serialized_end=1302
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\022org.monai.label.v1B\rStrategyProtoP\001ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\252\002\rMonaiLabel.V1'
+  _globals['_SAMPLESTATUS']._serialized_start=1170
+  _globals['_SAMPLESTATUS']._serialized_end=1299
   _globals['_NEXTSAMPLE']._serialized_start=220
   _globals['_NEXTSAMPLE']._serialized_end=537
   _globals['_LISTSTRATEGIESREQUEST']._serialized_start=539
@@ -52,11 +53,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETNEXTSAMPLEREQUEST']._serialized_start=749
   _globals['_GETNEXTSAMPLEREQUEST']._serialized_end=892
   _globals['_GETNEXTSAMPLERESPONSE']._serialized_start=894
-  _globals['_GETNEXTSAMPLERESPONSE']._serialized_end=1012
-  _globals['_STARTSCORINGJOBREQUEST']._serialized_start=1014
-  _globals['_STARTSCORINGJOBREQUEST']._serialized_end=1110
-  _globals['_STARTSCORINGJOBRESPONSE']._serialized_start=1112
-  _globals['_STARTSCORINGJOBRESPONSE']._serialized_end=1170
-  _globals['_STRATEGYSERVICE']._serialized_start=1305
-  _globals['_STRATEGYSERVICE']._serialized_end=1716
+  _globals['_GETNEXTSAMPLERESPONSE']._serialized_end=1009
+  _globals['_STARTSCORINGJOBREQUEST']._serialized_start=1011
+  _globals['_STARTSCORINGJOBREQUEST']._serialized_end=1107
+  _globals['_STARTSCORINGJOBRESPONSE']._serialized_start=1109
+  _globals['_STARTSCORINGJOBRESPONSE']._serialized_end=1167
+  _globals['_STRATEGYSERVICE']._serialized_start=1302
+  _globals['_STRATEGYSERVICE']._serialized_end=1713
 # @@protoc_insertion_point(module_scope)
