@@ -61,6 +61,11 @@ class InferServiceStub:
                 request_serializer=monailabel_dot_v1_dot_infer__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=monailabel_dot_v1_dot_infer__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
+        self.DownloadSessionImage = channel.unary_stream(
+                '/monailabel.v1.InferService/DownloadSessionImage',
+                request_serializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageRequest.SerializeToString,
+                response_deserializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageResponse.FromString,
+                _registered_method=True)
 
 
 class InferServiceServicer:
@@ -103,6 +108,13 @@ class InferServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadSessionImage(self, request, context):
+        """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +142,11 @@ def add_InferServiceServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=monailabel_dot_v1_dot_infer__pb2.DeleteSessionRequest.FromString,
                     response_serializer=monailabel_dot_v1_dot_infer__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'DownloadSessionImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadSessionImage,
+                    request_deserializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageRequest.FromString,
+                    response_serializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +286,33 @@ class InferService:
             '/monailabel.v1.InferService/DeleteSession',
             monailabel_dot_v1_dot_infer__pb2.DeleteSessionRequest.SerializeToString,
             monailabel_dot_v1_dot_infer__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadSessionImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/monailabel.v1.InferService/DownloadSessionImage',
+            monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageRequest.SerializeToString,
+            monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

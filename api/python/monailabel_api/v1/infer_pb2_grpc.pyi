@@ -45,6 +45,8 @@ class InferServiceStub:
     """Returns a session, and extends its expiry."""
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_infer_pb2.DeleteSessionRequest, _infer_pb2.DeleteSessionResponse]
     """Deletes a session and frees its memory."""
+    DownloadSessionImage: _grpc.UnaryStreamMultiCallable[_infer_pb2.DownloadSessionImageRequest, _infer_pb2.DownloadSessionImageResponse]
+    """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks."""
 
 @_typing.type_check_only
 class InferServiceAsyncStub(InferServiceStub):
@@ -63,6 +65,8 @@ class InferServiceAsyncStub(InferServiceStub):
     """Returns a session, and extends its expiry."""
     DeleteSession: _aio.UnaryUnaryMultiCallable[_infer_pb2.DeleteSessionRequest, _infer_pb2.DeleteSessionResponse]  # type: ignore[assignment]
     """Deletes a session and frees its memory."""
+    DownloadSessionImage: _aio.UnaryStreamMultiCallable[_infer_pb2.DownloadSessionImageRequest, _infer_pb2.DownloadSessionImageResponse]  # type: ignore[assignment]
+    """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks."""
 
 class InferServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs the app's infer tasks on a datastore image, a streamed volume or an
@@ -108,5 +112,13 @@ class InferServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_infer_pb2.DeleteSessionResponse, _abc.Awaitable[_infer_pb2.DeleteSessionResponse]]:
         """Deletes a session and frees its memory."""
+
+    @_abc_1.abstractmethod
+    def DownloadSessionImage(
+        self,
+        request: _infer_pb2.DownloadSessionImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_infer_pb2.DownloadSessionImageResponse], _abc.AsyncIterator[_infer_pb2.DownloadSessionImageResponse]]:
+        """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks."""
 
 def add_InferServiceServicer_to_server(servicer: InferServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
