@@ -107,3 +107,8 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
         params = from_struct(request.params) if request.HasField("params") else {}
         job = self.jobs.start(request.method, params, queue=request.queue, kind=SCORING)
         return strategy_pb2.StartScoringJobResponse(job=job_message(job))
+
+    def StartScoringJobs(self, request: strategy_pb2.StartScoringJobsRequest, context: grpc.ServicerContext):
+        params = from_struct(request.params) if request.HasField("params") else {}
+        jobs = self.jobs.start_many(SCORING, list(request.methods), params, queue=request.queue)
+        return strategy_pb2.StartScoringJobsResponse(jobs=[job_message(j) for j in jobs])
