@@ -237,3 +237,36 @@ def check_geometry(spacing: Sequence[float], origin: Sequence[float], direction:
         matrix = np.asarray(direction, dtype=np.float64).reshape(ndim, ndim)
         if abs(float(np.linalg.det(matrix))) < 1e-6:
             raise invalid(f"{field}.direction", f"{field}.direction is a singular matrix")
+
+
+#: Smallest chunk a client may ask a download to come in (0 asks for the server's own size).
+MIN_DOWNLOAD_CHUNK = 64 << 10
+
+
+def check_chunk_size(value: int, field: str, server_chunk_size: int) -> int:
+    """Resolves a download's chunk size: 0 for the server's, else ``MIN_DOWNLOAD_CHUNK`` to the server's.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT outside those bounds.
+    """
+    if value == 0:
+        return server_chunk_size
+    if not MIN_DOWNLOAD_CHUNK <= value <= server_chunk_size:
+        raise invalid(field, f"{field} is {shown(value)}; use 0 (server default) or {MIN_DOWNLOAD_CHUNK} to "
+                             f"{server_chunk_size} bytes")
+    return int(value)
+
+
+def check_model_name(value: str, field: str, names: Sequence[str]) -> str:
+    """Checks that ``value`` names one of ``names`` (an app's models).
+
+    Raises:
+        MONAILabelException: INVALID_INPUT when empty, NOT_FOUND (listing the names) when unknown.
+    """
+    if not value:
+        raise invalid(field, f"{field} is required")
+    if value not in names:
+        raise MONAILabelException(MONAILabelError.NOT_FOUND,
+                                  f"model {shown(value)} does not exist; models: {', '.join(sorted(names)) or 'none'}",
+                                  resource=("model", value[:MAX_ID_CHARS]))
+    return value
