@@ -35,8 +35,11 @@ AUDITED: Dict[str, FrozenSet[str]] = {
     "monailabel.v1.DatastoreService": frozenset({
         "UploadImage", "SaveLabel", "DeleteImage", "DeleteLabel", "UpdateImageInfo", "UpdateLabelInfo",
     }),
-    "monailabel.v1.TrainService": frozenset({"StartTrainJob"}),
-    "monailabel.v1.StrategyService": frozenset({"StartScoringJob"}),
+    "monailabel.v1.TrainService": frozenset({"StartTrainJob", "StartTrainJobs"}),
+    "monailabel.v1.StrategyService": frozenset({"StartScoringJob", "StartScoringJobs"}),
+    "monailabel.v1.ModelService": frozenset({"StartBatchInferJob"}),
+    # admin's reads of the server itself: who read its logs is worth a record
+    "monailabel.v1.ServerService": frozenset({"TailLogs", "GetGpuInfo"}),
     "monailabel.v1.JobService": frozenset({"CancelJob"}),
 }
 _MAX_DETAIL = 300

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Deque, Iterator, List
+from typing import Callable, Deque, Iterator, List, Tuple
 
 from monailabel_server.errors import scrub
 
@@ -95,11 +95,18 @@ class LogBuffer(logging.Handler):
             self._cond.notify_all()
         super().close()
 
-    def tail(self, lines: int, min_level: int = 0) -> List[LogRecordView]:
-        """The last ``lines`` kept lines of ``min_level`` or above, oldest first."""
+    def last_sequence(self) -> int:
+        """The sequence number of the latest line (0 before the first)."""
+        with self._cond:
+            return self._next - 1
+
+    def tail(self, lines: int, min_level: int = 0) -> Tuple[List[LogRecordView], int]:
+        """The last ``lines`` kept lines of ``min_level`` or above, oldest first, and the latest sequence
+        number at that moment (to follow from, without a gap or a repeat)."""
         with self._cond:
             kept = [r for r in self._lines if r.level >= min_level]
-        return kept[-lines:] if lines > 0 else []
+            last = self._next - 1
+        return (kept[-lines:] if lines > 0 else []), last
 
     def follow(self, after: int, min_level: int, idle_timeout_s: float, active: Callable[[], bool],
                poll_s: float = 1.0) -> Iterator[LogRecordView]:

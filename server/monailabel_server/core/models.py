@@ -154,6 +154,6 @@ def file_chunks(handle: IO[bytes], size: int, chunk_size: int) -> Iterator[Tuple
     while offset < size:
         data = handle.read(min(chunk_size, size - offset))
         if not data:
-            raise MONAILabelException(MONAILabelError.CONFLICT, "the model file was cut short while it was sent; download again")
+            raise MONAILabelException(MONAILabelError.CONFLICT, "the file was cut short while it was sent; try again")
         yield offset, data
         offset += len(data)

@@ -46,6 +46,7 @@ from monailabel_server.jobs import params as job_params
 from monailabel_server.jobs.processes import ClientLog, kill_leftovers, signal_group
 from monailabel_server.jobs.protocol import EVENT_MARK, EXIT_CANCELLED
 from monailabel_server.jobs.store import (
+    BATCH_INFER,
     CANCELLED,
     FAILED,
     KINDS,
@@ -54,7 +55,6 @@ from monailabel_server.jobs.store import (
     SCORING,
     SUCCEEDED,
     TRAIN,
-    BATCH_INFER,
     JobEvent,
     JobRecord,
     JobStore,

@@ -19,7 +19,8 @@ from monailabel.tasks.train.basic_train import BasicTrainTask
 from monailabel.tasks.train.request import resolve_request
 from monailabel_server import validation
 
-__all__ = ["validate", "validate_scoring", "validate_batch_infer", "MAX_BATCH_IDS", "check_client_params", "records", "request", "NO_DATA", "SERVER_KEYS",
+__all__ = ["validate", "validate_scoring", "validate_batch_infer", "MAX_BATCH_IDS", "check_client_params", "records",
+           "request", "NO_DATA", "SERVER_KEYS",
            "BOUNDS"]
 
 #: keys that name server paths or process counts: an app sets them in its config, a client never does
