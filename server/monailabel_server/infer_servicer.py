@@ -151,16 +151,12 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
                     context: grpc.ServicerContext) -> Iterator[Any]:
         requests = iter(request_iterator)
         header = header_of(next(requests, None), "InferVolume")
-        if header.HasField("label"):
-            split = _VolumeThenLabel(requests, True)
-            answer = self.core.infer_volume(header.model, header.content, split.volume(),
-                                            params_of(header.params, "header.params"),
-                                            output_of(header.output, "header.output"), CallCancel(context),
-                                            header.label, split.label)
-        else:
-            answer = self.core.infer_volume(header.model, header.content, chunks_of(requests, "InferVolume"),
-                                            params_of(header.params, "header.params"),
-                                            output_of(header.output, "header.output"), CallCancel(context))
+        # the volume's chunks, then the input label's when the header announces one
+        split = _VolumeThenLabel(requests, header.HasField("label"))
+        answer = self.core.infer_volume(header.model, header.content, split.volume(),
+                                        params_of(header.params, "header.params"),
+                                        output_of(header.output, "header.output"), CallCancel(context),
+                                        header.label if header.HasField("label") else None, split.label)
         yield from _answer(answer, infer_pb2.InferVolumeResponse)
 
     def CreateSession(self, request_iterator: Iterable[infer_pb2.CreateSessionRequest],

@@ -136,7 +136,7 @@ class ParityCalls:
 
     def start_batch_infer(self, model: str, images: str = "", image_ids: Sequence[str] = (), device: str = "",
                           queue: bool = False) -> job_pb2.Job:
-        """Starts a batch inference job (``images``: ``all``, ``unlabeled`` or ``ids``); follow it with the job calls."""
+        """Starts a batch inference job (``images``: ``all``, ``unlabeled`` or ``ids``); follow it as any job."""
         request = model_pb2.StartBatchInferJobRequest(model=model, images=BATCH_IMAGES[images],
                                                       image_ids=list(image_ids), device=device, queue=queue)
         return self.models.StartBatchInferJob(request, timeout=self.timeout).job

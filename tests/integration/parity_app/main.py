@@ -70,7 +70,7 @@ class PublishThreshold(TrainTask):
         self._publish_path = publish_path
 
     def __call__(self, request, datastore: Datastore):
-        value = float(request.get("threshold", 0.25))
+        value = float(request.get("threshold", 150.0))
         save_threshold(self._publish_path, value)
         return {"threshold": value}
 
@@ -91,7 +91,7 @@ class ParityApp(MONAILabelApp):
         os.makedirs(self.model_dir, exist_ok=True)
         self.edit_path = os.path.join(self.model_dir, "edit.pt")
         if not os.path.exists(self.edit_path):
-            save_threshold(self.edit_path, 0.5)
+            save_threshold(self.edit_path, 100.0)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="parity", version="0.1")
 
     def init_infers(self):
