@@ -31,7 +31,8 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         self.core = core
         self.config = config
 
-    def GetTrainDatalist(self, request: dataset_pb2.GetTrainDatalistRequest, context: grpc.ServicerContext):
+    def GetTrainDatalist(self, request: dataset_pb2.GetTrainDatalistRequest,
+                         context: grpc.ServicerContext) -> dataset_pb2.GetTrainDatalistResponse:
         return dataset_pb2.GetTrainDatalistResponse(entries=[
             dataset_pb2.DatalistEntry(image_id=p.image.id, label_tag=FINAL, image_sha256=p.image.sha256,
                                       label_sha256=p.label.sha256)

@@ -44,7 +44,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self.jobs = jobs
         self.config = config
 
-    def ListModelVersions(self, request: model_pb2.ListModelVersionsRequest, context: grpc.ServicerContext):
+    def ListModelVersions(self, request: model_pb2.ListModelVersionsRequest,
+                          context: grpc.ServicerContext) -> model_pb2.ListModelVersionsResponse:
         current, versions = self.core.list_versions(request.model)
         response = model_pb2.ListModelVersionsResponse(versions=[
             model_pb2.ModelVersion(version=v.version, job_id=v.job_id, publish_time=timestamp_of(v.publish_time),
@@ -63,7 +64,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             for offset, data in file_chunks(handle, view.size, chunk_size):
                 yield encode_chunk_request(offset, data)
 
-    def StartBatchInferJob(self, request: model_pb2.StartBatchInferJobRequest, context: grpc.ServicerContext):
+    def StartBatchInferJob(self, request: model_pb2.StartBatchInferJobRequest,
+                           context: grpc.ServicerContext) -> model_pb2.StartBatchInferJobResponse:
         check_enum(request.images, "images", list(_IMAGES), names={int(k): model_pb2.BatchImages.Name(k)
                                                                       for k in _IMAGES})
         params: Dict[str, Any] = {}

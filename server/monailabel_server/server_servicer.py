@@ -60,7 +60,7 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
         lines = check_int(request.lines, "lines", 0, self.logs.capacity) or DEFAULT_TAIL
         idle = check_int(request.idle_timeout_s, "idle_timeout_s", 0, MAX_IDLE_TIMEOUT_S) or DEFAULT_IDLE_TIMEOUT_S
         check_enum(request.min_level, "min_level", list(_LEVEL_OF),
-                   names={int(k): server_pb2.LogLevel.Name(k) for k in _LEVEL_OF})
+                   names={k: server_pb2.LogLevel.Name(server_pb2.LogLevel.ValueType(k)) for k in _LEVEL_OF})
         min_level = _LEVEL_OF.get(request.min_level, 0)
         tail, last = self.logs.tail(lines, min_level)
         for record in tail:
@@ -69,7 +69,8 @@ class ServerServicer(server_pb2_grpc.ServerServiceServicer):
             for record in self.logs.follow(last, min_level, float(idle), context.is_active):
                 yield _line(record)
 
-    def GetGpuInfo(self, request: server_pb2.GetGpuInfoRequest, context: grpc.ServicerContext):
+    def GetGpuInfo(self, request: server_pb2.GetGpuInfoRequest,
+                   context: grpc.ServicerContext) -> server_pb2.GetGpuInfoResponse:
         available, devices = gpu_info()
         return server_pb2.GetGpuInfoResponse(cuda_available=available, devices=[
             server_pb2.GpuDevice(index=d.index, name=d.name, total_memory_bytes=d.total_memory_bytes,

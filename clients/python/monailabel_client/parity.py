@@ -190,7 +190,8 @@ class ParityCalls:
     def download_session_image(self, session_id: str, encoding: int = 0,
                                timeout: Optional[float] = None) -> Tuple[common_pb2.ContentHeader, bytes]:
         """A session's decoded volume (float32; NIfTI gzip unless ``encoding`` says NIfTI or raw), checked."""
-        request = infer_pb2.DownloadSessionImageRequest(session_id=session_id, encoding=encoding)
+        request = infer_pb2.DownloadSessionImageRequest(session_id=session_id,
+                                                        encoding=common_pb2.Encoding.ValueType(encoding))
         header, data = _gather(self.infers.DownloadSessionImage(request, timeout=timeout), "session image")
         return header, data
 
@@ -203,7 +204,7 @@ class ParityCalls:
         label_content, label_opener = self._source(label, affine, None)
         header = infer_pb2.InferVolumeHeader(model=model, content=content, label=label_content,
                                              params=self._params((), (), params, device),
-                                             output=infer_pb2.OutputOptions(encoding=encoding))
+                                             output=infer_pb2.OutputOptions(encoding=common_pb2.Encoding.ValueType(encoding)))
 
         def requests() -> Iterator[Any]:
             yield from self._stream(infer_pb2.InferVolumeRequest, header, opener, 0, content.total_size)

@@ -417,7 +417,7 @@ class InferCore:
         Raises:
             MONAILabelException: NOT_FOUND for an unknown session, INVALID_INPUT for another encoding.
         """
-        names = {common_pb2.ENCODING_NIFTI: "ENCODING_NIFTI", common_pb2.ENCODING_NIFTI_GZ: "ENCODING_NIFTI_GZ",
+        names: Dict[int, str] = {common_pb2.ENCODING_NIFTI: "ENCODING_NIFTI", common_pb2.ENCODING_NIFTI_GZ: "ENCODING_NIFTI_GZ",
                  common_pb2.ENCODING_RAW: "ENCODING_RAW"}
         check_enum(encoding, "encoding", list(names), names=names)
         session = self.sessions.get(session_id)
@@ -433,7 +433,7 @@ class InferCore:
 
         import nibabel as nib
 
-        data = nib.Nifti1Image(array, affine_np).to_bytes()
+        data = nib.Nifti1Image(array, affine_np).to_bytes()  # type: ignore[no-untyped-call]
         extension = ".nii"
         if encoding != common_pb2.ENCODING_NIFTI:
             encoding, extension = common_pb2.ENCODING_NIFTI_GZ, ".nii.gz"
