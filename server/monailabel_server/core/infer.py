@@ -417,8 +417,9 @@ class InferCore:
         Raises:
             MONAILabelException: NOT_FOUND for an unknown session, INVALID_INPUT for another encoding.
         """
-        names: Dict[int, str] = {common_pb2.ENCODING_NIFTI: "ENCODING_NIFTI", common_pb2.ENCODING_NIFTI_GZ: "ENCODING_NIFTI_GZ",
-                 common_pb2.ENCODING_RAW: "ENCODING_RAW"}
+        names: Dict[int, str] = {common_pb2.ENCODING_NIFTI: "ENCODING_NIFTI",
+                                 common_pb2.ENCODING_NIFTI_GZ: "ENCODING_NIFTI_GZ",
+                                 common_pb2.ENCODING_RAW: "ENCODING_RAW"}
         check_enum(encoding, "encoding", list(names), names=names)
         session = self.sessions.get(session_id)
         with session.lock:
