@@ -118,10 +118,10 @@ class LogBuffer(logging.Handler):
         last_line_at = time.monotonic()
         while active():
             with self._cond:
-                if self._closed:
-                    return
                 fresh = [r for r in self._lines if r.sequence > after]
                 if not fresh:
+                    if self._closed:  # lines logged before the close are still sent
+                        return
                     remaining = idle_timeout_s - (time.monotonic() - last_line_at)
                     if remaining <= 0:
                         return
