@@ -100,7 +100,8 @@ def test_batch_infer_params(datastore: LocalDatastore) -> None:
                        ({"device": "tpu"}, "device")):
         with pytest.raises(MONAILabelException) as info:
             validate_batch_infer(datastore, dict(bad))
-        assert info.value.error == MONAILabelError.INVALID_INPUT and info.value.violations[0][0] == field, (bad, info.value)
+        assert info.value.error == MONAILabelError.INVALID_INPUT, (bad, info.value)
+        assert info.value.violations[0][0] == field, (bad, info.value)
     with pytest.raises(MONAILabelException) as info:
         validate_batch_infer(datastore, {"image_ids": ["phantom_009"]})
     assert info.value.error == MONAILabelError.NOT_FOUND
