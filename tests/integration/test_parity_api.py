@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import logging
 import shutil
 import threading
@@ -147,7 +148,8 @@ def test_train_datalist_and_dataset_export(client: MonaiLabelClient, running: Ru
     assert names == {f"images/{LABELED}.nii.gz", f"labels/final/{LABELED}.nii.gz", "datalist.json"}
     assert archive.read(f"images/{LABELED}.nii.gz") == client.download_image(LABELED)
     assert archive.read(f"labels/final/{LABELED}.nii.gz") == client.download_label(LABELED)
-    assert "/" not in archive.read("datalist.json").decode().replace("images/", "").replace("labels/final/", "")
+    assert json.loads(archive.read("datalist.json")) == [  # archive names and ids, never server paths
+        {"image": f"images/{LABELED}.nii.gz", "label": f"labels/final/{LABELED}.nii.gz", "image_id": LABELED}]
     assert not list((_studies(running)).rglob("export-*.zip")), "the archive's temporary file is removed"
 
 
