@@ -12,6 +12,7 @@ from monailabel_server.convert import from_struct, to_struct
 from monailabel_server.job_servicer import job_message
 from monailabel_server.jobs import JobManager
 from monailabel_server.jobs.store import TRAIN
+from monailabel_server.validation import check_names
 
 __all__ = ["TrainServicer", "start_params"]
 
@@ -66,6 +67,6 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
         if request.params.model:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT,
                                       "params.model must be empty: name the trainers in models")
-        jobs = self.jobs.start_many(TRAIN, list(request.models), start_params(request.params),
-                                    queue=request.params.queue)
+        models = check_names(list(request.models), request.all_models, "models", "all_models")
+        jobs = self.jobs.start_many(TRAIN, models, start_params(request.params), queue=request.params.queue)
         return train_pb2.StartTrainJobsResponse(jobs=[job_message(j) for j in jobs])

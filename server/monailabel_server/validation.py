@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
@@ -270,3 +270,18 @@ def check_model_name(value: str, field: str, names: Sequence[str]) -> str:
                                   f"model {shown(value)} does not exist; models: {', '.join(sorted(names)) or 'none'}",
                                   resource=("model", value[:MAX_ID_CHARS]))
     return value
+
+
+def check_names(names: Sequence[str], every: bool, field: str, every_field: str) -> List[str]:
+    """The names a start-many call lists, or ``[]`` for all of them when ``every`` is set (exactly one of the two).
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for both or neither, or a bad name.
+    """
+    if every and names:
+        raise invalid(field, f"{field} must be empty when {every_field} is set")
+    if not every and not names:
+        raise invalid(field, f"name the {field}, or set {every_field} to start them all")
+    for i, name in enumerate(names):
+        check_id(name, f"{field}[{i}]")
+    return list(names)

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from monailabel.datasets import write_phantoms
-from monailabel_api.v1 import common_pb2, infer_pb2, job_pb2
+from monailabel_api.v1 import common_pb2, infer_pb2, job_pb2, train_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
@@ -212,7 +212,9 @@ def test_train_all_publishes_versions(client: MonaiLabelClient, running: Running
     assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.start_train_jobs(["edit", "nope"]), "nope")
     assert len(list(client.list_jobs(kind="train"))) == before, "no job starts when one model is bad"
 
-    jobs = client.start_train_jobs(extra={"threshold": 150.0})
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT,  # an empty request never starts every training job
+                  lambda: client.train.StartTrainJobs(train_pb2.StartTrainJobsRequest()), "all_models")
+    jobs = client.start_train_jobs(extra={"threshold": 150.0})  # every trainer
     assert [j.model for j in jobs] == ["edit", "other"] and all(j.kind == job_pb2.JOB_KIND_TRAIN for j in jobs)
     done = [client.wait_job(j.job_id, timeout=120) for j in jobs]
     assert [j.state for j in done] == [job_pb2.JOB_STATE_SUCCEEDED] * 2, [j.error for j in done]

@@ -146,7 +146,7 @@ class ParityCalls:
                          **params: Any) -> List[job_pb2.Job]:
         """Starts a train job for each model (every trainer when empty); ``params`` as StartTrainJobRequest's fields."""
         extra = params.pop("extra", None)
-        request = train_pb2.StartTrainJobsRequest(models=list(models),
+        request = train_pb2.StartTrainJobsRequest(models=list(models), all_models=not models,
                                                   params=train_pb2.StartTrainJobRequest(queue=queue, **params))
         if extra:
             request.params.extra.update(extra)
@@ -158,7 +158,8 @@ class ParityCalls:
         struct = struct_pb2.Struct()
         if params:
             struct.update(params)
-        request = strategy_pb2.StartScoringJobsRequest(methods=list(methods), params=struct, queue=queue)
+        request = strategy_pb2.StartScoringJobsRequest(methods=list(methods), params=struct, queue=queue,
+                                                       all_methods=not methods)
         return list(self.strategy.StartScoringJobs(request, timeout=self.timeout).jobs)
 
     # -- dataset ----------------------------------------------------------------------------------

@@ -336,11 +336,14 @@ class StartScoringJobsRequest(_message.Message):
     METHODS_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
+    ALL_METHODS_FIELD_NUMBER: _builtins.int
     queue: _builtins.bool
     """Queue a job when its method has one queued or running, instead of ABORTED."""
+    all_methods: _builtins.bool
+    """Run every scoring method of the app (methods must be empty)."""
     @_builtins.property
     def methods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The scoring methods to run; empty means every scoring method of the app."""
+        """The scoring methods to run (or set all_methods)."""
 
     @_builtins.property
     def params(self) -> _struct_pb2.Struct:
@@ -352,10 +355,11 @@ class StartScoringJobsRequest(_message.Message):
         methods: _abc.Iterable[_builtins.str] | None = ...,
         params: _struct_pb2.Struct | None = ...,
         queue: _builtins.bool = ...,
+        all_methods: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["methods", b"methods", "params", b"params", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_methods", b"all_methods", "methods", b"methods", "params", b"params", "queue", b"queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

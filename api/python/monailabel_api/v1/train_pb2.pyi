@@ -199,9 +199,14 @@ class StartTrainJobsRequest(_message.Message):
 
     MODELS_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
+    ALL_MODELS_FIELD_NUMBER: _builtins.int
+    all_models: _builtins.bool
+    """Train every trainer of the app (models must be empty). Asked for explicitly, so that an empty
+    request never starts every training job.
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The trainers to train; empty means every trainer of the app."""
+        """The trainers to train (or set all_models)."""
 
     @_builtins.property
     def params(self) -> Global___StartTrainJobRequest:
@@ -212,10 +217,11 @@ class StartTrainJobsRequest(_message.Message):
         *,
         models: _abc.Iterable[_builtins.str] | None = ...,
         params: Global___StartTrainJobRequest | None = ...,
+        all_models: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "params", b"params"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_models", b"all_models", "models", b"models", "params", b"params"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
