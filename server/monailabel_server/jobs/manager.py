@@ -1,6 +1,11 @@
 """Runs training and scoring jobs in child processes, one per model (or scoring method) at a time.
 
-A job has a kind: ``train`` runs a trainer, ``scoring`` a scoring method. A job's process is
+A job has a kind: ``train`` runs a trainer, ``scoring`` a scoring method, ``batch_infer`` an infer task
+over datastore images (MONAI Label's ``/batch/infer``), saving each mask as an ``original`` label. Batch
+inference runs in a worker process like the others rather than on the server's model workers: a run
+over a whole datastore takes minutes to hours, and there it would hold the interactive queue, could not
+be cancelled as a process group, and a crash in it would be the server's; the price is a second copy
+of the model in the worker's memory. A job's process is
 ``python -m monailabel_server.jobs.worker``; a thread per job tails its output into the store (marked
 lines are progress events, the rest log lines) and decides the job's end state from
 its exit: 0 SUCCEEDED, after a cancel CANCELLED, else FAILED with the reason (the error it reported,
