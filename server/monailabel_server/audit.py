@@ -37,8 +37,11 @@ AUDITED: Dict[str, FrozenSet[str]] = {
         # unary uploads: their creation, commit and deletion (each chunk is not a record of its own)
         "CreateUpload", "CommitUpload", "DeleteUpload",
     }),
-    "monailabel.v1.TrainService": frozenset({"StartTrainJob"}),
-    "monailabel.v1.StrategyService": frozenset({"StartScoringJob"}),
+    "monailabel.v1.TrainService": frozenset({"StartTrainJob", "StartTrainJobs"}),
+    "monailabel.v1.StrategyService": frozenset({"StartScoringJob", "StartScoringJobs"}),
+    "monailabel.v1.ModelService": frozenset({"StartBatchInferJob"}),
+    # admin's reads of the server itself: who read its logs is worth a record
+    "monailabel.v1.ServerService": frozenset({"TailLogs", "GetGpuInfo"}),
     "monailabel.v1.JobService": frozenset({"CancelJob"}),
 }
 _MAX_DETAIL = 300
@@ -181,7 +184,9 @@ class AuditInterceptor(grpc.ServerInterceptor):
             return replaced_handler(handler, unary_unary=self._wrap(handler.unary_unary, method, False))
         if handler.stream_unary is not None:
             return replaced_handler(handler, stream_unary=self._wrap(handler.stream_unary, method, True))
-        return handler  # no state-changing call streams its response
+        if handler.unary_stream is not None:  # an admin's read that streams (TailLogs)
+            return replaced_handler(handler, unary_stream=self._wrap_stream(handler.unary_stream, method))
+        return handler  # no state-changing call streams both ways
 
     def _wrap(self, behavior: Callable[..., Any], method: str, streamed: bool) -> Callable[..., Any]:
         def handler(request: Any, context: grpc.ServicerContext) -> Any:
@@ -194,6 +199,19 @@ class AuditInterceptor(grpc.ServerInterceptor):
                 raise
             self._record(method, context, arg, response)
             return response
+
+        return handler
+
+    def _wrap_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        """Records a server-streaming call once its stream ends (done, failed, or closed by the client)."""
+        def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            set_identity(None)
+            done = False
+            try:
+                yield from behavior(request, context)
+                done = True
+            finally:
+                self._record(method, context, request, request if done else None)
 
         return handler
 

@@ -17,12 +17,12 @@ from monailabel_api.v1 import common_pb2, infer_pb2, infer_pb2_grpc
 from monailabel_api.wire import encode_chunk_request
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import ENUM_BY_DTYPE, from_struct, geometry_of_affine, to_struct
-from monailabel_server.core.infer import InferAnswer, InferCore, result_dtype_name
+from monailabel_server.core.infer import EncodedMask, InferAnswer, InferCore, result_dtype_name
 from monailabel_server.core.infer_request import InferParams, OutputSpec
 from monailabel_server.core.sessions import Session
 from monailabel_server.datastore_servicer import label_message
 from monailabel_server.ingest import Received, chunks_of, header_of
-from monailabel_server.validation import invalid
+from monailabel_server.validation import check_chunk_size, invalid
 from monailabel_server.workers import CallCancel, ModelWorkers
 
 __all__ = ["InferServicer", "params_of", "output_of"]
@@ -61,6 +61,48 @@ def session_message(session: Session) -> infer_pb2.Session:
     )
 
 
+def content_header(mask: EncodedMask) -> common_pb2.ContentHeader:
+    """The header announcing encoded bytes: encoding, size, SHA-256, and shape, type and geometry when known."""
+    header = common_pb2.ContentHeader(encoding=common_pb2.Encoding.ValueType(mask.encoding),
+                                      total_size=len(mask.data), sha256=mask.sha256, file_extension=mask.extension)
+    if mask.shape:
+        header.shape.extend(mask.shape)
+    if mask.dtype is not None:
+        header.data_type = common_pb2.DataType.ValueType(ENUM_BY_DTYPE.get(mask.dtype, 0))
+    if mask.affine is not None:
+        header.geometry.CopyFrom(geometry_of_affine(mask.affine, min(len(mask.shape), 3) or None))
+    return header
+
+
+class _VolumeThenLabel:
+    """Splits an InferVolume stream after its header: the volume's chunks, then the input label's."""
+
+    def __init__(self, requests: Iterator[Any], has_label: bool) -> None:
+        self._requests = requests
+        self._has_label = has_label
+        self._first_label: Optional[common_pb2.Chunk] = None
+
+    def volume(self) -> Iterator[common_pb2.Chunk]:
+        for message in self._requests:
+            if message.HasField("chunk"):
+                yield message.chunk
+            elif message.HasField("label_chunk"):
+                if not self._has_label:
+                    raise invalid("label_chunk", "InferVolume: label chunks need a label in the header")
+                self._first_label = message.label_chunk
+                return
+            else:
+                raise invalid("part", "InferVolume: only chunks may follow the header")
+
+    def label(self) -> Iterator[common_pb2.Chunk]:
+        if self._first_label is not None:
+            yield self._first_label
+        for message in self._requests:
+            if not message.HasField("label_chunk"):
+                raise invalid("chunk", "InferVolume: the volume's chunks must all come before the label's")
+            yield message.label_chunk
+
+
 def _answer(answer: InferAnswer, message: Any) -> Iterator[Any]:
     """The result message, then the mask in pre-serialized chunks."""
     result = infer_pb2.InferResult(result=to_struct(answer.result), labels=answer.labels,
@@ -69,16 +111,7 @@ def _answer(answer: InferAnswer, message: Any) -> Iterator[Any]:
         result.saved_label.CopyFrom(label_message(answer.saved_label))
     mask = answer.mask
     if mask is not None:
-        header = common_pb2.ContentHeader(encoding=common_pb2.Encoding.ValueType(mask.encoding),
-                                          total_size=len(mask.data), sha256=mask.sha256,
-                                          file_extension=mask.extension)
-        if mask.shape:
-            header.shape.extend(mask.shape)
-        if mask.dtype is not None:
-            header.data_type = common_pb2.DataType.ValueType(ENUM_BY_DTYPE.get(mask.dtype, 0))
-        if mask.affine is not None:
-            header.geometry.CopyFrom(geometry_of_affine(mask.affine, min(len(mask.shape), 3) or None))
-        result.mask.CopyFrom(header)
+        result.mask.CopyFrom(content_header(mask))
     yield message(result=result)
     if mask is None:
         return
@@ -111,9 +144,11 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
         params, output = params_of(request.params, "params"), output_of(request.output, "output")
         source = request.WhichOneof("source")
         if source == "image_id":
-            answer = self.core.infer_image(request.model, request.image_id, params, output, CallCancel(context))
+            answer = self.core.infer_image(request.model, request.image_id, params, output, CallCancel(context),
+                                           request.input_label_tag)
         elif source == "session_id":
-            answer = self.core.infer_session(request.model, request.session_id, params, output, CallCancel(context))
+            answer = self.core.infer_session(request.model, request.session_id, params, output, CallCancel(context),
+                                             request.input_label_tag)
         elif source == "upload_id":
             answer = self.core.infer_upload(request.model, request.upload_id, params, output, CallCancel(context))
         else:
@@ -124,9 +159,12 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
                     context: grpc.ServicerContext) -> Iterator[Any]:
         requests = iter(request_iterator)
         header = header_of(next(requests, None), "InferVolume")
-        answer = self.core.infer_volume(header.model, header.content, chunks_of(requests, "InferVolume"),
+        # the volume's chunks, then the input label's when the header announces one
+        split = _VolumeThenLabel(requests, header.HasField("label"))
+        answer = self.core.infer_volume(header.model, header.content, split.volume(),
                                         params_of(header.params, "header.params"),
-                                        output_of(header.output, "header.output"), CallCancel(context))
+                                        output_of(header.output, "header.output"), CallCancel(context),
+                                        header.label if header.HasField("label") else None, split.label)
         yield from _answer(answer, infer_pb2.InferVolumeResponse)
 
     def CreateSession(self, request_iterator: Iterable[infer_pb2.CreateSessionRequest],
@@ -153,3 +191,12 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
     def DeleteSession(self, request: infer_pb2.DeleteSessionRequest, context: grpc.ServicerContext):
         self.core.sessions.delete(request.session_id)
         return infer_pb2.DeleteSessionResponse()
+
+    def DownloadSessionImage(self, request: infer_pb2.DownloadSessionImageRequest,
+                             context: grpc.ServicerContext) -> Iterator[Any]:
+        chunk_size = check_chunk_size(request.chunk_size, "chunk_size", self.core.config.chunk_size)
+        image = self.core.session_image(request.session_id, int(request.encoding))
+        yield infer_pb2.DownloadSessionImageResponse(header=content_header(image))
+        view = memoryview(image.data)
+        for offset in range(0, len(image.data), chunk_size):
+            yield encode_chunk_request(offset, view[offset : offset + chunk_size])  # type: ignore[arg-type]

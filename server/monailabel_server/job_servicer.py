@@ -13,13 +13,14 @@ from monailabel_server.auth import Role, require_role
 from monailabel_server.convert import JOB_STATES, timestamp_of, to_struct
 from monailabel_server.errors import scrub
 from monailabel_server.jobs import JobEvent, JobManager, JobRecord
-from monailabel_server.jobs.store import SCORING, TRAIN
+from monailabel_server.jobs.store import BATCH_INFER, SCORING, TRAIN
 
 __all__ = ["JobServicer", "job_message", "event_message", "KIND_OF", "KIND_NAMES"]
 
 _DEFAULT_PAGE = 50
 #: the store's kinds as the proto's enum, and back
-KIND_OF: Dict[str, job_pb2.JobKind.ValueType] = {TRAIN: job_pb2.JOB_KIND_TRAIN, SCORING: job_pb2.JOB_KIND_SCORING}
+KIND_OF: Dict[str, job_pb2.JobKind.ValueType] = {TRAIN: job_pb2.JOB_KIND_TRAIN, SCORING: job_pb2.JOB_KIND_SCORING,
+                                                 BATCH_INFER: job_pb2.JOB_KIND_BATCH_INFER}
 KIND_NAMES: Dict[job_pb2.JobKind.ValueType, str] = {v: k for k, v in KIND_OF.items()}
 _STATE_NAMES: Dict[job_pb2.JobState.ValueType, str] = {v: k for k, v in JOB_STATES.items()}
 
@@ -50,7 +51,10 @@ def job_message(job: JobRecord) -> job_pb2.Job:
                 best_metric_epoch=job.best_metric_epoch,
             )
         )
-    elif job.result:
+    if job.kind == BATCH_INFER:  # images done and to do are kept in the epoch columns
+        failed = job.result.get("failed", 0) if isinstance(job.result, dict) else 0
+        msg.batch_progress.CopyFrom(job_pb2.BatchProgress(done=job.epoch, total=job.max_epochs, failed=int(failed)))
+    if job.kind != TRAIN and job.result:
         msg.result.CopyFrom(to_struct(job.result if isinstance(job.result, dict) else {"result": job.result}))
     return msg
 
@@ -95,6 +99,11 @@ def event_message(event: JobEvent) -> job_pb2.JobEvent:
                 best_metric_epoch=int(p.get("best_metric_epoch") or 0),
                 key_metric_name=str(p.get("key_metric_name") or ""),
             )
+        )
+    elif kind == "batch_progress":
+        msg.batch_progress.CopyFrom(
+            job_pb2.BatchProgress(done=int(p.get("done") or 0), total=int(p.get("total") or 0),
+                                  failed=int(p.get("failed") or 0), image_id=str(p.get("image_id") or ""))
         )
     else:
         msg.log_line = scrub(str(p.get("text") or ""), 2000)

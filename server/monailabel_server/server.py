@@ -28,6 +28,7 @@ from monailabel_api.v1 import (
     train_pb2,
     train_pb2_grpc,
 )
+from monailabel_server import parity
 from monailabel_server.app_loader import load_app
 from monailabel_server.app_servicer import AppServicer
 from monailabel_server.audit import AuditInterceptor, AuditLog, default_path
@@ -59,6 +60,7 @@ SERVICE_NAMES = (
     train_pb2.DESCRIPTOR.services_by_name["TrainService"].full_name,
     strategy_pb2.DESCRIPTOR.services_by_name["StrategyService"].full_name,
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    *parity.SERVICE_NAMES,
 )
 
 
@@ -78,6 +80,7 @@ class RunningServer:
         audit: its audit log.
         guard: its stream idle timeout and stream cap.
         web: Envoy serving the browser port, when ``web_port`` is set.
+        logs: its log buffer (ServerService.TailLogs), on the root logger while it serves.
     """
 
     server: grpc.Server
@@ -96,6 +99,7 @@ class RunningServer:
     def web_port(self) -> int:
         """The browser port (gRPC-Web and Connect); 0 when there is none."""
         return self.web.port if self.web is not None else 0
+    logs: Optional[logging.Handler] = None
 
     @property
     def address(self) -> str:
@@ -118,6 +122,9 @@ class RunningServer:
             self.audit.close()
         if self.guard is not None:
             self.guard.close()
+        if self.logs is not None:
+            logging.getLogger().removeHandler(self.logs)
+            self.logs.close()
 
 
 def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningServer:
@@ -170,6 +177,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     train_pb2_grpc.add_TrainServiceServicer_to_server(TrainServicer(jobs), server)
     job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
     strategy_pb2_grpc.add_StrategyServiceServicer_to_server(StrategyServicer(app, config, sampler, jobs), server)
+    logs = parity.add_services(server, app, config, jobs)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection == "on" or (config.reflection == "auto" and not auth.enable):
@@ -190,6 +198,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     app.set_job_submitter(lambda kind, request: jobs.submit(kind, request, trigger=f"app: {kind} requested"))
     app.on_init_complete()
     running = RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit, guard)
+    running.logs = logs
     if config.web_port >= 0:
         try:
             running.web = start_web(config.host, port, config.host, config.web_port, config.max_message_bytes)

@@ -22,6 +22,7 @@ from monailabel_server.jobs.store import SCORING
 from monailabel_server.sampling import ALL_LEASED, FOUND, NONE_LEFT, NextSampler
 from monailabel_server.store import Store
 from monailabel_server.transfer import read_chunks
+from monailabel_server.validation import check_names
 from monailabel_server.volumes import content_header_for_file
 
 __all__ = ["StrategyServicer"]
@@ -107,3 +108,9 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
         params = from_struct(request.params) if request.HasField("params") else {}
         job = self.jobs.start(request.method, params, queue=request.queue, kind=SCORING)
         return strategy_pb2.StartScoringJobResponse(job=job_message(job))
+
+    def StartScoringJobs(self, request: strategy_pb2.StartScoringJobsRequest, context: grpc.ServicerContext):
+        params = from_struct(request.params) if request.HasField("params") else {}
+        methods = check_names(list(request.methods), request.all_methods, "methods", "all_methods")
+        jobs = self.jobs.start_many(SCORING, methods, params, queue=request.queue)
+        return strategy_pb2.StartScoringJobsResponse(jobs=[job_message(j) for j in jobs])

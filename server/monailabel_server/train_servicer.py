@@ -11,6 +11,8 @@ from monailabel_api.v1 import app_pb2, train_pb2, train_pb2_grpc
 from monailabel_server.convert import from_struct, to_struct
 from monailabel_server.job_servicer import job_message
 from monailabel_server.jobs import JobManager
+from monailabel_server.jobs.store import TRAIN
+from monailabel_server.validation import check_names
 
 __all__ = ["TrainServicer", "start_params"]
 
@@ -60,3 +62,11 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, "model is required")
         job = self.jobs.start(request.model, start_params(request), queue=request.queue)
         return train_pb2.StartTrainJobResponse(job=job_message(job))
+
+    def StartTrainJobs(self, request: train_pb2.StartTrainJobsRequest, context: grpc.ServicerContext):
+        if request.params.model:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                      "params.model must be empty: name the trainers in models")
+        models = check_names(list(request.models), request.all_models, "models", "all_models")
+        jobs = self.jobs.start_many(TRAIN, models, start_params(request.params), queue=request.params.queue)
+        return train_pb2.StartTrainJobsResponse(jobs=[job_message(j) for j in jobs])

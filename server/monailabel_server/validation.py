@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
@@ -237,3 +237,51 @@ def check_geometry(spacing: Sequence[float], origin: Sequence[float], direction:
         matrix = np.asarray(direction, dtype=np.float64).reshape(ndim, ndim)
         if abs(float(np.linalg.det(matrix))) < 1e-6:
             raise invalid(f"{field}.direction", f"{field}.direction is a singular matrix")
+
+
+#: Smallest chunk a client may ask a download to come in (0 asks for the server's own size).
+MIN_DOWNLOAD_CHUNK = 64 << 10
+
+
+def check_chunk_size(value: int, field: str, server_chunk_size: int) -> int:
+    """Resolves a download's chunk size: 0 for the server's, else ``MIN_DOWNLOAD_CHUNK`` to the server's.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT outside those bounds.
+    """
+    if value == 0:
+        return server_chunk_size
+    if not MIN_DOWNLOAD_CHUNK <= value <= server_chunk_size:
+        raise invalid(field, f"{field} is {shown(value)}; use 0 (server default) or {MIN_DOWNLOAD_CHUNK} to "
+                             f"{server_chunk_size} bytes")
+    return int(value)
+
+
+def check_model_name(value: str, field: str, names: Sequence[str]) -> str:
+    """Checks that ``value`` names one of ``names`` (an app's models).
+
+    Raises:
+        MONAILabelException: INVALID_INPUT when empty, NOT_FOUND (listing the names) when unknown.
+    """
+    if not value:
+        raise invalid(field, f"{field} is required")
+    if value not in names:
+        raise MONAILabelException(MONAILabelError.NOT_FOUND,
+                                  f"model {shown(value)} does not exist; models: {', '.join(sorted(names)) or 'none'}",
+                                  resource=("model", value[:MAX_ID_CHARS]))
+    return value
+
+
+def check_names(names: Sequence[str], every: bool, field: str, every_field: str) -> List[str]:
+    """The names a start-many call lists, or ``[]`` for all of them when ``every`` is set (exactly one of the two).
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for both or neither, or a bad name.
+    """
+    if every and names:
+        raise invalid(field, f"{field} must be empty when {every_field} is set")
+    if not every and not names:
+        raise invalid(field, f"name the {field}, or set {every_field} to start them all")
+    for i, name in enumerate(names):
+        check_id(name, f"{field}[{i}]")
+    return list(names)

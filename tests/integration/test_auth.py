@@ -53,10 +53,11 @@ SERVICES: List[ServiceDescriptor] = [
     for service in importlib.import_module(f"{api.__name__}.{info.name}").DESCRIPTOR.services_by_name.values()
 ]
 # MONAI Label's matrix, written out independently of the server's table
-ADMIN_ONLY = {"DeleteImage", "DeleteLabel", "StartTrainJob"}
+ADMIN_ONLY = {"DeleteImage", "DeleteLabel", "StartTrainJob", "StartTrainJobs", "TailLogs", "GetGpuInfo"}
 ANNOTATOR_UP = {
     "UploadImage", "GetUploadStatus", "SaveLabel", "UpdateImageInfo", "UpdateLabelInfo",
-    "StartScoringJob", "CancelJob",  # cancelling a training job needs admin: test_training_cancel_needs_admin
+    "StartScoringJob", "StartScoringJobs", "StartBatchInferJob",
+    "CancelJob",  # cancelling a training job needs admin: test_training_cancel_needs_admin
     "CreateUpload", "AppendUploadChunk", "CommitUpload", "DeleteUpload",
 }
 RANK = {"none": 0, "user": 1, "annotator": 2, "reviewer": 3, "admin": 4}

@@ -47,6 +47,7 @@ from monailabel_api.wire import (
 )
 from monailabel_client.credentials import TOKEN_ENV, TokenSource, secure_channel, with_token
 from monailabel_client.jobs import JobCalls
+from monailabel_client.parity import ParityCalls
 from monailabel_client.strategy import StrategyCalls
 
 __all__ = ["MonaiLabelClient", "InferOutput", "UploadError", "ChecksumError"]
@@ -160,11 +161,13 @@ class InferOutput:
         return self.array_and_affine()[0]
 
 
-class MonaiLabelClient(StrategyCalls, JobCalls):
+class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
     """Calls a MONAI Label gRPC server.
 
     Strategy, next-sample and start-scoring calls come from :class:`~monailabel_client.strategy.StrategyCalls`;
-    the job calls for every kind of job (get, list, cancel, watch) from :class:`~monailabel_client.jobs.JobCalls`.
+    the job calls for every kind of job (get, list, cancel, watch) from :class:`~monailabel_client.jobs.JobCalls`;
+    model weights, batch inference, train/score all, the dataset, logs, GPUs, session images and input
+    labels from :class:`~monailabel_client.parity.ParityCalls`.
 
     Args:
         address: ``host:port``.

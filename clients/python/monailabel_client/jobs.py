@@ -12,7 +12,8 @@ from monailabel_api.v1 import job_pb2, job_pb2_grpc
 __all__ = ["JobCalls", "KINDS", "STATES", "state_name", "kind_name"]
 
 #: job kinds by the names the client and CLI take
-KINDS = {"": job_pb2.JOB_KIND_UNSPECIFIED, "train": job_pb2.JOB_KIND_TRAIN, "scoring": job_pb2.JOB_KIND_SCORING}
+KINDS = {"": job_pb2.JOB_KIND_UNSPECIFIED, "train": job_pb2.JOB_KIND_TRAIN, "scoring": job_pb2.JOB_KIND_SCORING,
+         "batch_infer": job_pb2.JOB_KIND_BATCH_INFER}
 #: job states by the names the client and CLI take
 STATES = {"": job_pb2.JOB_STATE_UNSPECIFIED,
           **{job_pb2.JobState.Name(v).removeprefix("JOB_STATE_").lower(): v

@@ -72,16 +72,19 @@ RPC_ROLES: Dict[str, Dict[str, Role]] = {
         "GetSession": USER,
         "DeleteSession": USER,
         "OpenSession": USER,
+        "DownloadSessionImage": USER,
     },
     "monailabel.v1.TrainService": {
         "ListTrainers": USER,
         "StartTrainJob": ADMIN,
+        "StartTrainJobs": ADMIN,
     },
     "monailabel.v1.StrategyService": {
         "ListStrategies": USER,
         "ListScoringMethods": USER,
         "GetNextSample": USER,
         "StartScoringJob": ANNOTATOR,
+        "StartScoringJobs": ANNOTATOR,
     },
     # jobs of both kinds; cancelling a training job also needs admin (checked by the servicer)
     "monailabel.v1.JobService": {
@@ -89,6 +92,21 @@ RPC_ROLES: Dict[str, Dict[str, Role]] = {
         "ListJobs": USER,
         "CancelJob": ANNOTATOR,
         "WatchJob": USER,
+    },
+    # model weights are read like models are used; batch inference writes original labels, as scoring writes info
+    "monailabel.v1.ModelService": {
+        "ListModelVersions": USER,
+        "DownloadModel": USER,
+        "StartBatchInferJob": ANNOTATOR,
+    },
+    "monailabel.v1.DatasetService": {
+        "GetTrainDatalist": USER,
+        "ExportDataset": USER,
+    },
+    # MONAI Label's /logs and /logs/gpu are admin's
+    "monailabel.v1.ServerService": {
+        "TailLogs": ADMIN,
+        "GetGpuInfo": ADMIN,
     },
 }
 

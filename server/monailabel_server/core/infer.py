@@ -189,34 +189,62 @@ class InferCore:
 
     # -- inference --------------------------------------------------------------------------------
     def infer_image(self, model: str, image_id: str, params: InferParams, output: OutputSpec,
-                    cancel: Callable[[], bool]) -> InferAnswer:
-        """Runs a model on a datastore image."""
+                    cancel: Callable[[], bool], input_label_tag: str = "") -> InferAnswer:
+        """Runs a model on a datastore image (with one of its labels as the input label, when a tag is given)."""
         task = self.task(model)
         check_id(image_id, "image_id")
         path = self.store.image(image_id).path  # NOT_FOUND before queueing
-        return self._run(task, model, path, image_id, shape_of_file(path), params, output, cancel)
+        label = self._input_label(image_id, input_label_tag)
+        return self._run(task, model, path, image_id, shape_of_file(path), params, output, cancel, label)
 
     def infer_session(self, model: str, session_id: str, params: InferParams, output: OutputSpec,
-                      cancel: Callable[[], bool]) -> InferAnswer:
+                      cancel: Callable[[], bool], input_label_tag: str = "") -> InferAnswer:
         """Runs a model on a session's decoded volume."""
         task = self.task(model)
         session = self.sessions.get(session_id)
+        if input_label_tag and not session.image_id:
+            raise invalid("input_label_tag", "input_label_tag needs a session made from a datastore image; send "
+                                             "the label with InferVolume instead")
+        label = self._input_label(session.image_id, input_label_tag)
         with session.lock:
             image = session.image.clone()
-        return self._run(task, model, image, session.image_id, session.spatial_shape, params, output, cancel)
+        return self._run(task, model, image, session.image_id, session.spatial_shape, params, output, cancel, label)
 
     def infer_volume(self, model: str, content: common_pb2.ContentHeader, chunks: Iterable[common_pb2.Chunk],
-                     params: InferParams, output: OutputSpec, cancel: Callable[[], bool]) -> InferAnswer:
-        """Receives a volume and runs a model on it; the volume is removed afterwards."""
+                     params: InferParams, output: OutputSpec, cancel: Callable[[], bool],
+                     label_content: Optional[common_pb2.ContentHeader] = None,
+                     label_chunks: Optional[Callable[[], Iterable[common_pb2.Chunk]]] = None) -> InferAnswer:
+        """Receives a volume (and an input label after it) and runs a model on it; both are removed afterwards.
+
+        Args:
+            label_content: the input label's header, when the call carries one.
+            label_chunks: returns the label's chunks, once the volume's have all been read.
+        """
         task = self.task(model, "header.model")
         received = receive(content, chunks, self.store.staging_dir(), None, self.config.max_volume_bytes)
+        label = None
         try:
             shape = self._checked_shape(str(received.path), received.volume.shape, "header.content")
             if output.save_label:
                 raise invalid("header.output.save_label", "save_label needs a datastore image")
-            return self._run(task, model, str(received.path), "", shape, params, output, cancel)
+            if label_content is not None and label_chunks is not None:
+                label = receive(label_content, label_chunks(), self.store.staging_dir(), None,
+                                self.config.max_volume_bytes)
+                label_shape = tuple(label.volume.shape) or shape_of_file(str(label.path)) or ()
+                _check_same_grid(label_shape, shape, "header.label")
+            return self._run(task, model, str(received.path), "", shape, params, output, cancel,
+                             str(label.path) if label is not None else None)
         finally:
             received.discard()
+            if label is not None:
+                label.discard()
+
+    def _input_label(self, image_id: str, tag: str) -> Optional[str]:
+        """The file of the image's label ``tag``, handed to the task as its input label; None without a tag."""
+        if not tag:
+            return None
+        check_id(tag, "input_label_tag")
+        return self.store.label(image_id, tag).path  # NOT_FOUND names the label
 
     def infer_upload(self, model: str, upload_id: str, params: InferParams, output: OutputSpec,
                      cancel: Callable[[], bool]) -> InferAnswer:
@@ -268,11 +296,14 @@ class InferCore:
         return request
 
     def _run(self, task: InferTask, model: str, image: Any, image_id: str, shape: Optional[Tuple[int, ...]],
-             params: InferParams, output: OutputSpec, cancel: Callable[[], bool]) -> InferAnswer:
+             params: InferParams, output: OutputSpec, cancel: Callable[[], bool],
+             label: Optional[str] = None) -> InferAnswer:
         encoding, extension, chunk = check_output(output, task.dimension == 2, self.config.chunk_size)
         if output.save_label and not image_id:
             raise invalid(f"{output.field_prefix}.save_label", "save_label needs a datastore image")
         request = self._request(task, model, image, image_id, shape, params, extension)
+        if label is not None:
+            request["label"] = label  # MONAI Label's input label: a file its transforms load, as REST saved it
         started = time.perf_counter()
         outcome, queued = self.workers.run(lambda: self.app.infer_in_memory(request, cancel=cancel), cancel)
         try:
@@ -400,6 +431,40 @@ class InferCore:
         finally:
             received.discard()
 
+    def session_image(self, session_id: str, encoding: int) -> EncodedMask:
+        """A session's decoded volume, encoded (MONAI Label's session ``image=true``); extends its expiry.
+
+        Args:
+            session_id: the session.
+            encoding: ENCODING_NIFTI_GZ (0 as well), ENCODING_NIFTI or ENCODING_RAW; the voxels are float32.
+
+        Raises:
+            MONAILabelException: NOT_FOUND for an unknown session, INVALID_INPUT for another encoding.
+        """
+        names: Dict[int, str] = {common_pb2.ENCODING_NIFTI: "ENCODING_NIFTI",
+                                 common_pb2.ENCODING_NIFTI_GZ: "ENCODING_NIFTI_GZ",
+                                 common_pb2.ENCODING_RAW: "ENCODING_RAW"}
+        check_enum(encoding, "encoding", list(names), names=names)
+        session = self.sessions.get(session_id)
+        with session.lock:
+            array = np.asarray(session.image.detach().cpu().numpy(), dtype=np.float32)
+            affine = getattr(session.image, "affine", None)
+        affine_np = _nifti_affine(np.asarray(affine, dtype=np.float64) if affine is not None else None)
+        shape = tuple(int(s) for s in array.shape)
+        if encoding == common_pb2.ENCODING_RAW:
+            data = array.tobytes(order="F")
+            return EncodedMask(data, encoding, "", hashlib.sha256(data).hexdigest(), shape, array.dtype, affine_np)
+        import gzip
+
+        import nibabel as nib
+
+        data = nib.Nifti1Image(array, affine_np).to_bytes()  # type: ignore[no-untyped-call]
+        extension = ".nii"
+        if encoding != common_pb2.ENCODING_NIFTI:
+            encoding, extension = common_pb2.ENCODING_NIFTI_GZ, ".nii.gz"
+            data = gzip.compress(data, compresslevel=1, mtime=0)  # speed over size: it is sent at once
+        return EncodedMask(data, encoding, extension, hashlib.sha256(data).hexdigest(), shape, array.dtype, affine_np)
+
     def _add(self, image: Any, reservation: Any, ttl: int, image_id: str) -> Session:
         nbytes = int(image.numel() * image.element_size())
         if nbytes > reservation.nbytes:  # the header did not tell (or told less): check what was decoded
@@ -415,6 +480,17 @@ class InferCore:
             reservation.release()
         logger.info("session %s: %s volume of %d bytes", session.session_id, tuple(image.shape), nbytes)
         return session
+
+
+def _check_same_grid(label_shape: Tuple[int, ...], shape: Optional[Tuple[int, ...]], field_name: str) -> None:
+    """An input label must have the volume's spatial shape (a trailing channel of one aside)."""
+    if not label_shape or not shape:
+        return
+    spatial = tuple(label_shape[: len(shape)])
+    extra = tuple(label_shape[len(shape):])
+    if spatial != tuple(shape) or any(int(s) != 1 for s in extra):
+        raise invalid(field_name, f"{field_name}: the label's shape {list(label_shape)} is not the volume's "
+                                  f"{list(shape)}")
 
 
 def _encode_prepared(mask: PreparedMask, encoding: int, extension: str) -> EncodedMask:

@@ -1,6 +1,11 @@
 """Runs training and scoring jobs in child processes, one per model (or scoring method) at a time.
 
-A job has a kind: ``train`` runs a trainer, ``scoring`` a scoring method. A job's process is
+A job has a kind: ``train`` runs a trainer, ``scoring`` a scoring method, ``batch_infer`` an infer task
+over datastore images (MONAI Label's ``/batch/infer``), saving each mask as an ``original`` label. Batch
+inference runs in a worker process like the others rather than on the server's model workers: a run
+over a whole datastore takes minutes to hours, and there it would hold the interactive queue, could not
+be cancelled as a process group, and a crash in it would be the server's; the price is a second copy
+of the model in the worker's memory. A job's process is
 ``python -m monailabel_server.jobs.worker``; a thread per job tails its output into the store (marked
 lines are progress events, the rest log lines) and decides the job's end state from
 its exit: 0 SUCCEEDED, after a cancel CANCELLED, else FAILED with the reason (the error it reported,
@@ -46,6 +51,7 @@ from monailabel_server.jobs import params as job_params
 from monailabel_server.jobs.processes import ClientLog, kill_leftovers, signal_group
 from monailabel_server.jobs.protocol import EVENT_MARK, EXIT_CANCELLED
 from monailabel_server.jobs.store import (
+    BATCH_INFER,
     CANCELLED,
     FAILED,
     KINDS,
@@ -66,13 +72,26 @@ logger = logging.getLogger(__name__)
 LAST_LOG_LINES = 20
 
 
-_WHAT = {TRAIN: "trainer", SCORING: "scoring method"}
-_DONE = {TRAIN: "training finished", SCORING: "scoring finished"}
+_WHAT = {TRAIN: "trainer", SCORING: "scoring method", BATCH_INFER: "model"}
+_DONE = {TRAIN: "training finished", SCORING: "scoring finished", BATCH_INFER: "batch inference finished"}
 
 
 def lock_name(kind: str, model: str) -> str:
     """Returns the lock file name of a model (or scoring method): ``<kind>-<model>.lock``, file-safe."""
     return f"{kind}-{re.sub(r'[^A-Za-z0-9_.-]', '_', model)}.lock"
+
+
+def _file_digest(path: str) -> Dict[str, Any]:
+    """``{"sha256", "size"}`` of a file."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return {"sha256": digest.hexdigest(), "size": size}
 
 
 class _Running:
@@ -193,7 +212,7 @@ class JobManager:
             raise ValueError(f"unknown job kind {kind!r}")
         if self._stopping:
             raise MONAILabelException(MONAILabelError.UNAVAILABLE, "the server is stopping")
-        tasks: Dict[str, Any] = self.app.trainers() if kind == TRAIN else self.app.scoring_methods()
+        tasks: Dict[str, Any] = self._tasks(kind)
         task = tasks.get(model)
         if task is None:
             names = ", ".join(sorted(tasks)) or "none"
@@ -204,6 +223,9 @@ class JobManager:
         if kind == TRAIN:
             max_epochs = job_params.validate(task, params, client)
             job_params.records(self.app.datastore(), params)  # raises for unknown ids or no labeled data
+        elif kind == BATCH_INFER:
+            max_epochs = 0
+            job_params.validate_batch_infer(self.app.datastore(), params)
         else:
             max_epochs = 0
             job_params.validate_scoring(task, params, client)
@@ -219,6 +241,58 @@ class JobManager:
             if not active:
                 job = self._launch(job)
         return job
+
+    def _tasks(self, kind: str) -> Dict[str, Any]:
+        if kind == TRAIN:
+            return dict(self.app.trainers())
+        if kind == BATCH_INFER:
+            return dict(self.app.infer_tasks())
+        return dict(self.app.scoring_methods())
+
+    def start_many(self, kind: str, names: List[str], params: Dict[str, Any], queue: bool = False,
+                   trigger: str = "client") -> List[JobRecord]:
+        """Starts (or queues) one job per name, with the same parameters (MONAI Label's train-all and score-all).
+
+        Every name is checked first (it exists, its parameters are valid, it has no active job unless
+        ``queue``), so that on an error no job starts.
+
+        Args:
+            kind: ``train`` or ``scoring``.
+            names: the trainers or scoring methods; empty means all of the app's.
+            params: the request for each job.
+            queue: wait behind a queued or running job instead of failing.
+            trigger: why the jobs start.
+
+        Raises:
+            MONAILabelException: as :meth:`start`, for the first name that cannot start; INVALID_INPUT for a
+                name given twice, PRECONDITION_FAILED when the app has none.
+        """
+        tasks = self._tasks(kind)
+        names = list(names) or sorted(tasks)
+        if not names:
+            raise MONAILabelException(MONAILabelError.PRECONDITION_FAILED, f"the app has no {_WHAT[kind]}s")
+        if len(set(names)) != len(names):
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"a {_WHAT[kind]} is named twice in {names}")
+        with self._lock:
+            for name in names:  # the checks start() makes, without starting anything
+                task = tasks.get(name)
+                if task is None:
+                    raise MONAILabelException(
+                        MONAILabelError.NOT_FOUND,
+                        f"no {_WHAT[kind]} {name!r} ({_WHAT[kind]}s: {', '.join(sorted(tasks)) or 'none'})")
+                checked = dict(params)
+                if kind == TRAIN:
+                    job_params.validate(task, checked, trigger == "client")
+                    job_params.records(self.app.datastore(), checked)
+                else:
+                    job_params.validate_scoring(task, checked, trigger == "client")
+                active = self.store.active(name, kind)
+                if active and not queue:
+                    raise MONAILabelException(
+                        MONAILabelError.CONFLICT,
+                        f"{_WHAT[kind]} {name!r} has a {active[0].state.lower()} {kind} job {active[0].job_id}; "
+                        "cancel it, wait for it, or start with queue=true; no job was started")
+            return [self.start(name, params, queue=queue, kind=kind, trigger=trigger) for name in names]
 
     def submit(self, kind: str, request: Dict[str, Any], trigger: str = "app") -> Optional[JobRecord]:
         """Queues work the app asks for (``MONAILabelApp.async_scoring`` / ``async_training``).
@@ -367,6 +441,9 @@ class JobManager:
                 values["best_metric"] = float(event["best_metric"])
                 values["best_metric_epoch"] = int(event.get("best_metric_epoch") or 0)
             self.store.update(job_id, **values)
+        elif kind == "batch_progress":
+            self.store.append(job_id, [event])
+            self.store.update(job_id, epoch=int(event.get("done") or 0), max_epochs=int(event.get("total") or 0))
         elif kind == "error":
             running.error = event
         elif kind == "result":
@@ -382,6 +459,8 @@ class JobManager:
                 path = self._published(job)
                 if path:
                     values.update(published_path=path, published_version=self.store.next_version(job.model))
+                    # the checksum of what this version published, for ModelService.ListModelVersions
+                    values["result"] = _file_digest(path)
             elif running.result is not None:
                 values["result"] = running.result
             if self.audit is not None and values.get("published_version"):  # before watchers hear SUCCEEDED

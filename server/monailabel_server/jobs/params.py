@@ -19,7 +19,8 @@ from monailabel.tasks.train.basic_train import BasicTrainTask
 from monailabel.tasks.train.request import resolve_request
 from monailabel_server import validation
 
-__all__ = ["validate", "validate_scoring", "check_client_params", "records", "request", "NO_DATA", "SERVER_KEYS",
+__all__ = ["validate", "validate_scoring", "validate_batch_infer", "MAX_BATCH_IDS", "check_client_params", "records",
+           "request", "NO_DATA", "SERVER_KEYS",
            "BOUNDS"]
 
 #: keys that name server paths or process counts: an app sets them in its config, a client never does
@@ -242,3 +243,49 @@ def request(datastore: Datastore, params: Dict[str, Any]) -> Dict[str, Any]:
     if val is not None:
         out["val_ds"] = val
     return out
+
+
+#: Images one batch inference may list by id.
+MAX_BATCH_IDS = 10_000
+#: What a batch inference runs on (MONAI Label's ``/batch/infer`` images: all, unlabeled, or a list).
+BATCH_IMAGES = ("all", "unlabeled", "ids")
+
+
+def validate_batch_infer(datastore: Datastore, params: Dict[str, Any]) -> None:
+    """Checks a batch inference request: ``{"images": all|unlabeled|ids, "image_ids"?, "device"?}``.
+
+    Listed ids must exist now; ``all`` and ``unlabeled`` are resolved when the job runs (as MONAI Label
+    does), so that a queued job sees the images of its time.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT naming the bad key or id, NOT_FOUND for an unknown image.
+    """
+    unknown = sorted(set(params) - {"images", "image_ids", "device"})
+    if unknown:
+        raise validation.invalid(unknown[0], f"batch inference takes images, image_ids and device, not {unknown}")
+    images = params.get("images") or ("ids" if params.get("image_ids") else "all")
+    if images not in BATCH_IMAGES:
+        raise validation.invalid("images", f"images must be one of {', '.join(BATCH_IMAGES)}")
+    params["images"] = images
+    ids = list(params.get("image_ids") or [])
+    if images != "ids" and ids:
+        raise validation.invalid("image_ids", f"image_ids are for images=ids, not images={images}")
+    if images == "ids":
+        if not ids:
+            raise validation.invalid("image_ids", "images=ids needs at least one image id")
+        if len(ids) > MAX_BATCH_IDS:
+            raise validation.invalid("image_ids", f"{len(ids)} image ids; at most {MAX_BATCH_IDS}")
+        if len(set(ids)) != len(ids):
+            raise validation.invalid("image_ids", "an image id is listed twice")
+        for i, image_id in enumerate(ids):
+            validation.check_id(image_id, f"image_ids[{i}]")
+        known = set(datastore.list_images())
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise MONAILabelException(MONAILabelError.NOT_FOUND, f"image {missing[0]!r} does not exist",
+                                      resource=("image", missing[0][:128]))
+        params["image_ids"] = ids
+    if params.get("device"):
+        from monailabel_server.core.infer_request import check_device
+
+        params["device"] = check_device(str(params["device"]), "device")

@@ -20,14 +20,16 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 __all__ = [
     "JobRecord", "JobEvent", "JobStore", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TERMINAL",
-    "TRAIN", "SCORING", "KINDS",
+    "TRAIN", "SCORING", "BATCH_INFER", "KINDS",
 ]
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = (QUEUED, RUNNING)
 TRAIN, SCORING = "train", "scoring"
-KINDS = (TRAIN, SCORING)
+#: a model run over datastore images (its ``epoch``/``max_epochs`` columns count images done and to do)
+BATCH_INFER = "batch_infer"
+KINDS = (TRAIN, SCORING, BATCH_INFER)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

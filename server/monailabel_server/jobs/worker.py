@@ -141,6 +141,8 @@ def main(argv: list[str]) -> int:
 
             set_determinism(seed=int(seed))
         app = load_app(Path(spec["app_dir"]), spec["studies"], spec.get("conf") or {})
+        if spec.get("kind") == "batch_infer":
+            return _batch_infer(app, spec["model"], dict(spec["request"]), cancel_file)
         if scoring:
             from monailabel_server.convert import jsonable
 
@@ -170,6 +172,49 @@ def main(argv: list[str]) -> int:
         _log_traceback(spec.get("log_file"))
         emit({"type": "error", "kind": type(root_cause(exc)).__name__, "message": error_line(exc)})
         return EXIT_ERROR
+
+
+def _batch_infer(app: Any, model: str, request: Dict[str, Any], cancel_file: Path) -> int:
+    """Runs ``model`` over datastore images, saving each mask as the image's ``original`` label.
+
+    One image's failure is reported (a log line and the ``failed`` count) and the run goes on, as
+    MONAI Label's batch inference does; a cancel is seen between images. Each label is saved whole by
+    the datastore (written aside, then renamed), so a cancel never leaves half a label.
+    """
+    datastore = app.datastore()
+    images = request.get("images") or "all"
+    if images == "ids":
+        ids = list(request.get("image_ids") or [])
+    elif images == "unlabeled":
+        ids = sorted(datastore.get_unlabeled_images())
+    else:
+        ids = sorted(datastore.list_images())
+    total, done, failed, saved = len(ids), 0, 0, []
+    emit({"type": "started", "pid": os.getpid()})
+    emit({"type": "batch_progress", "done": 0, "total": total, "failed": 0, "image_id": ""})
+    for image_id in ids:
+        if cancel_file.exists():
+            emit({"type": "error", "kind": "CANCELLED", "message": f"cancelled after {done} of {total} images"})
+            return EXIT_CANCELLED
+        infer_request = {"model": model, "image": image_id, "image_id": image_id, "save_label": True,
+                         "label_tag": "original", "cancel_check": cancel_file.exists}
+        if request.get("device"):
+            infer_request["device"] = request["device"]
+        try:
+            result = app.infer(infer_request)
+            if result.get("file") and result.get("file") != result.get("label") and os.path.exists(result["file"]):
+                os.unlink(result["file"])  # the saved label is a copy; the task's result file is temporary
+            saved.append(image_id)
+        except Exception as exc:  # noqa: BLE001 - one image's failure is reported; the batch goes on
+            if cancel_file.exists():
+                emit({"type": "error", "kind": "CANCELLED", "message": f"cancelled after {done} of {total} images"})
+                return EXIT_CANCELLED
+            failed += 1
+            print(f"image {image_id}: inference failed: {error_line(exc)}", flush=True)
+        done += 1
+        emit({"type": "batch_progress", "done": done, "total": total, "failed": failed, "image_id": image_id})
+    emit({"type": "result", "result": {"total": total, "saved": len(saved), "failed": failed}})
+    return 0
 
 
 def _log_traceback(path: Optional[str]) -> None:

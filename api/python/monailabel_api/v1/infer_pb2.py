@@ -29,7 +29,7 @@ from monailabel_api.v1 import common_pb2 as monailabel_dot_v1_dot_common__pb2
 from monailabel_api.v1 import datastore_pb2 as monailabel_dot_v1_dot_datastore__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19monailabel/v1/infer.proto\x12\rmonailabel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amonailabel/v1/common.proto\x1a\x1dmonailabel/v1/datastore.proto\"\x1c\n\x05Point\x12\x13\n\x0b\x63oordinates\x18\x01 \x03(\x03\")\n\nLabelEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\"\xf7\x01\n\x0bInferParams\x12(\n\nforeground\x18\x01 \x03(\x0b\x32\x14.monailabel.v1.Point\x12(\n\nbackground\x18\x02 \x03(\x0b\x32\x14.monailabel.v1.Point\x12-\n\nlabel_info\x18\x03 \x03(\x0b\x32\x19.monailabel.v1.LabelEntry\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12-\n\x0cresult_dtype\x18\x05 \x01(\x0e\x32\x17.monailabel.v1.DataType\x12&\n\x05\x65xtra\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8f\x01\n\rOutputOptions\x12)\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x17.monailabel.v1.Encoding\x12\x18\n\x10result_extension\x18\x02 \x01(\t\x12\x12\n\nchunk_size\x18\x03 \x01(\x05\x12\x12\n\nsave_label\x18\x04 \x01(\x08\x12\x11\n\tskip_mask\x18\x05 \x01(\x08\"\xc0\x01\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\x08image_id\x18\x02 \x01(\tH\x00\x12\x14\n\nsession_id\x18\x03 \x01(\tH\x00\x12\x13\n\tupload_id\x18\x06 \x01(\tH\x00\x12*\n\x06params\x18\x04 \x01(\x0b\x32\x1a.monailabel.v1.InferParams\x12,\n\x06output\x18\x05 \x01(\x0b\x32\x1c.monailabel.v1.OutputOptionsB\x08\n\x06source\"p\n\x07Latency\x12\x0b\n\x03pre\x18\x01 \x01(\x01\x12\r\n\x05infer\x18\x02 \x01(\x01\x12\x0e\n\x06invert\x18\x03 \x01(\x01\x12\x0c\n\x04post\x18\x04 \x01(\x01\x12\r\n\x05write\x18\x05 \x01(\x01\x12\r\n\x05total\x18\x06 \x01(\x01\x12\r\n\x05queue\x18\x07 \x01(\x01\"\x9d\x02\n\x0bInferResult\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x36\n\x06labels\x18\x02 \x03(\x0b\x32&.monailabel.v1.InferResult.LabelsEntry\x12\'\n\x07latency\x18\x03 \x01(\x0b\x32\x16.monailabel.v1.Latency\x12*\n\x04mask\x18\x04 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeader\x12)\n\x0bsaved_label\x18\x05 \x01(\x0b\x32\x14.monailabel.v1.Label\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"l\n\rInferResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1a.monailabel.v1.InferResultH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part\"\xab\x01\n\x11InferVolumeHeader\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x07\x63ontent\x18\x02 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeader\x12*\n\x06params\x18\x03 \x01(\x0b\x32\x1a.monailabel.v1.InferParams\x12,\n\x06output\x18\x04 \x01(\x0b\x32\x1c.monailabel.v1.OutputOptions\"w\n\x12InferVolumeRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .monailabel.v1.InferVolumeHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part\"r\n\x13InferVolumeResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1a.monailabel.v1.InferResultH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part\"\x9a\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05shape\x18\x03 \x03(\x03\x12)\n\x08geometry\x18\x04 \x01(\x0b\x32\x17.monailabel.v1.Geometry\x12\x10\n\x08image_id\x18\x05 \x01(\t\"\x8c\x01\n\x13\x43reateSessionHeader\x12&\n\x03ttl\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x07\x63ontent\x18\x02 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeaderH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"{\n\x14\x43reateSessionRequest\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".monailabel.v1.CreateSessionHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part\"@\n\x15\x43reateSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.monailabel.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x12GetSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.monailabel.v1.Session\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"o\n\x12OpenSessionRequest\x12&\n\x03ttl\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\tupload_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\">\n\x13OpenSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.monailabel.v1.Session2\x91\x04\n\x0cInferService\x12\x44\n\x05Infer\x12\x1b.monailabel.v1.InferRequest\x1a\x1c.monailabel.v1.InferResponse0\x01\x12X\n\x0bInferVolume\x12!.monailabel.v1.InferVolumeRequest\x1a\".monailabel.v1.InferVolumeResponse(\x01\x30\x01\x12\\\n\rCreateSession\x12#.monailabel.v1.CreateSessionRequest\x1a$.monailabel.v1.CreateSessionResponse(\x01\x12Q\n\nGetSession\x12 .monailabel.v1.GetSessionRequest\x1a!.monailabel.v1.GetSessionResponse\x12Z\n\rDeleteSession\x12#.monailabel.v1.DeleteSessionRequest\x1a$.monailabel.v1.DeleteSessionResponse\x12T\n\x0bOpenSession\x12!.monailabel.v1.OpenSessionRequest\x1a\".monailabel.v1.OpenSessionResponseB|\n\x12org.monai.label.v1B\nInferProtoP\x01ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\xaa\x02\rMonaiLabel.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19monailabel/v1/infer.proto\x12\rmonailabel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amonailabel/v1/common.proto\x1a\x1dmonailabel/v1/datastore.proto\"\x1c\n\x05Point\x12\x13\n\x0b\x63oordinates\x18\x01 \x03(\x03\")\n\nLabelEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\"\xf7\x01\n\x0bInferParams\x12(\n\nforeground\x18\x01 \x03(\x0b\x32\x14.monailabel.v1.Point\x12(\n\nbackground\x18\x02 \x03(\x0b\x32\x14.monailabel.v1.Point\x12-\n\nlabel_info\x18\x03 \x03(\x0b\x32\x19.monailabel.v1.LabelEntry\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12-\n\x0cresult_dtype\x18\x05 \x01(\x0e\x32\x17.monailabel.v1.DataType\x12&\n\x05\x65xtra\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8f\x01\n\rOutputOptions\x12)\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x17.monailabel.v1.Encoding\x12\x18\n\x10result_extension\x18\x02 \x01(\t\x12\x12\n\nchunk_size\x18\x03 \x01(\x05\x12\x12\n\nsave_label\x18\x04 \x01(\x08\x12\x11\n\tskip_mask\x18\x05 \x01(\x08\"\xd9\x01\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\x08image_id\x18\x02 \x01(\tH\x00\x12\x14\n\nsession_id\x18\x03 \x01(\tH\x00\x12\x13\n\tupload_id\x18\x06 \x01(\tH\x00\x12*\n\x06params\x18\x04 \x01(\x0b\x32\x1a.monailabel.v1.InferParams\x12,\n\x06output\x18\x05 \x01(\x0b\x32\x1c.monailabel.v1.OutputOptions\x12\x17\n\x0finput_label_tag\x18\x14 \x01(\tB\x08\n\x06source\"p\n\x07Latency\x12\x0b\n\x03pre\x18\x01 \x01(\x01\x12\r\n\x05infer\x18\x02 \x01(\x01\x12\x0e\n\x06invert\x18\x03 \x01(\x01\x12\x0c\n\x04post\x18\x04 \x01(\x01\x12\r\n\x05write\x18\x05 \x01(\x01\x12\r\n\x05total\x18\x06 \x01(\x01\x12\r\n\x05queue\x18\x07 \x01(\x01\"\x9d\x02\n\x0bInferResult\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x36\n\x06labels\x18\x02 \x03(\x0b\x32&.monailabel.v1.InferResult.LabelsEntry\x12\'\n\x07latency\x18\x03 \x01(\x0b\x32\x16.monailabel.v1.Latency\x12*\n\x04mask\x18\x04 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeader\x12)\n\x0bsaved_label\x18\x05 \x01(\x0b\x32\x14.monailabel.v1.Label\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"l\n\rInferResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1a.monailabel.v1.InferResultH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part\"\xd8\x01\n\x11InferVolumeHeader\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x07\x63ontent\x18\x02 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeader\x12*\n\x06params\x18\x03 \x01(\x0b\x32\x1a.monailabel.v1.InferParams\x12,\n\x06output\x18\x04 \x01(\x0b\x32\x1c.monailabel.v1.OutputOptions\x12+\n\x05label\x18\x14 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeader\"\xa4\x01\n\x12InferVolumeRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .monailabel.v1.InferVolumeHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x12+\n\x0blabel_chunk\x18\x14 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part\"r\n\x13InferVolumeResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1a.monailabel.v1.InferResultH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part\"\x9a\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05shape\x18\x03 \x03(\x03\x12)\n\x08geometry\x18\x04 \x01(\x0b\x32\x17.monailabel.v1.Geometry\x12\x10\n\x08image_id\x18\x05 \x01(\t\"\x8c\x01\n\x13\x43reateSessionHeader\x12&\n\x03ttl\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x07\x63ontent\x18\x02 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeaderH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"{\n\x14\x43reateSessionRequest\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".monailabel.v1.CreateSessionHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part\"@\n\x15\x43reateSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.monailabel.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x12GetSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.monailabel.v1.Session\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"o\n\x12OpenSessionRequest\x12&\n\x03ttl\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\tupload_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\">\n\x13OpenSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.monailabel.v1.Session\"p\n\x1b\x44ownloadSessionImageRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x17.monailabel.v1.Encoding\x12\x12\n\nchunk_size\x18\x03 \x01(\x05\"}\n\x1c\x44ownloadSessionImageResponse\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.monailabel.v1.ContentHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.monailabel.v1.ChunkH\x00\x42\x06\n\x04part2\x84\x05\n\x0cInferService\x12\x44\n\x05Infer\x12\x1b.monailabel.v1.InferRequest\x1a\x1c.monailabel.v1.InferResponse0\x01\x12X\n\x0bInferVolume\x12!.monailabel.v1.InferVolumeRequest\x1a\".monailabel.v1.InferVolumeResponse(\x01\x30\x01\x12\\\n\rCreateSession\x12#.monailabel.v1.CreateSessionRequest\x1a$.monailabel.v1.CreateSessionResponse(\x01\x12Q\n\nGetSession\x12 .monailabel.v1.GetSessionRequest\x1a!.monailabel.v1.GetSessionResponse\x12Z\n\rDeleteSession\x12#.monailabel.v1.DeleteSessionRequest\x1a$.monailabel.v1.DeleteSessionResponse\x12T\n\x0bOpenSession\x12!.monailabel.v1.OpenSessionRequest\x1a\".monailabel.v1.OpenSessionResponse\x12q\n\x14\x44ownloadSessionImage\x12*.monailabel.v1.DownloadSessionImageRequest\x1a+.monailabel.v1.DownloadSessionImageResponse0\x01\x42|\n\x12org.monai.label.v1B\nInferProtoP\x01ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\xaa\x02\rMonaiLabel.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,41 +48,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OUTPUTOPTIONS']._serialized_start=522
   _globals['_OUTPUTOPTIONS']._serialized_end=665
   _globals['_INFERREQUEST']._serialized_start=668
-  _globals['_INFERREQUEST']._serialized_end=860
-  _globals['_LATENCY']._serialized_start=862
-  _globals['_LATENCY']._serialized_end=974
-  _globals['_INFERRESULT']._serialized_start=977
-  _globals['_INFERRESULT']._serialized_end=1262
-  _globals['_INFERRESULT_LABELSENTRY']._serialized_start=1217
-  _globals['_INFERRESULT_LABELSENTRY']._serialized_end=1262
-  _globals['_INFERRESPONSE']._serialized_start=1264
-  _globals['_INFERRESPONSE']._serialized_end=1372
-  _globals['_INFERVOLUMEHEADER']._serialized_start=1375
-  _globals['_INFERVOLUMEHEADER']._serialized_end=1546
-  _globals['_INFERVOLUMEREQUEST']._serialized_start=1548
-  _globals['_INFERVOLUMEREQUEST']._serialized_end=1667
-  _globals['_INFERVOLUMERESPONSE']._serialized_start=1669
-  _globals['_INFERVOLUMERESPONSE']._serialized_end=1783
-  _globals['_SESSION']._serialized_start=1786
-  _globals['_SESSION']._serialized_end=1940
-  _globals['_CREATESESSIONHEADER']._serialized_start=1943
-  _globals['_CREATESESSIONHEADER']._serialized_end=2083
-  _globals['_CREATESESSIONREQUEST']._serialized_start=2085
-  _globals['_CREATESESSIONREQUEST']._serialized_end=2208
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=2210
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=2274
-  _globals['_GETSESSIONREQUEST']._serialized_start=2276
-  _globals['_GETSESSIONREQUEST']._serialized_end=2315
-  _globals['_GETSESSIONRESPONSE']._serialized_start=2317
-  _globals['_GETSESSIONRESPONSE']._serialized_end=2378
-  _globals['_DELETESESSIONREQUEST']._serialized_start=2380
-  _globals['_DELETESESSIONREQUEST']._serialized_end=2422
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=2424
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=2447
-  _globals['_OPENSESSIONREQUEST']._serialized_start=2449
-  _globals['_OPENSESSIONREQUEST']._serialized_end=2560
-  _globals['_OPENSESSIONRESPONSE']._serialized_start=2562
-  _globals['_OPENSESSIONRESPONSE']._serialized_end=2624
-  _globals['_INFERSERVICE']._serialized_start=2627
-  _globals['_INFERSERVICE']._serialized_end=3156
+  _globals['_INFERREQUEST']._serialized_end=885
+  _globals['_LATENCY']._serialized_start=887
+  _globals['_LATENCY']._serialized_end=999
+  _globals['_INFERRESULT']._serialized_start=1002
+  _globals['_INFERRESULT']._serialized_end=1287
+  _globals['_INFERRESULT_LABELSENTRY']._serialized_start=1242
+  _globals['_INFERRESULT_LABELSENTRY']._serialized_end=1287
+  _globals['_INFERRESPONSE']._serialized_start=1289
+  _globals['_INFERRESPONSE']._serialized_end=1397
+  _globals['_INFERVOLUMEHEADER']._serialized_start=1400
+  _globals['_INFERVOLUMEHEADER']._serialized_end=1616
+  _globals['_INFERVOLUMEREQUEST']._serialized_start=1619
+  _globals['_INFERVOLUMEREQUEST']._serialized_end=1783
+  _globals['_INFERVOLUMERESPONSE']._serialized_start=1785
+  _globals['_INFERVOLUMERESPONSE']._serialized_end=1899
+  _globals['_SESSION']._serialized_start=1902
+  _globals['_SESSION']._serialized_end=2056
+  _globals['_CREATESESSIONHEADER']._serialized_start=2059
+  _globals['_CREATESESSIONHEADER']._serialized_end=2199
+  _globals['_CREATESESSIONREQUEST']._serialized_start=2201
+  _globals['_CREATESESSIONREQUEST']._serialized_end=2324
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=2326
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=2390
+  _globals['_GETSESSIONREQUEST']._serialized_start=2392
+  _globals['_GETSESSIONREQUEST']._serialized_end=2431
+  _globals['_GETSESSIONRESPONSE']._serialized_start=2433
+  _globals['_GETSESSIONRESPONSE']._serialized_end=2494
+  _globals['_DELETESESSIONREQUEST']._serialized_start=2496
+  _globals['_DELETESESSIONREQUEST']._serialized_end=2538
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=2540
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=2563
+  _globals['_OPENSESSIONREQUEST']._serialized_start=2565
+  _globals['_OPENSESSIONREQUEST']._serialized_end=2676
+  _globals['_OPENSESSIONRESPONSE']._serialized_start=2678
+  _globals['_OPENSESSIONRESPONSE']._serialized_end=2740
+  _globals['_DOWNLOADSESSIONIMAGEREQUEST']._serialized_start=2742
+  _globals['_DOWNLOADSESSIONIMAGEREQUEST']._serialized_end=2854
+  _globals['_DOWNLOADSESSIONIMAGERESPONSE']._serialized_start=2856
+  _globals['_DOWNLOADSESSIONIMAGERESPONSE']._serialized_end=2981
+  _globals['_INFERSERVICE']._serialized_start=2984
+  _globals['_INFERSERVICE']._serialized_end=3628
 # @@protoc_insertion_point(module_scope)

@@ -186,6 +186,7 @@ class InferRequest(_message.Message):
     UPLOAD_ID_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    INPUT_LABEL_TAG_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Name of the infer task (a key of the app's init_infers)."""
     image_id: _builtins.str
@@ -195,6 +196,10 @@ class InferRequest(_message.Message):
     upload_id: _builtins.str
     """A volume upload (DatastoreService.CreateUpload with `volume`), all bytes
     appended; it is consumed by this call.
+    """
+    input_label_tag: _builtins.str
+    """A label of the datastore image (by tag) handed to the task as its input label (MONAI Label's
+    `label`: scribbles, a label to edit); needs an image_id, or a session made from a datastore image.
     """
     @_builtins.property
     def params(self) -> Global___InferParams:
@@ -213,10 +218,11 @@ class InferRequest(_message.Message):
         upload_id: _builtins.str = ...,
         params: Global___InferParams | None = ...,
         output: Global___OutputOptions | None = ...,
+        input_label_tag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "output", b"output", "params", b"params", "session_id", b"session_id", "source", b"source", "upload_id", b"upload_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "model", b"model", "output", b"output", "params", b"params", "session_id", b"session_id", "source", b"source", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "input_label_tag", b"input_label_tag", "model", b"model", "output", b"output", "params", b"params", "session_id", b"session_id", "source", b"source", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["image_id", "session_id", "upload_id"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
@@ -380,6 +386,7 @@ class InferVolumeHeader(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Name of the infer task."""
     @_builtins.property
@@ -394,6 +401,12 @@ class InferVolumeHeader(_message.Message):
     def output(self) -> Global___OutputOptions:
         """Output options."""
 
+    @_builtins.property
+    def label(self) -> _common_pb2.ContentHeader:
+        """An input label for the task (MONAI Label's `label`: Slicer's label_in, OHIF's label buffer,
+        scribbles): its bytes follow the volume's as label_chunk messages. Same checks as the volume.
+        """
+
     def __init__(
         self,
         *,
@@ -401,10 +414,11 @@ class InferVolumeHeader(_message.Message):
         content: _common_pb2.ContentHeader | None = ...,
         params: Global___InferParams | None = ...,
         output: Global___OutputOptions | None = ...,
+        label: _common_pb2.ContentHeader | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "output", b"output", "params", b"params"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "label", b"label", "output", b"output", "params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "model", b"model", "output", b"output", "params", b"params"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "label", b"label", "model", b"model", "output", b"output", "params", b"params"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -418,6 +432,7 @@ class InferVolumeRequest(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    LABEL_CHUNK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___InferVolumeHeader:
         """The request; first message only."""
@@ -426,17 +441,22 @@ class InferVolumeRequest(_message.Message):
     def chunk(self) -> _common_pb2.Chunk:
         """Volume bytes."""
 
+    @_builtins.property
+    def label_chunk(self) -> _common_pb2.Chunk:
+        """Input label bytes (after every volume chunk), when the header has a label."""
+
     def __init__(
         self,
         *,
         header: Global___InferVolumeHeader | None = ...,
         chunk: _common_pb2.Chunk | None = ...,
+        label_chunk: _common_pb2.Chunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "label_chunk", b"label_chunk", "part", b"part"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "label_chunk", b"label_chunk", "part", b"part"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk", "label_chunk"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
@@ -760,3 +780,65 @@ class OpenSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OpenSessionResponse: _TypeAlias = OpenSessionResponse  # noqa: Y015
+
+@_typing.final
+class DownloadSessionImageRequest(_message.Message):
+    """Request for DownloadSessionImage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Session id."""
+    encoding: _common_pb2.Encoding.ValueType
+    """ENCODING_NIFTI_GZ (the default when unspecified), ENCODING_NIFTI or ENCODING_RAW (float32)."""
+    chunk_size: _builtins.int
+    """Largest chunk to send; 0 means the server default; else from 64 KiB to the server's chunk size."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        encoding: _common_pb2.Encoding.ValueType = ...,
+        chunk_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "encoding", b"encoding", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadSessionImageRequest: _TypeAlias = DownloadSessionImageRequest  # noqa: Y015
+
+@_typing.final
+class DownloadSessionImageResponse(_message.Message):
+    """A message of a DownloadSessionImage stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> _common_pb2.ContentHeader:
+        """What follows (encoding, size, SHA-256, shape and geometry); first message only."""
+
+    @_builtins.property
+    def chunk(self) -> _common_pb2.Chunk:
+        """Volume bytes, in order."""
+
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.ContentHeader | None = ...,
+        chunk: _common_pb2.Chunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___DownloadSessionImageResponse: _TypeAlias = DownloadSessionImageResponse  # noqa: Y015

@@ -66,6 +66,11 @@ class InferServiceStub:
                 request_serializer=monailabel_dot_v1_dot_infer__pb2.OpenSessionRequest.SerializeToString,
                 response_deserializer=monailabel_dot_v1_dot_infer__pb2.OpenSessionResponse.FromString,
                 _registered_method=True)
+        self.DownloadSessionImage = channel.unary_stream(
+                '/monailabel.v1.InferService/DownloadSessionImage',
+                request_serializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageRequest.SerializeToString,
+                response_deserializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageResponse.FromString,
+                _registered_method=True)
 
 
 class InferServiceServicer:
@@ -115,6 +120,13 @@ class InferServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadSessionImage(self, request, context):
+        """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +159,11 @@ def add_InferServiceServicer_to_server(servicer, server):
                     servicer.OpenSession,
                     request_deserializer=monailabel_dot_v1_dot_infer__pb2.OpenSessionRequest.FromString,
                     response_serializer=monailabel_dot_v1_dot_infer__pb2.OpenSessionResponse.SerializeToString,
+            ),
+            'DownloadSessionImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadSessionImage,
+                    request_deserializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageRequest.FromString,
+                    response_serializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +330,33 @@ class InferService:
             '/monailabel.v1.InferService/OpenSession',
             monailabel_dot_v1_dot_infer__pb2.OpenSessionRequest.SerializeToString,
             monailabel_dot_v1_dot_infer__pb2.OpenSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadSessionImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/monailabel.v1.InferService/DownloadSessionImage',
+            monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageRequest.SerializeToString,
+            monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,8 @@ class InferServiceStub:
     """Deletes a session and frees its memory."""
     OpenSession: _grpc.UnaryUnaryMultiCallable[_infer_pb2.OpenSessionRequest, _infer_pb2.OpenSessionResponse]
     """Creates an interactive session in one unary call (for browsers): from a volume upload or a datastore image."""
+    DownloadSessionImage: _grpc.UnaryStreamMultiCallable[_infer_pb2.DownloadSessionImageRequest, _infer_pb2.DownloadSessionImageResponse]
+    """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks."""
 
 @_typing.type_check_only
 class InferServiceAsyncStub(InferServiceStub):
@@ -67,6 +69,8 @@ class InferServiceAsyncStub(InferServiceStub):
     """Deletes a session and frees its memory."""
     OpenSession: _aio.UnaryUnaryMultiCallable[_infer_pb2.OpenSessionRequest, _infer_pb2.OpenSessionResponse]  # type: ignore[assignment]
     """Creates an interactive session in one unary call (for browsers): from a volume upload or a datastore image."""
+    DownloadSessionImage: _aio.UnaryStreamMultiCallable[_infer_pb2.DownloadSessionImageRequest, _infer_pb2.DownloadSessionImageResponse]  # type: ignore[assignment]
+    """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks."""
 
 class InferServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs the app's infer tasks on a datastore image, a streamed volume or an
@@ -120,5 +124,13 @@ class InferServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_infer_pb2.OpenSessionResponse, _abc.Awaitable[_infer_pb2.OpenSessionResponse]]:
         """Creates an interactive session in one unary call (for browsers): from a volume upload or a datastore image."""
+
+    @_abc_1.abstractmethod
+    def DownloadSessionImage(
+        self,
+        request: _infer_pb2.DownloadSessionImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_infer_pb2.DownloadSessionImageResponse], _abc.AsyncIterator[_infer_pb2.DownloadSessionImageResponse]]:
+        """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks."""
 
 def add_InferServiceServicer_to_server(servicer: InferServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -33,6 +33,8 @@ class _JobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobKind.Value
     """Trains a model (TrainService.StartTrainJob)."""
     JOB_KIND_SCORING: _JobKind.ValueType  # 2
     """Runs a scoring method (StrategyService.StartScoringJob)."""
+    JOB_KIND_BATCH_INFER: _JobKind.ValueType  # 3
+    """Runs a model over datastore images, saving `original` labels (ModelService.StartBatchInferJob)."""
 
 class JobKind(_JobKind, metaclass=_JobKindEnumTypeWrapper):
     """What a job does."""
@@ -43,6 +45,8 @@ JOB_KIND_TRAIN: JobKind.ValueType  # 1
 """Trains a model (TrainService.StartTrainJob)."""
 JOB_KIND_SCORING: JobKind.ValueType  # 2
 """Runs a scoring method (StrategyService.StartScoringJob)."""
+JOB_KIND_BATCH_INFER: JobKind.ValueType  # 3
+"""Runs a model over datastore images, saving `original` labels (ModelService.StartBatchInferJob)."""
 Global___JobKind: _TypeAlias = JobKind  # noqa: Y015
 
 class _JobState:
@@ -136,6 +140,7 @@ class Job(_message.Message):
     PUBLISHED_VERSION_FIELD_NUMBER: _builtins.int
     PUBLISHED_FILE_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
+    BATCH_PROGRESS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     kind: Global___JobKind.ValueType
@@ -180,6 +185,10 @@ class Job(_message.Message):
     def result(self) -> _struct_pb2.Struct:
         """What a scoring method returned (scoring jobs, set when it succeeded)."""
 
+    @_builtins.property
+    def batch_progress(self) -> Global___BatchProgress:
+        """How far a batch inference has got (batch inference jobs)."""
+
     def __init__(
         self,
         *,
@@ -198,10 +207,11 @@ class Job(_message.Message):
         published_version: _builtins.int = ...,
         published_file: _builtins.str = ...,
         trigger: _builtins.str = ...,
+        batch_progress: Global___BatchProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "params", b"params", "progress", b"progress", "result", b"result", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_progress", b"batch_progress", "create_time", b"create_time", "end_time", b"end_time", "params", b"params", "progress", b"progress", "result", b"result", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "job_id", b"job_id", "kind", b"kind", "last_log_lines", b"last_log_lines", "model", b"model", "params", b"params", "progress", b"progress", "published_file", b"published_file", "published_version", b"published_version", "result", b"result", "start_time", b"start_time", "state", b"state", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_progress", b"batch_progress", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "job_id", b"job_id", "kind", b"kind", "last_log_lines", b"last_log_lines", "model", b"model", "params", b"params", "progress", b"progress", "published_file", b"published_file", "published_version", b"published_version", "result", b"result", "start_time", b"start_time", "state", b"state", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -377,6 +387,7 @@ class JobEvent(_message.Message):
     ITERATION_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     LOG_LINE_FIELD_NUMBER: _builtins.int
+    BATCH_PROGRESS_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Sequence number within the job, from 1, without gaps: resume a watch after the last one seen."""
     log_line: _builtins.str
@@ -397,6 +408,10 @@ class JobEvent(_message.Message):
     def epoch(self) -> Global___EpochProgress:
         """An epoch (and its validation) ended."""
 
+    @_builtins.property
+    def batch_progress(self) -> Global___BatchProgress:
+        """A batch inference finished an image."""
+
     def __init__(
         self,
         *,
@@ -406,12 +421,13 @@ class JobEvent(_message.Message):
         iteration: Global___IterationProgress | None = ...,
         epoch: Global___EpochProgress | None = ...,
         log_line: _builtins.str = ...,
+        batch_progress: Global___BatchProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "event", b"event", "iteration", b"iteration", "log_line", b"log_line", "state_change", b"state_change", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_progress", b"batch_progress", "epoch", b"epoch", "event", b"event", "iteration", b"iteration", "log_line", b"log_line", "state_change", b"state_change", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "event", b"event", "iteration", b"iteration", "log_line", b"log_line", "sequence", b"sequence", "state_change", b"state_change", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_progress", b"batch_progress", "epoch", b"epoch", "event", b"event", "iteration", b"iteration", "log_line", b"log_line", "sequence", b"sequence", "state_change", b"state_change", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["state_change", "iteration", "epoch", "log_line"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["state_change", "iteration", "epoch", "log_line", "batch_progress"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -624,3 +640,37 @@ class WatchJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchJobResponse: _TypeAlias = WatchJobResponse  # noqa: Y015
+
+@_typing.final
+class BatchProgress(_message.Message):
+    """How far a batch inference has got."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DONE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    done: _builtins.int
+    """Images done (saved or failed)."""
+    total: _builtins.int
+    """Images to run on."""
+    failed: _builtins.int
+    """Images whose inference failed (the job goes on with the next)."""
+    image_id: _builtins.str
+    """The image just done (in an event) or last done (in a job)."""
+    def __init__(
+        self,
+        *,
+        done: _builtins.int = ...,
+        total: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "failed", b"failed", "image_id", b"image_id", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchProgress: _TypeAlias = BatchProgress  # noqa: Y015

@@ -26,9 +26,10 @@ if _version_not_supported:
 
 
 class JobServiceStub:
-    """Jobs of every kind (training, scoring): get, list, cancel and watch them.
+    """Jobs of every kind (training, scoring, batch inference): get, list, cancel and watch them.
 
-    TrainService.StartTrainJob and StrategyService.StartScoringJob start jobs; this service follows them.
+    TrainService.StartTrainJob, StrategyService.StartScoringJob and ModelService.StartBatchInferJob
+    start jobs; this service follows them.
     Each job runs in its own process group, outside the server, and never outlives the server.
     Jobs and their events are stored on disk, so history survives a restart; a job that was
     running when its server died ends FAILED.
@@ -63,9 +64,10 @@ class JobServiceStub:
 
 
 class JobServiceServicer:
-    """Jobs of every kind (training, scoring): get, list, cancel and watch them.
+    """Jobs of every kind (training, scoring, batch inference): get, list, cancel and watch them.
 
-    TrainService.StartTrainJob and StrategyService.StartScoringJob start jobs; this service follows them.
+    TrainService.StartTrainJob, StrategyService.StartScoringJob and ModelService.StartBatchInferJob
+    start jobs; this service follows them.
     Each job runs in its own process group, outside the server, and never outlives the server.
     Jobs and their events are stored on disk, so history survives a restart; a job that was
     running when its server died ends FAILED.
@@ -131,9 +133,10 @@ def add_JobServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobService:
-    """Jobs of every kind (training, scoring): get, list, cancel and watch them.
+    """Jobs of every kind (training, scoring, batch inference): get, list, cancel and watch them.
 
-    TrainService.StartTrainJob and StrategyService.StartScoringJob start jobs; this service follows them.
+    TrainService.StartTrainJob, StrategyService.StartScoringJob and ModelService.StartBatchInferJob
+    start jobs; this service follows them.
     Each job runs in its own process group, outside the server, and never outlives the server.
     Jobs and their events are stored on disk, so history survives a restart; a job that was
     running when its server died ends FAILED.

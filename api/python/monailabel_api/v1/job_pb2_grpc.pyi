@@ -27,9 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class JobServiceStub:
-    """Jobs of every kind (training, scoring): get, list, cancel and watch them.
+    """Jobs of every kind (training, scoring, batch inference): get, list, cancel and watch them.
 
-    TrainService.StartTrainJob and StrategyService.StartScoringJob start jobs; this service follows them.
+    TrainService.StartTrainJob, StrategyService.StartScoringJob and ModelService.StartBatchInferJob
+    start jobs; this service follows them.
     Each job runs in its own process group, outside the server, and never outlives the server.
     Jobs and their events are stored on disk, so history survives a restart; a job that was
     running when its server died ends FAILED.
@@ -50,9 +51,10 @@ class JobServiceStub:
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
-    """Jobs of every kind (training, scoring): get, list, cancel and watch them.
+    """Jobs of every kind (training, scoring, batch inference): get, list, cancel and watch them.
 
-    TrainService.StartTrainJob and StrategyService.StartScoringJob start jobs; this service follows them.
+    TrainService.StartTrainJob, StrategyService.StartScoringJob and ModelService.StartBatchInferJob
+    start jobs; this service follows them.
     Each job runs in its own process group, outside the server, and never outlives the server.
     Jobs and their events are stored on disk, so history survives a restart; a job that was
     running when its server died ends FAILED.
@@ -69,9 +71,10 @@ class JobServiceAsyncStub(JobServiceStub):
     """Streams a job's events after a sequence number until the job ends."""
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Jobs of every kind (training, scoring): get, list, cancel and watch them.
+    """Jobs of every kind (training, scoring, batch inference): get, list, cancel and watch them.
 
-    TrainService.StartTrainJob and StrategyService.StartScoringJob start jobs; this service follows them.
+    TrainService.StartTrainJob, StrategyService.StartScoringJob and ModelService.StartBatchInferJob
+    start jobs; this service follows them.
     Each job runs in its own process group, outside the server, and never outlives the server.
     Jobs and their events are stored on disk, so history survives a restart; a job that was
     running when its server died ends FAILED.

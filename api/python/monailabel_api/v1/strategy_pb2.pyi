@@ -326,3 +326,65 @@ class StartScoringJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartScoringJobResponse: _TypeAlias = StartScoringJobResponse  # noqa: Y015
+
+@_typing.final
+class StartScoringJobsRequest(_message.Message):
+    """Request for StartScoringJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHODS_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    ALL_METHODS_FIELD_NUMBER: _builtins.int
+    queue: _builtins.bool
+    """Queue a job when its method has one queued or running, instead of ABORTED."""
+    all_methods: _builtins.bool
+    """Run every scoring method of the app (methods must be empty)."""
+    @_builtins.property
+    def methods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The scoring methods to run (or set all_methods)."""
+
+    @_builtins.property
+    def params(self) -> _struct_pb2.Struct:
+        """Their parameters (MONAI Label's scoring request), the same for each."""
+
+    def __init__(
+        self,
+        *,
+        methods: _abc.Iterable[_builtins.str] | None = ...,
+        params: _struct_pb2.Struct | None = ...,
+        queue: _builtins.bool = ...,
+        all_methods: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_methods", b"all_methods", "methods", b"methods", "params", b"params", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartScoringJobsRequest: _TypeAlias = StartScoringJobsRequest  # noqa: Y015
+
+@_typing.final
+class StartScoringJobsResponse(_message.Message):
+    """Response of StartScoringJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
+        """The new jobs, one per method, in the order of the methods."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartScoringJobsResponse: _TypeAlias = StartScoringJobsResponse  # noqa: Y015

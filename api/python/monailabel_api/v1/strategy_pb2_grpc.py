@@ -60,6 +60,11 @@ class StrategyServiceStub:
                 request_serializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobRequest.SerializeToString,
                 response_deserializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobResponse.FromString,
                 _registered_method=True)
+        self.StartScoringJobs = channel.unary_unary(
+                '/monailabel.v1.StrategyService/StartScoringJobs',
+                request_serializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobsRequest.SerializeToString,
+                response_deserializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobsResponse.FromString,
+                _registered_method=True)
 
 
 class StrategyServiceServicer:
@@ -100,6 +105,14 @@ class StrategyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartScoringJobs(self, request, context):
+        """Starts (or queues) a job for each of several scoring methods, or every one (MONAI Label's
+        `POST /scoring/`). Every method is checked first: on an error no job starts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StrategyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +135,11 @@ def add_StrategyServiceServicer_to_server(servicer, server):
                     servicer.StartScoringJob,
                     request_deserializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobRequest.FromString,
                     response_serializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobResponse.SerializeToString,
+            ),
+            'StartScoringJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartScoringJobs,
+                    request_deserializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobsRequest.FromString,
+                    response_serializer=monailabel_dot_v1_dot_strategy__pb2.StartScoringJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -238,6 +256,33 @@ class StrategyService:
             '/monailabel.v1.StrategyService/StartScoringJob',
             monailabel_dot_v1_dot_strategy__pb2.StartScoringJobRequest.SerializeToString,
             monailabel_dot_v1_dot_strategy__pb2.StartScoringJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartScoringJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monailabel.v1.StrategyService/StartScoringJobs',
+            monailabel_dot_v1_dot_strategy__pb2.StartScoringJobsRequest.SerializeToString,
+            monailabel_dot_v1_dot_strategy__pb2.StartScoringJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

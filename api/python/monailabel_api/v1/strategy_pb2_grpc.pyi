@@ -49,6 +49,10 @@ class StrategyServiceStub:
     """
     StartScoringJob: _grpc.UnaryUnaryMultiCallable[_strategy_pb2.StartScoringJobRequest, _strategy_pb2.StartScoringJobResponse]
     """Starts (or queues) a scoring job for a scoring method."""
+    StartScoringJobs: _grpc.UnaryUnaryMultiCallable[_strategy_pb2.StartScoringJobsRequest, _strategy_pb2.StartScoringJobsResponse]
+    """Starts (or queues) a job for each of several scoring methods, or every one (MONAI Label's
+    `POST /scoring/`). Every method is checked first: on an error no job starts.
+    """
 
 @_typing.type_check_only
 class StrategyServiceAsyncStub(StrategyServiceStub):
@@ -71,6 +75,10 @@ class StrategyServiceAsyncStub(StrategyServiceStub):
     """
     StartScoringJob: _aio.UnaryUnaryMultiCallable[_strategy_pb2.StartScoringJobRequest, _strategy_pb2.StartScoringJobResponse]  # type: ignore[assignment]
     """Starts (or queues) a scoring job for a scoring method."""
+    StartScoringJobs: _aio.UnaryUnaryMultiCallable[_strategy_pb2.StartScoringJobsRequest, _strategy_pb2.StartScoringJobsResponse]  # type: ignore[assignment]
+    """Starts (or queues) a job for each of several scoring methods, or every one (MONAI Label's
+    `POST /scoring/`). Every method is checked first: on an error no job starts.
+    """
 
 class StrategyServiceServicer(metaclass=_abc_1.ABCMeta):
     """Active learning: which image to label next, and the scoring jobs that help strategies choose
@@ -114,5 +122,15 @@ class StrategyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_strategy_pb2.StartScoringJobResponse, _abc.Awaitable[_strategy_pb2.StartScoringJobResponse]]:
         """Starts (or queues) a scoring job for a scoring method."""
+
+    @_abc_1.abstractmethod
+    def StartScoringJobs(
+        self,
+        request: _strategy_pb2.StartScoringJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_strategy_pb2.StartScoringJobsResponse, _abc.Awaitable[_strategy_pb2.StartScoringJobsResponse]]:
+        """Starts (or queues) a job for each of several scoring methods, or every one (MONAI Label's
+        `POST /scoring/`). Every method is checked first: on an error no job starts.
+        """
 
 def add_StrategyServiceServicer_to_server(servicer: StrategyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -190,3 +190,63 @@ class StartTrainJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartTrainJobResponse: _TypeAlias = StartTrainJobResponse  # noqa: Y015
+
+@_typing.final
+class StartTrainJobsRequest(_message.Message):
+    """Request for StartTrainJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    ALL_MODELS_FIELD_NUMBER: _builtins.int
+    all_models: _builtins.bool
+    """Train every trainer of the app (models must be empty). Asked for explicitly, so that an empty
+    request never starts every training job.
+    """
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The trainers to train (or set all_models)."""
+
+    @_builtins.property
+    def params(self) -> Global___StartTrainJobRequest:
+        """Parameters for every job, as StartTrainJob takes them; its `model` must be empty."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        params: Global___StartTrainJobRequest | None = ...,
+        all_models: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_models", b"all_models", "models", b"models", "params", b"params"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartTrainJobsRequest: _TypeAlias = StartTrainJobsRequest  # noqa: Y015
+
+@_typing.final
+class StartTrainJobsResponse(_message.Message):
+    """Response of StartTrainJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
+        """The new jobs, one per model, in the order of the models."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartTrainJobsResponse: _TypeAlias = StartTrainJobsResponse  # noqa: Y015

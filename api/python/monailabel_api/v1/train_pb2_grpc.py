@@ -50,6 +50,11 @@ class TrainServiceStub:
                 request_serializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobRequest.SerializeToString,
                 response_deserializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobResponse.FromString,
                 _registered_method=True)
+        self.StartTrainJobs = channel.unary_unary(
+                '/monailabel.v1.TrainService/StartTrainJobs',
+                request_serializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobsRequest.SerializeToString,
+                response_deserializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainServiceServicer:
@@ -75,6 +80,14 @@ class TrainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartTrainJobs(self, request, context):
+        """Starts (or queues) a training job for each of several models, or every trainer (MONAI Label's
+        `POST /train/`). Every model is checked first: on an error no job starts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -87,6 +100,11 @@ def add_TrainServiceServicer_to_server(servicer, server):
                     servicer.StartTrainJob,
                     request_deserializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobRequest.FromString,
                     response_serializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobResponse.SerializeToString,
+            ),
+            'StartTrainJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTrainJobs,
+                    request_deserializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobsRequest.FromString,
+                    response_serializer=monailabel_dot_v1_dot_train__pb2.StartTrainJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -149,6 +167,33 @@ class TrainService:
             '/monailabel.v1.TrainService/StartTrainJob',
             monailabel_dot_v1_dot_train__pb2.StartTrainJobRequest.SerializeToString,
             monailabel_dot_v1_dot_train__pb2.StartTrainJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTrainJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monailabel.v1.TrainService/StartTrainJobs',
+            monailabel_dot_v1_dot_train__pb2.StartTrainJobsRequest.SerializeToString,
+            monailabel_dot_v1_dot_train__pb2.StartTrainJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class TrainServiceStub:
     """Lists the app's trainers with their configuration (defaults and choices)."""
     StartTrainJob: _grpc.UnaryUnaryMultiCallable[_train_pb2.StartTrainJobRequest, _train_pb2.StartTrainJobResponse]
     """Starts (or queues) a training job for a model."""
+    StartTrainJobs: _grpc.UnaryUnaryMultiCallable[_train_pb2.StartTrainJobsRequest, _train_pb2.StartTrainJobsResponse]
+    """Starts (or queues) a training job for each of several models, or every trainer (MONAI Label's
+    `POST /train/`). Every model is checked first: on an error no job starts.
+    """
 
 @_typing.type_check_only
 class TrainServiceAsyncStub(TrainServiceStub):
@@ -59,6 +63,10 @@ class TrainServiceAsyncStub(TrainServiceStub):
     """Lists the app's trainers with their configuration (defaults and choices)."""
     StartTrainJob: _aio.UnaryUnaryMultiCallable[_train_pb2.StartTrainJobRequest, _train_pb2.StartTrainJobResponse]  # type: ignore[assignment]
     """Starts (or queues) a training job for a model."""
+    StartTrainJobs: _aio.UnaryUnaryMultiCallable[_train_pb2.StartTrainJobsRequest, _train_pb2.StartTrainJobsResponse]  # type: ignore[assignment]
+    """Starts (or queues) a training job for each of several models, or every trainer (MONAI Label's
+    `POST /train/`). Every model is checked first: on an error no job starts.
+    """
 
 class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
     """Training: list trainers and start training jobs (JobService follows, lists and cancels them).
@@ -84,5 +92,15 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_train_pb2.StartTrainJobResponse, _abc.Awaitable[_train_pb2.StartTrainJobResponse]]:
         """Starts (or queues) a training job for a model."""
+
+    @_abc_1.abstractmethod
+    def StartTrainJobs(
+        self,
+        request: _train_pb2.StartTrainJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_train_pb2.StartTrainJobsResponse, _abc.Awaitable[_train_pb2.StartTrainJobsResponse]]:
+        """Starts (or queues) a training job for each of several models, or every trainer (MONAI Label's
+        `POST /train/`). Every model is checked first: on an error no job starts.
+        """
 
 def add_TrainServiceServicer_to_server(servicer: TrainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
