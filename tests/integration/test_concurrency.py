@@ -19,6 +19,7 @@ import grpc
 import nibabel as nib
 import numpy as np
 import pytest
+from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2
 
 from monailabel.datasets import make_phantom, write_phantoms
@@ -47,6 +48,8 @@ LOSER_CODES = {grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS, grpc.Sta
 # a stalled stream outlives the checks but not the test
 STALL_TIMEOUT_S = 60.0
 ANSWER_WITHIN_S = 2.0
+
+TTL_60 = duration_pb2.Duration(seconds=60)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +181,7 @@ def test_stalled_streams_do_not_starve_the_server(served, stubs: Stubs) -> None:
                                                                      content_header(volume))),
         lambda i: infer_pb2.InferVolumeRequest(header=infer_pb2.InferVolumeHeader(model="segmentation",
                                                                                   content=content_header(volume))),
-        lambda i: infer_pb2.CreateSessionRequest(header=infer_pb2.CreateSessionHeader(ttl_seconds=60,
+        lambda i: infer_pb2.CreateSessionRequest(header=infer_pb2.CreateSessionHeader(ttl=TTL_60,
                                                                                       content=content_header(volume))),
     ]
     calls = [stubs.datastore.UploadImage.future, stubs.datastore.SaveLabel.future,

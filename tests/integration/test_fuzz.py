@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import grpc
 import numpy as np
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
@@ -36,6 +36,7 @@ import monailabel_api.v1
 from monailabel.datasets import write_phantoms
 from monailabel_api.v1 import (
     common_pb2,
+    dataset_pb2,
     datastore_pb2,
     infer_pb2,
     job_pb2,
@@ -102,6 +103,8 @@ BAD_IDS: Dict[str, str] = {
     "hidden": ".monailabel",
     "shell": "$(id)",
 }
+
+TTL_60 = duration_pb2.Duration(seconds=60)
 
 
 @dataclass
@@ -261,7 +264,7 @@ for label, bad in BAD_IDS.items():
              lambda bad=bad: [label_header(OTHER, bad or "/", content_header(nifti_bytes(label=True, dtype=np.uint8))),
                               *chunks_of(nifti_bytes(label=True, dtype=np.uint8))])
     streamed("InferService.CreateSession", f"image_{label}", infer_pb2.CreateSessionRequest,
-             lambda bad=bad: [infer_pb2.CreateSessionHeader(image_id=bad, ttl_seconds=60)])
+             lambda bad=bad: [infer_pb2.CreateSessionHeader(image_id=bad, ttl=TTL_60)])
     unary("TrainService.StartTrainJob", f"train_ids_{label}",
           train_pb2.StartTrainJobRequest(model=MODEL, max_epochs=1, train_ids=[bad or "/"]))
 
@@ -423,6 +426,36 @@ for label, size in {"negative": -1, "int32_max": 2**31 - 1}.items():
     unary("StrategyService.GetNextSample", f"chunk_{label}", strategy_pb2.GetNextSampleRequest(
         strategy="no_such_strategy", client_id="fuzz", include_image=True, chunk_size=size))
 
+# the calls that start many jobs: unknown names, path-like names, "all" with names, hostile shared params
+for label, bad in {"unknown": "no_such_model", "traversal": "../../etc", "empty": "", "huge": "m" * 20000}.items():
+    unary("TrainService.StartTrainJobs", f"models_{label}", train_pb2.StartTrainJobsRequest(models=[MODEL, bad]))
+    unary("StrategyService.StartScoringJobs", f"methods_{label}",
+          strategy_pb2.StartScoringJobsRequest(methods=["no_such_method", bad]))
+unary("TrainService.StartTrainJobs", "nothing_asked", train_pb2.StartTrainJobsRequest())
+unary("TrainService.StartTrainJobs", "all_and_names",
+      train_pb2.StartTrainJobsRequest(models=[MODEL], all_models=True))
+unary("TrainService.StartTrainJobs", "params_server_keys", train_pb2.StartTrainJobsRequest(
+    models=[MODEL], params=train_pb2.StartTrainJobRequest(max_epochs=1, extra=struct({"train_ds": "/etc"}))))
+unary("StrategyService.StartScoringJobs", "nothing_asked", strategy_pb2.StartScoringJobsRequest())
+unary("StrategyService.StartScoringJobs", "params_nan", strategy_pb2.StartScoringJobsRequest(
+    all_methods=True, params=_nan_struct()))
+# the dataset export: sizes out of range
+for label, value in {"negative": -1, "int32_min": -(2**31)}.items():
+    unary("DatasetService.ExportDataset", f"limit_{label}", dataset_pb2.ExportDatasetRequest(limit=value))
+    unary("DatasetService.ExportDataset", f"chunk_{label}", dataset_pb2.ExportDatasetRequest(chunk_size=value))
+unary("DatasetService.ExportDataset", "chunk_one_byte", dataset_pb2.ExportDatasetRequest(chunk_size=1))
+# unary uploads: no target, hostile headers
+unary("DatastoreService.CreateUpload", "no_target", datastore_pb2.CreateUploadRequest())
+for label, bad in {"traversal": "../../etc/x", "huge": "x" * 20000, "slash": "a/b"}.items():
+    unary("DatastoreService.CreateUpload", f"image_id_{label}", datastore_pb2.CreateUploadRequest(
+        image=datastore_pb2.UploadImageHeader(image_id=bad, content=content_header(b"\0" * 64))))
+unary("DatastoreService.CreateUpload", "volume_size_negative", datastore_pb2.CreateUploadRequest(
+    volume=common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=-1)))
+unary("DatastoreService.CreateUpload", "volume_size_huge", datastore_pb2.CreateUploadRequest(
+    volume=common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=2**62)))
+unary("DatastoreService.CreateUpload", "label_unknown_image", datastore_pb2.CreateUploadRequest(
+    label=datastore_pb2.SaveLabelHeader(image_id="no_such_image", tag="final", content=content_header(b"\0" * 64))))
+
 # -- volumes: corrupt NIfTI / NRRD / gzip / raw geometry / 2-D / DICOM zip ---------------------------------------------
 
 
@@ -533,7 +566,7 @@ for n, (name, make) in enumerate(VOLUMES.items()):
                                     *chunks_of(make()[1])])
     if rng.random() < 0.3 or "bomb" in name:
         streamed("InferService.CreateSession", f"volume_{name}", infer_pb2.CreateSessionRequest,
-                 lambda make=make: [infer_pb2.CreateSessionHeader(ttl_seconds=60, content=make()[0]),
+                 lambda make=make: [infer_pb2.CreateSessionHeader(ttl=TTL_60, content=make()[0]),
                                     *chunks_of(make()[1])])
 
 # a label of another grid than its image's
@@ -604,14 +637,15 @@ for name, parts in _shapes(lambda c: label_header(OTHER, "final", c), _label_byt
     streamed("DatastoreService.SaveLabel", f"stream_{name}", datastore_pb2.SaveLabelRequest, parts)
 for name, parts in _shapes(lambda c: infer_pb2.InferVolumeHeader(model=MODEL, content=c), volume_bytes).items():
     streamed("InferService.InferVolume", f"stream_{name}", infer_pb2.InferVolumeRequest, parts)
-for name, parts in _shapes(lambda c: infer_pb2.CreateSessionHeader(ttl_seconds=60, content=c), volume_bytes).items():
+for name, parts in _shapes(lambda c: infer_pb2.CreateSessionHeader(ttl=TTL_60, content=c), volume_bytes).items():
     streamed("InferService.CreateSession", f"stream_{name}", infer_pb2.CreateSessionRequest, parts)
 for label, ttl in {"negative": -1, "int32_max": 2**31 - 1, "int32_min": -(2**31)}.items():
     streamed("InferService.CreateSession", f"ttl_{label}", infer_pb2.CreateSessionRequest,
-             lambda ttl=ttl: [infer_pb2.CreateSessionHeader(ttl_seconds=ttl, content=content_header(volume_bytes())),
+             lambda ttl=ttl: [infer_pb2.CreateSessionHeader(ttl=duration_pb2.Duration(seconds=ttl),
+                                                            content=content_header(volume_bytes())),
                               *chunks_of(volume_bytes())])
 streamed("InferService.CreateSession", "no_source", infer_pb2.CreateSessionRequest,
-         lambda: [infer_pb2.CreateSessionHeader(ttl_seconds=60)])
+         lambda: [infer_pb2.CreateSessionHeader(ttl=TTL_60)])
 streamed("InferService.InferVolume", "model_missing", infer_pb2.InferVolumeRequest, lambda: [
     infer_pb2.InferVolumeHeader(model="no_such_model", content=content_header(volume_bytes())),
     *chunks_of(volume_bytes())])
@@ -689,7 +723,8 @@ def test_enough_cases_on_every_rpc() -> None:
     covered = {c.method for c in CASES if not c.raw}
     # every RPC that takes anything gets typed hostile requests, and every RPC gets garbage bytes
     takes_nothing = {m for m in ALL_METHODS if m.split(".")[1] in
-                     ("GetAppInfo", "GetDatastoreStatus", "ListTrainers", "ListStrategies", "ListScoringMethods")}
+                     ("GetAppInfo", "GetDatastoreStatus", "ListTrainers", "ListStrategies", "ListScoringMethods",
+                      "GetTrainDatalist", "GetGpuInfo")}
     assert set(ALL_METHODS) - takes_nothing <= covered, sorted(set(ALL_METHODS) - takes_nothing - covered)
     assert set(ALL_METHODS) <= {c.method for c in CASES if c.raw}
 
