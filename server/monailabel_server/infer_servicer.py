@@ -131,9 +131,11 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
                                            chunks_of(requests, "CreateSession"))
         return infer_pb2.CreateSessionResponse(session=session_message(session))
 
-    def GetSession(self, request: infer_pb2.GetSessionRequest, context: grpc.ServicerContext):
+    def GetSession(self, request: infer_pb2.GetSessionRequest,
+                   context: grpc.ServicerContext) -> infer_pb2.GetSessionResponse:
         return infer_pb2.GetSessionResponse(session=session_message(self.core.sessions.get(request.session_id)))
 
-    def DeleteSession(self, request: infer_pb2.DeleteSessionRequest, context: grpc.ServicerContext):
+    def DeleteSession(self, request: infer_pb2.DeleteSessionRequest,
+                      context: grpc.ServicerContext) -> infer_pb2.DeleteSessionResponse:
         self.core.sessions.delete(request.session_id)
         return infer_pb2.DeleteSessionResponse()
