@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, TypeVar, Union
 
 import grpc
 
@@ -52,7 +52,7 @@ def image_message(v: ImageView) -> datastore_pb2.Image:
     )
 
 
-def status_message(status: dict) -> datastore_pb2.DatastoreStatus:
+def status_message(status: Dict[str, Any]) -> datastore_pb2.DatastoreStatus:
     """Builds a DatastoreStatus message from MONAI Label's status dict."""
     tags = status.get("label_tags") or {}
     return datastore_pb2.DatastoreStatus(
@@ -92,7 +92,9 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
             self.on_final_label(image_id)
         self.app.on_save_label(image_id, image_id)
 
-    def ListImages(self, request: datastore_pb2.ListImagesRequest, context: grpc.ServicerContext):
+    def ListImages(
+        self, request: datastore_pb2.ListImagesRequest, context: grpc.ServicerContext
+    ) -> datastore_pb2.ListImagesResponse:
         check_enum(request.filter, "filter", [int(v) for v in _FILTERS][1:], names=_FILTER_NAMES)
         views, token, total = self.core.list_images(
             _FILTERS[request.filter], request.label_tag, request.page_size, request.page_token
@@ -109,14 +111,20 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
             images.append(message)
         return datastore_pb2.ListImagesResponse(images=images, next_page_token=token, total_size=total)
 
-    def GetImage(self, request: datastore_pb2.GetImageRequest, context: grpc.ServicerContext):
+    def GetImage(
+        self, request: datastore_pb2.GetImageRequest, context: grpc.ServicerContext
+    ) -> datastore_pb2.GetImageResponse:
         return datastore_pb2.GetImageResponse(image=image_message(self.core.get_image(request.image_id)))
 
-    def UpdateImageInfo(self, request: datastore_pb2.UpdateImageInfoRequest, context: grpc.ServicerContext):
+    def UpdateImageInfo(
+        self, request: datastore_pb2.UpdateImageInfoRequest, context: grpc.ServicerContext
+    ) -> datastore_pb2.UpdateImageInfoResponse:
         view = self.core.update_image_info(request.image_id, from_struct(request.info))
         return datastore_pb2.UpdateImageInfoResponse(image=image_message(view))
 
-    def UploadImage(self, request_iterator: Iterable[datastore_pb2.UploadImageRequest], context: grpc.ServicerContext):
+    def UploadImage(
+        self, request_iterator: Iterable[datastore_pb2.UploadImageRequest], context: grpc.ServicerContext
+    ) -> datastore_pb2.UploadImageResponse:
         requests = iter(request_iterator)
         header = header_of(next(requests, None), "UploadImage")
         view = self.core.upload_image(
@@ -129,7 +137,9 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         )
         return datastore_pb2.UploadImageResponse(image=image_message(view))
 
-    def GetUploadStatus(self, request: datastore_pb2.GetUploadStatusRequest, context: grpc.ServicerContext):
+    def GetUploadStatus(
+        self, request: datastore_pb2.GetUploadStatusRequest, context: grpc.ServicerContext
+    ) -> datastore_pb2.GetUploadStatusResponse:
         status = self.core.upload_status(request.upload_id, request.image_id, request.label_tag)
         return datastore_pb2.GetUploadStatusResponse(
             committed_size=status.committed_size,
@@ -139,15 +149,21 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
             active=status.active,
         )
 
-    def DownloadImage(self, request: datastore_pb2.DownloadImageRequest, context: grpc.ServicerContext):
+    def DownloadImage(  # type: ignore[override] # chunks are sent pre-serialized, as bytes (ChunkCodecInterceptor)
+        self, request: datastore_pb2.DownloadImageRequest, context: grpc.ServicerContext
+    ) -> Iterator[Union[datastore_pb2.DownloadImageResponse, bytes]]:
         path, sha256, size = self.core.image_file(request.image_id, request.offset, request.chunk_size)
         yield from _download(path, sha256, request.offset, size, datastore_pb2.DownloadImageResponse)
 
-    def DeleteImage(self, request: datastore_pb2.DeleteImageRequest, context: grpc.ServicerContext):
+    def DeleteImage(
+        self, request: datastore_pb2.DeleteImageRequest, context: grpc.ServicerContext
+    ) -> datastore_pb2.DeleteImageResponse:
         self.core.delete_image(request.image_id)
         return datastore_pb2.DeleteImageResponse()
 
-    def SaveLabel(self, request_iterator: Iterable[datastore_pb2.SaveLabelRequest], context: grpc.ServicerContext):
+    def SaveLabel(
+        self, request_iterator: Iterable[datastore_pb2.SaveLabelRequest], context: grpc.ServicerContext
+    ) -> datastore_pb2.SaveLabelResponse:
         requests = iter(request_iterator)
         header = header_of(next(requests, None), "SaveLabel")
         view = self.core.save_label(
@@ -160,39 +176,50 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         )
         return datastore_pb2.SaveLabelResponse(label=label_message(view))
 
-    def GetLabel(self, request: datastore_pb2.GetLabelRequest, context: grpc.ServicerContext):
+    def GetLabel(
+        self, request: datastore_pb2.GetLabelRequest, context: grpc.ServicerContext
+    ) -> datastore_pb2.GetLabelResponse:
         return datastore_pb2.GetLabelResponse(label=label_message(self.core.get_label(request.image_id, request.tag)))
 
-    def UpdateLabelInfo(self, request: datastore_pb2.UpdateLabelInfoRequest, context: grpc.ServicerContext):
+    def UpdateLabelInfo(
+        self, request: datastore_pb2.UpdateLabelInfoRequest, context: grpc.ServicerContext
+    ) -> datastore_pb2.UpdateLabelInfoResponse:
         view = self.core.update_label_info(request.image_id, request.tag, from_struct(request.info))
         return datastore_pb2.UpdateLabelInfoResponse(label=label_message(view))
 
-    def DownloadLabel(self, request: datastore_pb2.DownloadLabelRequest, context: grpc.ServicerContext):
+    def DownloadLabel(  # type: ignore[override] # chunks are sent pre-serialized, as bytes (ChunkCodecInterceptor)
+        self, request: datastore_pb2.DownloadLabelRequest, context: grpc.ServicerContext
+    ) -> Iterator[Union[datastore_pb2.DownloadLabelResponse, bytes]]:
         path, sha256, size = self.core.label_file(request.image_id, request.tag, request.offset, request.chunk_size)
         yield from _download(path, sha256, request.offset, size, datastore_pb2.DownloadLabelResponse)
 
-    def DeleteLabel(self, request: datastore_pb2.DeleteLabelRequest, context: grpc.ServicerContext):
+    def DeleteLabel(
+        self, request: datastore_pb2.DeleteLabelRequest, context: grpc.ServicerContext
+    ) -> datastore_pb2.DeleteLabelResponse:
         self.core.delete_label(request.image_id, request.tag)
         return datastore_pb2.DeleteLabelResponse()
 
-    def GetDatastoreStatus(self, request: datastore_pb2.GetDatastoreStatusRequest, context: grpc.ServicerContext):
+    def GetDatastoreStatus(
+        self, request: datastore_pb2.GetDatastoreStatusRequest, context: grpc.ServicerContext
+    ) -> datastore_pb2.GetDatastoreStatusResponse:
         return datastore_pb2.GetDatastoreStatusResponse(status=status_message(self.core.status()))
 
     # -- unary uploads: the browser's path (gRPC-Web and Connect cannot send a client stream) -------
-    def CreateUpload(self, request: datastore_pb2.CreateUploadRequest, context: grpc.ServicerContext):
+    def CreateUpload(self, request: datastore_pb2.CreateUploadRequest,
+                    context: grpc.ServicerContext) -> datastore_pb2.CreateUploadResponse:
         kind = request.WhichOneof("target")
         if kind == "image":
-            header = request.image
-            if header.upload_id:
+            image = request.image
+            if image.upload_id:
                 raise invalid("image.upload_id", "leave upload_id empty; append to an upload with AppendUploadChunk")
-            status = self.core.create_upload("image", header.content, image_id=header.image_id,
-                                             info=stamp_user(from_struct(header.info)), overwrite=header.overwrite)
+            status = self.core.create_upload("image", image.content, image_id=image.image_id,
+                                             info=stamp_user(from_struct(image.info)), overwrite=image.overwrite)
         elif kind == "label":
-            header = request.label
-            if header.upload_id:
+            label = request.label
+            if label.upload_id:
                 raise invalid("label.upload_id", "leave upload_id empty; append to an upload with AppendUploadChunk")
-            status = self.core.create_upload("label", header.content, image_id=header.image_id, tag=header.tag,
-                                             info=stamp_user(from_struct(header.info)))
+            status = self.core.create_upload("label", label.content, image_id=label.image_id, tag=label.tag,
+                                             info=stamp_user(from_struct(label.info)))
         elif kind == "volume":
             status = self.core.create_upload("volume", request.volume)
         else:
@@ -206,21 +233,29 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
         """The largest chunk an AppendUploadChunk may carry: within the message limit, less room for the envelope."""
         return min(MAX_APPEND_BYTES, self.config.max_message_bytes - (64 << 10))
 
-    def AppendUploadChunk(self, request: datastore_pb2.AppendUploadChunkRequest, context: grpc.ServicerContext):
+    def AppendUploadChunk(self, request: datastore_pb2.AppendUploadChunkRequest,
+                         context: grpc.ServicerContext) -> datastore_pb2.AppendUploadChunkResponse:
         committed, total = self.core.append_upload(request.upload_id, request.chunk.offset, request.chunk.data)
         return datastore_pb2.AppendUploadChunkResponse(committed_size=committed, total_size=total)
 
-    def CommitUpload(self, request: datastore_pb2.CommitUploadRequest, context: grpc.ServicerContext):
+    def CommitUpload(self, request: datastore_pb2.CommitUploadRequest,
+                    context: grpc.ServicerContext) -> datastore_pb2.CommitUploadResponse:
         view = self.core.commit_upload(request.upload_id)
         if isinstance(view, LabelView):
             return datastore_pb2.CommitUploadResponse(label=label_message(view))
         return datastore_pb2.CommitUploadResponse(image=image_message(view))
 
-    def DeleteUpload(self, request: datastore_pb2.DeleteUploadRequest, context: grpc.ServicerContext):
+    def DeleteUpload(self, request: datastore_pb2.DeleteUploadRequest,
+                    context: grpc.ServicerContext) -> datastore_pb2.DeleteUploadResponse:
         self.core.delete_upload(request.upload_id)
         return datastore_pb2.DeleteUploadResponse()
 
 
-def _download(path: Path, sha256: str, offset: int, chunk_size: int, message: Any) -> Iterator:
+_Header = TypeVar("_Header", datastore_pb2.DownloadImageResponse, datastore_pb2.DownloadLabelResponse)
+
+
+def _download(
+    path: Path, sha256: str, offset: int, chunk_size: int, message: Callable[..., _Header]
+) -> Iterator[Union[_Header, bytes]]:
     yield message(header=content_header_for_file(path, encoding_of_name(path.name), sha256))
     yield from encoded_chunks(read_chunks(path, offset, chunk_size))

@@ -177,7 +177,8 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
                                            chunks_of(requests, "CreateSession"))
         return infer_pb2.CreateSessionResponse(session=session_message(session))
 
-    def OpenSession(self, request: infer_pb2.OpenSessionRequest, context: grpc.ServicerContext):
+    def OpenSession(self, request: infer_pb2.OpenSessionRequest,
+                    context: grpc.ServicerContext) -> infer_pb2.OpenSessionResponse:
         source = request.WhichOneof("source")
         image_id = request.image_id if source == "image_id" else ""
         upload_id = request.upload_id if source == "upload_id" else ""
@@ -185,10 +186,12 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
                                            field_prefix="")
         return infer_pb2.OpenSessionResponse(session=session_message(session))
 
-    def GetSession(self, request: infer_pb2.GetSessionRequest, context: grpc.ServicerContext):
+    def GetSession(self, request: infer_pb2.GetSessionRequest,
+                   context: grpc.ServicerContext) -> infer_pb2.GetSessionResponse:
         return infer_pb2.GetSessionResponse(session=session_message(self.core.sessions.get(request.session_id)))
 
-    def DeleteSession(self, request: infer_pb2.DeleteSessionRequest, context: grpc.ServicerContext):
+    def DeleteSession(self, request: infer_pb2.DeleteSessionRequest,
+                      context: grpc.ServicerContext) -> infer_pb2.DeleteSessionResponse:
         self.core.sessions.delete(request.session_id)
         return infer_pb2.DeleteSessionResponse()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Union
 
 import grpc
 
@@ -55,7 +55,9 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
         self.jobs = jobs
         self.store = Store(app.datastore())
 
-    def ListStrategies(self, request: strategy_pb2.ListStrategiesRequest, context: grpc.ServicerContext):
+    def ListStrategies(
+        self, request: strategy_pb2.ListStrategiesRequest, context: grpc.ServicerContext
+    ) -> strategy_pb2.ListStrategiesResponse:
         return strategy_pb2.ListStrategiesResponse(
             strategies=[
                 app_pb2.MethodInfo(name=name, description=str(s.description), info=to_struct(s.info()))
@@ -63,7 +65,9 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
             ]
         )
 
-    def ListScoringMethods(self, request: strategy_pb2.ListScoringMethodsRequest, context: grpc.ServicerContext):
+    def ListScoringMethods(
+        self, request: strategy_pb2.ListScoringMethodsRequest, context: grpc.ServicerContext
+    ) -> strategy_pb2.ListScoringMethodsResponse:
         return strategy_pb2.ListScoringMethodsResponse(
             scoring_methods=[
                 app_pb2.MethodInfo(name=name, description=str(s.description), info=to_struct(s.info()))
@@ -71,9 +75,9 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
             ]
         )
 
-    def GetNextSample(
+    def GetNextSample(  # type: ignore[override] # chunks are sent pre-serialized, as bytes (ChunkCodecInterceptor)
         self, request: strategy_pb2.GetNextSampleRequest, context: grpc.ServicerContext
-    ) -> Iterator[strategy_pb2.GetNextSampleResponse]:
+    ) -> Iterator[Union[strategy_pb2.GetNextSampleResponse, bytes]]:
         if request.chunk_size < 0:
             raise _invalid("chunk_size must not be negative")
         params = from_struct(request.params) if request.HasField("params") else {}
@@ -92,7 +96,9 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
         msg.image_id = sample.image_id
         msg.image.CopyFrom(image_message(view))
         msg.fields.CopyFrom(to_struct(sample.fields))
-        msg.lease_expire_time.CopyFrom(timestamp_of(sample.lease_expire_time))
+        expire = timestamp_of(sample.lease_expire_time)  # always set on a FOUND sample
+        if expire is not None:
+            msg.lease_expire_time.CopyFrom(expire)
         path = Path(view.path)
         stream = request.include_image and not os.path.isdir(path)  # a DICOM series folder is not one file
         if stream:
@@ -102,14 +108,17 @@ class StrategyServicer(strategy_pb2_grpc.StrategyServiceServicer):
             size = min(request.chunk_size or self.config.chunk_size, self.config.chunk_size)
             yield from encoded_chunks(read_chunks(path, 0, size))
 
-    def StartScoringJob(self, request: strategy_pb2.StartScoringJobRequest, context: grpc.ServicerContext):
+    def StartScoringJob(
+        self, request: strategy_pb2.StartScoringJobRequest, context: grpc.ServicerContext
+    ) -> strategy_pb2.StartScoringJobResponse:
         if not request.method:
             raise _invalid("method is required")
         params = from_struct(request.params) if request.HasField("params") else {}
         job = self.jobs.start(request.method, params, queue=request.queue, kind=SCORING)
         return strategy_pb2.StartScoringJobResponse(job=job_message(job))
 
-    def StartScoringJobs(self, request: strategy_pb2.StartScoringJobsRequest, context: grpc.ServicerContext):
+    def StartScoringJobs(self, request: strategy_pb2.StartScoringJobsRequest,
+                         context: grpc.ServicerContext) -> strategy_pb2.StartScoringJobsResponse:
         params = from_struct(request.params) if request.HasField("params") else {}
         methods = check_names(list(request.methods), request.all_methods, "methods", "all_methods")
         jobs = self.jobs.start_many(SCORING, methods, params, queue=request.queue)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Final
 
 import grpc
 
@@ -17,7 +17,7 @@ from monailabel_server.validation import check_names
 __all__ = ["TrainServicer", "start_params"]
 
 # typed request fields that are only sent when set (proto3 optional)
-_OPTIONAL = ("max_epochs", "val_split", "train_batch_size", "val_batch_size", "multi_gpu", "early_stop_patience")
+_OPTIONAL: Final = ("max_epochs", "val_split", "train_batch_size", "val_batch_size", "multi_gpu", "early_stop_patience")
 
 
 def start_params(request: train_pb2.StartTrainJobRequest) -> Dict[str, Any]:
@@ -46,7 +46,9 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
     def __init__(self, jobs: JobManager) -> None:
         self.jobs = jobs
 
-    def ListTrainers(self, request: train_pb2.ListTrainersRequest, context: grpc.ServicerContext):
+    def ListTrainers(
+        self, request: train_pb2.ListTrainersRequest, context: grpc.ServicerContext
+    ) -> train_pb2.ListTrainersResponse:
         return train_pb2.ListTrainersResponse(
             trainers=[
                 app_pb2.TrainerInfo(
@@ -57,13 +59,16 @@ class TrainServicer(train_pb2_grpc.TrainServiceServicer):
             ]
         )
 
-    def StartTrainJob(self, request: train_pb2.StartTrainJobRequest, context: grpc.ServicerContext):
+    def StartTrainJob(
+        self, request: train_pb2.StartTrainJobRequest, context: grpc.ServicerContext
+    ) -> train_pb2.StartTrainJobResponse:
         if not request.model:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, "model is required")
         job = self.jobs.start(request.model, start_params(request), queue=request.queue)
         return train_pb2.StartTrainJobResponse(job=job_message(job))
 
-    def StartTrainJobs(self, request: train_pb2.StartTrainJobsRequest, context: grpc.ServicerContext):
+    def StartTrainJobs(self, request: train_pb2.StartTrainJobsRequest,
+                       context: grpc.ServicerContext) -> train_pb2.StartTrainJobsResponse:
         if request.params.model:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT,
                                       "params.model must be empty: name the trainers in models")

@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.others.atomic import atomic_write_json
@@ -248,13 +248,14 @@ class StagedUpload:
             self._hasher.put(data)
             pos += len(data)
 
-    def _read_state(self) -> Optional[dict]:
+    def _read_state(self) -> Optional[Dict[str, Any]]:
         try:
-            return json.loads(self.state_path.read_text())
+            state = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
             return None
+        return state if isinstance(state, dict) else None
 
-    def _write_state(self, state: dict) -> None:
+    def _write_state(self, state: Dict[str, Any]) -> None:
         atomic_write_json(self.state_path, state)
 
     @staticmethod

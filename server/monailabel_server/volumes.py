@@ -8,10 +8,11 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Optional, Tuple
+from typing import Any, BinaryIO, Optional, Tuple, cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel_api.v1 import common_pb2
@@ -98,7 +99,8 @@ def nifti_prefix_for_raw(content: common_pb2.ContentHeader, max_bytes: int = 1 <
     header.set_qform(affine, code=1)
     header.set_sform(affine, code=1)
     header["vox_offset"] = _NIFTI_VOX_OFFSET
-    return header.binaryblock + b"\x00" * 4
+    block: bytes = header.binaryblock
+    return block + b"\x00" * 4
 
 
 def _inflated_length(stream: BinaryIO, limit: int) -> int:
@@ -373,13 +375,16 @@ def content_header_for_file(path: Path, encoding: int, sha256: str = "") -> comm
         The header.
     """
     header = common_pb2.ContentHeader(
-        encoding=encoding, total_size=path.stat().st_size, sha256=sha256, file_extension=_extension(path)
+        encoding=common_pb2.Encoding.ValueType(encoding), total_size=path.stat().st_size, sha256=sha256,
+        file_extension=_extension(path),
     )
     if encoding in (common_pb2.ENCODING_NIFTI, common_pb2.ENCODING_NIFTI_GZ):
         try:
-            img = nib.load(str(path))
+            img = cast(SpatialImage, nib.load(str(path)))  # a NIfTI image
             header.shape.extend(int(s) for s in img.header.get_data_shape())
-            header.data_type = ENUM_BY_DTYPE.get(img.header.get_data_dtype().newbyteorder("="), 0)
+            header.data_type = common_pb2.DataType.ValueType(
+                ENUM_BY_DTYPE.get(img.header.get_data_dtype().newbyteorder("="), 0)
+            )
             header.geometry.CopyFrom(geometry_of_affine(img.affine))
         except Exception:  # a description only; the bytes are still sent
             pass
@@ -395,14 +400,14 @@ def raw_voxels(path: Path) -> Tuple[common_pb2.ContentHeader, bytes]:
     Returns:
         The header (ENCODING_RAW) and the bytes.
     """
-    img = nib.load(str(path))
+    img = cast(SpatialImage, nib.load(str(path)))  # a NIfTI image
     data = np.asanyarray(img.dataobj)
     dtype = data.dtype.newbyteorder("=")
     payload = np.asarray(data, dtype=dtype).tobytes(order="F")
     header = common_pb2.ContentHeader(
         encoding=common_pb2.ENCODING_RAW,
         total_size=len(payload),
-        data_type=ENUM_BY_DTYPE.get(dtype, 0),
+        data_type=common_pb2.DataType.ValueType(ENUM_BY_DTYPE.get(dtype, 0)),
         shape=[int(s) for s in data.shape],
         geometry=geometry_of_affine(img.affine),
     )

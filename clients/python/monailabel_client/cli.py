@@ -244,7 +244,8 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command == "health":
             from grpc_health.v1 import health_pb2
 
-            answer = client.health.Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+            # types-grpcio-health-checking's HealthStub declares no methods
+            answer = client.health.Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)  # type: ignore[attr-defined]
             print(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
             return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else EXIT_CODES["unavailable"]
         if args.command == "info":
@@ -354,7 +355,7 @@ def _score(client: MonaiLabelClient, args: argparse.Namespace, parser: argparse.
     except grpc.RpcError as exc:
         # A job the server started by itself (after training published, or at start) is no reason to
         # fail: the user's job waits behind it. A job another client started still answers ABORTED.
-        if exc.code() != grpc.StatusCode.ABORTED or not _only_automatic_jobs(client, args.method):  # type: ignore[attr-defined]
+        if exc.code() != grpc.StatusCode.ABORTED or not _only_automatic_jobs(client, args.method):
             raise
         print(f"an automatic {args.method} job is running; queued behind it", file=sys.stderr)
         job = client.start_scoring(args.method, params, queue=True)

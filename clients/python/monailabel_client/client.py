@@ -16,7 +16,20 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+    cast,
+)
 
 import grpc
 import numpy as np
@@ -50,10 +63,14 @@ from monailabel_client.jobs import JobCalls
 from monailabel_client.parity import ParityCalls
 from monailabel_client.strategy import StrategyCalls
 
+if TYPE_CHECKING:
+    from nibabel.spatialimages import SpatialImage
+
 __all__ = ["MonaiLabelClient", "InferOutput", "UploadError", "ChecksumError"]
 
 MIB = 1 << 20
-PathLike = Union[str, os.PathLike]
+PathLike = Union[str, os.PathLike[str]]
+_Response = TypeVar("_Response")
 
 _RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
@@ -153,7 +170,7 @@ class InferOutput:
 
                 array, _ = nrrd.read(str(path))
                 return array, np.eye(4)
-            img = nib.load(str(path))
+            img = cast("SpatialImage", nib.load(str(path)))  # a NIfTI image
             return np.asarray(img.dataobj), np.asarray(img.affine)
 
     def array(self) -> np.ndarray:
@@ -267,7 +284,8 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Waits until the server reports SERVING."""
         grpc.channel_ready_future(self.channel).result(timeout=timeout)
-        self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        # types-grpcio-health-checking's HealthStub declares no methods
+        self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)  # type: ignore[attr-defined]
 
     def info(self) -> app_pb2.GetAppInfoResponse:
         """Returns the app's info."""
@@ -283,7 +301,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             page_size: images per call.
         """
         f = {
-            "all": 0,
+            "all": datastore_pb2.IMAGE_FILTER_UNSPECIFIED,
             "labeled": datastore_pb2.IMAGE_FILTER_LABELED,
             "unlabeled": datastore_pb2.IMAGE_FILTER_UNLABELED,
         }[filter]
@@ -425,7 +443,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         request = infer_pb2.InferRequest(
             model=model,
             params=self._params(foreground, background, params, device),
-            output=infer_pb2.OutputOptions(encoding=encoding, save_label=save_label),
+            output=infer_pb2.OutputOptions(encoding=common_pb2.Encoding.ValueType(encoding), save_label=save_label),
         )
         if session_id:
             request.session_id = session_id
@@ -452,7 +470,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             model=model,
             content=content,
             params=self._params(foreground, background, params, device),
-            output=infer_pb2.OutputOptions(encoding=encoding),
+            output=infer_pb2.OutputOptions(encoding=common_pb2.Encoding.ValueType(encoding)),
         )
         requests = self._stream(infer_pb2.InferVolumeRequest, header, opener, 0, content.total_size)
         return self._collect(self._infer_volume(requests, timeout=timeout))
@@ -468,9 +486,10 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         """Creates an interactive session from a file, an array, or a datastore image."""
         if image_id:
             header = infer_pb2.CreateSessionHeader(ttl=duration_pb2.Duration(seconds=ttl_seconds), image_id=image_id)
-            return self.infers.CreateSession(
+            created: infer_pb2.CreateSessionResponse = self.infers.CreateSession(
                 iter([infer_pb2.CreateSessionRequest(header=header)]), timeout=self.timeout
-            ).session
+            )
+            return created.session
         if source is None:
             raise ValueError("pass a file, an array or image_id")
         content, opener = self._source(source, affine, None)
@@ -548,7 +567,8 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                 setattr(request, name, value)
         if extra:
             request.extra.CopyFrom(_struct(extra))
-        return self.train.StartTrainJob(request, timeout=self.timeout).job
+        started: train_pb2.StartTrainJobResponse = self.train.StartTrainJob(request, timeout=self.timeout)
+        return started.job
 
     @staticmethod
     def _params(
@@ -584,7 +604,8 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                 raise ValueError("pass encoding= with bytes")
             return (
                 common_pb2.ContentHeader(
-                    encoding=encoding, total_size=len(data), sha256=hashlib.sha256(data).hexdigest()
+                    encoding=common_pb2.Encoding.ValueType(encoding), total_size=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(),
                 ),
                 lambda: io.BytesIO(data),
             )
@@ -598,7 +619,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         name = path.name.lower()
         ext = ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
         header = common_pb2.ContentHeader(
-            encoding=encoding if encoding is not None else encoding_of(path.name),
+            encoding=common_pb2.Encoding.ValueType(encoding if encoding is not None else encoding_of(path.name)),
             total_size=path.stat().st_size,
             sha256=sha256,
             file_extension=ext,
@@ -617,7 +638,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             encoding=common_pb2.ENCODING_RAW,
             total_size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
-            data_type=ENUM_BY_DTYPE[dtype],
+            data_type=common_pb2.DataType.ValueType(ENUM_BY_DTYPE[dtype]),
             shape=list(a.shape),
             geometry=common_pb2.Geometry() if affine is None else geometry_of_affine(affine, min(a.ndim, 3)),
         )
@@ -649,8 +670,14 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             bar.close()
 
     def _upload(
-        self, message: Any, header: Any, opener: Callable[[], BinaryIO], call: Any, image_id: str, tag: str
-    ) -> Any:
+        self,
+        message: Any,
+        header: Any,
+        opener: Callable[[], BinaryIO],
+        call: Callable[[Iterator[Any]], _Response],
+        image_id: str,
+        tag: str,
+    ) -> _Response:
         """Streams an upload, and after a broken stream resumes it by its upload id from what the server committed.
 
         The first stream starts a new upload (empty ``upload_id``); after a break, the target's partial
@@ -664,7 +691,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             try:
                 return call(self._stream(message, header, opener, offset, total))
             except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
+                code = exc.code()
                 if code not in _RETRYABLE and code != grpc.StatusCode.ABORTED or attempt == self.retries:
                     raise
                 time.sleep(min(2.0, 0.1 * 2**attempt))
@@ -702,7 +729,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                             bar.update(len(message.chunk.data))
                     break
                 except grpc.RpcError as exc:
-                    if exc.code() not in _RETRYABLE or attempt == self.retries:  # type: ignore[attr-defined]
+                    if exc.code() not in _RETRYABLE or attempt == self.retries:
                         raise
         finally:
             if bar is not None:

@@ -118,7 +118,7 @@ class StrategyCalls:
         client_id: str = "",
         params: Optional[Dict[str, Any]] = None,
         include_image: bool = False,
-        dest: Optional[Union[str, os.PathLike]] = None,
+        dest: Optional[Union[str, os.PathLike[str]]] = None,
     ) -> NextSampleResult:
         """Asks which image to label next; the image is leased to ``client_id`` until it asks again.
 

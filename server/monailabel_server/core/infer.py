@@ -458,7 +458,7 @@ class InferCore:
 
         import nibabel as nib
 
-        data = nib.Nifti1Image(array, affine_np).to_bytes()  # type: ignore[no-untyped-call]
+        data = nib.Nifti1Image(array, affine_np).to_bytes()
         extension = ".nii"
         if encoding != common_pb2.ENCODING_NIFTI:
             encoding, extension = common_pb2.ENCODING_NIFTI_GZ, ".nii.gz"

@@ -40,7 +40,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, cast
 
 import monailabel
 import monailabel_server
@@ -95,7 +95,7 @@ def _file_digest(path: str) -> Dict[str, Any]:
 
 
 class _Running:
-    def __init__(self, proc: subprocess.Popen, cancel_file: Path, kind: str, log_file: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[str], cancel_file: Path, kind: str, log_file: Path) -> None:
         self.proc = proc
         self.cancel_file = cancel_file
         self.kind = kind
@@ -342,7 +342,8 @@ class JobManager:
             "server_pid": os.getpid(),
         }
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        roots = {str(Path(m.__file__).resolve().parents[1]) for m in (monailabel, monailabel_server)}
+        # regular packages (not namespace ones): their __file__ is always set
+        roots = {str(Path(cast(str, m.__file__)).resolve().parents[1]) for m in (monailabel, monailabel_server)}
         env["PYTHONPATH"] = os.pathsep.join([*sorted(roots), *filter(None, [os.environ.get("PYTHONPATH")])])
         proc = self._spawner.submit(
             subprocess.Popen,

@@ -51,7 +51,7 @@ def session_members(sid: int) -> List[int]:
     Args:
         sid: the session id (a job worker's pid).
     """
-    out = []
+    out: List[int] = []
     try:
         names = os.listdir("/proc")
     except OSError:

@@ -137,7 +137,7 @@ def main(argv: list[str]) -> int:
         seed = spec["request"].get("seed")
         if seed is not None:
             # before the app builds its networks: same seed, same initial weights, crops and order
-            from monai.utils import set_determinism
+            from monai.utils.misc import set_determinism
 
             set_determinism(seed=int(seed))
         app = load_app(Path(spec["app_dir"]), spec["studies"], spec.get("conf") or {})
