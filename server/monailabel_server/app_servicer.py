@@ -96,6 +96,12 @@ class AppServicer(app_pb2_grpc.AppServiceServicer):
                     info=to_struct(_free_form(m, _TYPED_MODEL_KEYS)),
                 )
             )
+        unavailable = self.app.unavailable_models()
+        for model in models:
+            model.unavailable_reason = unavailable.get(model.name, "")
+        listed = {model.name for model in models}
+        models.extend(app_pb2.ModelInfo(name=name, unavailable_reason=reason)
+                      for name, reason in sorted(unavailable.items()) if name not in listed)
         stats = info.get("train_stats") or {}
         trainers = [
             app_pb2.TrainerInfo(

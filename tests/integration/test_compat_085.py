@@ -96,6 +96,9 @@ def test_radiology_app_loads_and_lists_unavailable_models(radiology: RunningServ
     unavailable = _struct(info.info)["unavailable_models"]
     # SAM2 cannot run here: listed with the reason, not silently missing
     assert "sam_2d" in unavailable and "sam2" in unavailable["sam_2d"].lower()
+    # the typed model list says it too: every model, the unavailable ones with their reason
+    typed = {m.name: m.unavailable_reason for m in info.models}
+    assert typed["sam_2d"] == unavailable["sam_2d"] and typed["segmentation_spleen"] == ""
     assert set(radiology.app.infer_tasks()) >= {"segmentation_spleen", "deepedit", "deepgrow_3d", "segmentation"}
 
 

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from monailabel_api.v1 import datastore_pb2 as monailabel_dot_v1_dot_datastore__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17monailabel/v1/app.proto\x12\rmonailabel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dmonailabel/v1/datastore.proto\"\x13\n\x11GetAppInfoRequest\"\xf0\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x34\n\x06labels\x18\x03 \x03(\x0b\x32$.monailabel.v1.ModelInfo.LabelsEntry\x12\x11\n\tdimension\x18\x04 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x13\n\x0binteractive\x18\x06 \x01(\x08\x12%\n\x04info\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x81\x01\n\x0bTrainerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05stats\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"V\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12%\n\x04info\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x90\x04\n\x12GetAppInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12=\n\x06labels\x18\x04 \x03(\x0b\x32-.monailabel.v1.GetAppInfoResponse.LabelsEntry\x12(\n\x06models\x18\x05 \x03(\x0b\x32\x18.monailabel.v1.ModelInfo\x12,\n\x08trainers\x18\x06 \x03(\x0b\x32\x1a.monailabel.v1.TrainerInfo\x12-\n\nstrategies\x18\x07 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\x12\x32\n\x0fscoring_methods\x18\x08 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\x12\x31\n\tdatastore\x18\t \x01(\x0b\x32\x1e.monailabel.v1.DatastoreStatus\x12%\n\x04info\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0eserver_version\x18\x0b \x01(\t\x12+\n\x06limits\x18\x0c \x01(\x0b\x32\x1b.monailabel.v1.ServerLimits\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xc1\x02\n\x0cServerLimits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\x16\n\x0emax_chunk_size\x18\x02 \x01(\x05\x12\x16\n\x0emin_chunk_size\x18\x03 \x01(\x05\x12\x18\n\x10max_volume_bytes\x18\x04 \x01(\x03\x12\x36\n\x13\x64\x65\x66\x61ult_session_ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fmax_session_ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cmax_sessions\x18\x07 \x01(\x05\x12-\n\nupload_ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13max_partial_uploads\x18\t \x01(\x05\x32_\n\nAppService\x12Q\n\nGetAppInfo\x12 .monailabel.v1.GetAppInfoRequest\x1a!.monailabel.v1.GetAppInfoResponseBz\n\x12org.monai.label.v1B\x08\x41ppProtoP\x01ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\xaa\x02\rMonaiLabel.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17monailabel/v1/app.proto\x12\rmonailabel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dmonailabel/v1/datastore.proto\"\x13\n\x11GetAppInfoRequest\"\x8c\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x34\n\x06labels\x18\x03 \x03(\x0b\x32$.monailabel.v1.ModelInfo.LabelsEntry\x12\x11\n\tdimension\x18\x04 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x13\n\x0binteractive\x18\x06 \x01(\x08\x12%\n\x04info\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1a\n\x12unavailable_reason\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x81\x01\n\x0bTrainerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05stats\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"V\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12%\n\x04info\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x90\x04\n\x12GetAppInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12=\n\x06labels\x18\x04 \x03(\x0b\x32-.monailabel.v1.GetAppInfoResponse.LabelsEntry\x12(\n\x06models\x18\x05 \x03(\x0b\x32\x18.monailabel.v1.ModelInfo\x12,\n\x08trainers\x18\x06 \x03(\x0b\x32\x1a.monailabel.v1.TrainerInfo\x12-\n\nstrategies\x18\x07 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\x12\x32\n\x0fscoring_methods\x18\x08 \x03(\x0b\x32\x19.monailabel.v1.MethodInfo\x12\x31\n\tdatastore\x18\t \x01(\x0b\x32\x1e.monailabel.v1.DatastoreStatus\x12%\n\x04info\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0eserver_version\x18\x0b \x01(\t\x12+\n\x06limits\x18\x0c \x01(\x0b\x32\x1b.monailabel.v1.ServerLimits\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xc1\x02\n\x0cServerLimits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\x16\n\x0emax_chunk_size\x18\x02 \x01(\x05\x12\x16\n\x0emin_chunk_size\x18\x03 \x01(\x05\x12\x18\n\x10max_volume_bytes\x18\x04 \x01(\x03\x12\x36\n\x13\x64\x65\x66\x61ult_session_ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fmax_session_ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cmax_sessions\x18\x07 \x01(\x05\x12-\n\nupload_ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13max_partial_uploads\x18\t \x01(\x05\x32_\n\nAppService\x12Q\n\nGetAppInfo\x12 .monailabel.v1.GetAppInfoRequest\x1a!.monailabel.v1.GetAppInfoResponseBz\n\x12org.monai.label.v1B\x08\x41ppProtoP\x01ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\xaa\x02\rMonaiLabel.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,19 +42,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETAPPINFOREQUEST']._serialized_start=135
   _globals['_GETAPPINFOREQUEST']._serialized_end=154
   _globals['_MODELINFO']._serialized_start=157
-  _globals['_MODELINFO']._serialized_end=397
-  _globals['_MODELINFO_LABELSENTRY']._serialized_start=352
-  _globals['_MODELINFO_LABELSENTRY']._serialized_end=397
-  _globals['_TRAINERINFO']._serialized_start=400
-  _globals['_TRAINERINFO']._serialized_end=529
-  _globals['_METHODINFO']._serialized_start=531
-  _globals['_METHODINFO']._serialized_end=617
-  _globals['_GETAPPINFORESPONSE']._serialized_start=620
-  _globals['_GETAPPINFORESPONSE']._serialized_end=1148
-  _globals['_GETAPPINFORESPONSE_LABELSENTRY']._serialized_start=352
-  _globals['_GETAPPINFORESPONSE_LABELSENTRY']._serialized_end=397
-  _globals['_SERVERLIMITS']._serialized_start=1151
-  _globals['_SERVERLIMITS']._serialized_end=1472
-  _globals['_APPSERVICE']._serialized_start=1474
-  _globals['_APPSERVICE']._serialized_end=1569
+  _globals['_MODELINFO']._serialized_end=425
+  _globals['_MODELINFO_LABELSENTRY']._serialized_start=380
+  _globals['_MODELINFO_LABELSENTRY']._serialized_end=425
+  _globals['_TRAINERINFO']._serialized_start=428
+  _globals['_TRAINERINFO']._serialized_end=557
+  _globals['_METHODINFO']._serialized_start=559
+  _globals['_METHODINFO']._serialized_end=645
+  _globals['_GETAPPINFORESPONSE']._serialized_start=648
+  _globals['_GETAPPINFORESPONSE']._serialized_end=1176
+  _globals['_GETAPPINFORESPONSE_LABELSENTRY']._serialized_start=380
+  _globals['_GETAPPINFORESPONSE_LABELSENTRY']._serialized_end=425
+  _globals['_SERVERLIMITS']._serialized_start=1179
+  _globals['_SERVERLIMITS']._serialized_end=1500
+  _globals['_APPSERVICE']._serialized_start=1502
+  _globals['_APPSERVICE']._serialized_end=1597
 # @@protoc_insertion_point(module_scope)

@@ -71,6 +71,7 @@ class ModelInfo(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     INTERACTIVE_FIELD_NUMBER: _builtins.int
     INFO_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the model, as given by the app's init_infers."""
     type: _builtins.str
@@ -81,6 +82,10 @@ class ModelInfo(_message.Message):
     """Human-readable description."""
     interactive: _builtins.bool
     """Whether the task is interactive (takes clicks or scribbles)."""
+    unavailable_reason: _builtins.str
+    """Why the model cannot run on this server (a package, a server, a bundle or weights it needs is
+    missing); empty when it can. Calling an unavailable model is FAILED_PRECONDITION with this reason.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Label names the model produces, by output index."""
@@ -101,10 +106,11 @@ class ModelInfo(_message.Message):
         description: _builtins.str = ...,
         interactive: _builtins.bool = ...,
         info: _struct_pb2.Struct | None = ...,
+        unavailable_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "dimension", b"dimension", "info", b"info", "interactive", b"interactive", "labels", b"labels", "name", b"name", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "dimension", b"dimension", "info", b"info", "interactive", b"interactive", "labels", b"labels", "name", b"name", "type", b"type", "unavailable_reason", b"unavailable_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
