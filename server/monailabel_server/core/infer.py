@@ -25,6 +25,7 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferOutcome, InferTask
 from monailabel.transform.writer import PreparedMask, encode_mask
+from monailabel.utils.others import fastgzip
 from monailabel_api.v1 import common_pb2
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import DTYPE_BY_ENUM, ENUM_BY_DTYPE, encoding_of_name, jsonable
@@ -130,6 +131,8 @@ def _decode(path: str) -> Any:
     """Decodes a volume once, as a MetaTensor carrying its affine (MONAI's LoadImage)."""
     from monai.transforms import LoadImage
 
+    fastgzip.install_nibabel_reader()  # .nii.gz inflates through ISA-L when it is installed
+
     # 2D TIFF needs Pillow's reader named: MONAI's default order tries the DICOM reader on it
     reader = "PILReader" if path.lower().endswith((".tif", ".tiff")) else None
     try:
@@ -160,6 +163,7 @@ class InferCore:
 
     def __init__(self, app: MONAILabelApp, config: ServerConfig, workers: ModelWorkers,
                  store: Optional[Store] = None) -> None:
+        fastgzip.install_nibabel_reader()  # the app's LoadImaged reads .nii.gz through ISA-L too
         self.app = app
         self.config = config
         self.workers = workers
