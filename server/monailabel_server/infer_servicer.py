@@ -137,3 +137,9 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
     def DeleteSession(self, request: infer_pb2.DeleteSessionRequest, context: grpc.ServicerContext):
         self.core.sessions.delete(request.session_id)
         return infer_pb2.DeleteSessionResponse()
+
+    def Interact(self, request_iterator: Iterable[infer_pb2.InteractRequest],
+                 context: grpc.ServicerContext) -> Iterator[Any]:
+        from monailabel_server.interact import interact
+
+        yield from interact(self.core, request_iterator, context)

@@ -44,6 +44,7 @@ from monailabel_api.wire import (
     geometry_of_affine,
     serialize_request,
 )
+from monailabel_client.interact import Interaction
 from monailabel_client.strategy import StrategyCalls
 
 __all__ = ["MonaiLabelClient", "InferOutput", "UploadError", "ChecksumError"]
@@ -224,6 +225,11 @@ class MonaiLabelClient(StrategyCalls):
             "/monailabel.v1.InferService/CreateSession",
             serialize_request,
             infer_pb2.CreateSessionResponse.FromString,
+        )
+        self._interact = ch.stream_stream(
+            "/monailabel.v1.InferService/Interact",
+            infer_pb2.InteractRequest.SerializeToString,
+            _chunk_decoder(infer_pb2.InteractResponse),
         )
         self.train = train_pb2_grpc.TrainServiceStub(self.channel)
 
@@ -451,6 +457,18 @@ class MonaiLabelClient(StrategyCalls):
         header = infer_pb2.CreateSessionHeader(ttl_seconds=ttl_seconds, content=content)
         requests = self._stream(infer_pb2.CreateSessionRequest, header, opener, 0, content.total_size)
         return self._create_session(requests, timeout=self.timeout).session
+
+    def interact(self, session_id: str, model: str, *, compression: int = 0,
+                 timeout: Optional[float] = None) -> Interaction:
+        """Opens an Interact stream on a session: clicks in, mask deltas out (see :mod:`monailabel_client.interact`).
+
+        Args:
+            session_id: the session.
+            model: the infer task that takes clicks.
+            compression: ``interact.COMPRESSION_ZLIB`` (default) or ``interact.COMPRESSION_NONE`` (loopback).
+            timeout: deadline of the whole stream in seconds.
+        """
+        return Interaction(self._interact, session_id, model, compression, timeout)
 
     def delete_session(self, session_id: str) -> None:
         """Deletes a session."""

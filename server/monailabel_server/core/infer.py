@@ -206,6 +206,43 @@ class InferCore:
             image = session.image.clone()
         return self._run(task, model, image, session.image_id, session.spatial_shape, params, output, cancel)
 
+    def session_mask(self, model: str, session_id: str, params: InferParams,
+                     cancel: Callable[[], bool]) -> Tuple[np.ndarray, Dict[str, int], Dict[str, float]]:
+        """Runs a model on a session and returns its mask as an array, encoded in no format (Interact).
+
+        Returns:
+            ``(mask, labels, latency)``: the mask spatial axes first (channel first for channels).
+
+        Raises:
+            MONAILabelException: as :meth:`infer_session`; PRECONDITION_FAILED for a task that
+                gives no mask.
+        """
+        task = self.task(model)
+        session = self.sessions.get(session_id)
+        with session.lock:
+            image = session.image.clone()
+        request = self._request(task, model, image, session.image_id, session.spatial_shape, params, ".nii")
+        outcome, queued = self.workers.run(lambda: self.app.infer_in_memory(request, cancel=cancel), cancel)
+        try:
+            latencies = jsonable(outcome.result).get("latencies") or {}
+            latency = {k: float(latencies.get(k, 0.0) or 0.0) for k in _LATENCY_KEYS}
+            latency["queue"] = queued
+            if outcome.mask is not None:
+                array = outcome.mask.array
+            elif outcome.file and encoding_of_name(outcome.file) in (common_pb2.ENCODING_NIFTI,
+                                                                      common_pb2.ENCODING_NIFTI_GZ):
+                import nibabel as nib
+
+                array = np.asanyarray(nib.load(str(outcome.file)).dataobj)
+            else:
+                raise MONAILabelException(MONAILabelError.PRECONDITION_FAILED,
+                                          f"model {shown(model)} gives no volume mask; Interact needs one",
+                                          reason="NO_MASK")
+        finally:
+            if outcome.file and _is_temporary(outcome.file):
+                Path(outcome.file).unlink(missing_ok=True)
+        return array, task.label_map(), latency
+
     def infer_volume(self, model: str, content: common_pb2.ContentHeader, chunks: Iterable[common_pb2.Chunk],
                      params: InferParams, output: OutputSpec, cancel: Callable[[], bool]) -> InferAnswer:
         """Receives a volume and runs a model on it; the volume is removed afterwards."""

@@ -61,6 +61,11 @@ class InferServiceStub:
                 request_serializer=monailabel_dot_v1_dot_infer__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=monailabel_dot_v1_dot_infer__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
+        self.Interact = channel.stream_stream(
+                '/monailabel.v1.InferService/Interact',
+                request_serializer=monailabel_dot_v1_dot_infer__pb2.InteractRequest.SerializeToString,
+                response_deserializer=monailabel_dot_v1_dot_infer__pb2.InteractResponse.FromString,
+                _registered_method=True)
 
 
 class InferServiceServicer:
@@ -103,6 +108,15 @@ class InferServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Interact(self, request_iterator, context):
+        """Clicks on a session, answered with mask deltas: a start message, then clicks (and cancels of
+        superseded clicks, and requests for the full mask) in; for each click, the region of the mask it
+        changed (or that it was cancelled) out, in the order the clicks came.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +144,11 @@ def add_InferServiceServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=monailabel_dot_v1_dot_infer__pb2.DeleteSessionRequest.FromString,
                     response_serializer=monailabel_dot_v1_dot_infer__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'Interact': grpc.stream_stream_rpc_method_handler(
+                    servicer.Interact,
+                    request_deserializer=monailabel_dot_v1_dot_infer__pb2.InteractRequest.FromString,
+                    response_serializer=monailabel_dot_v1_dot_infer__pb2.InteractResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +288,33 @@ class InferService:
             '/monailabel.v1.InferService/DeleteSession',
             monailabel_dot_v1_dot_infer__pb2.DeleteSessionRequest.SerializeToString,
             monailabel_dot_v1_dot_infer__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/monailabel.v1.InferService/Interact',
+            monailabel_dot_v1_dot_infer__pb2.InteractRequest.SerializeToString,
+            monailabel_dot_v1_dot_infer__pb2.InteractResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,11 @@ class InferServiceStub:
     """Returns a session, and extends its expiry."""
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_infer_pb2.DeleteSessionRequest, _infer_pb2.DeleteSessionResponse]
     """Deletes a session and frees its memory."""
+    Interact: _grpc.StreamStreamMultiCallable[_infer_pb2.InteractRequest, _infer_pb2.InteractResponse]
+    """Clicks on a session, answered with mask deltas: a start message, then clicks (and cancels of
+    superseded clicks, and requests for the full mask) in; for each click, the region of the mask it
+    changed (or that it was cancelled) out, in the order the clicks came.
+    """
 
 @_typing.type_check_only
 class InferServiceAsyncStub(InferServiceStub):
@@ -63,6 +68,11 @@ class InferServiceAsyncStub(InferServiceStub):
     """Returns a session, and extends its expiry."""
     DeleteSession: _aio.UnaryUnaryMultiCallable[_infer_pb2.DeleteSessionRequest, _infer_pb2.DeleteSessionResponse]  # type: ignore[assignment]
     """Deletes a session and frees its memory."""
+    Interact: _aio.StreamStreamMultiCallable[_infer_pb2.InteractRequest, _infer_pb2.InteractResponse]  # type: ignore[assignment]
+    """Clicks on a session, answered with mask deltas: a start message, then clicks (and cancels of
+    superseded clicks, and requests for the full mask) in; for each click, the region of the mask it
+    changed (or that it was cancelled) out, in the order the clicks came.
+    """
 
 class InferServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs the app's infer tasks on a datastore image, a streamed volume or an
@@ -108,5 +118,16 @@ class InferServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_infer_pb2.DeleteSessionResponse, _abc.Awaitable[_infer_pb2.DeleteSessionResponse]]:
         """Deletes a session and frees its memory."""
+
+    @_abc_1.abstractmethod
+    def Interact(
+        self,
+        request_iterator: _MaybeAsyncIterator[_infer_pb2.InteractRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_infer_pb2.InteractResponse], _abc.AsyncIterator[_infer_pb2.InteractResponse]]:
+        """Clicks on a session, answered with mask deltas: a start message, then clicks (and cancels of
+        superseded clicks, and requests for the full mask) in; for each click, the region of the mask it
+        changed (or that it was cancelled) out, in the order the clicks came.
+        """
 
 def add_InferServiceServicer_to_server(servicer: InferServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
