@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,33 @@ def encoding_of(name: str) -> int:
     if encoding in (common_pb2.ENCODING_UNSPECIFIED, common_pb2.ENCODING_DICOM_ZIP):
         raise ValueError(f"cannot tell the encoding of {name!r}; pass encoding=")
     return encoding
+
+
+class _BackgroundHash:
+    """SHA-256 on its own thread: hashlib releases the GIL on large buffers, so hashing a download
+    overlaps with receiving it instead of adding to it."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="download-hasher")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._digest.update(data)
+
+    def update(self, data: Any) -> None:
+        self._queue.put(data)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._digest.hexdigest()
 
 
 def _chunk_decoder(cls: Any) -> Callable[[bytes], Any]:
@@ -729,7 +758,7 @@ class MonaiLabelClient(StrategyCalls):
         tmp = Path(str(dest) + ".part") if dest is not None else None
         sink: BinaryIO = buffer if buffer is not None else open(tmp, "wb")  # type: ignore[arg-type, assignment]
         header: Optional[common_pb2.ContentHeader] = None
-        digest = hashlib.sha256()
+        digest = _BackgroundHash()
         received, bar = 0, None
         try:
             for attempt in range(self.retries + 1):
@@ -751,6 +780,7 @@ class MonaiLabelClient(StrategyCalls):
                     if exc.code() not in _RETRYABLE or attempt == self.retries:  # type: ignore[attr-defined]
                         raise
         finally:
+            digest.close()
             if bar is not None:
                 bar.close()
             if buffer is None:
