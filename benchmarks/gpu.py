@@ -56,7 +56,8 @@ def gpu_rows(client: Any, table: Any, args: Any) -> None:
         for i in range(args.repeats + 1):
             t = time.perf_counter()
             x = host.to("cuda", non_blocking=True)[None, None]
-            y = inferer(x, net).argmax(1).to(torch.uint8).cpu()
+            logits: Any = inferer(x, net)
+            y = logits.argmax(1).to(torch.uint8).cpu()
             torch.cuda.synchronize()
             if i:
                 inproc.append(time.perf_counter() - t)

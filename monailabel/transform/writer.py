@@ -119,14 +119,12 @@ _TORCH_INT = {np.dtype(np.uint8): "uint8", np.dtype(np.int8): "int8", np.dtype(n
 
 
 def _smallest_integer_of_float(arr: np.ndarray) -> Tuple[Optional[np.dtype], Optional[np.ndarray]]:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency of the SDK
-        torch = None
-    if torch is None or arr.dtype not in (np.float32, np.float64):
+    if arr.dtype not in (np.float32, np.float64):
         if not np.all(np.isfinite(arr)) or not np.all(np.mod(arr, 1) == 0):
             return None, None
         return _fitting(arr.min(), arr.max()), None
+    import torch
+
     t = torch.from_numpy(np.ascontiguousarray(arr))
     lo_t, hi_t = torch.aminmax(t)
     lo, hi = lo_t.item(), hi_t.item()
@@ -233,7 +231,8 @@ def _write_nifti_image(img: Any, farr: np.ndarray, f: IO[bytes]) -> None:
 
     dtype = farr.dtype
     if dtype not in _PLAIN_NIFTI_DTYPES or not farr.flags.f_contiguous or dtype.byteorder == ">":
-        img.to_file_map({"image": nib.FileHolder(fileobj=f), "header": nib.FileHolder(fileobj=f)})
+        holder: Any = f
+        img.to_file_map({"image": nib.FileHolder(fileobj=holder), "header": nib.FileHolder(fileobj=holder)})
         return
     header = img.header
     header.set_data_dtype(dtype)
@@ -242,7 +241,7 @@ def _write_nifti_image(img: Any, farr: np.ndarray, f: IO[bytes]) -> None:
     header["vox_offset"] = 352
     f.write(header.binaryblock)
     f.write(b"\x00" * (352 - len(header.binaryblock)))
-    f.write(memoryview(farr.T).cast("B"))
+    f.write(farr.T.data.cast("B"))
 
 
 def write_nrrd(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterable, Iterator, Optional, Set
+from typing import Any, Dict, Iterable, Iterator, Optional, Set
 
 import grpc
 import numpy as np
@@ -30,7 +30,7 @@ __all__ = ["interact", "MAX_QUEUED_CLICKS"]
 #: Messages read ahead of the click being run; the reader waits (flow control) beyond this.
 MAX_QUEUED_CLICKS = 64
 
-_COMPRESSION = {
+_COMPRESSION: Dict[int, str] = {
     infer_pb2.VOXEL_COMPRESSION_UNSPECIFIED: COMPRESS_ZLIB,
     infer_pb2.VOXEL_COMPRESSION_NONE: COMPRESS_NONE,
     infer_pb2.VOXEL_COMPRESSION_ZLIB: COMPRESS_ZLIB,
@@ -99,8 +99,8 @@ def interact(core: InferCore, request_iterator: Iterable[infer_pb2.InteractReque
     if first is None or first.WhichOneof("part") != "start":
         raise invalid("start", "the first message of Interact must be start (session_id and model)")
     start = first.start
-    check_enum(int(start.compression), "start.compression", list(_COMPRESSION),
-               names={k: infer_pb2.VoxelCompression.Name(k) for k in _COMPRESSION})
+    names = {k: infer_pb2.VoxelCompression.Name(infer_pb2.VoxelCompression.ValueType(k)) for k in _COMPRESSION}
+    check_enum(int(start.compression), "start.compression", list(_COMPRESSION), names=names)
     chunk = int(start.chunk_size) or core.config.chunk_size
     if not MIN_CHUNK_SIZE <= chunk <= core.config.chunk_size:
         raise invalid("start.chunk_size", f"start.chunk_size is {shown(start.chunk_size)}; use 0 (server default) "

@@ -28,7 +28,7 @@ __all__ = ["Interaction", "ClickAnswer", "COMPRESSION_NONE", "COMPRESSION_ZLIB"]
 COMPRESSION_NONE = infer_pb2.VOXEL_COMPRESSION_NONE
 #: zlib-compressed voxels (the default): the smallest on a network.
 COMPRESSION_ZLIB = infer_pb2.VOXEL_COMPRESSION_ZLIB
-_NAMES = {infer_pb2.VOXEL_COMPRESSION_NONE: "none", infer_pb2.VOXEL_COMPRESSION_ZLIB: "zlib"}
+_NAMES: Dict[int, str] = {infer_pb2.VOXEL_COMPRESSION_NONE: "none", infer_pb2.VOXEL_COMPRESSION_ZLIB: "zlib"}
 _CLOSE = object()
 
 
@@ -78,7 +78,8 @@ class Interaction:
                  timeout: Optional[float] = None) -> None:
         self._outbox: queue.Queue[Any] = queue.Queue()
         self._ids = itertools.count(1)
-        start = infer_pb2.InteractStart(session_id=session_id, model=model, compression=compression)
+        start = infer_pb2.InteractStart(session_id=session_id, model=model,
+                                        compression=infer_pb2.VoxelCompression.ValueType(compression))
         self._outbox.put(infer_pb2.InteractRequest(start=start))
         self._responses: Iterator[Any] = call(self._requests(), timeout=timeout)
         #: The mask as the answers so far built it (None before the first answer).

@@ -12,12 +12,14 @@ import gzip
 import zlib
 from typing import IO, Any, Tuple, Type
 
+_igzip: Any = None
+_isal_zlib: Any = None
 try:  # an optional accelerator: the server and SDK work without it
-    from isal import igzip as _igzip
-    from isal import isal_zlib as _isal_zlib
+    from isal import igzip, isal_zlib
+
+    _igzip, _isal_zlib = igzip, isal_zlib
 except ImportError:  # pragma: no cover - depends on the environment
-    _igzip = None
-    _isal_zlib = None
+    pass
 
 __all__ = ["BACKEND", "ERRORS", "GzipFile", "compress", "decompress", "install_nibabel_reader"]
 

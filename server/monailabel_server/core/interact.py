@@ -13,7 +13,7 @@ import hashlib
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -27,10 +27,13 @@ COMPRESS_ZLIB = "zlib"
 # masks are runs of a few values: level 1 is several times faster than the default and nearly as small
 _ZLIB_LEVEL = 1
 
+_zlib_impl: Any = zlib
 try:  # ISA-L's zlib streams when installed (standard zlib format: any client inflates them)
-    from isal import isal_zlib as _zlib_impl
+    from isal import isal_zlib
+
+    _zlib_impl = isal_zlib
 except ImportError:  # pragma: no cover - depends on the environment
-    _zlib_impl = zlib  # type: ignore[assignment]
+    pass
 
 
 @dataclass
