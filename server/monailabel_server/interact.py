@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Dict, Iterable, Iterator, Optional, Set
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set
 
 import grpc
 import numpy as np
@@ -42,9 +42,10 @@ _END = object()
 class _Reader(threading.Thread):
     """Reads the request stream: cancels are recorded at once, everything else is queued in order."""
 
-    def __init__(self, requests: Iterator[infer_pb2.InteractRequest]) -> None:
+    def __init__(self, requests: Iterator[infer_pb2.InteractRequest], active: Callable[[], bool]) -> None:
         super().__init__(daemon=True, name="interact-reader")
         self.requests = requests
+        self.active = active
         self.inbox: queue.Queue[Any] = queue.Queue(maxsize=MAX_QUEUED_CLICKS)
         self.cancelled: Set[int] = set()
         self.error: Optional[BaseException] = None
@@ -56,7 +57,8 @@ class _Reader(threading.Thread):
                 if part == "cancel":
                     self.cancelled.add(int(message.cancel.click_id))  # seen by the running click's check
                 elif part in ("click", "full_mask"):
-                    self.inbox.put(message)
+                    if not self._put(message):
+                        return
                 else:
                     self.error = invalid(f"{part or 'part'}", "after start, send click, cancel or full_mask")
                     break
@@ -65,7 +67,17 @@ class _Reader(threading.Thread):
         except BaseException as exc:  # surfaced to the RPC thread
             self.error = exc
         finally:
-            self.inbox.put(_END)
+            self._put(_END)
+
+    def _put(self, item: Any) -> bool:
+        """Queues ``item``, waiting while the queue is full and the call lives; False once it ended."""
+        while True:
+            try:
+                self.inbox.put(item, timeout=0.5)
+                return True
+            except queue.Full:  # the clicks ahead still run; a call that ended has no one to read them
+                if not self.active():
+                    return False
 
 
 def _messages(delta: Delta, click_id: int, labels: dict, latency: Optional[dict], chunk_size: int,
@@ -112,7 +124,7 @@ def interact(core: InferCore, request_iterator: Iterable[infer_pb2.InteractReque
     state = MaskState(session.spatial_shape, _COMPRESSION[int(start.compression)])
     labels = core.task(start.model, "start.model").label_map()
     call_cancel = CallCancel(context)
-    reader = _Reader(requests)
+    reader = _Reader(requests, context.is_active)
     reader.start()
     while True:
         message = reader.inbox.get()

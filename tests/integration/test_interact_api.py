@@ -141,3 +141,24 @@ def test_bad_streams_get_clear_statuses(client: MonaiLabelClient, interact_serve
         assert_status(grpc.StatusCode.INVALID_ARGUMENT,
                       run(infer_pb2.InteractRequest(start=start), infer_pb2.InteractRequest(click=outside)),
                       "outside the volume")
+
+
+def test_a_dropped_stream_leaves_the_server_serving(client: MonaiLabelClient) -> None:
+    """Clicks queued on a stream the client drops are not run; the next stream on the session works."""
+    image_id = next(client.list_images()).image_id
+    session = client.create_session(image_id=image_id)
+    live = client.interact(session.session_id, "deepgrow_3d")
+    for i in range(8):
+        live.click(foreground=[[10 + i, 12, 8]])
+    first = live.answer()
+    assert first.click_id == 1 and not first.cancelled
+    live.cancel_stream()
+    with pytest.raises(grpc.RpcError) as info:
+        for _ in range(8):
+            live.answer()
+    assert info.value.code() == grpc.StatusCode.CANCELLED
+    with client.interact(session.session_id, "deepgrow_3d") as again:
+        again.click(foreground=[[24, 20, 16]])
+        answer = again.answer()
+    assert answer.click_id == 1 and not answer.cancelled
+    np.testing.assert_array_equal(again.mask, _full_mask(client, "deepgrow_3d", session.session_id, [[24, 20, 16]], []))
