@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -428,4 +429,6 @@ def _latencies(client, stop: Callable[[], bool], n: int, health_pb2) -> tuple[Li
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # a terminated run (a timeout) still stops its servers and removes its files (the finally block)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise SystemExit(main())

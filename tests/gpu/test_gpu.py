@@ -14,7 +14,12 @@ import torch
 
 from monailabel.datasets import write_phantoms
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel_api.v1 import common_pb2, train_pb2
+from monailabel_api.v1 import common_pb2
+
+try:  # job states live in the JobService's messages once it exists, in TrainService's before
+    from monailabel_api.v1 import job_pb2 as _job_states
+except ImportError:
+    from monailabel_api.v1 import train_pb2 as _job_states  # type: ignore[no-redef]
 from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
@@ -134,7 +139,7 @@ def test_training_on_cuda_with_amp_then_the_published_model_is_reloaded_on_the_g
                              extra={"pretrained": False, "seed": 0, "amp": True})
     list(client.watch_job(job.job_id, timeout=600))
     done = client.get_job(job.job_id)
-    assert done.state == train_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
+    assert done.state == _job_states.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
     after = client.infer("segmentation", image_id=image_id, device="cuda", encoding=common_pb2.ENCODING_RAW).array()
     assert not np.array_equal(before, after)  # the new checkpoint, not the cached random weights
 
@@ -145,4 +150,4 @@ def test_ddp_training_with_nccl(client: MonaiLabelClient) -> None:
                              extra={"pretrained": False, "seed": 0})
     list(client.watch_job(job.job_id, timeout=600))
     done = client.get_job(job.job_id)
-    assert done.state == train_pb2.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
+    assert done.state == _job_states.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
