@@ -206,9 +206,17 @@ class InferCore:
             image = session.image.clone()
         return self._run(task, model, image, session.image_id, session.spatial_shape, params, output, cancel)
 
-    def session_mask(self, model: str, session_id: str, params: InferParams,
-                     cancel: Callable[[], bool]) -> Tuple[np.ndarray, Dict[str, int], Dict[str, float]]:
+    def session_mask(self, model: str, session_id: str, params: InferParams, cancel: Callable[[], bool],
+                     image: Any = None) -> Tuple[np.ndarray, Dict[str, int], Dict[str, float]]:
         """Runs a model on a session and returns its mask as an array, encoded in no format (Interact).
+
+        Args:
+            model: the infer task.
+            session_id: the session.
+            params: the click's parameters.
+            cancel: the click's cancellation.
+            image: a copy of the session's volume made ahead of the click (the pipeline may change
+                its input, so it never gets the session's own); None to copy it now.
 
         Returns:
             ``(mask, labels, latency)``: the mask spatial axes first (channel first for channels).
@@ -219,8 +227,9 @@ class InferCore:
         """
         task = self.task(model)
         session = self.sessions.get(session_id)
-        with session.lock:
-            image = session.image.clone()
+        if image is None:
+            with session.lock:
+                image = session.image.clone()
         request = self._request(task, model, image, session.image_id, session.spatial_shape, params, ".nii")
         outcome, queued = self.workers.run(lambda: self.app.infer_in_memory(request, cancel=cancel), cancel)
         try:
