@@ -242,7 +242,8 @@ class InferCore:
                                                                       common_pb2.ENCODING_NIFTI_GZ):
                 import nibabel as nib
 
-                array = np.asanyarray(nib.load(str(outcome.file)).dataobj)
+                loaded: Any = nib.load(str(outcome.file))
+                array = np.asanyarray(loaded.dataobj)
             else:
                 raise MONAILabelException(MONAILabelError.PRECONDITION_FAILED,
                                           f"model {shown(model)} gives no volume mask; Interact needs one",
