@@ -67,7 +67,9 @@ class Delta:
 def changed_box(old: np.ndarray, new: np.ndarray) -> Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]]:
     """The smallest box holding every voxel where ``old`` and ``new`` differ.
 
-    Compared with torch (its reductions run on every core), then reduced axis by axis.
+    One comparison, then two reductions of it: along the last axis (contiguous, the cheap one),
+    whose result is reduced the same way for the leading axes, and over the leading axes for the
+    last one. (torch's boolean ``any`` over several axes was fifty times slower here.)
 
     Args:
         old: the previous mask.
@@ -76,25 +78,22 @@ def changed_box(old: np.ndarray, new: np.ndarray) -> Optional[Tuple[Tuple[int, .
     Returns:
         ``(start, size)`` per axis, or None when the masks are equal.
     """
-    import torch
-
-    a, b = torch.from_numpy(np.ascontiguousarray(old)), torch.from_numpy(np.ascontiguousarray(new))
-    ne = a != b
+    ne = np.asarray(old != new)
     if ne.ndim == 0:
         return ((), ()) if bool(ne) else None
-    start, size = [], []
-    for axis in range(ne.ndim):
-        others = tuple(d for d in range(ne.ndim) if d != axis)
-        hit = ne.any(dim=others[-1]) if others else ne
-        for d in reversed(others[:-1]):
-            hit = hit.any(dim=d)
-        where = torch.nonzero(hit).flatten()
-        if where.numel() == 0:
-            return None
-        lo, hi = int(where[0]), int(where[-1])
-        start.append(lo)
-        size.append(hi - lo + 1)
-    return tuple(start), tuple(size)
+    return _box_of(ne)
+
+
+def _box_of(hit: np.ndarray) -> Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]]:
+    last = np.flatnonzero(hit.any(axis=tuple(range(hit.ndim - 1))) if hit.ndim > 1 else hit)
+    if last.size == 0:
+        return None
+    lo, hi = int(last[0]), int(last[-1])
+    if hit.ndim == 1:
+        return (lo,), (hi - lo + 1,)
+    lead = _box_of(hit[..., lo : hi + 1].any(axis=-1))
+    assert lead is not None  # some voxel differs, so the leading axes have it too
+    return lead[0] + (lo,), lead[1] + (hi - lo + 1,)
 
 
 def _box(start: Tuple[int, ...], size: Tuple[int, ...]) -> Tuple[slice, ...]:

@@ -91,3 +91,20 @@ def test_changed_box_of_single_voxels() -> None:
     assert changed_box(a, b) == ((5, 0, 10), (1, 1, 1))
     b[0, 16, 3] = 2
     assert changed_box(a, b) == ((0, 0, 3), (6, 17, 8))
+
+
+def test_changed_box_equals_the_bounds_of_every_difference() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        shape = tuple(int(v) for v in rng.integers(1, 7, size=int(rng.integers(1, 5))))
+        old = rng.integers(0, 2, size=shape)
+        new = old.copy()
+        flip = rng.random(shape) < 0.1
+        new[flip] = 1 - new[flip]
+        where = np.argwhere(old != new)
+        box = changed_box(old, new)
+        if len(where) == 0:
+            assert box is None
+        else:
+            lo, hi = where.min(0), where.max(0)
+            assert box == (tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo + 1))
