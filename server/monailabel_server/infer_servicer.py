@@ -203,3 +203,9 @@ class InferServicer(infer_pb2_grpc.InferServiceServicer):
         view = memoryview(image.data)
         for offset in range(0, len(image.data), chunk_size):
             yield encode_chunk_request(offset, view[offset : offset + chunk_size])  # type: ignore[arg-type]
+
+    def Interact(self, request_iterator: Iterable[infer_pb2.InteractRequest],
+                 context: grpc.ServicerContext) -> Iterator[Any]:
+        from monailabel_server.interact import interact
+
+        yield from interact(self.core, request_iterator, context)

@@ -24,8 +24,34 @@ from monailabel_api.v1 import common_pb2
 __all__ = ["StagedUpload", "append_at", "read_chunks", "check_header_size"]
 
 _STAGE_QUEUE_CHUNKS = 32
-# the writer flushes to disk every this many bytes, so the final fsync has little left to do
+# the writer starts writeback every this many bytes, so the final fsync has little left to do
 _FLUSH_EVERY = 32 << 20
+
+
+def _writeback_starter() -> Callable[[int, int, int], None]:
+    """Linux's ``sync_file_range(SYNC_FILE_RANGE_WRITE)``: starts writing a range to disk without waiting.
+
+    ``fdatasync`` every few MiB (the alternative) blocks the writer until the disk has the bytes,
+    which stalls the stream: measured here, uploads ran at half the speed of writing with one
+    ``fsync`` at the end. Starting writeback early keeps that final ``fsync`` short without the
+    stall. Elsewhere (no such call) nothing is started early and the final ``fsync`` does it all.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        sync_file_range = libc.sync_file_range
+        sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    except (OSError, AttributeError):
+        return lambda fd, offset, length: None
+
+    def start(fd: int, offset: int, length: int) -> None:
+        sync_file_range(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE; a failure leaves it to fsync
+
+    return start
+
+
+_start_writeback = _writeback_starter()
 
 
 def _invalid(msg: str) -> MONAILabelException:
@@ -230,7 +256,8 @@ class StagedUpload:
             view = view[os.write(self._fd, view) :]
         self._unflushed += len(data)
         if self._unflushed >= _FLUSH_EVERY:  # start writeback now rather than all at the end
-            os.fdatasync(self._fd)
+            end = os.lseek(self._fd, 0, os.SEEK_CUR)
+            _start_writeback(self._fd, end - self._unflushed, self._unflushed)
             self._unflushed = 0
 
     def _stop_stages(self) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Optional, Tuple, cast
@@ -15,6 +13,7 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.utils.others import fastgzip
 from monailabel_api.v1 import common_pb2
 from monailabel_server.convert import DTYPE_BY_ENUM, ENUM_BY_DTYPE, affine_of_geometry, geometry_of_affine
 from monailabel_server.validation import check_geometry, check_raw_shape
@@ -112,12 +111,12 @@ def _inflated_length(stream: BinaryIO, limit: int) -> int:
     """
     total = 0
     try:
-        with gzip.GzipFile(fileobj=stream, mode="rb") as f:
+        with fastgzip.GzipFile(stream, mode="rb") as f:
             while block := f.read(8 << 20):
                 total += len(block)
                 if total > limit:
                     raise _invalid(f"compressed data inflates to more than this server's limit of {limit} bytes")
-    except (OSError, EOFError, zlib.error) as exc:
+    except fastgzip.ERRORS as exc:
         raise _invalid(f"corrupt or truncated gzip data: {_reason(exc)}") from exc
     return total
 

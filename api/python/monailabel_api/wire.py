@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Tuple
+import zlib
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,6 +20,7 @@ __all__ = [
     "RawChunk",
     "ChunkMessage",
     "decode_chunk_message",
+    "apply_mask_delta",
 ]
 
 DTYPE_BY_ENUM: Dict[int, np.dtype] = {
@@ -230,3 +232,32 @@ def decode_chunk_message(raw: bytes, fallback: Callable[[bytes], Any]) -> Any:
         return ChunkMessage(RawChunk(offset, data))
     except (IndexError, ValueError):
         return fallback(raw)
+
+
+# -- interactive mask deltas ----------------------------------------------------------------------
+def apply_mask_delta(mask: Optional[np.ndarray], shape: Sequence[int], start: Sequence[int], size: Sequence[int],
+                     dtype: np.dtype, voxels: bytes, compression: str) -> np.ndarray:
+    """Applies an Interact delta to a mask; returns the new mask (the same array when it could be updated in place).
+
+    Args:
+        mask: the mask before (None: the all-zero mask a stream starts from).
+        shape: the whole mask's shape.
+        start: the box's first voxel per axis.
+        size: the box's size per axis (empty: the click changed nothing).
+        dtype: the voxels' element type (the mask is widened to it when narrower).
+        voxels: the box's voxels as sent, last axis fastest.
+        compression: ``"none"`` or ``"zlib"``.
+
+    Raises:
+        ValueError: the voxels do not fill the box.
+    """
+    dtype = np.dtype(dtype)
+    if mask is None:
+        mask = np.zeros(tuple(int(s) for s in shape), dtype=dtype)
+    elif mask.dtype != dtype:
+        mask = mask.astype(np.promote_types(mask.dtype, dtype))
+    if len(size):
+        raw = zlib.decompress(voxels) if compression == "zlib" else voxels
+        box = tuple(slice(int(a), int(a) + int(n)) for a, n in zip(start, size, strict=True))
+        mask[box] = np.frombuffer(raw, dtype=dtype).reshape(tuple(int(n) for n in size))
+    return mask

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,7 @@ from monailabel_api.wire import (
     serialize_request,
 )
 from monailabel_client.credentials import TOKEN_ENV, TokenSource, secure_channel, with_token
+from monailabel_client.interact import Interaction
 from monailabel_client.jobs import JobCalls
 from monailabel_client.parity import ParityCalls
 from monailabel_client.strategy import StrategyCalls
@@ -99,6 +102,33 @@ def encoding_of(name: str) -> int:
     if encoding in (common_pb2.ENCODING_UNSPECIFIED, common_pb2.ENCODING_DICOM_ZIP):
         raise ValueError(f"cannot tell the encoding of {name!r}; pass encoding=")
     return encoding
+
+
+class _BackgroundHash:
+    """SHA-256 on its own thread: hashlib releases the GIL on large buffers, so hashing a download
+    overlaps with receiving it instead of adding to it."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="download-hasher")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._digest.update(data)
+
+    def update(self, data: Any) -> None:
+        self._queue.put(data)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._digest.hexdigest()
 
 
 def _chunk_decoder(cls: Any) -> Callable[[bytes], Any]:
@@ -267,6 +297,11 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             "/monailabel.v1.InferService/CreateSession",
             serialize_request,
             infer_pb2.CreateSessionResponse.FromString,
+        )
+        self._interact = ch.stream_stream(
+            "/monailabel.v1.InferService/Interact",
+            infer_pb2.InteractRequest.SerializeToString,
+            _chunk_decoder(infer_pb2.InteractResponse),
         )
         self.train = train_pb2_grpc.TrainServiceStub(self.channel)
 
@@ -497,6 +532,18 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         requests = self._stream(infer_pb2.CreateSessionRequest, header, opener, 0, content.total_size)
         return self._create_session(requests, timeout=self.timeout).session
 
+    def interact(self, session_id: str, model: str, *, compression: int = 0,
+                 timeout: Optional[float] = None) -> Interaction:
+        """Opens an Interact stream on a session: clicks in, mask deltas out (see :mod:`monailabel_client.interact`).
+
+        Args:
+            session_id: the session.
+            model: the infer task that takes clicks.
+            compression: ``interact.COMPRESSION_ZLIB`` (default) or ``interact.COMPRESSION_NONE`` (loopback).
+            timeout: deadline of the whole stream in seconds.
+        """
+        return Interaction(self._interact, session_id, model, compression, timeout)
+
     def delete_session(self, session_id: str) -> None:
         """Deletes a session."""
         self.infers.DeleteSession(infer_pb2.DeleteSessionRequest(session_id=session_id), timeout=self.timeout)
@@ -710,7 +757,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         tmp = Path(str(dest) + ".part") if dest is not None else None
         sink: BinaryIO = buffer if buffer is not None else open(tmp, "wb")  # type: ignore[arg-type, assignment]
         header: Optional[common_pb2.ContentHeader] = None
-        digest = hashlib.sha256()
+        digest = _BackgroundHash()
         received, bar = 0, None
         try:
             for attempt in range(self.retries + 1):
@@ -732,6 +779,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                     if exc.code() not in _RETRYABLE or attempt == self.retries:
                         raise
         finally:
+            digest.close()
             if bar is not None:
                 bar.close()
             if buffer is None:

@@ -25,6 +25,7 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferOutcome, InferTask
 from monailabel.transform.writer import PreparedMask, encode_mask
+from monailabel.utils.others import fastgzip
 from monailabel_api.v1 import common_pb2
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import DTYPE_BY_ENUM, ENUM_BY_DTYPE, encoding_of_name, jsonable
@@ -130,6 +131,8 @@ def _decode(path: str) -> Any:
     """Decodes a volume once, as a MetaTensor carrying its affine (MONAI's LoadImage)."""
     from monai.transforms.io.array import LoadImage
 
+    fastgzip.install_nibabel_reader()  # .nii.gz inflates through ISA-L when it is installed
+
     # 2D TIFF needs Pillow's reader named: MONAI's default order tries the DICOM reader on it
     reader = "PILReader" if path.lower().endswith((".tif", ".tiff")) else None
     try:
@@ -162,6 +165,7 @@ class InferCore:
 
     def __init__(self, app: MONAILabelApp, config: ServerConfig, workers: ModelWorkers,
                  store: Optional[Store] = None, volumes: Optional[Callable[[str, str], Received]] = None) -> None:
+        fastgzip.install_nibabel_reader()  # the app's LoadImaged reads .nii.gz through ISA-L too
         self.app = app
         self.volumes = volumes
         self.config = config
@@ -209,6 +213,53 @@ class InferCore:
         with session.lock:
             image = session.image.clone()
         return self._run(task, model, image, session.image_id, session.spatial_shape, params, output, cancel, label)
+
+    def session_mask(self, model: str, session_id: str, params: InferParams, cancel: Callable[[], bool],
+                     image: Any = None) -> Tuple[np.ndarray, Dict[str, int], Dict[str, float]]:
+        """Runs a model on a session and returns its mask as an array, encoded in no format (Interact).
+
+        Args:
+            model: the infer task.
+            session_id: the session.
+            params: the click's parameters.
+            cancel: the click's cancellation.
+            image: a copy of the session's volume made ahead of the click (the pipeline may change
+                its input, so it never gets the session's own); None to copy it now.
+
+        Returns:
+            ``(mask, labels, latency)``: the mask spatial axes first (channel first for channels).
+
+        Raises:
+            MONAILabelException: as :meth:`infer_session`; PRECONDITION_FAILED for a task that
+                gives no mask.
+        """
+        task = self.task(model)
+        session = self.sessions.get(session_id)
+        if image is None:
+            with session.lock:
+                image = session.image.clone()
+        request = self._request(task, model, image, session.image_id, session.spatial_shape, params, ".nii")
+        outcome, queued = self.workers.run(lambda: self.app.infer_in_memory(request, cancel=cancel), cancel)
+        try:
+            latencies = jsonable(outcome.result).get("latencies") or {}
+            latency = {k: float(latencies.get(k, 0.0) or 0.0) for k in _LATENCY_KEYS}
+            latency["queue"] = queued
+            if outcome.mask is not None:
+                array = outcome.mask.array
+            elif outcome.file and encoding_of_name(outcome.file) in (common_pb2.ENCODING_NIFTI,
+                                                                      common_pb2.ENCODING_NIFTI_GZ):
+                import nibabel as nib
+
+                loaded: Any = nib.load(str(outcome.file))
+                array = np.asanyarray(loaded.dataobj)
+            else:
+                raise MONAILabelException(MONAILabelError.PRECONDITION_FAILED,
+                                          f"model {shown(model)} gives no volume mask; Interact needs one",
+                                          reason="NO_MASK")
+        finally:
+            if outcome.file and _is_temporary(outcome.file):
+                Path(outcome.file).unlink(missing_ok=True)
+        return array, task.label_map(), latency
 
     def infer_volume(self, model: str, content: common_pb2.ContentHeader, chunks: Iterable[common_pb2.Chunk],
                      params: InferParams, output: OutputSpec, cancel: Callable[[], bool],

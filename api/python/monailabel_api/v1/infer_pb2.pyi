@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from monailabel_api.v1 import common_pb2 as _common_pb2
 from monailabel_api.v1 import datastore_pb2 as _datastore_pb2
 import builtins as _builtins
@@ -22,6 +23,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _VoxelCompression:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VoxelCompressionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VoxelCompression.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VOXEL_COMPRESSION_UNSPECIFIED: _VoxelCompression.ValueType  # 0
+    """Not set: the server picks zlib."""
+    VOXEL_COMPRESSION_NONE: _VoxelCompression.ValueType  # 1
+    """The voxels as they are (fastest on loopback)."""
+    VOXEL_COMPRESSION_ZLIB: _VoxelCompression.ValueType  # 2
+    """A zlib stream (RFC 1950), at a fast level."""
+
+class VoxelCompression(_VoxelCompression, metaclass=_VoxelCompressionEnumTypeWrapper):
+    """How mask voxels in an Interact stream are compressed."""
+
+VOXEL_COMPRESSION_UNSPECIFIED: VoxelCompression.ValueType  # 0
+"""Not set: the server picks zlib."""
+VOXEL_COMPRESSION_NONE: VoxelCompression.ValueType  # 1
+"""The voxels as they are (fastest on loopback)."""
+VOXEL_COMPRESSION_ZLIB: VoxelCompression.ValueType  # 2
+"""A zlib stream (RFC 1950), at a fast level."""
+Global___VoxelCompression: _TypeAlias = VoxelCompression  # noqa: Y015
 
 @_typing.final
 class Point(_message.Message):
@@ -842,3 +867,313 @@ class DownloadSessionImageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
 Global___DownloadSessionImageResponse: _TypeAlias = DownloadSessionImageResponse  # noqa: Y015
+
+@_typing.final
+class InteractStart(_message.Message):
+    """First message of Interact. The stream's mask starts empty (all zeros); every delta is against the
+    mask the previous answer left.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    COMPRESSION_FIELD_NUMBER: _builtins.int
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session to click on."""
+    model: _builtins.str
+    """Name of the infer task that takes the clicks."""
+    compression: Global___VoxelCompression.ValueType
+    """How voxels come back; unspecified means zlib."""
+    chunk_size: _builtins.int
+    """Largest chunk of voxel bytes per message; 0 means the server default (1 MiB)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        compression: Global___VoxelCompression.ValueType = ...,
+        chunk_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "compression", b"compression", "model", b"model", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InteractStart: _TypeAlias = InteractStart  # noqa: Y015
+
+@_typing.final
+class Click(_message.Message):
+    """A click (or a set of clicks) to run the model with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLICK_ID_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    click_id: _builtins.int
+    """Chosen by the client, increasing; answers carry it."""
+    @_builtins.property
+    def params(self) -> Global___InferParams:
+        """The clicks and any other request parameters (foreground, background, label_info, extra ...)."""
+
+    def __init__(
+        self,
+        *,
+        click_id: _builtins.int = ...,
+        params: Global___InferParams | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_id", b"click_id", "params", b"params"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Click: _TypeAlias = Click  # noqa: Y015
+
+@_typing.final
+class CancelClick(_message.Message):
+    """Cancels a click that is queued or running (one a newer click superseded)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLICK_ID_FIELD_NUMBER: _builtins.int
+    click_id: _builtins.int
+    """The click to cancel; unknown or answered clicks are ignored."""
+    def __init__(
+        self,
+        *,
+        click_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_id", b"click_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelClick: _TypeAlias = CancelClick  # noqa: Y015
+
+@_typing.final
+class FullMaskRequest(_message.Message):
+    """Asks for the whole current mask (sent as a delta whose box is the whole volume)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    """Chosen by the client; the answer carries it as its click_id."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FullMaskRequest: _TypeAlias = FullMaskRequest  # noqa: Y015
+
+@_typing.final
+class InteractRequest(_message.Message):
+    """A message of an Interact request stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    CLICK_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    FULL_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> Global___InteractStart:
+        """The stream's session and model; first message only."""
+
+    @_builtins.property
+    def click(self) -> Global___Click:
+        """A click to run."""
+
+    @_builtins.property
+    def cancel(self) -> Global___CancelClick:
+        """A click to cancel."""
+
+    @_builtins.property
+    def full_mask(self) -> Global___FullMaskRequest:
+        """A request for the whole mask."""
+
+    def __init__(
+        self,
+        *,
+        start: Global___InteractStart | None = ...,
+        click: Global___Click | None = ...,
+        cancel: Global___CancelClick | None = ...,
+        full_mask: Global___FullMaskRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "click", b"click", "full_mask", b"full_mask", "part", b"part", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "click", b"click", "full_mask", b"full_mask", "part", b"part", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["start", "click", "cancel", "full_mask"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___InteractRequest: _TypeAlias = InteractRequest  # noqa: Y015
+
+@_typing.final
+class MaskDelta(_message.Message):
+    """The part of the mask a click changed: the new voxels of a box. Its voxel bytes follow in chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CLICK_ID_FIELD_NUMBER: _builtins.int
+    SHAPE_FIELD_NUMBER: _builtins.int
+    BOX_START_FIELD_NUMBER: _builtins.int
+    BOX_SIZE_FIELD_NUMBER: _builtins.int
+    DATA_TYPE_FIELD_NUMBER: _builtins.int
+    COMPRESSION_FIELD_NUMBER: _builtins.int
+    COMPRESSED_SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    FULL_FIELD_NUMBER: _builtins.int
+    GEOMETRY_FIELD_NUMBER: _builtins.int
+    click_id: _builtins.int
+    """The click (or full-mask request) answered."""
+    data_type: _common_pb2.DataType.ValueType
+    """Element type of the voxels (and of the whole mask from here on)."""
+    compression: Global___VoxelCompression.ValueType
+    """How the voxel bytes are compressed."""
+    compressed_size: _builtins.int
+    """Voxel bytes that follow in chunks (after compression): the box, last axis fastest (C order)."""
+    sha256: _builtins.str
+    """Hex SHA-256 of the box's voxel bytes before compression."""
+    full: _builtins.bool
+    """True when this answers a FullMaskRequest (the box is the whole volume)."""
+    @_builtins.property
+    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Shape of the whole mask (spatial axes, as the session's volume)."""
+
+    @_builtins.property
+    def box_start(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """First voxel of the box, per axis; empty when the click changed nothing."""
+
+    @_builtins.property
+    def box_size(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Size of the box, per axis; empty when the click changed nothing."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Label names in the mask, with their voxel values."""
+
+    @_builtins.property
+    def latency(self) -> Global___Latency:
+        """Time spent in each stage of the click's inference (write is the delta's computation)."""
+
+    @_builtins.property
+    def geometry(self) -> _common_pb2.Geometry:
+        """Placement of the mask."""
+
+    def __init__(
+        self,
+        *,
+        click_id: _builtins.int = ...,
+        shape: _abc.Iterable[_builtins.int] | None = ...,
+        box_start: _abc.Iterable[_builtins.int] | None = ...,
+        box_size: _abc.Iterable[_builtins.int] | None = ...,
+        data_type: _common_pb2.DataType.ValueType = ...,
+        compression: Global___VoxelCompression.ValueType = ...,
+        compressed_size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        latency: Global___Latency | None = ...,
+        full: _builtins.bool = ...,
+        geometry: _common_pb2.Geometry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "latency", b"latency"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box_size", b"box_size", "box_start", b"box_start", "click_id", b"click_id", "compressed_size", b"compressed_size", "compression", b"compression", "data_type", b"data_type", "full", b"full", "geometry", b"geometry", "labels", b"labels", "latency", b"latency", "sha256", b"sha256", "shape", b"shape"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MaskDelta: _TypeAlias = MaskDelta  # noqa: Y015
+
+@_typing.final
+class ClickCancelled(_message.Message):
+    """Says a click was cancelled before its answer: the mask is unchanged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLICK_ID_FIELD_NUMBER: _builtins.int
+    click_id: _builtins.int
+    """The click."""
+    def __init__(
+        self,
+        *,
+        click_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_id", b"click_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClickCancelled: _TypeAlias = ClickCancelled  # noqa: Y015
+
+@_typing.final
+class InteractResponse(_message.Message):
+    """A message of an Interact response stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELTA_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def delta(self) -> Global___MaskDelta:
+        """The change a click made."""
+
+    @_builtins.property
+    def chunk(self) -> _common_pb2.Chunk:
+        """Voxel bytes of the last delta, in order."""
+
+    @_builtins.property
+    def cancelled(self) -> Global___ClickCancelled:
+        """A click was cancelled."""
+
+    def __init__(
+        self,
+        *,
+        delta: Global___MaskDelta | None = ...,
+        chunk: _common_pb2.Chunk | None = ...,
+        cancelled: Global___ClickCancelled | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "chunk", b"chunk", "delta", b"delta", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "chunk", b"chunk", "delta", b"delta", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["delta", "chunk", "cancelled"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___InteractResponse: _TypeAlias = InteractResponse  # noqa: Y015

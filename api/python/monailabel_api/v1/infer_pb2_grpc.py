@@ -71,6 +71,11 @@ class InferServiceStub:
                 request_serializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageRequest.SerializeToString,
                 response_deserializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageResponse.FromString,
                 _registered_method=True)
+        self.Interact = channel.stream_stream(
+                '/monailabel.v1.InferService/Interact',
+                request_serializer=monailabel_dot_v1_dot_infer__pb2.InteractRequest.SerializeToString,
+                response_deserializer=monailabel_dot_v1_dot_infer__pb2.InteractResponse.FromString,
+                _registered_method=True)
 
 
 class InferServiceServicer:
@@ -127,6 +132,15 @@ class InferServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Interact(self, request_iterator, context):
+        """Clicks on a session, answered with mask deltas: a start message, then clicks (and cancels of
+        superseded clicks, and requests for the full mask) in; for each click, the region of the mask it
+        changed (or that it was cancelled) out, in the order the clicks came.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +178,11 @@ def add_InferServiceServicer_to_server(servicer, server):
                     servicer.DownloadSessionImage,
                     request_deserializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageRequest.FromString,
                     response_serializer=monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageResponse.SerializeToString,
+            ),
+            'Interact': grpc.stream_stream_rpc_method_handler(
+                    servicer.Interact,
+                    request_deserializer=monailabel_dot_v1_dot_infer__pb2.InteractRequest.FromString,
+                    response_serializer=monailabel_dot_v1_dot_infer__pb2.InteractResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +376,33 @@ class InferService:
             '/monailabel.v1.InferService/DownloadSessionImage',
             monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageRequest.SerializeToString,
             monailabel_dot_v1_dot_infer__pb2.DownloadSessionImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/monailabel.v1.InferService/Interact',
+            monailabel_dot_v1_dot_infer__pb2.InteractRequest.SerializeToString,
+            monailabel_dot_v1_dot_infer__pb2.InteractResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,11 @@ class InferServiceStub:
     """Creates an interactive session in one unary call (for browsers): from a volume upload or a datastore image."""
     DownloadSessionImage: _grpc.UnaryStreamMultiCallable[_infer_pb2.DownloadSessionImageRequest, _infer_pb2.DownloadSessionImageResponse]
     """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks."""
+    Interact: _grpc.StreamStreamMultiCallable[_infer_pb2.InteractRequest, _infer_pb2.InteractResponse]
+    """Clicks on a session, answered with mask deltas: a start message, then clicks (and cancels of
+    superseded clicks, and requests for the full mask) in; for each click, the region of the mask it
+    changed (or that it was cancelled) out, in the order the clicks came.
+    """
 
 @_typing.type_check_only
 class InferServiceAsyncStub(InferServiceStub):
@@ -71,6 +76,11 @@ class InferServiceAsyncStub(InferServiceStub):
     """Creates an interactive session in one unary call (for browsers): from a volume upload or a datastore image."""
     DownloadSessionImage: _aio.UnaryStreamMultiCallable[_infer_pb2.DownloadSessionImageRequest, _infer_pb2.DownloadSessionImageResponse]  # type: ignore[assignment]
     """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks."""
+    Interact: _aio.StreamStreamMultiCallable[_infer_pb2.InteractRequest, _infer_pb2.InteractResponse]  # type: ignore[assignment]
+    """Clicks on a session, answered with mask deltas: a start message, then clicks (and cancels of
+    superseded clicks, and requests for the full mask) in; for each click, the region of the mask it
+    changed (or that it was cancelled) out, in the order the clicks came.
+    """
 
 class InferServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs the app's infer tasks on a datastore image, a streamed volume or an
@@ -132,5 +142,16 @@ class InferServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_infer_pb2.DownloadSessionImageResponse], _abc.AsyncIterator[_infer_pb2.DownloadSessionImageResponse]]:
         """Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks."""
+
+    @_abc_1.abstractmethod
+    def Interact(
+        self,
+        request_iterator: _MaybeAsyncIterator[_infer_pb2.InteractRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_infer_pb2.InteractResponse], _abc.AsyncIterator[_infer_pb2.InteractResponse]]:
+        """Clicks on a session, answered with mask deltas: a start message, then clicks (and cancels of
+        superseded clicks, and requests for the full mask) in; for each click, the region of the mask it
+        changed (or that it was cancelled) out, in the order the clicks came.
+        """
 
 def add_InferServiceServicer_to_server(servicer: InferServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
