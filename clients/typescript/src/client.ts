@@ -66,6 +66,8 @@ export interface InferOptions {
   saveLabel?: boolean;
   /** Element type of the mask. */
   resultDtype?: DataType;
+  /** A label of the datastore image (by tag) as the model's input label (scribbles, a label to edit). */
+  inputLabelTag?: string;
   signal?: AbortSignal;
 }
 
@@ -304,6 +306,7 @@ export class MonaiLabelClient {
         resultDtype: options.resultDtype ?? DataType.UNSPECIFIED,
       },
       output: { encoding: Encoding.RAW, saveLabel: options.saveLabel ?? false },
+      inputLabelTag: options.inputLabelTag ?? "",
     }, { signal: options.signal });
     let result: InferResult | undefined;
     const parts: Uint8Array[] = [];

@@ -116,6 +116,13 @@ for (const [name, make] of clients) {
       assert.equal(d.reason, "UPLOAD_INCOMPLETE");
       return true;
     });
+    // an input label the image does not have: the tag reaches the server, which names what is missing
+    const [image] = await client.listImages();
+    await assert.rejects(client.infer("segmentation", { imageId: image.imageId }, { inputLabelTag: "no_such_tag" }),
+                         (error: unknown) => {
+      assert.equal(errorDetails(error).code, Code.NotFound);
+      return true;
+    });
     await client.datastore.deleteUpload({ uploadId: created.uploadId });
     await assert.rejects(client.datastore.deleteUpload({ uploadId: created.uploadId }), (error: unknown) => {
       const d = errorDetails(error);
