@@ -12,7 +12,7 @@ TEMPLATE ?= radiology
 APP ?= .monailabel/apps/$(TEMPLATE)
 PORT ?= 50051
 
-.PHONY: setup serve proto proto-check lint typecheck test test-fast bench clean
+.PHONY: setup serve proto proto-ts proto-check lint typecheck test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,17 @@ serve: setup
 	$(PY) -m monailabel_server datasets --output $(STUDIES) --labeled 6 --if-empty
 	$(PY) -m monailabel_server start_server --app $(APP) --studies $(STUDIES) --port $(PORT)
 
+# after a proto change: the Python code, then the TypeScript code (and the client and viewer built on it)
 proto: setup
 	$(PY) scripts/gen_protos.py
+	$(MAKE) proto-ts
+
+# the TypeScript client's generated code (buf from the venv, the local protoc-gen-es), then its build and
+# the viewer's, which bundles the client's sources
+proto-ts: setup
+	cd clients/typescript && (test -d node_modules || npm ci --no-audit --no-fund) \
+		&& PATH="$(abspath $(VENV))/bin:$$PATH" npm run generate && npm run build
+	cd clients/web && (test -d node_modules || PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund) && npm run build
 
 proto-check: setup
 	$(VENV)/bin/buf lint

@@ -3,7 +3,7 @@
 Its generated code must match protos/ (regenerated with the committed buf.gen.yaml); then its Node
 tests run over the gRPC port (Node's gRPC transport) and the browser port (gRPC-Web and Connect):
 upload, infer with the mask's checksum verified, resume an upload, error codes, and a short
-training job watched to its end.
+training job watched to its end through JobService (then resumed after a sequence number over gRPC-Web).
 """
 
 from __future__ import annotations

@@ -8,11 +8,16 @@ import { type CallOptions, type Client, Code, createClient, type Transport } fro
 
 import { AppService, type GetAppInfoResponse } from "./gen/monailabel/v1/app_pb.js";
 import { type ContentHeader, type ContentHeaderSchema, DataType, Encoding } from "./gen/monailabel/v1/common_pb.js";
+import { DatasetService } from "./gen/monailabel/v1/dataset_pb.js";
 import { DatastoreService, type Image, type Label } from "./gen/monailabel/v1/datastore_pb.js";
 import { InferService, type InferResult, type Session } from "./gen/monailabel/v1/infer_pb.js";
+import { type Job, type JobEvent, JobService } from "./gen/monailabel/v1/job_pb.js";
+import { ModelService } from "./gen/monailabel/v1/model_pb.js";
+import { ServerService } from "./gen/monailabel/v1/server_pb.js";
 import { type NextSample, StrategyService } from "./gen/monailabel/v1/strategy_pb.js";
-import { TrainService } from "./gen/monailabel/v1/train_pb.js";
+import { type StartTrainJobRequestSchema, TrainService } from "./gen/monailabel/v1/train_pb.js";
 import { errorDetails } from "./errors.js";
+import { watchJob, type WatchOptions } from "./jobs.js";
 import { bytesOf, sha256Hex } from "./sha256.js";
 
 export { DataType, Encoding };
@@ -61,6 +66,8 @@ export interface InferOptions {
   saveLabel?: boolean;
   /** Element type of the mask. */
   resultDtype?: DataType;
+  /** A label of the datastore image (by tag) as the model's input label (scribbles, a label to edit). */
+  inputLabelTag?: string;
   signal?: AbortSignal;
 }
 
@@ -122,6 +129,11 @@ export class MonaiLabelClient {
   readonly infers: Client<typeof InferService>;
   readonly train: Client<typeof TrainService>;
   readonly strategy: Client<typeof StrategyService>;
+  /** Jobs of every kind (training, scoring, batch inference): get, list, cancel, watch. */
+  readonly jobs: Client<typeof JobService>;
+  readonly models: Client<typeof ModelService>;
+  readonly datasets: Client<typeof DatasetService>;
+  readonly server: Client<typeof ServerService>;
 
   constructor(readonly transport: Transport) {
     this.app = createClient(AppService, transport);
@@ -129,6 +141,10 @@ export class MonaiLabelClient {
     this.infers = createClient(InferService, transport);
     this.train = createClient(TrainService, transport);
     this.strategy = createClient(StrategyService, transport);
+    this.jobs = createClient(JobService, transport);
+    this.models = createClient(ModelService, transport);
+    this.datasets = createClient(DatasetService, transport);
+    this.server = createClient(ServerService, transport);
   }
 
   /** The app's info, with the server's limits. */
@@ -290,6 +306,7 @@ export class MonaiLabelClient {
         resultDtype: options.resultDtype ?? DataType.UNSPECIFIED,
       },
       output: { encoding: Encoding.RAW, saveLabel: options.saveLabel ?? false },
+      inputLabelTag: options.inputLabelTag ?? "",
     }, { signal: options.signal });
     let result: InferResult | undefined;
     const parts: Uint8Array[] = [];
@@ -353,5 +370,37 @@ export class MonaiLabelClient {
       if (message.part.case === "sample") sample = message.part.value;
     }
     return sample;
+  }
+
+  // -- jobs -----------------------------------------------------------------------------------------
+
+  /** Starts a training job of a model (`request`: the rest of StartTrainJobRequest); returns the job. */
+  async startTrainJob(model: string, request: Omit<MessageInitShape<typeof StartTrainJobRequestSchema>, "model" | "$typeName"> = {},
+                      options?: CallOptions): Promise<Job> {
+    const res = await this.train.startTrainJob({ ...request, model }, options);
+    if (!res.job) throw new Error("the server sent no job");
+    return res.job;
+  }
+
+  /** A job as it is now. */
+  async getJob(jobId: string, options?: CallOptions): Promise<Job> {
+    const res = await this.jobs.getJob({ jobId }, options);
+    if (!res.job) throw new Error("the server sent no job");
+    return res.job;
+  }
+
+  /** Cancels a job; returns it as it is then. */
+  async cancelJob(jobId: string, options?: CallOptions): Promise<Job> {
+    const res = await this.jobs.cancelJob({ jobId }, options);
+    if (!res.job) throw new Error("the server sent no job");
+    return res.job;
+  }
+
+  /**
+   * Watches a job (of any kind) until it ends, resuming after broken streams; `afterSequence`
+   * skips the events already seen. Returns the job as it ended.
+   */
+  watchJob(jobId: string, onEvent: (event: JobEvent) => void, options: WatchOptions = {}): Promise<Job> {
+    return watchJob(this, jobId, onEvent, options);
   }
 }

@@ -9,7 +9,7 @@
  * `document.body.dataset` for tests.
  */
 import { connectWeb } from "../../typescript/src/web.js";
-import { errorDetails, JobState, type Mask, watchTrainJob } from "../../typescript/src/index.js";
+import { errorDetails, JobState, type Mask } from "../../typescript/src/index.js";
 import { readNifti, type Volume, writeLabelNifti } from "./nifti.js";
 import { type Axis, drawSlice, voxelAt } from "./slices.js";
 
@@ -190,20 +190,23 @@ function wire(): void {
   $("train").onclick = () => guarded("training", async () => {
     const model = ($("trainer") as HTMLSelectElement).value;
     const epochs = Number(($("epochs") as HTMLInputElement).value) || 1;
-    const job = (await client.train.startTrainJob({ model, maxEpochs: epochs, device: "cpu", extra: { pretrained: false } })).job!;
-    document.body.dataset.trainState = "RUNNING";
+    const job = await client.startTrainJob(model, { maxEpochs: epochs, device: "cpu", extra: { pretrained: false } });
+    document.body.dataset.trainJob = job.jobId;
+    document.body.dataset.trainState = JobState[job.state];
     const progress = $("train-status");
-    const final = await watchTrainJob(client, job.jobId, (event) => {
+    // JobService's watch: every event in order, resumed after a broken stream from the last one seen
+    const ended = await client.watchJob(job.jobId, (event) => {
       if (event.event.case === "epoch") {
         const e = event.event.value;
         progress.textContent = `epoch ${e.epoch}/${e.maxEpochs}, best ${e.bestMetric.toFixed(3)}`;
         document.body.dataset.trainEpoch = String(e.epoch);
       } else if (event.event.case === "stateChange") {
+        document.body.dataset.trainState = JobState[event.event.value.state];
         progress.textContent = `${JobState[event.event.value.state]} ${event.event.value.message}`;
       }
     });
-    document.body.dataset.trainState = JobState[final];
-    progress.textContent = `training ${JobState[final].toLowerCase()}`;
+    document.body.dataset.trainState = JobState[ended.state];
+    progress.textContent = `training ${JobState[ended.state].toLowerCase()}${ended.error ? `: ${ended.error}` : ""}`;
   });
   for (const [axis, name] of views) {
     ($(`${name}-slice`) as HTMLInputElement).oninput = (e) => {

@@ -9,7 +9,7 @@ import { test } from "node:test";
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
-import { connectNode, errorDetails, JobState, MonaiLabelClient, sha256Hex, UploadError, watchTrainJob } from "../node.js";
+import { connectNode, errorDetails, JobKind, JobState, MonaiLabelClient, sha256Hex, UploadError } from "../node.js";
 import { connectWeb } from "../web.js";
 
 const GRPC_URL = process.env.MONAILABEL_GRPC_URL ?? "";
@@ -116,6 +116,13 @@ for (const [name, make] of clients) {
       assert.equal(d.reason, "UPLOAD_INCOMPLETE");
       return true;
     });
+    // an input label the image does not have: the tag reaches the server, which names what is missing
+    const [image] = await client.listImages();
+    await assert.rejects(client.infer("segmentation", { imageId: image.imageId }, { inputLabelTag: "no_such_tag" }),
+                         (error: unknown) => {
+      assert.equal(errorDetails(error).code, Code.NotFound);
+      return true;
+    });
     await client.datastore.deleteUpload({ uploadId: created.uploadId });
     await assert.rejects(client.datastore.deleteUpload({ uploadId: created.uploadId }), (error: unknown) => {
       const d = errorDetails(error);
@@ -126,25 +133,37 @@ for (const [name, make] of clients) {
   });
 }
 
-test("grpc: watch a short training job to its end", async () => {
+test("grpc: watch a short training job to its end, then resume over the browser port", async () => {
   const client = connectNode(GRPC_URL);
-  const started = await client.train.startTrainJob({
-    model: TRAIN_MODEL, maxEpochs: 1, device: "cpu", extra: { pretrained: false },
-  });
-  const jobId = started.job!.jobId;
+  const started = await client.startTrainJob(TRAIN_MODEL, { maxEpochs: 1, device: "cpu", extra: { pretrained: false } });
+  assert.equal(started.kind, JobKind.TRAIN);
+  assert.equal(started.model, TRAIN_MODEL);
+  const jobId = started.jobId;
   const sequences: bigint[] = [];
   let epochs = 0;
-  const state = await watchTrainJob(client, jobId, (event) => {
+  const ended = await client.watchJob(jobId, (event) => {
     sequences.push(event.sequence);
     if (event.event.case === "epoch") epochs++;
   });
-  assert.equal(state, JobState.SUCCEEDED);
+  assert.equal(ended.state, JobState.SUCCEEDED, ended.error);
+  assert.equal(ended.jobId, jobId);
+  assert.ok(ended.endTime, "an ended job has its end time");
   assert.ok(epochs >= 1);
   assert.deepEqual([...sequences].sort((a, b) => (a < b ? -1 : 1)), sequences, "events in order");
-  // resuming after the last event seen gives nothing twice: only what followed (here, nothing more)
+  assert.equal(new Set(sequences).size, sequences.length, "no event twice");
+  // the job is listed among the training jobs of its model
+  const listed = await client.jobs.listJobs({ kind: JobKind.TRAIN, model: TRAIN_MODEL });
+  assert.ok(listed.jobs.some((j) => j.jobId === jobId && j.state === JobState.SUCCEEDED));
+  // resuming after an event seen gives nothing twice: only what followed (the last event), here
+  // over gRPC-Web as the viewer watches
+  const web = connectWeb(WEB_URL, "grpcweb");
   const again: bigint[] = [];
-  const resumed = await watchTrainJob(client, jobId, (event) => again.push(event.sequence),
-                                      { afterSequence: sequences[sequences.length - 2] });
-  assert.equal(resumed, JobState.SUCCEEDED);
+  const resumed = await web.watchJob(jobId, (event) => again.push(event.sequence),
+                                     { afterSequence: sequences[sequences.length - 2] });
+  assert.equal(resumed.state, JobState.SUCCEEDED);
   assert.deepEqual(again, [sequences[sequences.length - 1]]);
+  await assert.rejects(client.getJob("no_such_job"), (error: unknown) => {
+    assert.equal(errorDetails(error).code, Code.NotFound);
+    return true;
+  });
 });

@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file monailabel/v1/infer.proto.
  */
 export const file_monailabel_v1_infer: GenFile = /*@__PURE__*/
-  fileDesc("Chltb25haWxhYmVsL3YxL2luZmVyLnByb3RvEg1tb25haWxhYmVsLnYxIhwKBVBvaW50EhMKC2Nvb3JkaW5hdGVzGAEgAygDIikKCkxhYmVsRW50cnkSDAoEbmFtZRgBIAEoCRINCgVpbmRleBgCIAEoAyL3AQoLSW5mZXJQYXJhbXMSKAoKZm9yZWdyb3VuZBgBIAMoCzIULm1vbmFpbGFiZWwudjEuUG9pbnQSKAoKYmFja2dyb3VuZBgCIAMoCzIULm1vbmFpbGFiZWwudjEuUG9pbnQSLQoKbGFiZWxfaW5mbxgDIAMoCzIZLm1vbmFpbGFiZWwudjEuTGFiZWxFbnRyeRIOCgZkZXZpY2UYBCABKAkSLQoMcmVzdWx0X2R0eXBlGAUgASgOMhcubW9uYWlsYWJlbC52MS5EYXRhVHlwZRImCgVleHRyYRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QijwEKDU91dHB1dE9wdGlvbnMSKQoIZW5jb2RpbmcYASABKA4yFy5tb25haWxhYmVsLnYxLkVuY29kaW5nEhgKEHJlc3VsdF9leHRlbnNpb24YAiABKAkSEgoKY2h1bmtfc2l6ZRgDIAEoBRISCgpzYXZlX2xhYmVsGAQgASgIEhEKCXNraXBfbWFzaxgFIAEoCCLAAQoMSW5mZXJSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhIKCGltYWdlX2lkGAIgASgJSAASFAoKc2Vzc2lvbl9pZBgDIAEoCUgAEhMKCXVwbG9hZF9pZBgGIAEoCUgAEioKBnBhcmFtcxgEIAEoCzIaLm1vbmFpbGFiZWwudjEuSW5mZXJQYXJhbXMSLAoGb3V0cHV0GAUgASgLMhwubW9uYWlsYWJlbC52MS5PdXRwdXRPcHRpb25zQggKBnNvdXJjZSJwCgdMYXRlbmN5EgsKA3ByZRgBIAEoARINCgVpbmZlchgCIAEoARIOCgZpbnZlcnQYAyABKAESDAoEcG9zdBgEIAEoARINCgV3cml0ZRgFIAEoARINCgV0b3RhbBgGIAEoARINCgVxdWV1ZRgHIAEoASKdAgoLSW5mZXJSZXN1bHQSJwoGcmVzdWx0GAEgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI2CgZsYWJlbHMYAiADKAsyJi5tb25haWxhYmVsLnYxLkluZmVyUmVzdWx0LkxhYmVsc0VudHJ5EicKB2xhdGVuY3kYAyABKAsyFi5tb25haWxhYmVsLnYxLkxhdGVuY3kSKgoEbWFzaxgEIAEoCzIcLm1vbmFpbGFiZWwudjEuQ29udGVudEhlYWRlchIpCgtzYXZlZF9sYWJlbBgFIAEoCzIULm1vbmFpbGFiZWwudjEuTGFiZWwaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASJsCg1JbmZlclJlc3BvbnNlEiwKBnJlc3VsdBgBIAEoCzIaLm1vbmFpbGFiZWwudjEuSW5mZXJSZXN1bHRIABIlCgVjaHVuaxgCIAEoCzIULm1vbmFpbGFiZWwudjEuQ2h1bmtIAEIGCgRwYXJ0IqsBChFJbmZlclZvbHVtZUhlYWRlchINCgVtb2RlbBgBIAEoCRItCgdjb250ZW50GAIgASgLMhwubW9uYWlsYWJlbC52MS5Db250ZW50SGVhZGVyEioKBnBhcmFtcxgDIAEoCzIaLm1vbmFpbGFiZWwudjEuSW5mZXJQYXJhbXMSLAoGb3V0cHV0GAQgASgLMhwubW9uYWlsYWJlbC52MS5PdXRwdXRPcHRpb25zIncKEkluZmVyVm9sdW1lUmVxdWVzdBIyCgZoZWFkZXIYASABKAsyIC5tb25haWxhYmVsLnYxLkluZmVyVm9sdW1lSGVhZGVySAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydCJyChNJbmZlclZvbHVtZVJlc3BvbnNlEiwKBnJlc3VsdBgBIAEoCzIaLm1vbmFpbGFiZWwudjEuSW5mZXJSZXN1bHRIABIlCgVjaHVuaxgCIAEoCzIULm1vbmFpbGFiZWwudjEuQ2h1bmtIAEIGCgRwYXJ0IpoBCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXNoYXBlGAMgAygDEikKCGdlb21ldHJ5GAQgASgLMhcubW9uYWlsYWJlbC52MS5HZW9tZXRyeRIQCghpbWFnZV9pZBgFIAEoCSKMAQoTQ3JlYXRlU2Vzc2lvbkhlYWRlchImCgN0dGwYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoHY29udGVudBgCIAEoCzIcLm1vbmFpbGFiZWwudjEuQ29udGVudEhlYWRlckgAEhIKCGltYWdlX2lkGAMgASgJSABCCAoGc291cmNlInsKFENyZWF0ZVNlc3Npb25SZXF1ZXN0EjQKBmhlYWRlchgBIAEoCzIiLm1vbmFpbGFiZWwudjEuQ3JlYXRlU2Vzc2lvbkhlYWRlckgAEiUKBWNodW5rGAIgASgLMhQubW9uYWlsYWJlbC52MS5DaHVua0gAQgYKBHBhcnQiQAoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEicKB3Nlc3Npb24YASABKAsyFi5tb25haWxhYmVsLnYxLlNlc3Npb24iJwoRR2V0U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSI9ChJHZXRTZXNzaW9uUmVzcG9uc2USJwoHc2Vzc2lvbhgBIAEoCzIWLm1vbmFpbGFiZWwudjEuU2Vzc2lvbiIqChREZWxldGVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFURlbGV0ZVNlc3Npb25SZXNwb25zZSJvChJPcGVuU2Vzc2lvblJlcXVlc3QSJgoDdHRsGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKCXVwbG9hZF9pZBgCIAEoCUgAEhIKCGltYWdlX2lkGAMgASgJSABCCAoGc291cmNlIj4KE09wZW5TZXNzaW9uUmVzcG9uc2USJwoHc2Vzc2lvbhgBIAEoCzIWLm1vbmFpbGFiZWwudjEuU2Vzc2lvbjKRBAoMSW5mZXJTZXJ2aWNlEkQKBUluZmVyEhsubW9uYWlsYWJlbC52MS5JbmZlclJlcXVlc3QaHC5tb25haWxhYmVsLnYxLkluZmVyUmVzcG9uc2UwARJYCgtJbmZlclZvbHVtZRIhLm1vbmFpbGFiZWwudjEuSW5mZXJWb2x1bWVSZXF1ZXN0GiIubW9uYWlsYWJlbC52MS5JbmZlclZvbHVtZVJlc3BvbnNlKAEwARJcCg1DcmVhdGVTZXNzaW9uEiMubW9uYWlsYWJlbC52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBokLm1vbmFpbGFiZWwudjEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlKAESUQoKR2V0U2Vzc2lvbhIgLm1vbmFpbGFiZWwudjEuR2V0U2Vzc2lvblJlcXVlc3QaIS5tb25haWxhYmVsLnYxLkdldFNlc3Npb25SZXNwb25zZRJaCg1EZWxldGVTZXNzaW9uEiMubW9uYWlsYWJlbC52MS5EZWxldGVTZXNzaW9uUmVxdWVzdBokLm1vbmFpbGFiZWwudjEuRGVsZXRlU2Vzc2lvblJlc3BvbnNlElQKC09wZW5TZXNzaW9uEiEubW9uYWlsYWJlbC52MS5PcGVuU2Vzc2lvblJlcXVlc3QaIi5tb25haWxhYmVsLnYxLk9wZW5TZXNzaW9uUmVzcG9uc2VCfAoSb3JnLm1vbmFpLmxhYmVsLnYxQgpJbmZlclByb3RvUAFaSGdpdGh1Yi5jb20vbW9uYWktbGFiZWwvbW9uYWlsYWJlbC1ncnBjL2dlbi9nby9tb25haWxhYmVsL3YxO21vbmFpbGFiZWx2MaoCDU1vbmFpTGFiZWwuVjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_monailabel_v1_common, file_monailabel_v1_datastore]);
+  fileDesc("Chltb25haWxhYmVsL3YxL2luZmVyLnByb3RvEg1tb25haWxhYmVsLnYxIhwKBVBvaW50EhMKC2Nvb3JkaW5hdGVzGAEgAygDIikKCkxhYmVsRW50cnkSDAoEbmFtZRgBIAEoCRINCgVpbmRleBgCIAEoAyL3AQoLSW5mZXJQYXJhbXMSKAoKZm9yZWdyb3VuZBgBIAMoCzIULm1vbmFpbGFiZWwudjEuUG9pbnQSKAoKYmFja2dyb3VuZBgCIAMoCzIULm1vbmFpbGFiZWwudjEuUG9pbnQSLQoKbGFiZWxfaW5mbxgDIAMoCzIZLm1vbmFpbGFiZWwudjEuTGFiZWxFbnRyeRIOCgZkZXZpY2UYBCABKAkSLQoMcmVzdWx0X2R0eXBlGAUgASgOMhcubW9uYWlsYWJlbC52MS5EYXRhVHlwZRImCgVleHRyYRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QijwEKDU91dHB1dE9wdGlvbnMSKQoIZW5jb2RpbmcYASABKA4yFy5tb25haWxhYmVsLnYxLkVuY29kaW5nEhgKEHJlc3VsdF9leHRlbnNpb24YAiABKAkSEgoKY2h1bmtfc2l6ZRgDIAEoBRISCgpzYXZlX2xhYmVsGAQgASgIEhEKCXNraXBfbWFzaxgFIAEoCCLZAQoMSW5mZXJSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhIKCGltYWdlX2lkGAIgASgJSAASFAoKc2Vzc2lvbl9pZBgDIAEoCUgAEhMKCXVwbG9hZF9pZBgGIAEoCUgAEioKBnBhcmFtcxgEIAEoCzIaLm1vbmFpbGFiZWwudjEuSW5mZXJQYXJhbXMSLAoGb3V0cHV0GAUgASgLMhwubW9uYWlsYWJlbC52MS5PdXRwdXRPcHRpb25zEhcKD2lucHV0X2xhYmVsX3RhZxgUIAEoCUIICgZzb3VyY2UicAoHTGF0ZW5jeRILCgNwcmUYASABKAESDQoFaW5mZXIYAiABKAESDgoGaW52ZXJ0GAMgASgBEgwKBHBvc3QYBCABKAESDQoFd3JpdGUYBSABKAESDQoFdG90YWwYBiABKAESDQoFcXVldWUYByABKAEinQIKC0luZmVyUmVzdWx0EicKBnJlc3VsdBgBIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSNgoGbGFiZWxzGAIgAygLMiYubW9uYWlsYWJlbC52MS5JbmZlclJlc3VsdC5MYWJlbHNFbnRyeRInCgdsYXRlbmN5GAMgASgLMhYubW9uYWlsYWJlbC52MS5MYXRlbmN5EioKBG1hc2sYBCABKAsyHC5tb25haWxhYmVsLnYxLkNvbnRlbnRIZWFkZXISKQoLc2F2ZWRfbGFiZWwYBSABKAsyFC5tb25haWxhYmVsLnYxLkxhYmVsGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEibAoNSW5mZXJSZXNwb25zZRIsCgZyZXN1bHQYASABKAsyGi5tb25haWxhYmVsLnYxLkluZmVyUmVzdWx0SAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydCLYAQoRSW5mZXJWb2x1bWVIZWFkZXISDQoFbW9kZWwYASABKAkSLQoHY29udGVudBgCIAEoCzIcLm1vbmFpbGFiZWwudjEuQ29udGVudEhlYWRlchIqCgZwYXJhbXMYAyABKAsyGi5tb25haWxhYmVsLnYxLkluZmVyUGFyYW1zEiwKBm91dHB1dBgEIAEoCzIcLm1vbmFpbGFiZWwudjEuT3V0cHV0T3B0aW9ucxIrCgVsYWJlbBgUIAEoCzIcLm1vbmFpbGFiZWwudjEuQ29udGVudEhlYWRlciKkAQoSSW5mZXJWb2x1bWVSZXF1ZXN0EjIKBmhlYWRlchgBIAEoCzIgLm1vbmFpbGFiZWwudjEuSW5mZXJWb2x1bWVIZWFkZXJIABIlCgVjaHVuaxgCIAEoCzIULm1vbmFpbGFiZWwudjEuQ2h1bmtIABIrCgtsYWJlbF9jaHVuaxgUIAEoCzIULm1vbmFpbGFiZWwudjEuQ2h1bmtIAEIGCgRwYXJ0InIKE0luZmVyVm9sdW1lUmVzcG9uc2USLAoGcmVzdWx0GAEgASgLMhoubW9uYWlsYWJlbC52MS5JbmZlclJlc3VsdEgAEiUKBWNodW5rGAIgASgLMhQubW9uYWlsYWJlbC52MS5DaHVua0gAQgYKBHBhcnQimgEKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc2hhcGUYAyADKAMSKQoIZ2VvbWV0cnkYBCABKAsyFy5tb25haWxhYmVsLnYxLkdlb21ldHJ5EhAKCGltYWdlX2lkGAUgASgJIowBChNDcmVhdGVTZXNzaW9uSGVhZGVyEiYKA3R0bBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgdjb250ZW50GAIgASgLMhwubW9uYWlsYWJlbC52MS5Db250ZW50SGVhZGVySAASEgoIaW1hZ2VfaWQYAyABKAlIAEIICgZzb3VyY2UiewoUQ3JlYXRlU2Vzc2lvblJlcXVlc3QSNAoGaGVhZGVyGAEgASgLMiIubW9uYWlsYWJlbC52MS5DcmVhdGVTZXNzaW9uSGVhZGVySAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydCJAChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USJwoHc2Vzc2lvbhgBIAEoCzIWLm1vbmFpbGFiZWwudjEuU2Vzc2lvbiInChFHZXRTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KEkdldFNlc3Npb25SZXNwb25zZRInCgdzZXNzaW9uGAEgASgLMhYubW9uYWlsYWJlbC52MS5TZXNzaW9uIioKFERlbGV0ZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVRGVsZXRlU2Vzc2lvblJlc3BvbnNlIm8KEk9wZW5TZXNzaW9uUmVxdWVzdBImCgN0dGwYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoJdXBsb2FkX2lkGAIgASgJSAASEgoIaW1hZ2VfaWQYAyABKAlIAEIICgZzb3VyY2UiPgoTT3BlblNlc3Npb25SZXNwb25zZRInCgdzZXNzaW9uGAEgASgLMhYubW9uYWlsYWJlbC52MS5TZXNzaW9uInAKG0Rvd25sb2FkU2Vzc2lvbkltYWdlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEikKCGVuY29kaW5nGAIgASgOMhcubW9uYWlsYWJlbC52MS5FbmNvZGluZxISCgpjaHVua19zaXplGAMgASgFIn0KHERvd25sb2FkU2Vzc2lvbkltYWdlUmVzcG9uc2USLgoGaGVhZGVyGAEgASgLMhwubW9uYWlsYWJlbC52MS5Db250ZW50SGVhZGVySAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydDKEBQoMSW5mZXJTZXJ2aWNlEkQKBUluZmVyEhsubW9uYWlsYWJlbC52MS5JbmZlclJlcXVlc3QaHC5tb25haWxhYmVsLnYxLkluZmVyUmVzcG9uc2UwARJYCgtJbmZlclZvbHVtZRIhLm1vbmFpbGFiZWwudjEuSW5mZXJWb2x1bWVSZXF1ZXN0GiIubW9uYWlsYWJlbC52MS5JbmZlclZvbHVtZVJlc3BvbnNlKAEwARJcCg1DcmVhdGVTZXNzaW9uEiMubW9uYWlsYWJlbC52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBokLm1vbmFpbGFiZWwudjEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlKAESUQoKR2V0U2Vzc2lvbhIgLm1vbmFpbGFiZWwudjEuR2V0U2Vzc2lvblJlcXVlc3QaIS5tb25haWxhYmVsLnYxLkdldFNlc3Npb25SZXNwb25zZRJaCg1EZWxldGVTZXNzaW9uEiMubW9uYWlsYWJlbC52MS5EZWxldGVTZXNzaW9uUmVxdWVzdBokLm1vbmFpbGFiZWwudjEuRGVsZXRlU2Vzc2lvblJlc3BvbnNlElQKC09wZW5TZXNzaW9uEiEubW9uYWlsYWJlbC52MS5PcGVuU2Vzc2lvblJlcXVlc3QaIi5tb25haWxhYmVsLnYxLk9wZW5TZXNzaW9uUmVzcG9uc2UScQoURG93bmxvYWRTZXNzaW9uSW1hZ2USKi5tb25haWxhYmVsLnYxLkRvd25sb2FkU2Vzc2lvbkltYWdlUmVxdWVzdBorLm1vbmFpbGFiZWwudjEuRG93bmxvYWRTZXNzaW9uSW1hZ2VSZXNwb25zZTABQnwKEm9yZy5tb25haS5sYWJlbC52MUIKSW5mZXJQcm90b1ABWkhnaXRodWIuY29tL21vbmFpLWxhYmVsL21vbmFpbGFiZWwtZ3JwYy9nZW4vZ28vbW9uYWlsYWJlbC92MTttb25haWxhYmVsdjGqAg1Nb25haUxhYmVsLlYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_monailabel_v1_common, file_monailabel_v1_datastore]);
 
 /**
  * A voxel position, in array indices of the image.
@@ -239,6 +239,14 @@ export type InferRequest = Message<"monailabel.v1.InferRequest"> & {
    * @generated from field: monailabel.v1.OutputOptions output = 5;
    */
   output?: OutputOptions | undefined;
+
+  /**
+   * A label of the datastore image (by tag) handed to the task as its input label (MONAI Label's
+   * `label`: scribbles, a label to edit); needs an image_id, or a session made from a datastore image.
+   *
+   * @generated from field: string input_label_tag = 20;
+   */
+  inputLabelTag: string;
 };
 
 /**
@@ -430,6 +438,14 @@ export type InferVolumeHeader = Message<"monailabel.v1.InferVolumeHeader"> & {
    * @generated from field: monailabel.v1.OutputOptions output = 4;
    */
   output?: OutputOptions | undefined;
+
+  /**
+   * An input label for the task (MONAI Label's `label`: Slicer's label_in, OHIF's label buffer,
+   * scribbles): its bytes follow the volume's as label_chunk messages. Same checks as the volume.
+   *
+   * @generated from field: monailabel.v1.ContentHeader label = 20;
+   */
+  label?: ContentHeader | undefined;
 };
 
 /**
@@ -466,6 +482,14 @@ export type InferVolumeRequest = Message<"monailabel.v1.InferVolumeRequest"> & {
      */
     value: Chunk;
     case: "chunk";
+  } | {
+    /**
+     * Input label bytes (after every volume chunk), when the header has a label.
+     *
+     * @generated from field: monailabel.v1.Chunk label_chunk = 20;
+     */
+    value: Chunk;
+    case: "labelChunk";
   } | { case: undefined; value?: undefined };
 };
 
@@ -813,6 +837,78 @@ export const OpenSessionResponseSchema: GenMessage<OpenSessionResponse> = /*@__P
   messageDesc(file_monailabel_v1_infer, 20);
 
 /**
+ * Request for DownloadSessionImage.
+ *
+ * @generated from message monailabel.v1.DownloadSessionImageRequest
+ */
+export type DownloadSessionImageRequest = Message<"monailabel.v1.DownloadSessionImageRequest"> & {
+  /**
+   * Session id.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * ENCODING_NIFTI_GZ (the default when unspecified), ENCODING_NIFTI or ENCODING_RAW (float32).
+   *
+   * @generated from field: monailabel.v1.Encoding encoding = 2;
+   */
+  encoding: Encoding;
+
+  /**
+   * Largest chunk to send; 0 means the server default; else from 64 KiB to the server's chunk size.
+   *
+   * @generated from field: int32 chunk_size = 3;
+   */
+  chunkSize: number;
+};
+
+/**
+ * Describes the message monailabel.v1.DownloadSessionImageRequest.
+ * Use `create(DownloadSessionImageRequestSchema)` to create a new message.
+ */
+export const DownloadSessionImageRequestSchema: GenMessage<DownloadSessionImageRequest> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_infer, 21);
+
+/**
+ * A message of a DownloadSessionImage stream.
+ *
+ * @generated from message monailabel.v1.DownloadSessionImageResponse
+ */
+export type DownloadSessionImageResponse = Message<"monailabel.v1.DownloadSessionImageResponse"> & {
+  /**
+   * The header first, then the volume's bytes in chunks.
+   *
+   * @generated from oneof monailabel.v1.DownloadSessionImageResponse.part
+   */
+  part: {
+    /**
+     * What follows (encoding, size, SHA-256, shape and geometry); first message only.
+     *
+     * @generated from field: monailabel.v1.ContentHeader header = 1;
+     */
+    value: ContentHeader;
+    case: "header";
+  } | {
+    /**
+     * Volume bytes, in order.
+     *
+     * @generated from field: monailabel.v1.Chunk chunk = 2;
+     */
+    value: Chunk;
+    case: "chunk";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message monailabel.v1.DownloadSessionImageResponse.
+ * Use `create(DownloadSessionImageResponseSchema)` to create a new message.
+ */
+export const DownloadSessionImageResponseSchema: GenMessage<DownloadSessionImageResponse> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_infer, 22);
+
+/**
  * Runs the app's infer tasks on a datastore image, a streamed volume or an
  * interactive session, and streams the mask back in chunks.
  *
@@ -878,6 +974,16 @@ export const InferService: GenService<{
     methodKind: "unary";
     input: typeof OpenSessionRequestSchema;
     output: typeof OpenSessionResponseSchema;
+  },
+  /**
+   * Streams a session's decoded volume back (MONAI Label's session `image=true`): a header, then chunks.
+   *
+   * @generated from rpc monailabel.v1.InferService.DownloadSessionImage
+   */
+  downloadSessionImage: {
+    methodKind: "server_streaming";
+    input: typeof DownloadSessionImageRequestSchema;
+    output: typeof DownloadSessionImageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_monailabel_v1_infer, 0);

@@ -12,15 +12,15 @@ import type { Chunk, ContentHeader } from "./common_pb.js";
 import { file_monailabel_v1_common } from "./common_pb.js";
 import type { Image } from "./datastore_pb.js";
 import { file_monailabel_v1_datastore } from "./datastore_pb.js";
-import type { JobState, JobStateChange } from "./train_pb.js";
-import { file_monailabel_v1_train } from "./train_pb.js";
+import type { Job } from "./job_pb.js";
+import { file_monailabel_v1_job } from "./job_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file monailabel/v1/strategy.proto.
  */
 export const file_monailabel_v1_strategy: GenFile = /*@__PURE__*/
-  fileDesc("Chxtb25haWxhYmVsL3YxL3N0cmF0ZWd5LnByb3RvEg1tb25haWxhYmVsLnYxIr0CCgpOZXh0U2FtcGxlEisKBnN0YXR1cxgBIAEoDjIbLm1vbmFpbGFiZWwudjEuU2FtcGxlU3RhdHVzEhAKCHN0cmF0ZWd5GAIgASgJEhAKCGltYWdlX2lkGAMgASgJEiMKBWltYWdlGAQgASgLMhQubW9uYWlsYWJlbC52MS5JbWFnZRInCgZmaWVsZHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhEKCWNsaWVudF9pZBgGIAEoCRI1ChFsZWFzZV9leHBpcmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoHY29udGVudBgIIAEoCzIcLm1vbmFpbGFiZWwudjEuQ29udGVudEhlYWRlchIXCg91bmxhYmVsZWRfY291bnQYCSABKAMi7QIKClNjb3JpbmdKb2ISDgoGam9iX2lkGAEgASgJEg4KBm1ldGhvZBgCIAEoCRImCgVzdGF0ZRgDIAEoDjIXLm1vbmFpbGFiZWwudjEuSm9iU3RhdGUSJwoGcGFyYW1zGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGAggASgJEhYKDmxhc3RfbG9nX2xpbmVzGAkgAygJEicKBnJlc3VsdBgKIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHdHJpZ2dlchgLIAEoCSKhAQoPU2NvcmluZ0pvYkV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKDHN0YXRlX2NoYW5nZRgDIAEoCzIdLm1vbmFpbGFiZWwudjEuSm9iU3RhdGVDaGFuZ2VIABISCghsb2dfbGluZRgEIAEoCUgAQgcKBWV2ZW50IhcKFUxpc3RTdHJhdGVnaWVzUmVxdWVzdCJHChZMaXN0U3RyYXRlZ2llc1Jlc3BvbnNlEi0KCnN0cmF0ZWdpZXMYASADKAsyGS5tb25haWxhYmVsLnYxLk1ldGhvZEluZm8iGwoZTGlzdFNjb3JpbmdNZXRob2RzUmVxdWVzdCJQChpMaXN0U2NvcmluZ01ldGhvZHNSZXNwb25zZRIyCg9zY29yaW5nX21ldGhvZHMYASADKAsyGS5tb25haWxhYmVsLnYxLk1ldGhvZEluZm8ijwEKFEdldE5leHRTYW1wbGVSZXF1ZXN0EhAKCHN0cmF0ZWd5GAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRInCgZwYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhUKDWluY2x1ZGVfaW1hZ2UYBCABKAgSEgoKY2h1bmtfc2l6ZRgFIAEoBSJzChVHZXROZXh0U2FtcGxlUmVzcG9uc2USKwoGc2FtcGxlGAEgASgLMhkubW9uYWlsYWJlbC52MS5OZXh0U2FtcGxlSAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydCJgChZTdGFydFNjb3JpbmdKb2JSZXF1ZXN0Eg4KBm1ldGhvZBgBIAEoCRInCgZwYXJhbXMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBXF1ZXVlGAMgASgIIkEKF1N0YXJ0U2NvcmluZ0pvYlJlc3BvbnNlEiYKA2pvYhgBIAEoCzIZLm1vbmFpbGFiZWwudjEuU2NvcmluZ0pvYiImChRHZXRTY29yaW5nSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiPwoVR2V0U2NvcmluZ0pvYlJlc3BvbnNlEiYKA2pvYhgBIAEoCzIZLm1vbmFpbGFiZWwudjEuU2NvcmluZ0pvYiJPChZMaXN0U2NvcmluZ0pvYnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBm1ldGhvZBgDIAEoCSJbChdMaXN0U2NvcmluZ0pvYnNSZXNwb25zZRInCgRqb2JzGAEgAygLMhkubW9uYWlsYWJlbC52MS5TY29yaW5nSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIpChdDYW5jZWxTY29yaW5nSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiQgoYQ2FuY2VsU2NvcmluZ0pvYlJlc3BvbnNlEiYKA2pvYhgBIAEoCzIZLm1vbmFpbGFiZWwudjEuU2NvcmluZ0pvYiJAChZXYXRjaFNjb3JpbmdKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyJIChdXYXRjaFNjb3JpbmdKb2JSZXNwb25zZRItCgVldmVudBgBIAEoCzIeLm1vbmFpbGFiZWwudjEuU2NvcmluZ0pvYkV2ZW50KoEBCgxTYW1wbGVTdGF0dXMSHQoZU0FNUExFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE1NBTVBMRV9TVEFUVVNfRk9VTkQQARIbChdTQU1QTEVfU1RBVFVTX05PTkVfTEVGVBACEhwKGFNBTVBMRV9TVEFUVVNfQUxMX0xFQVNFRBADMqIGCg9TdHJhdGVneVNlcnZpY2USXQoOTGlzdFN0cmF0ZWdpZXMSJC5tb25haWxhYmVsLnYxLkxpc3RTdHJhdGVnaWVzUmVxdWVzdBolLm1vbmFpbGFiZWwudjEuTGlzdFN0cmF0ZWdpZXNSZXNwb25zZRJpChJMaXN0U2NvcmluZ01ldGhvZHMSKC5tb25haWxhYmVsLnYxLkxpc3RTY29yaW5nTWV0aG9kc1JlcXVlc3QaKS5tb25haWxhYmVsLnYxLkxpc3RTY29yaW5nTWV0aG9kc1Jlc3BvbnNlElwKDUdldE5leHRTYW1wbGUSIy5tb25haWxhYmVsLnYxLkdldE5leHRTYW1wbGVSZXF1ZXN0GiQubW9uYWlsYWJlbC52MS5HZXROZXh0U2FtcGxlUmVzcG9uc2UwARJgCg9TdGFydFNjb3JpbmdKb2ISJS5tb25haWxhYmVsLnYxLlN0YXJ0U2NvcmluZ0pvYlJlcXVlc3QaJi5tb25haWxhYmVsLnYxLlN0YXJ0U2NvcmluZ0pvYlJlc3BvbnNlEloKDUdldFNjb3JpbmdKb2ISIy5tb25haWxhYmVsLnYxLkdldFNjb3JpbmdKb2JSZXF1ZXN0GiQubW9uYWlsYWJlbC52MS5HZXRTY29yaW5nSm9iUmVzcG9uc2USYAoPTGlzdFNjb3JpbmdKb2JzEiUubW9uYWlsYWJlbC52MS5MaXN0U2NvcmluZ0pvYnNSZXF1ZXN0GiYubW9uYWlsYWJlbC52MS5MaXN0U2NvcmluZ0pvYnNSZXNwb25zZRJjChBDYW5jZWxTY29yaW5nSm9iEiYubW9uYWlsYWJlbC52MS5DYW5jZWxTY29yaW5nSm9iUmVxdWVzdBonLm1vbmFpbGFiZWwudjEuQ2FuY2VsU2NvcmluZ0pvYlJlc3BvbnNlEmIKD1dhdGNoU2NvcmluZ0pvYhIlLm1vbmFpbGFiZWwudjEuV2F0Y2hTY29yaW5nSm9iUmVxdWVzdBomLm1vbmFpbGFiZWwudjEuV2F0Y2hTY29yaW5nSm9iUmVzcG9uc2UwAUJ/ChJvcmcubW9uYWkubGFiZWwudjFCDVN0cmF0ZWd5UHJvdG9QAVpIZ2l0aHViLmNvbS9tb25haS1sYWJlbC9tb25haWxhYmVsLWdycGMvZ2VuL2dvL21vbmFpbGFiZWwvdjE7bW9uYWlsYWJlbHYxqgINTW9uYWlMYWJlbC5WMWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_monailabel_v1_app, file_monailabel_v1_common, file_monailabel_v1_datastore, file_monailabel_v1_train]);
+  fileDesc("Chxtb25haWxhYmVsL3YxL3N0cmF0ZWd5LnByb3RvEg1tb25haWxhYmVsLnYxIr0CCgpOZXh0U2FtcGxlEisKBnN0YXR1cxgBIAEoDjIbLm1vbmFpbGFiZWwudjEuU2FtcGxlU3RhdHVzEhAKCHN0cmF0ZWd5GAIgASgJEhAKCGltYWdlX2lkGAMgASgJEiMKBWltYWdlGAQgASgLMhQubW9uYWlsYWJlbC52MS5JbWFnZRInCgZmaWVsZHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhEKCWNsaWVudF9pZBgGIAEoCRI1ChFsZWFzZV9leHBpcmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoHY29udGVudBgIIAEoCzIcLm1vbmFpbGFiZWwudjEuQ29udGVudEhlYWRlchIXCg91bmxhYmVsZWRfY291bnQYCSABKAMiFwoVTGlzdFN0cmF0ZWdpZXNSZXF1ZXN0IkcKFkxpc3RTdHJhdGVnaWVzUmVzcG9uc2USLQoKc3RyYXRlZ2llcxgBIAMoCzIZLm1vbmFpbGFiZWwudjEuTWV0aG9kSW5mbyIbChlMaXN0U2NvcmluZ01ldGhvZHNSZXF1ZXN0IlAKGkxpc3RTY29yaW5nTWV0aG9kc1Jlc3BvbnNlEjIKD3Njb3JpbmdfbWV0aG9kcxgBIAMoCzIZLm1vbmFpbGFiZWwudjEuTWV0aG9kSW5mbyKPAQoUR2V0TmV4dFNhbXBsZVJlcXVlc3QSEAoIc3RyYXRlZ3kYASABKAkSEQoJY2xpZW50X2lkGAIgASgJEicKBnBhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFQoNaW5jbHVkZV9pbWFnZRgEIAEoCBISCgpjaHVua19zaXplGAUgASgFInMKFUdldE5leHRTYW1wbGVSZXNwb25zZRIrCgZzYW1wbGUYASABKAsyGS5tb25haWxhYmVsLnYxLk5leHRTYW1wbGVIABIlCgVjaHVuaxgCIAEoCzIULm1vbmFpbGFiZWwudjEuQ2h1bmtIAEIGCgRwYXJ0ImAKFlN0YXJ0U2NvcmluZ0pvYlJlcXVlc3QSDgoGbWV0aG9kGAEgASgJEicKBnBhcmFtcxgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDQoFcXVldWUYAyABKAgiOgoXU3RhcnRTY29yaW5nSm9iUmVzcG9uc2USHwoDam9iGAEgASgLMhIubW9uYWlsYWJlbC52MS5Kb2IidwoXU3RhcnRTY29yaW5nSm9ic1JlcXVlc3QSDwoHbWV0aG9kcxgBIAMoCRInCgZwYXJhbXMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBXF1ZXVlGAMgASgIEhMKC2FsbF9tZXRob2RzGAQgASgIIjwKGFN0YXJ0U2NvcmluZ0pvYnNSZXNwb25zZRIgCgRqb2JzGAEgAygLMhIubW9uYWlsYWJlbC52MS5Kb2IqgQEKDFNhbXBsZVN0YXR1cxIdChlTQU1QTEVfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTU0FNUExFX1NUQVRVU19GT1VORBABEhsKF1NBTVBMRV9TVEFUVVNfTk9ORV9MRUZUEAISHAoYU0FNUExFX1NUQVRVU19BTExfTEVBU0VEEAMygAQKD1N0cmF0ZWd5U2VydmljZRJdCg5MaXN0U3RyYXRlZ2llcxIkLm1vbmFpbGFiZWwudjEuTGlzdFN0cmF0ZWdpZXNSZXF1ZXN0GiUubW9uYWlsYWJlbC52MS5MaXN0U3RyYXRlZ2llc1Jlc3BvbnNlEmkKEkxpc3RTY29yaW5nTWV0aG9kcxIoLm1vbmFpbGFiZWwudjEuTGlzdFNjb3JpbmdNZXRob2RzUmVxdWVzdBopLm1vbmFpbGFiZWwudjEuTGlzdFNjb3JpbmdNZXRob2RzUmVzcG9uc2USXAoNR2V0TmV4dFNhbXBsZRIjLm1vbmFpbGFiZWwudjEuR2V0TmV4dFNhbXBsZVJlcXVlc3QaJC5tb25haWxhYmVsLnYxLkdldE5leHRTYW1wbGVSZXNwb25zZTABEmAKD1N0YXJ0U2NvcmluZ0pvYhIlLm1vbmFpbGFiZWwudjEuU3RhcnRTY29yaW5nSm9iUmVxdWVzdBomLm1vbmFpbGFiZWwudjEuU3RhcnRTY29yaW5nSm9iUmVzcG9uc2USYwoQU3RhcnRTY29yaW5nSm9icxImLm1vbmFpbGFiZWwudjEuU3RhcnRTY29yaW5nSm9ic1JlcXVlc3QaJy5tb25haWxhYmVsLnYxLlN0YXJ0U2NvcmluZ0pvYnNSZXNwb25zZUJ/ChJvcmcubW9uYWkubGFiZWwudjFCDVN0cmF0ZWd5UHJvdG9QAVpIZ2l0aHViLmNvbS9tb25haS1sYWJlbC9tb25haWxhYmVsLWdycGMvZ2VuL2dvL21vbmFpbGFiZWwvdjE7bW9uYWlsYWJlbHYxqgINTW9uYWlMYWJlbC5WMWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_monailabel_v1_app, file_monailabel_v1_common, file_monailabel_v1_datastore, file_monailabel_v1_job]);
 
 /**
  * The image a strategy chose.
@@ -100,148 +100,6 @@ export const NextSampleSchema: GenMessage<NextSample> = /*@__PURE__*/
   messageDesc(file_monailabel_v1_strategy, 0);
 
 /**
- * A scoring job.
- *
- * @generated from message monailabel.v1.ScoringJob
- */
-export type ScoringJob = Message<"monailabel.v1.ScoringJob"> & {
-  /**
-   * The job's id.
-   *
-   * @generated from field: string job_id = 1;
-   */
-  jobId: string;
-
-  /**
-   * The scoring method it runs.
-   *
-   * @generated from field: string method = 2;
-   */
-  method: string;
-
-  /**
-   * Its state.
-   *
-   * @generated from field: monailabel.v1.JobState state = 3;
-   */
-  state: JobState;
-
-  /**
-   * The parameters it was started with (MONAI Label's scoring request).
-   *
-   * @generated from field: google.protobuf.Struct params = 4;
-   */
-  params?: JsonObject | undefined;
-
-  /**
-   * When it was created.
-   *
-   * @generated from field: google.protobuf.Timestamp create_time = 5;
-   */
-  createTime?: Timestamp | undefined;
-
-  /**
-   * When its process started (unset while queued).
-   *
-   * @generated from field: google.protobuf.Timestamp start_time = 6;
-   */
-  startTime?: Timestamp | undefined;
-
-  /**
-   * When it ended (unset while queued or running).
-   *
-   * @generated from field: google.protobuf.Timestamp end_time = 7;
-   */
-  endTime?: Timestamp | undefined;
-
-  /**
-   * Why it failed or was cancelled.
-   *
-   * @generated from field: string error = 8;
-   */
-  error: string;
-
-  /**
-   * The last lines its process logged (set when it ends).
-   *
-   * @generated from field: repeated string last_log_lines = 9;
-   */
-  lastLogLines: string[];
-
-  /**
-   * What the scoring method returned (set when it succeeded).
-   *
-   * @generated from field: google.protobuf.Struct result = 10;
-   */
-  result?: JsonObject | undefined;
-
-  /**
-   * Why it started: "client", "auto: model published by train job <id>", "auto: app started", ...
-   *
-   * @generated from field: string trigger = 11;
-   */
-  trigger: string;
-};
-
-/**
- * Describes the message monailabel.v1.ScoringJob.
- * Use `create(ScoringJobSchema)` to create a new message.
- */
-export const ScoringJobSchema: GenMessage<ScoringJob> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 1);
-
-/**
- * One event of a scoring job.
- *
- * @generated from message monailabel.v1.ScoringJobEvent
- */
-export type ScoringJobEvent = Message<"monailabel.v1.ScoringJobEvent"> & {
-  /**
-   * Sequence number within the job, from 1, without gaps.
-   *
-   * @generated from field: int64 sequence = 1;
-   */
-  sequence: bigint;
-
-  /**
-   * When it happened.
-   *
-   * @generated from field: google.protobuf.Timestamp time = 2;
-   */
-  time?: Timestamp | undefined;
-
-  /**
-   * What happened.
-   *
-   * @generated from oneof monailabel.v1.ScoringJobEvent.event
-   */
-  event: {
-    /**
-     * The job changed state.
-     *
-     * @generated from field: monailabel.v1.JobStateChange state_change = 3;
-     */
-    value: JobStateChange;
-    case: "stateChange";
-  } | {
-    /**
-     * A line the scoring process logged.
-     *
-     * @generated from field: string log_line = 4;
-     */
-    value: string;
-    case: "logLine";
-  } | { case: undefined; value?: undefined };
-};
-
-/**
- * Describes the message monailabel.v1.ScoringJobEvent.
- * Use `create(ScoringJobEventSchema)` to create a new message.
- */
-export const ScoringJobEventSchema: GenMessage<ScoringJobEvent> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 2);
-
-/**
  * Request for ListStrategies.
  *
  * @generated from message monailabel.v1.ListStrategiesRequest
@@ -254,7 +112,7 @@ export type ListStrategiesRequest = Message<"monailabel.v1.ListStrategiesRequest
  * Use `create(ListStrategiesRequestSchema)` to create a new message.
  */
 export const ListStrategiesRequestSchema: GenMessage<ListStrategiesRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 3);
+  messageDesc(file_monailabel_v1_strategy, 1);
 
 /**
  * Response of ListStrategies.
@@ -275,7 +133,7 @@ export type ListStrategiesResponse = Message<"monailabel.v1.ListStrategiesRespon
  * Use `create(ListStrategiesResponseSchema)` to create a new message.
  */
 export const ListStrategiesResponseSchema: GenMessage<ListStrategiesResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 4);
+  messageDesc(file_monailabel_v1_strategy, 2);
 
 /**
  * Request for ListScoringMethods.
@@ -290,7 +148,7 @@ export type ListScoringMethodsRequest = Message<"monailabel.v1.ListScoringMethod
  * Use `create(ListScoringMethodsRequestSchema)` to create a new message.
  */
 export const ListScoringMethodsRequestSchema: GenMessage<ListScoringMethodsRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 5);
+  messageDesc(file_monailabel_v1_strategy, 3);
 
 /**
  * Response of ListScoringMethods.
@@ -311,7 +169,7 @@ export type ListScoringMethodsResponse = Message<"monailabel.v1.ListScoringMetho
  * Use `create(ListScoringMethodsResponseSchema)` to create a new message.
  */
 export const ListScoringMethodsResponseSchema: GenMessage<ListScoringMethodsResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 6);
+  messageDesc(file_monailabel_v1_strategy, 4);
 
 /**
  * Request for GetNextSample.
@@ -361,7 +219,7 @@ export type GetNextSampleRequest = Message<"monailabel.v1.GetNextSampleRequest">
  * Use `create(GetNextSampleRequestSchema)` to create a new message.
  */
 export const GetNextSampleRequestSchema: GenMessage<GetNextSampleRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 7);
+  messageDesc(file_monailabel_v1_strategy, 5);
 
 /**
  * A message of a next-sample stream.
@@ -398,7 +256,7 @@ export type GetNextSampleResponse = Message<"monailabel.v1.GetNextSampleResponse
  * Use `create(GetNextSampleResponseSchema)` to create a new message.
  */
 export const GetNextSampleResponseSchema: GenMessage<GetNextSampleResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 8);
+  messageDesc(file_monailabel_v1_strategy, 6);
 
 /**
  * Request for StartScoringJob.
@@ -433,7 +291,7 @@ export type StartScoringJobRequest = Message<"monailabel.v1.StartScoringJobReque
  * Use `create(StartScoringJobRequestSchema)` to create a new message.
  */
 export const StartScoringJobRequestSchema: GenMessage<StartScoringJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 9);
+  messageDesc(file_monailabel_v1_strategy, 7);
 
 /**
  * Response of StartScoringJob.
@@ -442,11 +300,11 @@ export const StartScoringJobRequestSchema: GenMessage<StartScoringJobRequest> = 
  */
 export type StartScoringJobResponse = Message<"monailabel.v1.StartScoringJobResponse"> & {
   /**
-   * The new job (QUEUED or RUNNING).
+   * The new job (QUEUED or RUNNING), of kind JOB_KIND_SCORING.
    *
-   * @generated from field: monailabel.v1.ScoringJob job = 1;
+   * @generated from field: monailabel.v1.Job job = 1;
    */
-  job?: ScoringJob | undefined;
+  job?: Job | undefined;
 };
 
 /**
@@ -454,203 +312,70 @@ export type StartScoringJobResponse = Message<"monailabel.v1.StartScoringJobResp
  * Use `create(StartScoringJobResponseSchema)` to create a new message.
  */
 export const StartScoringJobResponseSchema: GenMessage<StartScoringJobResponse> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_strategy, 8);
+
+/**
+ * Request for StartScoringJobs.
+ *
+ * @generated from message monailabel.v1.StartScoringJobsRequest
+ */
+export type StartScoringJobsRequest = Message<"monailabel.v1.StartScoringJobsRequest"> & {
+  /**
+   * The scoring methods to run (or set all_methods).
+   *
+   * @generated from field: repeated string methods = 1;
+   */
+  methods: string[];
+
+  /**
+   * Their parameters (MONAI Label's scoring request), the same for each.
+   *
+   * @generated from field: google.protobuf.Struct params = 2;
+   */
+  params?: JsonObject | undefined;
+
+  /**
+   * Queue a job when its method has one queued or running, instead of ABORTED.
+   *
+   * @generated from field: bool queue = 3;
+   */
+  queue: boolean;
+
+  /**
+   * Run every scoring method of the app (methods must be empty).
+   *
+   * @generated from field: bool all_methods = 4;
+   */
+  allMethods: boolean;
+};
+
+/**
+ * Describes the message monailabel.v1.StartScoringJobsRequest.
+ * Use `create(StartScoringJobsRequestSchema)` to create a new message.
+ */
+export const StartScoringJobsRequestSchema: GenMessage<StartScoringJobsRequest> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_strategy, 9);
+
+/**
+ * Response of StartScoringJobs.
+ *
+ * @generated from message monailabel.v1.StartScoringJobsResponse
+ */
+export type StartScoringJobsResponse = Message<"monailabel.v1.StartScoringJobsResponse"> & {
+  /**
+   * The new jobs, one per method, in the order of the methods.
+   *
+   * @generated from field: repeated monailabel.v1.Job jobs = 1;
+   */
+  jobs: Job[];
+};
+
+/**
+ * Describes the message monailabel.v1.StartScoringJobsResponse.
+ * Use `create(StartScoringJobsResponseSchema)` to create a new message.
+ */
+export const StartScoringJobsResponseSchema: GenMessage<StartScoringJobsResponse> = /*@__PURE__*/
   messageDesc(file_monailabel_v1_strategy, 10);
-
-/**
- * Request for GetScoringJob.
- *
- * @generated from message monailabel.v1.GetScoringJobRequest
- */
-export type GetScoringJobRequest = Message<"monailabel.v1.GetScoringJobRequest"> & {
-  /**
-   * The job.
-   *
-   * @generated from field: string job_id = 1;
-   */
-  jobId: string;
-};
-
-/**
- * Describes the message monailabel.v1.GetScoringJobRequest.
- * Use `create(GetScoringJobRequestSchema)` to create a new message.
- */
-export const GetScoringJobRequestSchema: GenMessage<GetScoringJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 11);
-
-/**
- * Response of GetScoringJob.
- *
- * @generated from message monailabel.v1.GetScoringJobResponse
- */
-export type GetScoringJobResponse = Message<"monailabel.v1.GetScoringJobResponse"> & {
-  /**
-   * The job.
-   *
-   * @generated from field: monailabel.v1.ScoringJob job = 1;
-   */
-  job?: ScoringJob | undefined;
-};
-
-/**
- * Describes the message monailabel.v1.GetScoringJobResponse.
- * Use `create(GetScoringJobResponseSchema)` to create a new message.
- */
-export const GetScoringJobResponseSchema: GenMessage<GetScoringJobResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 12);
-
-/**
- * Request for ListScoringJobs.
- *
- * @generated from message monailabel.v1.ListScoringJobsRequest
- */
-export type ListScoringJobsRequest = Message<"monailabel.v1.ListScoringJobsRequest"> & {
-  /**
-   * Jobs per page (default 50, at most 1000).
-   *
-   * @generated from field: int32 page_size = 1;
-   */
-  pageSize: number;
-
-  /**
-   * Token from a previous response's next_page_token; empty for the first page.
-   *
-   * @generated from field: string page_token = 2;
-   */
-  pageToken: string;
-
-  /**
-   * Only this method's jobs, when set.
-   *
-   * @generated from field: string method = 3;
-   */
-  method: string;
-};
-
-/**
- * Describes the message monailabel.v1.ListScoringJobsRequest.
- * Use `create(ListScoringJobsRequestSchema)` to create a new message.
- */
-export const ListScoringJobsRequestSchema: GenMessage<ListScoringJobsRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 13);
-
-/**
- * Response of ListScoringJobs.
- *
- * @generated from message monailabel.v1.ListScoringJobsResponse
- */
-export type ListScoringJobsResponse = Message<"monailabel.v1.ListScoringJobsResponse"> & {
-  /**
-   * The page's jobs, newest first.
-   *
-   * @generated from field: repeated monailabel.v1.ScoringJob jobs = 1;
-   */
-  jobs: ScoringJob[];
-
-  /**
-   * Token of the next page; empty on the last.
-   *
-   * @generated from field: string next_page_token = 2;
-   */
-  nextPageToken: string;
-};
-
-/**
- * Describes the message monailabel.v1.ListScoringJobsResponse.
- * Use `create(ListScoringJobsResponseSchema)` to create a new message.
- */
-export const ListScoringJobsResponseSchema: GenMessage<ListScoringJobsResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 14);
-
-/**
- * Request for CancelScoringJob.
- *
- * @generated from message monailabel.v1.CancelScoringJobRequest
- */
-export type CancelScoringJobRequest = Message<"monailabel.v1.CancelScoringJobRequest"> & {
-  /**
-   * The job.
-   *
-   * @generated from field: string job_id = 1;
-   */
-  jobId: string;
-};
-
-/**
- * Describes the message monailabel.v1.CancelScoringJobRequest.
- * Use `create(CancelScoringJobRequestSchema)` to create a new message.
- */
-export const CancelScoringJobRequestSchema: GenMessage<CancelScoringJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 15);
-
-/**
- * Response of CancelScoringJob.
- *
- * @generated from message monailabel.v1.CancelScoringJobResponse
- */
-export type CancelScoringJobResponse = Message<"monailabel.v1.CancelScoringJobResponse"> & {
-  /**
-   * The job, as it is after the request (CANCELLED, or RUNNING while its process stops).
-   *
-   * @generated from field: monailabel.v1.ScoringJob job = 1;
-   */
-  job?: ScoringJob | undefined;
-};
-
-/**
- * Describes the message monailabel.v1.CancelScoringJobResponse.
- * Use `create(CancelScoringJobResponseSchema)` to create a new message.
- */
-export const CancelScoringJobResponseSchema: GenMessage<CancelScoringJobResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 16);
-
-/**
- * Request for WatchScoringJob.
- *
- * @generated from message monailabel.v1.WatchScoringJobRequest
- */
-export type WatchScoringJobRequest = Message<"monailabel.v1.WatchScoringJobRequest"> & {
-  /**
-   * The job.
-   *
-   * @generated from field: string job_id = 1;
-   */
-  jobId: string;
-
-  /**
-   * Send only events with a greater sequence number (0: from the start).
-   *
-   * @generated from field: int64 after_sequence = 2;
-   */
-  afterSequence: bigint;
-};
-
-/**
- * Describes the message monailabel.v1.WatchScoringJobRequest.
- * Use `create(WatchScoringJobRequestSchema)` to create a new message.
- */
-export const WatchScoringJobRequestSchema: GenMessage<WatchScoringJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 17);
-
-/**
- * Response of WatchScoringJob: one event.
- *
- * @generated from message monailabel.v1.WatchScoringJobResponse
- */
-export type WatchScoringJobResponse = Message<"monailabel.v1.WatchScoringJobResponse"> & {
-  /**
-   * The event.
-   *
-   * @generated from field: monailabel.v1.ScoringJobEvent event = 1;
-   */
-  event?: ScoringJobEvent | undefined;
-};
-
-/**
- * Describes the message monailabel.v1.WatchScoringJobResponse.
- * Use `create(WatchScoringJobResponseSchema)` to create a new message.
- */
-export const WatchScoringJobResponseSchema: GenMessage<WatchScoringJobResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_strategy, 18);
 
 /**
  * What a next-sample request found.
@@ -694,7 +419,8 @@ export const SampleStatusSchema: GenEnum<SampleStatus> = /*@__PURE__*/
   enumDesc(file_monailabel_v1_strategy, 0);
 
 /**
- * Active learning: which image to label next, and the scoring jobs that help strategies choose.
+ * Active learning: which image to label next, and the scoring jobs that help strategies choose
+ * (JobService follows, lists and cancels them).
  *
  * Many annotators share one datastore: each sample served is leased to the asking client id until
  * that client asks for its next sample, a final label is saved for the image, or the lease expires.
@@ -745,44 +471,15 @@ export const StrategyService: GenService<{
     output: typeof StartScoringJobResponseSchema;
   },
   /**
-   * Returns one scoring job.
+   * Starts (or queues) a job for each of several scoring methods, or every one (MONAI Label's
+   * `POST /scoring/`). Every method is checked first: on an error no job starts.
    *
-   * @generated from rpc monailabel.v1.StrategyService.GetScoringJob
+   * @generated from rpc monailabel.v1.StrategyService.StartScoringJobs
    */
-  getScoringJob: {
+  startScoringJobs: {
     methodKind: "unary";
-    input: typeof GetScoringJobRequestSchema;
-    output: typeof GetScoringJobResponseSchema;
-  },
-  /**
-   * Lists scoring jobs, newest first, a page at a time.
-   *
-   * @generated from rpc monailabel.v1.StrategyService.ListScoringJobs
-   */
-  listScoringJobs: {
-    methodKind: "unary";
-    input: typeof ListScoringJobsRequestSchema;
-    output: typeof ListScoringJobsResponseSchema;
-  },
-  /**
-   * Cancels a queued or running scoring job.
-   *
-   * @generated from rpc monailabel.v1.StrategyService.CancelScoringJob
-   */
-  cancelScoringJob: {
-    methodKind: "unary";
-    input: typeof CancelScoringJobRequestSchema;
-    output: typeof CancelScoringJobResponseSchema;
-  },
-  /**
-   * Streams a scoring job's events after a sequence number until the job ends.
-   *
-   * @generated from rpc monailabel.v1.StrategyService.WatchScoringJob
-   */
-  watchScoringJob: {
-    methodKind: "server_streaming";
-    input: typeof WatchScoringJobRequestSchema;
-    output: typeof WatchScoringJobResponseSchema;
+    input: typeof StartScoringJobsRequestSchema;
+    output: typeof StartScoringJobsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_monailabel_v1_strategy, 0);

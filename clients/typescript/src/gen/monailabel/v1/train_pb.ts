@@ -2,352 +2,20 @@
 // @generated from file monailabel/v1/train.proto (package monailabel.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { TrainerInfo } from "./app_pb.js";
 import { file_monailabel_v1_app } from "./app_pb.js";
+import type { Job } from "./job_pb.js";
+import { file_monailabel_v1_job } from "./job_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file monailabel/v1/train.proto.
  */
 export const file_monailabel_v1_train: GenFile = /*@__PURE__*/
-  fileDesc("Chltb25haWxhYmVsL3YxL3RyYWluLnByb3RvEg1tb25haWxhYmVsLnYxIrYDCghUcmFpbkpvYhIOCgZqb2JfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSJgoFc3RhdGUYAyABKA4yFy5tb25haWxhYmVsLnYxLkpvYlN0YXRlEicKBnBhcmFtcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgIIAEoCRIWCg5sYXN0X2xvZ19saW5lcxgJIAMoCRITCgtiZXN0X21ldHJpYxgKIAEoARIZChFiZXN0X21ldHJpY19lcG9jaBgLIAEoBRINCgVlcG9jaBgMIAEoBRISCgptYXhfZXBvY2hzGA0gASgFEhkKEXB1Ymxpc2hlZF92ZXJzaW9uGA4gASgFEhYKDnB1Ymxpc2hlZF9wYXRoGA8gASgJIkkKDkpvYlN0YXRlQ2hhbmdlEiYKBXN0YXRlGAEgASgOMhcubW9uYWlsYWJlbC52MS5Kb2JTdGF0ZRIPCgdtZXNzYWdlGAIgASgJIoYBChFJdGVyYXRpb25Qcm9ncmVzcxINCgVlcG9jaBgBIAEoBRIRCglpdGVyYXRpb24YAiABKAUSFwoPZXBvY2hfaXRlcmF0aW9uGAMgASgFEhQKDGVwb2NoX2xlbmd0aBgEIAEoBRISCgptYXhfZXBvY2hzGAUgASgFEgwKBGxvc3MYBiABKAEi7QIKDUVwb2NoUHJvZ3Jlc3MSDQoFZXBvY2gYASABKAUSEgoKbWF4X2Vwb2NocxgCIAEoBRJFCg10cmFpbl9tZXRyaWNzGAMgAygLMi4ubW9uYWlsYWJlbC52MS5FcG9jaFByb2dyZXNzLlRyYWluTWV0cmljc0VudHJ5EkEKC3ZhbF9tZXRyaWNzGAQgAygLMiwubW9uYWlsYWJlbC52MS5FcG9jaFByb2dyZXNzLlZhbE1ldHJpY3NFbnRyeRITCgtiZXN0X21ldHJpYxgFIAEoARIZChFiZXN0X21ldHJpY19lcG9jaBgGIAEoBRIXCg9rZXlfbWV0cmljX25hbWUYByABKAkaMwoRVHJhaW5NZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ARoxCg9WYWxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASKFAgoNVHJhaW5Kb2JFdmVudBIQCghzZXF1ZW5jZRgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1CgxzdGF0ZV9jaGFuZ2UYAyABKAsyHS5tb25haWxhYmVsLnYxLkpvYlN0YXRlQ2hhbmdlSAASNQoJaXRlcmF0aW9uGAQgASgLMiAubW9uYWlsYWJlbC52MS5JdGVyYXRpb25Qcm9ncmVzc0gAEi0KBWVwb2NoGAUgASgLMhwubW9uYWlsYWJlbC52MS5FcG9jaFByb2dyZXNzSAASEgoIbG9nX2xpbmUYBiABKAlIAEIHCgVldmVudCIVChNMaXN0VHJhaW5lcnNSZXF1ZXN0IkQKFExpc3RUcmFpbmVyc1Jlc3BvbnNlEiwKCHRyYWluZXJzGAEgAygLMhoubW9uYWlsYWJlbC52MS5UcmFpbmVySW5mbyLHAwoUU3RhcnRUcmFpbkpvYlJlcXVlc3QSDQoFbW9kZWwYASABKAkSFwoKbWF4X2Vwb2NocxgCIAEoBUgAiAEBEhYKCXZhbF9zcGxpdBgDIAEoAUgBiAEBEh0KEHRyYWluX2JhdGNoX3NpemUYBCABKAVIAogBARIbCg52YWxfYmF0Y2hfc2l6ZRgFIAEoBUgDiAEBEg4KBmRldmljZRgGIAEoCRIWCgltdWx0aV9ncHUYByABKAhIBIgBARIPCgdkYXRhc2V0GAggASgJEhIKCmRhdGFsb2FkZXIYCSABKAkSIAoTZWFybHlfc3RvcF9wYXRpZW5jZRgKIAEoBUgFiAEBEhEKCXRyYWluX2lkcxgLIAMoCRIPCgd2YWxfaWRzGAwgAygJEg0KBXF1ZXVlGA0gASgIEiYKBWV4dHJhGA4gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEINCgtfbWF4X2Vwb2Noc0IMCgpfdmFsX3NwbGl0QhMKEV90cmFpbl9iYXRjaF9zaXplQhEKD192YWxfYmF0Y2hfc2l6ZUIMCgpfbXVsdGlfZ3B1QhYKFF9lYXJseV9zdG9wX3BhdGllbmNlIj0KFVN0YXJ0VHJhaW5Kb2JSZXNwb25zZRIkCgNqb2IYASABKAsyFy5tb25haWxhYmVsLnYxLlRyYWluSm9iIiQKEkdldFRyYWluSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiOwoTR2V0VHJhaW5Kb2JSZXNwb25zZRIkCgNqb2IYASABKAsyFy5tb25haWxhYmVsLnYxLlRyYWluSm9iIkwKFExpc3RUcmFpbkpvYnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg0KBW1vZGVsGAMgASgJIlcKFUxpc3RUcmFpbkpvYnNSZXNwb25zZRIlCgRqb2JzGAEgAygLMhcubW9uYWlsYWJlbC52MS5UcmFpbkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJwoVQ2FuY2VsVHJhaW5Kb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSI+ChZDYW5jZWxUcmFpbkpvYlJlc3BvbnNlEiQKA2pvYhgBIAEoCzIXLm1vbmFpbGFiZWwudjEuVHJhaW5Kb2IiPgoUV2F0Y2hUcmFpbkpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDIkQKFVdhdGNoVHJhaW5Kb2JSZXNwb25zZRIrCgVldmVudBgBIAEoCzIcLm1vbmFpbGFiZWwudjEuVHJhaW5Kb2JFdmVudCqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUysgQKDFRyYWluU2VydmljZRJXCgxMaXN0VHJhaW5lcnMSIi5tb25haWxhYmVsLnYxLkxpc3RUcmFpbmVyc1JlcXVlc3QaIy5tb25haWxhYmVsLnYxLkxpc3RUcmFpbmVyc1Jlc3BvbnNlEloKDVN0YXJ0VHJhaW5Kb2ISIy5tb25haWxhYmVsLnYxLlN0YXJ0VHJhaW5Kb2JSZXF1ZXN0GiQubW9uYWlsYWJlbC52MS5TdGFydFRyYWluSm9iUmVzcG9uc2USVAoLR2V0VHJhaW5Kb2ISIS5tb25haWxhYmVsLnYxLkdldFRyYWluSm9iUmVxdWVzdBoiLm1vbmFpbGFiZWwudjEuR2V0VHJhaW5Kb2JSZXNwb25zZRJaCg1MaXN0VHJhaW5Kb2JzEiMubW9uYWlsYWJlbC52MS5MaXN0VHJhaW5Kb2JzUmVxdWVzdBokLm1vbmFpbGFiZWwudjEuTGlzdFRyYWluSm9ic1Jlc3BvbnNlEl0KDkNhbmNlbFRyYWluSm9iEiQubW9uYWlsYWJlbC52MS5DYW5jZWxUcmFpbkpvYlJlcXVlc3QaJS5tb25haWxhYmVsLnYxLkNhbmNlbFRyYWluSm9iUmVzcG9uc2USXAoNV2F0Y2hUcmFpbkpvYhIjLm1vbmFpbGFiZWwudjEuV2F0Y2hUcmFpbkpvYlJlcXVlc3QaJC5tb25haWxhYmVsLnYxLldhdGNoVHJhaW5Kb2JSZXNwb25zZTABQnwKEm9yZy5tb25haS5sYWJlbC52MUIKVHJhaW5Qcm90b1ABWkhnaXRodWIuY29tL21vbmFpLWxhYmVsL21vbmFpbGFiZWwtZ3JwYy9nZW4vZ28vbW9uYWlsYWJlbC92MTttb25haWxhYmVsdjGqAg1Nb25haUxhYmVsLlYxYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_monailabel_v1_app]);
-
-/**
- * A training job.
- *
- * @generated from message monailabel.v1.TrainJob
- */
-export type TrainJob = Message<"monailabel.v1.TrainJob"> & {
-  /**
-   * The job's id.
-   *
-   * @generated from field: string job_id = 1;
-   */
-  jobId: string;
-
-  /**
-   * The trainer (model) it trains.
-   *
-   * @generated from field: string model = 2;
-   */
-  model: string;
-
-  /**
-   * Its state.
-   *
-   * @generated from field: monailabel.v1.JobState state = 3;
-   */
-  state: JobState;
-
-  /**
-   * The parameters it was started with (MONAI Label's train request).
-   *
-   * @generated from field: google.protobuf.Struct params = 4;
-   */
-  params?: JsonObject | undefined;
-
-  /**
-   * When it was created.
-   *
-   * @generated from field: google.protobuf.Timestamp create_time = 5;
-   */
-  createTime?: Timestamp | undefined;
-
-  /**
-   * When its process started (unset while queued).
-   *
-   * @generated from field: google.protobuf.Timestamp start_time = 6;
-   */
-  startTime?: Timestamp | undefined;
-
-  /**
-   * When it ended (unset while queued or running).
-   *
-   * @generated from field: google.protobuf.Timestamp end_time = 7;
-   */
-  endTime?: Timestamp | undefined;
-
-  /**
-   * Why it failed or was cancelled.
-   *
-   * @generated from field: string error = 8;
-   */
-  error: string;
-
-  /**
-   * The last lines its process logged (set when it ends).
-   *
-   * @generated from field: repeated string last_log_lines = 9;
-   */
-  lastLogLines: string[];
-
-  /**
-   * Best validation metric so far.
-   *
-   * @generated from field: double best_metric = 10;
-   */
-  bestMetric: number;
-
-  /**
-   * Epoch of the best validation metric.
-   *
-   * @generated from field: int32 best_metric_epoch = 11;
-   */
-  bestMetricEpoch: number;
-
-  /**
-   * Last completed epoch.
-   *
-   * @generated from field: int32 epoch = 12;
-   */
-  epoch: number;
-
-  /**
-   * Epochs to train.
-   *
-   * @generated from field: int32 max_epochs = 13;
-   */
-  maxEpochs: number;
-
-  /**
-   * Version of the model this job published (0 when it published none).
-   *
-   * @generated from field: int32 published_version = 14;
-   */
-  publishedVersion: number;
-
-  /**
-   * Where the published model lies on the server.
-   *
-   * @generated from field: string published_path = 15;
-   */
-  publishedPath: string;
-};
-
-/**
- * Describes the message monailabel.v1.TrainJob.
- * Use `create(TrainJobSchema)` to create a new message.
- */
-export const TrainJobSchema: GenMessage<TrainJob> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 0);
-
-/**
- * A state change of a job.
- *
- * @generated from message monailabel.v1.JobStateChange
- */
-export type JobStateChange = Message<"monailabel.v1.JobStateChange"> & {
-  /**
-   * The new state.
-   *
-   * @generated from field: monailabel.v1.JobState state = 1;
-   */
-  state: JobState;
-
-  /**
-   * Why (an error, "cancelled by client", ...).
-   *
-   * @generated from field: string message = 2;
-   */
-  message: string;
-};
-
-/**
- * Describes the message monailabel.v1.JobStateChange.
- * Use `create(JobStateChangeSchema)` to create a new message.
- */
-export const JobStateChangeSchema: GenMessage<JobStateChange> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 1);
-
-/**
- * Progress after one training iteration.
- *
- * @generated from message monailabel.v1.IterationProgress
- */
-export type IterationProgress = Message<"monailabel.v1.IterationProgress"> & {
-  /**
-   * Epoch, from 1.
-   *
-   * @generated from field: int32 epoch = 1;
-   */
-  epoch: number;
-
-  /**
-   * Iteration over the whole run, from 1.
-   *
-   * @generated from field: int32 iteration = 2;
-   */
-  iteration: number;
-
-  /**
-   * Iteration within the epoch, from 1.
-   *
-   * @generated from field: int32 epoch_iteration = 3;
-   */
-  epochIteration: number;
-
-  /**
-   * Iterations per epoch.
-   *
-   * @generated from field: int32 epoch_length = 4;
-   */
-  epochLength: number;
-
-  /**
-   * Epochs to train.
-   *
-   * @generated from field: int32 max_epochs = 5;
-   */
-  maxEpochs: number;
-
-  /**
-   * The iteration's loss.
-   *
-   * @generated from field: double loss = 6;
-   */
-  loss: number;
-};
-
-/**
- * Describes the message monailabel.v1.IterationProgress.
- * Use `create(IterationProgressSchema)` to create a new message.
- */
-export const IterationProgressSchema: GenMessage<IterationProgress> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 2);
-
-/**
- * Metrics after one epoch (and its validation).
- *
- * @generated from message monailabel.v1.EpochProgress
- */
-export type EpochProgress = Message<"monailabel.v1.EpochProgress"> & {
-  /**
-   * Epoch, from 1.
-   *
-   * @generated from field: int32 epoch = 1;
-   */
-  epoch: number;
-
-  /**
-   * Epochs to train.
-   *
-   * @generated from field: int32 max_epochs = 2;
-   */
-  maxEpochs: number;
-
-  /**
-   * Training metrics by name.
-   *
-   * @generated from field: map<string, double> train_metrics = 3;
-   */
-  trainMetrics: { [key: string]: number };
-
-  /**
-   * Validation metrics by name.
-   *
-   * @generated from field: map<string, double> val_metrics = 4;
-   */
-  valMetrics: { [key: string]: number };
-
-  /**
-   * Best key metric so far.
-   *
-   * @generated from field: double best_metric = 5;
-   */
-  bestMetric: number;
-
-  /**
-   * Epoch of the best key metric.
-   *
-   * @generated from field: int32 best_metric_epoch = 6;
-   */
-  bestMetricEpoch: number;
-
-  /**
-   * Name of the key metric.
-   *
-   * @generated from field: string key_metric_name = 7;
-   */
-  keyMetricName: string;
-};
-
-/**
- * Describes the message monailabel.v1.EpochProgress.
- * Use `create(EpochProgressSchema)` to create a new message.
- */
-export const EpochProgressSchema: GenMessage<EpochProgress> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 3);
-
-/**
- * One event of a job.
- *
- * @generated from message monailabel.v1.TrainJobEvent
- */
-export type TrainJobEvent = Message<"monailabel.v1.TrainJobEvent"> & {
-  /**
-   * Sequence number within the job, from 1, without gaps.
-   *
-   * @generated from field: int64 sequence = 1;
-   */
-  sequence: bigint;
-
-  /**
-   * When it happened.
-   *
-   * @generated from field: google.protobuf.Timestamp time = 2;
-   */
-  time?: Timestamp | undefined;
-
-  /**
-   * What happened.
-   *
-   * @generated from oneof monailabel.v1.TrainJobEvent.event
-   */
-  event: {
-    /**
-     * The job changed state.
-     *
-     * @generated from field: monailabel.v1.JobStateChange state_change = 3;
-     */
-    value: JobStateChange;
-    case: "stateChange";
-  } | {
-    /**
-     * A training iteration ended.
-     *
-     * @generated from field: monailabel.v1.IterationProgress iteration = 4;
-     */
-    value: IterationProgress;
-    case: "iteration";
-  } | {
-    /**
-     * An epoch (and its validation) ended.
-     *
-     * @generated from field: monailabel.v1.EpochProgress epoch = 5;
-     */
-    value: EpochProgress;
-    case: "epoch";
-  } | {
-    /**
-     * A line the training process logged.
-     *
-     * @generated from field: string log_line = 6;
-     */
-    value: string;
-    case: "logLine";
-  } | { case: undefined; value?: undefined };
-};
-
-/**
- * Describes the message monailabel.v1.TrainJobEvent.
- * Use `create(TrainJobEventSchema)` to create a new message.
- */
-export const TrainJobEventSchema: GenMessage<TrainJobEvent> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 4);
+  fileDesc("Chltb25haWxhYmVsL3YxL3RyYWluLnByb3RvEg1tb25haWxhYmVsLnYxIhUKE0xpc3RUcmFpbmVyc1JlcXVlc3QiRAoUTGlzdFRyYWluZXJzUmVzcG9uc2USLAoIdHJhaW5lcnMYASADKAsyGi5tb25haWxhYmVsLnYxLlRyYWluZXJJbmZvIscDChRTdGFydFRyYWluSm9iUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIXCgptYXhfZXBvY2hzGAIgASgFSACIAQESFgoJdmFsX3NwbGl0GAMgASgBSAGIAQESHQoQdHJhaW5fYmF0Y2hfc2l6ZRgEIAEoBUgCiAEBEhsKDnZhbF9iYXRjaF9zaXplGAUgASgFSAOIAQESDgoGZGV2aWNlGAYgASgJEhYKCW11bHRpX2dwdRgHIAEoCEgEiAEBEg8KB2RhdGFzZXQYCCABKAkSEgoKZGF0YWxvYWRlchgJIAEoCRIgChNlYXJseV9zdG9wX3BhdGllbmNlGAogASgFSAWIAQESEQoJdHJhaW5faWRzGAsgAygJEg8KB3ZhbF9pZHMYDCADKAkSDQoFcXVldWUYDSABKAgSJgoFZXh0cmEYDiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Qg0KC19tYXhfZXBvY2hzQgwKCl92YWxfc3BsaXRCEwoRX3RyYWluX2JhdGNoX3NpemVCEQoPX3ZhbF9iYXRjaF9zaXplQgwKCl9tdWx0aV9ncHVCFgoUX2Vhcmx5X3N0b3BfcGF0aWVuY2UiOAoVU3RhcnRUcmFpbkpvYlJlc3BvbnNlEh8KA2pvYhgBIAEoCzISLm1vbmFpbGFiZWwudjEuSm9iInAKFVN0YXJ0VHJhaW5Kb2JzUmVxdWVzdBIOCgZtb2RlbHMYASADKAkSMwoGcGFyYW1zGAIgASgLMiMubW9uYWlsYWJlbC52MS5TdGFydFRyYWluSm9iUmVxdWVzdBISCgphbGxfbW9kZWxzGAMgASgIIjoKFlN0YXJ0VHJhaW5Kb2JzUmVzcG9uc2USIAoEam9icxgBIAMoCzISLm1vbmFpbGFiZWwudjEuSm9iMqICCgxUcmFpblNlcnZpY2USVwoMTGlzdFRyYWluZXJzEiIubW9uYWlsYWJlbC52MS5MaXN0VHJhaW5lcnNSZXF1ZXN0GiMubW9uYWlsYWJlbC52MS5MaXN0VHJhaW5lcnNSZXNwb25zZRJaCg1TdGFydFRyYWluSm9iEiMubW9uYWlsYWJlbC52MS5TdGFydFRyYWluSm9iUmVxdWVzdBokLm1vbmFpbGFiZWwudjEuU3RhcnRUcmFpbkpvYlJlc3BvbnNlEl0KDlN0YXJ0VHJhaW5Kb2JzEiQubW9uYWlsYWJlbC52MS5TdGFydFRyYWluSm9ic1JlcXVlc3QaJS5tb25haWxhYmVsLnYxLlN0YXJ0VHJhaW5Kb2JzUmVzcG9uc2VCfAoSb3JnLm1vbmFpLmxhYmVsLnYxQgpUcmFpblByb3RvUAFaSGdpdGh1Yi5jb20vbW9uYWktbGFiZWwvbW9uYWlsYWJlbC1ncnBjL2dlbi9nby9tb25haWxhYmVsL3YxO21vbmFpbGFiZWx2MaoCDU1vbmFpTGFiZWwuVjFiBnByb3RvMw", [file_google_protobuf_struct, file_monailabel_v1_app, file_monailabel_v1_job]);
 
 /**
  * Request for ListTrainers.
@@ -362,7 +30,7 @@ export type ListTrainersRequest = Message<"monailabel.v1.ListTrainersRequest"> &
  * Use `create(ListTrainersRequestSchema)` to create a new message.
  */
 export const ListTrainersRequestSchema: GenMessage<ListTrainersRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 5);
+  messageDesc(file_monailabel_v1_train, 0);
 
 /**
  * Response of ListTrainers.
@@ -383,7 +51,7 @@ export type ListTrainersResponse = Message<"monailabel.v1.ListTrainersResponse">
  * Use `create(ListTrainersResponseSchema)` to create a new message.
  */
 export const ListTrainersResponseSchema: GenMessage<ListTrainersResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 6);
+  messageDesc(file_monailabel_v1_train, 1);
 
 /**
  * Request for StartTrainJob. Unset fields take the trainer's config defaults.
@@ -483,7 +151,8 @@ export type StartTrainJobRequest = Message<"monailabel.v1.StartTrainJobRequest">
   queue: boolean;
 
   /**
-   * Any other keys of the trainer's config.
+   * Any other keys of the trainer's config (bounded in size; keys naming server paths or
+   * process counts are INVALID_ARGUMENT).
    *
    * @generated from field: google.protobuf.Struct extra = 14;
    */
@@ -495,7 +164,7 @@ export type StartTrainJobRequest = Message<"monailabel.v1.StartTrainJobRequest">
  * Use `create(StartTrainJobRequestSchema)` to create a new message.
  */
 export const StartTrainJobRequestSchema: GenMessage<StartTrainJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 7);
+  messageDesc(file_monailabel_v1_train, 2);
 
 /**
  * Response of StartTrainJob.
@@ -504,11 +173,11 @@ export const StartTrainJobRequestSchema: GenMessage<StartTrainJobRequest> = /*@_
  */
 export type StartTrainJobResponse = Message<"monailabel.v1.StartTrainJobResponse"> & {
   /**
-   * The new job (QUEUED or RUNNING).
+   * The new job (QUEUED or RUNNING), of kind JOB_KIND_TRAIN.
    *
-   * @generated from field: monailabel.v1.TrainJob job = 1;
+   * @generated from field: monailabel.v1.Job job = 1;
    */
-  job?: TrainJob | undefined;
+  job?: Job | undefined;
 };
 
 /**
@@ -516,266 +185,72 @@ export type StartTrainJobResponse = Message<"monailabel.v1.StartTrainJobResponse
  * Use `create(StartTrainJobResponseSchema)` to create a new message.
  */
 export const StartTrainJobResponseSchema: GenMessage<StartTrainJobResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 8);
+  messageDesc(file_monailabel_v1_train, 3);
 
 /**
- * Request for GetTrainJob.
+ * Request for StartTrainJobs.
  *
- * @generated from message monailabel.v1.GetTrainJobRequest
+ * @generated from message monailabel.v1.StartTrainJobsRequest
  */
-export type GetTrainJobRequest = Message<"monailabel.v1.GetTrainJobRequest"> & {
+export type StartTrainJobsRequest = Message<"monailabel.v1.StartTrainJobsRequest"> & {
   /**
-   * The job.
+   * The trainers to train (or set all_models).
    *
-   * @generated from field: string job_id = 1;
+   * @generated from field: repeated string models = 1;
    */
-  jobId: string;
+  models: string[];
+
+  /**
+   * Parameters for every job, as StartTrainJob takes them; its `model` must be empty.
+   *
+   * @generated from field: monailabel.v1.StartTrainJobRequest params = 2;
+   */
+  params?: StartTrainJobRequest | undefined;
+
+  /**
+   * Train every trainer of the app (models must be empty). Asked for explicitly, so that an empty
+   * request never starts every training job.
+   *
+   * @generated from field: bool all_models = 3;
+   */
+  allModels: boolean;
 };
 
 /**
- * Describes the message monailabel.v1.GetTrainJobRequest.
- * Use `create(GetTrainJobRequestSchema)` to create a new message.
+ * Describes the message monailabel.v1.StartTrainJobsRequest.
+ * Use `create(StartTrainJobsRequestSchema)` to create a new message.
  */
-export const GetTrainJobRequestSchema: GenMessage<GetTrainJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 9);
+export const StartTrainJobsRequestSchema: GenMessage<StartTrainJobsRequest> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_train, 4);
 
 /**
- * Response of GetTrainJob.
+ * Response of StartTrainJobs.
  *
- * @generated from message monailabel.v1.GetTrainJobResponse
+ * @generated from message monailabel.v1.StartTrainJobsResponse
  */
-export type GetTrainJobResponse = Message<"monailabel.v1.GetTrainJobResponse"> & {
+export type StartTrainJobsResponse = Message<"monailabel.v1.StartTrainJobsResponse"> & {
   /**
-   * The job.
+   * The new jobs, one per model, in the order of the models.
    *
-   * @generated from field: monailabel.v1.TrainJob job = 1;
+   * @generated from field: repeated monailabel.v1.Job jobs = 1;
    */
-  job?: TrainJob | undefined;
+  jobs: Job[];
 };
 
 /**
- * Describes the message monailabel.v1.GetTrainJobResponse.
- * Use `create(GetTrainJobResponseSchema)` to create a new message.
+ * Describes the message monailabel.v1.StartTrainJobsResponse.
+ * Use `create(StartTrainJobsResponseSchema)` to create a new message.
  */
-export const GetTrainJobResponseSchema: GenMessage<GetTrainJobResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 10);
+export const StartTrainJobsResponseSchema: GenMessage<StartTrainJobsResponse> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_train, 5);
 
 /**
- * Request for ListTrainJobs.
+ * Training: list trainers and start training jobs (JobService follows, lists and cancels them).
  *
- * @generated from message monailabel.v1.ListTrainJobsRequest
- */
-export type ListTrainJobsRequest = Message<"monailabel.v1.ListTrainJobsRequest"> & {
-  /**
-   * Jobs per page (default 50, at most 1000).
-   *
-   * @generated from field: int32 page_size = 1;
-   */
-  pageSize: number;
-
-  /**
-   * Token from a previous response's next_page_token; empty for the first page.
-   *
-   * @generated from field: string page_token = 2;
-   */
-  pageToken: string;
-
-  /**
-   * Only this model's jobs, when set.
-   *
-   * @generated from field: string model = 3;
-   */
-  model: string;
-};
-
-/**
- * Describes the message monailabel.v1.ListTrainJobsRequest.
- * Use `create(ListTrainJobsRequestSchema)` to create a new message.
- */
-export const ListTrainJobsRequestSchema: GenMessage<ListTrainJobsRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 11);
-
-/**
- * Response of ListTrainJobs.
- *
- * @generated from message monailabel.v1.ListTrainJobsResponse
- */
-export type ListTrainJobsResponse = Message<"monailabel.v1.ListTrainJobsResponse"> & {
-  /**
-   * The page's jobs, newest first.
-   *
-   * @generated from field: repeated monailabel.v1.TrainJob jobs = 1;
-   */
-  jobs: TrainJob[];
-
-  /**
-   * Token of the next page; empty on the last.
-   *
-   * @generated from field: string next_page_token = 2;
-   */
-  nextPageToken: string;
-};
-
-/**
- * Describes the message monailabel.v1.ListTrainJobsResponse.
- * Use `create(ListTrainJobsResponseSchema)` to create a new message.
- */
-export const ListTrainJobsResponseSchema: GenMessage<ListTrainJobsResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 12);
-
-/**
- * Request for CancelTrainJob.
- *
- * @generated from message monailabel.v1.CancelTrainJobRequest
- */
-export type CancelTrainJobRequest = Message<"monailabel.v1.CancelTrainJobRequest"> & {
-  /**
-   * The job.
-   *
-   * @generated from field: string job_id = 1;
-   */
-  jobId: string;
-};
-
-/**
- * Describes the message monailabel.v1.CancelTrainJobRequest.
- * Use `create(CancelTrainJobRequestSchema)` to create a new message.
- */
-export const CancelTrainJobRequestSchema: GenMessage<CancelTrainJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 13);
-
-/**
- * Response of CancelTrainJob.
- *
- * @generated from message monailabel.v1.CancelTrainJobResponse
- */
-export type CancelTrainJobResponse = Message<"monailabel.v1.CancelTrainJobResponse"> & {
-  /**
-   * The job, as it is after the request (CANCELLED, or RUNNING while its process stops).
-   *
-   * @generated from field: monailabel.v1.TrainJob job = 1;
-   */
-  job?: TrainJob | undefined;
-};
-
-/**
- * Describes the message monailabel.v1.CancelTrainJobResponse.
- * Use `create(CancelTrainJobResponseSchema)` to create a new message.
- */
-export const CancelTrainJobResponseSchema: GenMessage<CancelTrainJobResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 14);
-
-/**
- * Request for WatchTrainJob.
- *
- * @generated from message monailabel.v1.WatchTrainJobRequest
- */
-export type WatchTrainJobRequest = Message<"monailabel.v1.WatchTrainJobRequest"> & {
-  /**
-   * The job.
-   *
-   * @generated from field: string job_id = 1;
-   */
-  jobId: string;
-
-  /**
-   * Send only events with a greater sequence number (0: from the start).
-   *
-   * @generated from field: int64 after_sequence = 2;
-   */
-  afterSequence: bigint;
-};
-
-/**
- * Describes the message monailabel.v1.WatchTrainJobRequest.
- * Use `create(WatchTrainJobRequestSchema)` to create a new message.
- */
-export const WatchTrainJobRequestSchema: GenMessage<WatchTrainJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 15);
-
-/**
- * Response of WatchTrainJob: one event.
- *
- * @generated from message monailabel.v1.WatchTrainJobResponse
- */
-export type WatchTrainJobResponse = Message<"monailabel.v1.WatchTrainJobResponse"> & {
-  /**
-   * The event.
-   *
-   * @generated from field: monailabel.v1.TrainJobEvent event = 1;
-   */
-  event?: TrainJobEvent | undefined;
-};
-
-/**
- * Describes the message monailabel.v1.WatchTrainJobResponse.
- * Use `create(WatchTrainJobResponseSchema)` to create a new message.
- */
-export const WatchTrainJobResponseSchema: GenMessage<WatchTrainJobResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_train, 16);
-
-/**
- * The lifecycle state of a job.
- *
- * @generated from enum monailabel.v1.JobState
- */
-export enum JobState {
-  /**
-   * Not set.
-   *
-   * @generated from enum value: JOB_STATE_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED = 0,
-
-  /**
-   * Waiting for the model's previous job to end.
-   *
-   * @generated from enum value: JOB_STATE_QUEUED = 1;
-   */
-  QUEUED = 1,
-
-  /**
-   * Its process is training.
-   *
-   * @generated from enum value: JOB_STATE_RUNNING = 2;
-   */
-  RUNNING = 2,
-
-  /**
-   * Training finished.
-   *
-   * @generated from enum value: JOB_STATE_SUCCEEDED = 3;
-   */
-  SUCCEEDED = 3,
-
-  /**
-   * Training failed; the job's error and last log lines say why.
-   *
-   * @generated from enum value: JOB_STATE_FAILED = 4;
-   */
-  FAILED = 4,
-
-  /**
-   * A client cancelled the job.
-   *
-   * @generated from enum value: JOB_STATE_CANCELLED = 5;
-   */
-  CANCELLED = 5,
-}
-
-/**
- * Describes the enum monailabel.v1.JobState.
- */
-export const JobStateSchema: GenEnum<JobState> = /*@__PURE__*/
-  enumDesc(file_monailabel_v1_train, 0);
-
-/**
- * Training as a first-class job: list trainers, start, get, list, cancel and watch jobs.
- *
- * Each job runs in its own process, outside the server that serves inference.
- * Jobs and their events are stored on disk, so history survives a restart.
+ * Each job runs in its own process group, outside the server that serves inference.
  * One job per model runs at a time; a second start is ABORTED unless it asks
- * to be queued.
+ * to be queued. Paths and process counts (train_ds, val_ds, world_size, distributed_url, ...)
+ * are the app's to set in its config, never a request's.
  *
  * @generated from service monailabel.v1.TrainService
  */
@@ -801,44 +276,15 @@ export const TrainService: GenService<{
     output: typeof StartTrainJobResponseSchema;
   },
   /**
-   * Returns one job.
+   * Starts (or queues) a training job for each of several models, or every trainer (MONAI Label's
+   * `POST /train/`). Every model is checked first: on an error no job starts.
    *
-   * @generated from rpc monailabel.v1.TrainService.GetTrainJob
+   * @generated from rpc monailabel.v1.TrainService.StartTrainJobs
    */
-  getTrainJob: {
+  startTrainJobs: {
     methodKind: "unary";
-    input: typeof GetTrainJobRequestSchema;
-    output: typeof GetTrainJobResponseSchema;
-  },
-  /**
-   * Lists jobs, newest first, a page at a time.
-   *
-   * @generated from rpc monailabel.v1.TrainService.ListTrainJobs
-   */
-  listTrainJobs: {
-    methodKind: "unary";
-    input: typeof ListTrainJobsRequestSchema;
-    output: typeof ListTrainJobsResponseSchema;
-  },
-  /**
-   * Cancels a queued or running job.
-   *
-   * @generated from rpc monailabel.v1.TrainService.CancelTrainJob
-   */
-  cancelTrainJob: {
-    methodKind: "unary";
-    input: typeof CancelTrainJobRequestSchema;
-    output: typeof CancelTrainJobResponseSchema;
-  },
-  /**
-   * Streams a job's events after a sequence number until the job ends.
-   *
-   * @generated from rpc monailabel.v1.TrainService.WatchTrainJob
-   */
-  watchTrainJob: {
-    methodKind: "server_streaming";
-    input: typeof WatchTrainJobRequestSchema;
-    output: typeof WatchTrainJobResponseSchema;
+    input: typeof StartTrainJobsRequestSchema;
+    output: typeof StartTrainJobsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_monailabel_v1_train, 0);
