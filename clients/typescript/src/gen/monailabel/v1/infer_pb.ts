@@ -2,8 +2,8 @@
 // @generated from file monailabel/v1/infer.proto (package monailabel.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Chunk, ContentHeader, DataType, Encoding, Geometry } from "./common_pb.js";
@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file monailabel/v1/infer.proto.
  */
 export const file_monailabel_v1_infer: GenFile = /*@__PURE__*/
-  fileDesc("Chltb25haWxhYmVsL3YxL2luZmVyLnByb3RvEg1tb25haWxhYmVsLnYxIhwKBVBvaW50EhMKC2Nvb3JkaW5hdGVzGAEgAygDIikKCkxhYmVsRW50cnkSDAoEbmFtZRgBIAEoCRINCgVpbmRleBgCIAEoAyL3AQoLSW5mZXJQYXJhbXMSKAoKZm9yZWdyb3VuZBgBIAMoCzIULm1vbmFpbGFiZWwudjEuUG9pbnQSKAoKYmFja2dyb3VuZBgCIAMoCzIULm1vbmFpbGFiZWwudjEuUG9pbnQSLQoKbGFiZWxfaW5mbxgDIAMoCzIZLm1vbmFpbGFiZWwudjEuTGFiZWxFbnRyeRIOCgZkZXZpY2UYBCABKAkSLQoMcmVzdWx0X2R0eXBlGAUgASgOMhcubW9uYWlsYWJlbC52MS5EYXRhVHlwZRImCgVleHRyYRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QijwEKDU91dHB1dE9wdGlvbnMSKQoIZW5jb2RpbmcYASABKA4yFy5tb25haWxhYmVsLnYxLkVuY29kaW5nEhgKEHJlc3VsdF9leHRlbnNpb24YAiABKAkSEgoKY2h1bmtfc2l6ZRgDIAEoBRISCgpzYXZlX2xhYmVsGAQgASgIEhEKCXNraXBfbWFzaxgFIAEoCCLZAQoMSW5mZXJSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhIKCGltYWdlX2lkGAIgASgJSAASFAoKc2Vzc2lvbl9pZBgDIAEoCUgAEhMKCXVwbG9hZF9pZBgGIAEoCUgAEioKBnBhcmFtcxgEIAEoCzIaLm1vbmFpbGFiZWwudjEuSW5mZXJQYXJhbXMSLAoGb3V0cHV0GAUgASgLMhwubW9uYWlsYWJlbC52MS5PdXRwdXRPcHRpb25zEhcKD2lucHV0X2xhYmVsX3RhZxgUIAEoCUIICgZzb3VyY2UicAoHTGF0ZW5jeRILCgNwcmUYASABKAESDQoFaW5mZXIYAiABKAESDgoGaW52ZXJ0GAMgASgBEgwKBHBvc3QYBCABKAESDQoFd3JpdGUYBSABKAESDQoFdG90YWwYBiABKAESDQoFcXVldWUYByABKAEinQIKC0luZmVyUmVzdWx0EicKBnJlc3VsdBgBIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSNgoGbGFiZWxzGAIgAygLMiYubW9uYWlsYWJlbC52MS5JbmZlclJlc3VsdC5MYWJlbHNFbnRyeRInCgdsYXRlbmN5GAMgASgLMhYubW9uYWlsYWJlbC52MS5MYXRlbmN5EioKBG1hc2sYBCABKAsyHC5tb25haWxhYmVsLnYxLkNvbnRlbnRIZWFkZXISKQoLc2F2ZWRfbGFiZWwYBSABKAsyFC5tb25haWxhYmVsLnYxLkxhYmVsGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEibAoNSW5mZXJSZXNwb25zZRIsCgZyZXN1bHQYASABKAsyGi5tb25haWxhYmVsLnYxLkluZmVyUmVzdWx0SAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydCLYAQoRSW5mZXJWb2x1bWVIZWFkZXISDQoFbW9kZWwYASABKAkSLQoHY29udGVudBgCIAEoCzIcLm1vbmFpbGFiZWwudjEuQ29udGVudEhlYWRlchIqCgZwYXJhbXMYAyABKAsyGi5tb25haWxhYmVsLnYxLkluZmVyUGFyYW1zEiwKBm91dHB1dBgEIAEoCzIcLm1vbmFpbGFiZWwudjEuT3V0cHV0T3B0aW9ucxIrCgVsYWJlbBgUIAEoCzIcLm1vbmFpbGFiZWwudjEuQ29udGVudEhlYWRlciKkAQoSSW5mZXJWb2x1bWVSZXF1ZXN0EjIKBmhlYWRlchgBIAEoCzIgLm1vbmFpbGFiZWwudjEuSW5mZXJWb2x1bWVIZWFkZXJIABIlCgVjaHVuaxgCIAEoCzIULm1vbmFpbGFiZWwudjEuQ2h1bmtIABIrCgtsYWJlbF9jaHVuaxgUIAEoCzIULm1vbmFpbGFiZWwudjEuQ2h1bmtIAEIGCgRwYXJ0InIKE0luZmVyVm9sdW1lUmVzcG9uc2USLAoGcmVzdWx0GAEgASgLMhoubW9uYWlsYWJlbC52MS5JbmZlclJlc3VsdEgAEiUKBWNodW5rGAIgASgLMhQubW9uYWlsYWJlbC52MS5DaHVua0gAQgYKBHBhcnQimgEKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc2hhcGUYAyADKAMSKQoIZ2VvbWV0cnkYBCABKAsyFy5tb25haWxhYmVsLnYxLkdlb21ldHJ5EhAKCGltYWdlX2lkGAUgASgJIowBChNDcmVhdGVTZXNzaW9uSGVhZGVyEiYKA3R0bBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgdjb250ZW50GAIgASgLMhwubW9uYWlsYWJlbC52MS5Db250ZW50SGVhZGVySAASEgoIaW1hZ2VfaWQYAyABKAlIAEIICgZzb3VyY2UiewoUQ3JlYXRlU2Vzc2lvblJlcXVlc3QSNAoGaGVhZGVyGAEgASgLMiIubW9uYWlsYWJlbC52MS5DcmVhdGVTZXNzaW9uSGVhZGVySAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydCJAChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USJwoHc2Vzc2lvbhgBIAEoCzIWLm1vbmFpbGFiZWwudjEuU2Vzc2lvbiInChFHZXRTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KEkdldFNlc3Npb25SZXNwb25zZRInCgdzZXNzaW9uGAEgASgLMhYubW9uYWlsYWJlbC52MS5TZXNzaW9uIioKFERlbGV0ZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVRGVsZXRlU2Vzc2lvblJlc3BvbnNlIm8KEk9wZW5TZXNzaW9uUmVxdWVzdBImCgN0dGwYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoJdXBsb2FkX2lkGAIgASgJSAASEgoIaW1hZ2VfaWQYAyABKAlIAEIICgZzb3VyY2UiPgoTT3BlblNlc3Npb25SZXNwb25zZRInCgdzZXNzaW9uGAEgASgLMhYubW9uYWlsYWJlbC52MS5TZXNzaW9uInAKG0Rvd25sb2FkU2Vzc2lvbkltYWdlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEikKCGVuY29kaW5nGAIgASgOMhcubW9uYWlsYWJlbC52MS5FbmNvZGluZxISCgpjaHVua19zaXplGAMgASgFIn0KHERvd25sb2FkU2Vzc2lvbkltYWdlUmVzcG9uc2USLgoGaGVhZGVyGAEgASgLMhwubW9uYWlsYWJlbC52MS5Db250ZW50SGVhZGVySAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydDKEBQoMSW5mZXJTZXJ2aWNlEkQKBUluZmVyEhsubW9uYWlsYWJlbC52MS5JbmZlclJlcXVlc3QaHC5tb25haWxhYmVsLnYxLkluZmVyUmVzcG9uc2UwARJYCgtJbmZlclZvbHVtZRIhLm1vbmFpbGFiZWwudjEuSW5mZXJWb2x1bWVSZXF1ZXN0GiIubW9uYWlsYWJlbC52MS5JbmZlclZvbHVtZVJlc3BvbnNlKAEwARJcCg1DcmVhdGVTZXNzaW9uEiMubW9uYWlsYWJlbC52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBokLm1vbmFpbGFiZWwudjEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlKAESUQoKR2V0U2Vzc2lvbhIgLm1vbmFpbGFiZWwudjEuR2V0U2Vzc2lvblJlcXVlc3QaIS5tb25haWxhYmVsLnYxLkdldFNlc3Npb25SZXNwb25zZRJaCg1EZWxldGVTZXNzaW9uEiMubW9uYWlsYWJlbC52MS5EZWxldGVTZXNzaW9uUmVxdWVzdBokLm1vbmFpbGFiZWwudjEuRGVsZXRlU2Vzc2lvblJlc3BvbnNlElQKC09wZW5TZXNzaW9uEiEubW9uYWlsYWJlbC52MS5PcGVuU2Vzc2lvblJlcXVlc3QaIi5tb25haWxhYmVsLnYxLk9wZW5TZXNzaW9uUmVzcG9uc2UScQoURG93bmxvYWRTZXNzaW9uSW1hZ2USKi5tb25haWxhYmVsLnYxLkRvd25sb2FkU2Vzc2lvbkltYWdlUmVxdWVzdBorLm1vbmFpbGFiZWwudjEuRG93bmxvYWRTZXNzaW9uSW1hZ2VSZXNwb25zZTABQnwKEm9yZy5tb25haS5sYWJlbC52MUIKSW5mZXJQcm90b1ABWkhnaXRodWIuY29tL21vbmFpLWxhYmVsL21vbmFpbGFiZWwtZ3JwYy9nZW4vZ28vbW9uYWlsYWJlbC92MTttb25haWxhYmVsdjGqAg1Nb25haUxhYmVsLlYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_monailabel_v1_common, file_monailabel_v1_datastore]);
+  fileDesc("Chltb25haWxhYmVsL3YxL2luZmVyLnByb3RvEg1tb25haWxhYmVsLnYxIhwKBVBvaW50EhMKC2Nvb3JkaW5hdGVzGAEgAygDIikKCkxhYmVsRW50cnkSDAoEbmFtZRgBIAEoCRINCgVpbmRleBgCIAEoAyL3AQoLSW5mZXJQYXJhbXMSKAoKZm9yZWdyb3VuZBgBIAMoCzIULm1vbmFpbGFiZWwudjEuUG9pbnQSKAoKYmFja2dyb3VuZBgCIAMoCzIULm1vbmFpbGFiZWwudjEuUG9pbnQSLQoKbGFiZWxfaW5mbxgDIAMoCzIZLm1vbmFpbGFiZWwudjEuTGFiZWxFbnRyeRIOCgZkZXZpY2UYBCABKAkSLQoMcmVzdWx0X2R0eXBlGAUgASgOMhcubW9uYWlsYWJlbC52MS5EYXRhVHlwZRImCgVleHRyYRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QijwEKDU91dHB1dE9wdGlvbnMSKQoIZW5jb2RpbmcYASABKA4yFy5tb25haWxhYmVsLnYxLkVuY29kaW5nEhgKEHJlc3VsdF9leHRlbnNpb24YAiABKAkSEgoKY2h1bmtfc2l6ZRgDIAEoBRISCgpzYXZlX2xhYmVsGAQgASgIEhEKCXNraXBfbWFzaxgFIAEoCCLZAQoMSW5mZXJSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhIKCGltYWdlX2lkGAIgASgJSAASFAoKc2Vzc2lvbl9pZBgDIAEoCUgAEhMKCXVwbG9hZF9pZBgGIAEoCUgAEioKBnBhcmFtcxgEIAEoCzIaLm1vbmFpbGFiZWwudjEuSW5mZXJQYXJhbXMSLAoGb3V0cHV0GAUgASgLMhwubW9uYWlsYWJlbC52MS5PdXRwdXRPcHRpb25zEhcKD2lucHV0X2xhYmVsX3RhZxgUIAEoCUIICgZzb3VyY2UicAoHTGF0ZW5jeRILCgNwcmUYASABKAESDQoFaW5mZXIYAiABKAESDgoGaW52ZXJ0GAMgASgBEgwKBHBvc3QYBCABKAESDQoFd3JpdGUYBSABKAESDQoFdG90YWwYBiABKAESDQoFcXVldWUYByABKAEinQIKC0luZmVyUmVzdWx0EicKBnJlc3VsdBgBIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSNgoGbGFiZWxzGAIgAygLMiYubW9uYWlsYWJlbC52MS5JbmZlclJlc3VsdC5MYWJlbHNFbnRyeRInCgdsYXRlbmN5GAMgASgLMhYubW9uYWlsYWJlbC52MS5MYXRlbmN5EioKBG1hc2sYBCABKAsyHC5tb25haWxhYmVsLnYxLkNvbnRlbnRIZWFkZXISKQoLc2F2ZWRfbGFiZWwYBSABKAsyFC5tb25haWxhYmVsLnYxLkxhYmVsGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEibAoNSW5mZXJSZXNwb25zZRIsCgZyZXN1bHQYASABKAsyGi5tb25haWxhYmVsLnYxLkluZmVyUmVzdWx0SAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydCLYAQoRSW5mZXJWb2x1bWVIZWFkZXISDQoFbW9kZWwYASABKAkSLQoHY29udGVudBgCIAEoCzIcLm1vbmFpbGFiZWwudjEuQ29udGVudEhlYWRlchIqCgZwYXJhbXMYAyABKAsyGi5tb25haWxhYmVsLnYxLkluZmVyUGFyYW1zEiwKBm91dHB1dBgEIAEoCzIcLm1vbmFpbGFiZWwudjEuT3V0cHV0T3B0aW9ucxIrCgVsYWJlbBgUIAEoCzIcLm1vbmFpbGFiZWwudjEuQ29udGVudEhlYWRlciKkAQoSSW5mZXJWb2x1bWVSZXF1ZXN0EjIKBmhlYWRlchgBIAEoCzIgLm1vbmFpbGFiZWwudjEuSW5mZXJWb2x1bWVIZWFkZXJIABIlCgVjaHVuaxgCIAEoCzIULm1vbmFpbGFiZWwudjEuQ2h1bmtIABIrCgtsYWJlbF9jaHVuaxgUIAEoCzIULm1vbmFpbGFiZWwudjEuQ2h1bmtIAEIGCgRwYXJ0InIKE0luZmVyVm9sdW1lUmVzcG9uc2USLAoGcmVzdWx0GAEgASgLMhoubW9uYWlsYWJlbC52MS5JbmZlclJlc3VsdEgAEiUKBWNodW5rGAIgASgLMhQubW9uYWlsYWJlbC52MS5DaHVua0gAQgYKBHBhcnQimgEKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc2hhcGUYAyADKAMSKQoIZ2VvbWV0cnkYBCABKAsyFy5tb25haWxhYmVsLnYxLkdlb21ldHJ5EhAKCGltYWdlX2lkGAUgASgJIowBChNDcmVhdGVTZXNzaW9uSGVhZGVyEiYKA3R0bBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgdjb250ZW50GAIgASgLMhwubW9uYWlsYWJlbC52MS5Db250ZW50SGVhZGVySAASEgoIaW1hZ2VfaWQYAyABKAlIAEIICgZzb3VyY2UiewoUQ3JlYXRlU2Vzc2lvblJlcXVlc3QSNAoGaGVhZGVyGAEgASgLMiIubW9uYWlsYWJlbC52MS5DcmVhdGVTZXNzaW9uSGVhZGVySAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydCJAChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USJwoHc2Vzc2lvbhgBIAEoCzIWLm1vbmFpbGFiZWwudjEuU2Vzc2lvbiInChFHZXRTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KEkdldFNlc3Npb25SZXNwb25zZRInCgdzZXNzaW9uGAEgASgLMhYubW9uYWlsYWJlbC52MS5TZXNzaW9uIioKFERlbGV0ZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVRGVsZXRlU2Vzc2lvblJlc3BvbnNlIm8KEk9wZW5TZXNzaW9uUmVxdWVzdBImCgN0dGwYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoJdXBsb2FkX2lkGAIgASgJSAASEgoIaW1hZ2VfaWQYAyABKAlIAEIICgZzb3VyY2UiPgoTT3BlblNlc3Npb25SZXNwb25zZRInCgdzZXNzaW9uGAEgASgLMhYubW9uYWlsYWJlbC52MS5TZXNzaW9uInAKG0Rvd25sb2FkU2Vzc2lvbkltYWdlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEikKCGVuY29kaW5nGAIgASgOMhcubW9uYWlsYWJlbC52MS5FbmNvZGluZxISCgpjaHVua19zaXplGAMgASgFIn0KHERvd25sb2FkU2Vzc2lvbkltYWdlUmVzcG9uc2USLgoGaGVhZGVyGAEgASgLMhwubW9uYWlsYWJlbC52MS5Db250ZW50SGVhZGVySAASJQoFY2h1bmsYAiABKAsyFC5tb25haWxhYmVsLnYxLkNodW5rSABCBgoEcGFydCJ8Cg1JbnRlcmFjdFN0YXJ0EhIKCnNlc3Npb25faWQYASABKAkSDQoFbW9kZWwYAiABKAkSNAoLY29tcHJlc3Npb24YAyABKA4yHy5tb25haWxhYmVsLnYxLlZveGVsQ29tcHJlc3Npb24SEgoKY2h1bmtfc2l6ZRgEIAEoBSJFCgVDbGljaxIQCghjbGlja19pZBgBIAEoAxIqCgZwYXJhbXMYAiABKAsyGi5tb25haWxhYmVsLnYxLkluZmVyUGFyYW1zIh8KC0NhbmNlbENsaWNrEhAKCGNsaWNrX2lkGAEgASgDIiUKD0Z1bGxNYXNrUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgDItIBCg9JbnRlcmFjdFJlcXVlc3QSLQoFc3RhcnQYASABKAsyHC5tb25haWxhYmVsLnYxLkludGVyYWN0U3RhcnRIABIlCgVjbGljaxgDIAEoCzIULm1vbmFpbGFiZWwudjEuQ2xpY2tIABIsCgZjYW5jZWwYBCABKAsyGi5tb25haWxhYmVsLnYxLkNhbmNlbENsaWNrSAASMwoJZnVsbF9tYXNrGAUgASgLMh4ubW9uYWlsYWJlbC52MS5GdWxsTWFza1JlcXVlc3RIAEIGCgRwYXJ0IqMDCglNYXNrRGVsdGESEAoIY2xpY2tfaWQYASABKAMSDQoFc2hhcGUYAiADKAMSEQoJYm94X3N0YXJ0GAMgAygDEhAKCGJveF9zaXplGAQgAygDEioKCWRhdGFfdHlwZRgFIAEoDjIXLm1vbmFpbGFiZWwudjEuRGF0YVR5cGUSNAoLY29tcHJlc3Npb24YBiABKA4yHy5tb25haWxhYmVsLnYxLlZveGVsQ29tcHJlc3Npb24SFwoPY29tcHJlc3NlZF9zaXplGAcgASgDEg4KBnNoYTI1NhgIIAEoCRI0CgZsYWJlbHMYCSADKAsyJC5tb25haWxhYmVsLnYxLk1hc2tEZWx0YS5MYWJlbHNFbnRyeRInCgdsYXRlbmN5GAogASgLMhYubW9uYWlsYWJlbC52MS5MYXRlbmN5EgwKBGZ1bGwYCyABKAgSKQoIZ2VvbWV0cnkYDCABKAsyFy5tb25haWxhYmVsLnYxLkdlb21ldHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEiIgoOQ2xpY2tDYW5jZWxsZWQSEAoIY2xpY2tfaWQYASABKAMioAEKEEludGVyYWN0UmVzcG9uc2USKQoFZGVsdGEYASABKAsyGC5tb25haWxhYmVsLnYxLk1hc2tEZWx0YUgAEiUKBWNodW5rGAIgASgLMhQubW9uYWlsYWJlbC52MS5DaHVua0gAEjIKCWNhbmNlbGxlZBgDIAEoCzIdLm1vbmFpbGFiZWwudjEuQ2xpY2tDYW5jZWxsZWRIAEIGCgRwYXJ0Km0KEFZveGVsQ29tcHJlc3Npb24SIQodVk9YRUxfQ09NUFJFU1NJT05fVU5TUEVDSUZJRUQQABIaChZWT1hFTF9DT01QUkVTU0lPTl9OT05FEAESGgoWVk9YRUxfQ09NUFJFU1NJT05fWkxJQhACMtUFCgxJbmZlclNlcnZpY2USRAoFSW5mZXISGy5tb25haWxhYmVsLnYxLkluZmVyUmVxdWVzdBocLm1vbmFpbGFiZWwudjEuSW5mZXJSZXNwb25zZTABElgKC0luZmVyVm9sdW1lEiEubW9uYWlsYWJlbC52MS5JbmZlclZvbHVtZVJlcXVlc3QaIi5tb25haWxhYmVsLnYxLkluZmVyVm9sdW1lUmVzcG9uc2UoATABElwKDUNyZWF0ZVNlc3Npb24SIy5tb25haWxhYmVsLnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiQubW9uYWlsYWJlbC52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2UoARJRCgpHZXRTZXNzaW9uEiAubW9uYWlsYWJlbC52MS5HZXRTZXNzaW9uUmVxdWVzdBohLm1vbmFpbGFiZWwudjEuR2V0U2Vzc2lvblJlc3BvbnNlEloKDURlbGV0ZVNlc3Npb24SIy5tb25haWxhYmVsLnYxLkRlbGV0ZVNlc3Npb25SZXF1ZXN0GiQubW9uYWlsYWJlbC52MS5EZWxldGVTZXNzaW9uUmVzcG9uc2USVAoLT3BlblNlc3Npb24SIS5tb25haWxhYmVsLnYxLk9wZW5TZXNzaW9uUmVxdWVzdBoiLm1vbmFpbGFiZWwudjEuT3BlblNlc3Npb25SZXNwb25zZRJxChREb3dubG9hZFNlc3Npb25JbWFnZRIqLm1vbmFpbGFiZWwudjEuRG93bmxvYWRTZXNzaW9uSW1hZ2VSZXF1ZXN0GisubW9uYWlsYWJlbC52MS5Eb3dubG9hZFNlc3Npb25JbWFnZVJlc3BvbnNlMAESTwoISW50ZXJhY3QSHi5tb25haWxhYmVsLnYxLkludGVyYWN0UmVxdWVzdBofLm1vbmFpbGFiZWwudjEuSW50ZXJhY3RSZXNwb25zZSgBMAFCfAoSb3JnLm1vbmFpLmxhYmVsLnYxQgpJbmZlclByb3RvUAFaSGdpdGh1Yi5jb20vbW9uYWktbGFiZWwvbW9uYWlsYWJlbC1ncnBjL2dlbi9nby9tb25haWxhYmVsL3YxO21vbmFpbGFiZWx2MaoCDU1vbmFpTGFiZWwuVjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_monailabel_v1_common, file_monailabel_v1_datastore]);
 
 /**
  * A voxel position, in array indices of the image.
@@ -909,6 +909,370 @@ export const DownloadSessionImageResponseSchema: GenMessage<DownloadSessionImage
   messageDesc(file_monailabel_v1_infer, 22);
 
 /**
+ * First message of Interact. The stream's mask starts empty (all zeros); every delta is against the
+ * mask the previous answer left.
+ *
+ * @generated from message monailabel.v1.InteractStart
+ */
+export type InteractStart = Message<"monailabel.v1.InteractStart"> & {
+  /**
+   * The session to click on.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * Name of the infer task that takes the clicks.
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
+
+  /**
+   * How voxels come back; unspecified means zlib.
+   *
+   * @generated from field: monailabel.v1.VoxelCompression compression = 3;
+   */
+  compression: VoxelCompression;
+
+  /**
+   * Largest chunk of voxel bytes per message; 0 means the server default (1 MiB).
+   *
+   * @generated from field: int32 chunk_size = 4;
+   */
+  chunkSize: number;
+};
+
+/**
+ * Describes the message monailabel.v1.InteractStart.
+ * Use `create(InteractStartSchema)` to create a new message.
+ */
+export const InteractStartSchema: GenMessage<InteractStart> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_infer, 23);
+
+/**
+ * A click (or a set of clicks) to run the model with.
+ *
+ * @generated from message monailabel.v1.Click
+ */
+export type Click = Message<"monailabel.v1.Click"> & {
+  /**
+   * Chosen by the client, increasing; answers carry it.
+   *
+   * @generated from field: int64 click_id = 1;
+   */
+  clickId: bigint;
+
+  /**
+   * The clicks and any other request parameters (foreground, background, label_info, extra ...).
+   *
+   * @generated from field: monailabel.v1.InferParams params = 2;
+   */
+  params?: InferParams | undefined;
+};
+
+/**
+ * Describes the message monailabel.v1.Click.
+ * Use `create(ClickSchema)` to create a new message.
+ */
+export const ClickSchema: GenMessage<Click> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_infer, 24);
+
+/**
+ * Cancels a click that is queued or running (one a newer click superseded).
+ *
+ * @generated from message monailabel.v1.CancelClick
+ */
+export type CancelClick = Message<"monailabel.v1.CancelClick"> & {
+  /**
+   * The click to cancel; unknown or answered clicks are ignored.
+   *
+   * @generated from field: int64 click_id = 1;
+   */
+  clickId: bigint;
+};
+
+/**
+ * Describes the message monailabel.v1.CancelClick.
+ * Use `create(CancelClickSchema)` to create a new message.
+ */
+export const CancelClickSchema: GenMessage<CancelClick> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_infer, 25);
+
+/**
+ * Asks for the whole current mask (sent as a delta whose box is the whole volume).
+ *
+ * @generated from message monailabel.v1.FullMaskRequest
+ */
+export type FullMaskRequest = Message<"monailabel.v1.FullMaskRequest"> & {
+  /**
+   * Chosen by the client; the answer carries it as its click_id.
+   *
+   * @generated from field: int64 request_id = 1;
+   */
+  requestId: bigint;
+};
+
+/**
+ * Describes the message monailabel.v1.FullMaskRequest.
+ * Use `create(FullMaskRequestSchema)` to create a new message.
+ */
+export const FullMaskRequestSchema: GenMessage<FullMaskRequest> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_infer, 26);
+
+/**
+ * A message of an Interact request stream.
+ *
+ * @generated from message monailabel.v1.InteractRequest
+ */
+export type InteractRequest = Message<"monailabel.v1.InteractRequest"> & {
+  /**
+   * The start first, then any of the others.
+   *
+   * @generated from oneof monailabel.v1.InteractRequest.part
+   */
+  part: {
+    /**
+     * The stream's session and model; first message only.
+     *
+     * @generated from field: monailabel.v1.InteractStart start = 1;
+     */
+    value: InteractStart;
+    case: "start";
+  } | {
+    /**
+     * A click to run.
+     *
+     * @generated from field: monailabel.v1.Click click = 3;
+     */
+    value: Click;
+    case: "click";
+  } | {
+    /**
+     * A click to cancel.
+     *
+     * @generated from field: monailabel.v1.CancelClick cancel = 4;
+     */
+    value: CancelClick;
+    case: "cancel";
+  } | {
+    /**
+     * A request for the whole mask.
+     *
+     * @generated from field: monailabel.v1.FullMaskRequest full_mask = 5;
+     */
+    value: FullMaskRequest;
+    case: "fullMask";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message monailabel.v1.InteractRequest.
+ * Use `create(InteractRequestSchema)` to create a new message.
+ */
+export const InteractRequestSchema: GenMessage<InteractRequest> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_infer, 27);
+
+/**
+ * The part of the mask a click changed: the new voxels of a box. Its voxel bytes follow in chunks.
+ *
+ * @generated from message monailabel.v1.MaskDelta
+ */
+export type MaskDelta = Message<"monailabel.v1.MaskDelta"> & {
+  /**
+   * The click (or full-mask request) answered.
+   *
+   * @generated from field: int64 click_id = 1;
+   */
+  clickId: bigint;
+
+  /**
+   * Shape of the whole mask (spatial axes, as the session's volume).
+   *
+   * @generated from field: repeated int64 shape = 2;
+   */
+  shape: bigint[];
+
+  /**
+   * First voxel of the box, per axis; empty when the click changed nothing.
+   *
+   * @generated from field: repeated int64 box_start = 3;
+   */
+  boxStart: bigint[];
+
+  /**
+   * Size of the box, per axis; empty when the click changed nothing.
+   *
+   * @generated from field: repeated int64 box_size = 4;
+   */
+  boxSize: bigint[];
+
+  /**
+   * Element type of the voxels (and of the whole mask from here on).
+   *
+   * @generated from field: monailabel.v1.DataType data_type = 5;
+   */
+  dataType: DataType;
+
+  /**
+   * How the voxel bytes are compressed.
+   *
+   * @generated from field: monailabel.v1.VoxelCompression compression = 6;
+   */
+  compression: VoxelCompression;
+
+  /**
+   * Voxel bytes that follow in chunks (after compression): the box, last axis fastest (C order).
+   *
+   * @generated from field: int64 compressed_size = 7;
+   */
+  compressedSize: bigint;
+
+  /**
+   * Hex SHA-256 of the box's voxel bytes before compression.
+   *
+   * @generated from field: string sha256 = 8;
+   */
+  sha256: string;
+
+  /**
+   * Label names in the mask, with their voxel values.
+   *
+   * @generated from field: map<string, int64> labels = 9;
+   */
+  labels: { [key: string]: bigint };
+
+  /**
+   * Time spent in each stage of the click's inference (write is the delta's computation).
+   *
+   * @generated from field: monailabel.v1.Latency latency = 10;
+   */
+  latency?: Latency | undefined;
+
+  /**
+   * True when this answers a FullMaskRequest (the box is the whole volume).
+   *
+   * @generated from field: bool full = 11;
+   */
+  full: boolean;
+
+  /**
+   * Placement of the mask.
+   *
+   * @generated from field: monailabel.v1.Geometry geometry = 12;
+   */
+  geometry?: Geometry | undefined;
+};
+
+/**
+ * Describes the message monailabel.v1.MaskDelta.
+ * Use `create(MaskDeltaSchema)` to create a new message.
+ */
+export const MaskDeltaSchema: GenMessage<MaskDelta> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_infer, 28);
+
+/**
+ * Says a click was cancelled before its answer: the mask is unchanged.
+ *
+ * @generated from message monailabel.v1.ClickCancelled
+ */
+export type ClickCancelled = Message<"monailabel.v1.ClickCancelled"> & {
+  /**
+   * The click.
+   *
+   * @generated from field: int64 click_id = 1;
+   */
+  clickId: bigint;
+};
+
+/**
+ * Describes the message monailabel.v1.ClickCancelled.
+ * Use `create(ClickCancelledSchema)` to create a new message.
+ */
+export const ClickCancelledSchema: GenMessage<ClickCancelled> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_infer, 29);
+
+/**
+ * A message of an Interact response stream.
+ *
+ * @generated from message monailabel.v1.InteractResponse
+ */
+export type InteractResponse = Message<"monailabel.v1.InteractResponse"> & {
+  /**
+   * Per click: a delta then its voxel chunks, or a cancellation.
+   *
+   * @generated from oneof monailabel.v1.InteractResponse.part
+   */
+  part: {
+    /**
+     * The change a click made.
+     *
+     * @generated from field: monailabel.v1.MaskDelta delta = 1;
+     */
+    value: MaskDelta;
+    case: "delta";
+  } | {
+    /**
+     * Voxel bytes of the last delta, in order.
+     *
+     * @generated from field: monailabel.v1.Chunk chunk = 2;
+     */
+    value: Chunk;
+    case: "chunk";
+  } | {
+    /**
+     * A click was cancelled.
+     *
+     * @generated from field: monailabel.v1.ClickCancelled cancelled = 3;
+     */
+    value: ClickCancelled;
+    case: "cancelled";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message monailabel.v1.InteractResponse.
+ * Use `create(InteractResponseSchema)` to create a new message.
+ */
+export const InteractResponseSchema: GenMessage<InteractResponse> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_infer, 30);
+
+/**
+ * How mask voxels in an Interact stream are compressed.
+ *
+ * @generated from enum monailabel.v1.VoxelCompression
+ */
+export enum VoxelCompression {
+  /**
+   * Not set: the server picks zlib.
+   *
+   * @generated from enum value: VOXEL_COMPRESSION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The voxels as they are (fastest on loopback).
+   *
+   * @generated from enum value: VOXEL_COMPRESSION_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * A zlib stream (RFC 1950), at a fast level.
+   *
+   * @generated from enum value: VOXEL_COMPRESSION_ZLIB = 2;
+   */
+  ZLIB = 2,
+}
+
+/**
+ * Describes the enum monailabel.v1.VoxelCompression.
+ */
+export const VoxelCompressionSchema: GenEnum<VoxelCompression> = /*@__PURE__*/
+  enumDesc(file_monailabel_v1_infer, 0);
+
+/**
  * Runs the app's infer tasks on a datastore image, a streamed volume or an
  * interactive session, and streams the mask back in chunks.
  *
@@ -984,6 +1348,18 @@ export const InferService: GenService<{
     methodKind: "server_streaming";
     input: typeof DownloadSessionImageRequestSchema;
     output: typeof DownloadSessionImageResponseSchema;
+  },
+  /**
+   * Clicks on a session, answered with mask deltas: a start message, then clicks (and cancels of
+   * superseded clicks, and requests for the full mask) in; for each click, the region of the mask it
+   * changed (or that it was cancelled) out, in the order the clicks came.
+   *
+   * @generated from rpc monailabel.v1.InferService.Interact
+   */
+  interact: {
+    methodKind: "bidi_streaming";
+    input: typeof InteractRequestSchema;
+    output: typeof InteractResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_monailabel_v1_infer, 0);
