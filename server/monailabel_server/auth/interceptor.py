@@ -146,6 +146,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        if not self.settings.enable or method.lstrip("/").partition("/")[0] in OPEN_SERVICES:
+            # untouched: nothing to check, and health's non-blocking Watch must stay off the request threads
+            return handler
         for kind in ("unary_unary", "stream_unary", "unary_stream", "stream_stream"):
             behavior = getattr(handler, kind)
             if behavior is not None:

@@ -73,6 +73,7 @@ RPC_ROLES: Dict[str, Dict[str, Role]] = {
         "DeleteSession": USER,
         "OpenSession": USER,
         "DownloadSessionImage": USER,
+        "Interact": USER,
     },
     "monailabel.v1.TrainService": {
         "ListTrainers": USER,
