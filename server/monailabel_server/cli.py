@@ -180,6 +180,8 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
             reflection=args.reflection,
             audit_log=args.audit_log,
             stream_idle_timeout_s=args.stream_idle_timeout,
+            database=args.database,
+            replica_timeout_s=args.replica_timeout,
         )
     except ValueError as e:
         raise StartError(f"a MONAI_LABEL_GRPC_* setting is not a number: {e}") from None
@@ -252,6 +254,12 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                    help="gRPC server reflection (default auto: on only when MONAI_LABEL_AUTH_ENABLE is off)")
     s.add_argument("--audit-log", default=None,
                    help="audit log file of state-changing calls (default <studies>/.monailabel/logs/audit.log)")
+    s.add_argument("--database", default=os.environ.get("MONAI_LABEL_DATABASE_URL") or None,
+                   help="shared state (index, jobs, leases, uploads): postgresql://USER@HOST:PORT/NAME for "
+                        "several replicas (env MONAI_LABEL_DATABASE_URL; default: SQLite files in the studies folder)")
+    s.add_argument("--replica-timeout", type=float, default=None,
+                   help="seconds without a heartbeat after which a replica's running jobs are failed by the others "
+                        "(default 15; env MONAI_LABEL_GRPC_REPLICA_TIMEOUT_S)")
     s.set_defaults(func=_start_server)
 
 

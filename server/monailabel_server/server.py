@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -14,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from monailabel.db import DATABASE_URL_ENV
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel_api.v1 import (
     app_pb2,
@@ -125,6 +127,8 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
     if config.reflection not in ("auto", "on", "off"):
         raise ValueError(f"reflection must be auto, on or off, not {config.reflection!r}")
+    if config.database:
+        os.environ[DATABASE_URL_ENV] = config.database  # the app's datastore opens its index there
     if app is None:
         app = load_app(config.app_dir, config.studies, config.conf)
     audit = AuditLog(Path(config.audit_log) if config.audit_log else default_path(config.studies, config.app_dir))
@@ -145,7 +149,8 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
         maximum_concurrent_rpcs=config.rpc_threads * 4,
     )
     workers = ModelWorkers(config.model_workers, config.max_queue)
-    jobs = JobManager(app, config.app_dir, config.studies, config.conf)
+    jobs = JobManager(app, config.app_dir, config.studies, config.conf, replica_timeout_s=config.replica_timeout_s,
+                      heartbeat_s=max(0.2, config.replica_timeout_s / 5))
     jobs.audit = audit
     sampler = NextSampler(app, jobs.store.path.parent / "leases.db", config.lease_ttl_s)
     app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app), server)
