@@ -1,0 +1,206 @@
+"""Several server replicas on one PostgreSQL database and one shared studies folder.
+
+Real components: Debian's PostgreSQL (started in a temporary folder on a free port), two in-process
+replicas on their own ports, and a third in a subprocess where ``kill -9`` is needed. Covered: an upload
+on A is downloaded from B and a broken upload started on A resumes on B; 20 annotators spread over the
+replicas never get the same leased image; a job started on A is watched on B; one job per model across
+replicas; a replica killed with ``kill -9`` while running a job has the job marked FAILED by another;
+and everything restarted finds everything (images, leases, jobs, events) again.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List
+
+import grpc
+import pytest
+
+from monailabel.datasets import write_phantoms
+from monailabel.db import DATABASE_URL_ENV
+from monailabel_api.v1 import job_pb2
+from monailabel_client import MonaiLabelClient
+from monailabel_server.config import ServerConfig
+from monailabel_server.server import RunningServer, start
+
+from .conftest import copy_template
+from .helpers import assert_status
+from .postgres import PostgresServer, postgres_server
+
+pytestmark = pytest.mark.slow  # starts PostgreSQL, three servers, and trains
+
+MODEL = "segmentation"
+CONF = {"roi_size": "32,32,32"}
+LONG_TRAIN = dict(max_epochs=500, device="cpu", dataset="Dataset", extra={"pretrained": False})
+REPLICA_TIMEOUT_S = 3.0
+
+
+@dataclass
+class Cluster:
+    """Replicas on one database and one studies folder."""
+
+    url: str
+    app: Path
+    studies: Path
+    replicas: List[RunningServer] = field(default_factory=list)
+    seen: Dict[str, object] = field(default_factory=dict)
+
+    def boot(self, count: int = 2) -> None:
+        self.replicas = [
+            start(ServerConfig(app_dir=self.app, studies=str(self.studies), port=0, conf=CONF, database=self.url,
+                               replica_timeout_s=REPLICA_TIMEOUT_S))
+            for _ in range(count)
+        ]
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop(grace=1)
+        self.replicas = []
+
+    def client(self, i: int) -> MonaiLabelClient:
+        return MonaiLabelClient(self.replicas[i].address, timeout=60)
+
+
+def _until(what: str, check: Callable[[], object], deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("replicas")
+    studies = root / "studies"
+    write_phantoms(studies, count=12, shape=(32, 32, 32), labeled=2)
+    before = os.environ.get(DATABASE_URL_ENV)
+    c = Cluster(pg.create_database("replicas"), copy_template(root / "app"), studies)
+    c.boot()
+    try:
+        yield c
+    finally:
+        c.stop()
+        if before is None:
+            os.environ.pop(DATABASE_URL_ENV, None)
+        else:
+            os.environ[DATABASE_URL_ENV] = before
+
+
+def test_upload_on_a_is_downloaded_from_b(cluster: Cluster) -> None:
+    source = cluster.studies / "phantom_003.nii.gz"
+    data = source.read_bytes()
+    with cluster.client(0) as a, cluster.client(1) as b:
+        a.upload_image("uploaded_on_a", source, info={"by": "a"})
+        assert b.download_image("uploaded_on_a") == data
+        assert "uploaded_on_a" in [i.image_id for i in b.list_images()]
+        b.update_image_info("uploaded_on_a", {"checked_on": "b"})
+        info = a.get_image("uploaded_on_a").info
+        assert info["by"] == "a" and info["checked_on"] == "b"
+        a.delete_image("uploaded_on_a")
+        assert_status(grpc.StatusCode.NOT_FOUND, lambda: b.get_image("uploaded_on_a"))
+
+
+def test_twenty_annotators_on_two_replicas_never_share_a_leased_image(cluster: Cluster) -> None:
+    with cluster.client(1) as b:
+        unlabeled = sorted(i.image_id for i in b.list_images(filter="unlabeled", tag="final"))
+    assert len(unlabeled) == 10
+    results: Dict[str, object] = {}
+    barrier = threading.Barrier(20)
+
+    def annotator(i: int) -> None:
+        with cluster.client(i % 2) as c:
+            barrier.wait()
+            results[f"annotator-{i}"] = c.next_sample("random", client_id=f"annotator-{i}")
+
+    threads = [threading.Thread(target=annotator, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 20
+    found = [r.image_id for r in results.values() if r.found]  # type: ignore[attr-defined]
+    assert sorted(found) == unlabeled  # every unlabeled image leased once, to one annotator
+    assert sum(1 for r in results.values() if r.all_leased) == 10  # type: ignore[attr-defined]
+    cluster.seen["leases"] = {k: r.image_id for k, r in results.items() if r.found}  # type: ignore[attr-defined]
+
+
+def test_a_job_started_on_a_is_watched_on_b_and_one_job_per_model_holds_across_replicas(cluster: Cluster) -> None:
+    with cluster.client(0) as a, cluster.client(1) as b:
+        job = a.start_train(MODEL, max_epochs=1, val_split=0.0, device="cpu", extra={"pretrained": False})
+        assert_status(grpc.StatusCode.ABORTED, lambda: b.start_train(MODEL, max_epochs=1, device="cpu"),
+                      f"train job {job.job_id}")
+        seen_on_b = [e.sequence for e in b.watch_job(job.job_id, timeout=300)]
+        done = b.get_job(job.job_id)
+        assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.error
+        assert seen_on_b == list(range(1, len(seen_on_b) + 1)) and len(seen_on_b) >= 3
+        assert [e.sequence for e in a.watch_job(job.job_id, timeout=60)] == seen_on_b
+    cluster.seen["job"] = (job.job_id, seen_on_b)
+
+
+def test_a_replica_killed_with_kill_9_has_its_job_failed_by_another(cluster: Cluster) -> None:
+    env = dict(os.environ)
+    env.pop(DATABASE_URL_ENV, None)  # the flag alone says where the database is
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monailabel_server", "start_server", "--app", str(cluster.app), "--studies",
+         str(cluster.studies), "--port", "0", "--database", cluster.url, "--replica-timeout", str(REPLICA_TIMEOUT_S),
+         *[a for k, v in CONF.items() for a in ("--conf", k, v)]],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        address = next(line.strip().rsplit(" ", 1)[1] for line in proc.stdout if "listening on" in line)
+        with MonaiLabelClient(address, timeout=60) as c, cluster.client(0) as a:
+            job = c.start_train(MODEL, **LONG_TRAIN)
+            # the replica's job is visible (and exclusive) on A
+            assert_status(grpc.StatusCode.ABORTED, lambda: a.start_train(MODEL, **LONG_TRAIN), job.job_id)
+            for event in a.watch_job(job.job_id, timeout=300):
+                if event.WhichOneof("event") == "iteration":
+                    break
+            proc.kill()  # SIGKILL: the replica gets no chance to say anything
+            proc.wait(timeout=30)
+            killed_at = time.monotonic()
+            ended = a.wait_job(job.job_id, timeout=60)
+            assert ended.state == job_pb2.JOB_STATE_FAILED and "replica" in ended.error, ended.error
+            assert time.monotonic() - killed_at < 4 * REPLICA_TIMEOUT_S
+            # the model is free again
+            again = a.start_train(MODEL, **LONG_TRAIN)
+            a.cancel_job(again.job_id)
+            assert a.wait_job(again.job_id, timeout=120).state == job_pb2.JOB_STATE_CANCELLED
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_every_replica_restarted_finds_everything(cluster: Cluster) -> None:
+    job_id, events = cluster.seen["job"]  # type: ignore[misc]
+    leases: Dict[str, str] = cluster.seen["leases"]  # type: ignore[assignment]
+    with cluster.client(0) as a:
+        images = sorted(i.image_id for i in a.list_images())
+    cluster.stop()
+    cluster.boot()
+    with cluster.client(0) as a, cluster.client(1) as b:
+        assert sorted(i.image_id for i in b.list_images()) == images
+        job = b.get_job(job_id)
+        assert job.state == job_pb2.JOB_STATE_SUCCEEDED and job.published_version == 1
+        assert [e.sequence for e in a.watch_job(job_id, timeout=60)] == events
+        # the leases survived: an annotator asking again gets another image, never one still leased to another
+        held = set(leases.values())
+        client_id, mine = next(iter(leases.items()))
+        again = b.next_sample("random", client_id=client_id)
+        assert again.all_leased or (again.found and again.image_id not in held - {mine})
