@@ -154,9 +154,10 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     jobs.audit = audit
     sampler = NextSampler(app, jobs.store.path.parent / "leases.db", config.lease_ttl_s)
     app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app), server)
-    datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(
-        DatastoreServicer(app, config, on_final_label=sampler.release_image), server
-    )
+    datastore_servicer = DatastoreServicer(app, config, on_final_label=sampler.release_image)
+    # uploads held by a replica stay held while it lives; a dead one's resume anywhere
+    datastore_servicer.core.uploads.attach_replica(jobs.replica_id, jobs.replica_alive)
+    datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(datastore_servicer, server)
     infer_pb2_grpc.add_InferServiceServicer_to_server(InferServicer(app, config, workers), server)
     train_pb2_grpc.add_TrainServiceServicer_to_server(TrainServicer(jobs), server)
     job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)

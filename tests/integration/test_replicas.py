@@ -17,20 +17,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Dict, Iterator, List
 
 import grpc
 import pytest
 
 from monailabel.datasets import write_phantoms
 from monailabel.db import DATABASE_URL_ENV
-from monailabel_api.v1 import job_pb2
+from monailabel_api.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc, job_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
 
 from .conftest import copy_template
-from .helpers import assert_status
+from .helpers import assert_status, chunked, sha256, write_volume
 from .postgres import PostgresServer, postgres_server
 
 pytestmark = pytest.mark.slow  # starts PostgreSQL, three servers, and trains
@@ -67,12 +67,14 @@ class Cluster:
         return MonaiLabelClient(self.replicas[i].address, timeout=60)
 
 
-def _until(what: str, check: Callable[[], object], deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+def wait_idle_upload(stub: datastore_pb2_grpc.DatastoreServiceStub, image_id: str) -> datastore_pb2.GetUploadStatusResponse:
+    """The image's partial upload, once its stream has ended (bounded wait)."""
+    deadline = time.monotonic() + 30
+    while True:
+        status = stub.GetUploadStatus(datastore_pb2.GetUploadStatusRequest(image_id=image_id))
+        if status.upload_id and not status.active or time.monotonic() > deadline:
+            return status
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +113,31 @@ def test_upload_on_a_is_downloaded_from_b(cluster: Cluster) -> None:
         assert info["by"] == "a" and info["checked_on"] == "b"
         a.delete_image("uploaded_on_a")
         assert_status(grpc.StatusCode.NOT_FOUND, lambda: b.get_image("uploaded_on_a"))
+
+
+def test_an_upload_broken_on_a_resumes_on_b(cluster: Cluster, tmp_path: Path) -> None:
+    src = tmp_path / "r.nii"
+    write_volume(src, shape=(48, 48, 24))
+    data = src.read_bytes()
+    content = common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=len(data), sha256=sha256(data))
+    header = datastore_pb2.UploadImageHeader(image_id="resumed_on_b", content=content)
+    size = 16 << 10
+    with cluster.client(0) as a, cluster.client(1) as b:
+        stub_a, stub_b = datastore_pb2_grpc.DatastoreServiceStub(a.channel), datastore_pb2_grpc.DatastoreServiceStub(
+            b.channel)
+        # the stream to A stops after three chunks; A keeps them as a partial upload
+        assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub_a.UploadImage(
+            chunked(datastore_pb2.UploadImageRequest, header, data[: 3 * size], size)), "resume from offset")
+        status = wait_idle_upload(stub_b, "resumed_on_b")  # B knows it, and where it stopped
+        assert status.committed_size == 3 * size and len(status.upload_id) == 32
+        resumed = datastore_pb2.UploadImageHeader(image_id="resumed_on_b", content=content,
+                                                  upload_id=status.upload_id)
+        record = stub_b.UploadImage(chunked(datastore_pb2.UploadImageRequest, resumed, data, size,
+                                            offsets=list(range(3 * size, len(data), size)))).image
+        assert record.sha256 == sha256(data) and a.download_image("resumed_on_b") == data
+        assert_status(grpc.StatusCode.NOT_FOUND, lambda: stub_a.GetUploadStatus(
+            datastore_pb2.GetUploadStatusRequest(upload_id=status.upload_id)))
+        a.delete_image("resumed_on_b")
 
 
 def test_twenty_annotators_on_two_replicas_never_share_a_leased_image(cluster: Cluster) -> None:

@@ -163,6 +163,11 @@ class JobManager:
             except Exception:  # noqa: BLE001 - a database hiccup must not end the heartbeats
                 logger.exception("replica heartbeat failed")
 
+    def replica_alive(self, replica_id: str) -> bool:
+        """Whether a replica (of any server on the database) is alive."""
+        found = [r for r in self.store.replicas() if r.replica_id == replica_id]
+        return self.store.replica_alive(found[0] if found else None, self.replica_timeout_s)
+
     def sweep_dead_replicas(self, startup: bool = False) -> List[JobRecord]:
         """Marks FAILED the running jobs of replicas that died (and, on a cluster's first start, queued jobs).
 
