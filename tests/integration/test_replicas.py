@@ -67,7 +67,9 @@ class Cluster:
         return MonaiLabelClient(self.replicas[i].address, timeout=60)
 
 
-def wait_idle_upload(stub: datastore_pb2_grpc.DatastoreServiceStub, image_id: str) -> datastore_pb2.GetUploadStatusResponse:
+def wait_idle_upload(
+    stub: datastore_pb2_grpc.DatastoreServiceStub, image_id: str
+) -> datastore_pb2.GetUploadStatusResponse:
     """The image's partial upload, once its stream has ended (bounded wait)."""
     deadline = time.monotonic() + 30
     while True:
