@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import errno
 import json
-import logging
 import os
 import socket
 import sys
@@ -182,6 +181,7 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
             stream_idle_timeout_s=args.stream_idle_timeout,
             database=args.database,
             replica_timeout_s=args.replica_timeout,
+            metrics_port=args.metrics_port,
         )
     except ValueError as e:
         raise StartError(f"a MONAI_LABEL_GRPC_* setting is not a number: {e}") from None
@@ -260,6 +260,8 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     s.add_argument("--replica-timeout", type=float, default=None,
                    help="seconds without a heartbeat after which a replica's running jobs are failed by the others "
                         "(default 15; env MONAI_LABEL_GRPC_REPLICA_TIMEOUT_S)")
+    s.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (default: none)")
     s.set_defaults(func=_start_server)
 
 
@@ -267,6 +269,9 @@ def parser() -> argparse.ArgumentParser:
     """Returns the command line's parser."""
     p = argparse.ArgumentParser(prog="monailabel", description="MONAI Label over gRPC")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("MONAI_LABEL_LOG_FORMAT", "text"),
+                   help="text lines, or one JSON object per line with the call's request id (default text; "
+                        "env MONAI_LABEL_LOG_FORMAT)")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
     add_start_server(sub)
@@ -284,7 +289,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         The exit status (see :data:`EXIT_CODES`).
     """
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    from monailabel_server.observability import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
     try:
         return int(args.func(args))
     except StartError as e:

@@ -54,6 +54,7 @@ class ServerConfig:
             for the whole process, which the datastore reads).
         replica_timeout_s: seconds without a heartbeat after which a replica counts as dead and the
             others fail its running jobs.
+        metrics_port: port of the Prometheus ``/metrics`` endpoint (0 picks one); None serves none.
     """
 
     app_dir: Path
@@ -84,6 +85,7 @@ class ServerConfig:
     reserved_threads: int = 4
     database: str = ""
     replica_timeout_s: float = 15.0
+    metrics_port: Optional[int] = None
 
     @property
     def max_streams(self) -> int:

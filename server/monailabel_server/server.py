@@ -42,6 +42,7 @@ from monailabel_server.errors import ErrorInterceptor
 from monailabel_server.infer_servicer import InferServicer
 from monailabel_server.job_servicer import JobServicer
 from monailabel_server.jobs import JobManager
+from monailabel_server.observability import Metrics, MetricsInterceptor
 from monailabel_server.sampling import NextSampler
 from monailabel_server.strategy_servicer import StrategyServicer
 from monailabel_server.streams import StreamGuard
@@ -78,6 +79,8 @@ class RunningServer:
         sampler: its next-sample strategies and leases.
         audit: its audit log.
         guard: its stream idle timeout and stream cap.
+        metrics: its Prometheus metrics.
+        metrics_port: the port of its ``/metrics`` endpoint (0: none).
     """
 
     server: grpc.Server
@@ -90,6 +93,8 @@ class RunningServer:
     sampler: Optional[NextSampler] = None
     audit: Optional[AuditLog] = None
     guard: Optional[StreamGuard] = None
+    metrics: Optional[Metrics] = None
+    metrics_port: int = 0
 
     @property
     def address(self) -> str:
@@ -110,6 +115,8 @@ class RunningServer:
             self.audit.close()
         if self.guard is not None:
             self.guard.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningServer:
@@ -138,17 +145,19 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
         ("grpc.so_reuseport", 0),
     ]
     # the guard first: stalled streams must not hold every thread, and health checks get their own
+    metrics = Metrics()
     guard = StreamGuard(config.stream_idle_timeout_s, config.max_streams)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
         # the guard first (stalled streams must not hold every thread; health gets its own), then
-        # outermost first: audit sees each call's final status; auth runs inside the error mapping
-        interceptors=[guard, ChunkCodecInterceptor(), AuditInterceptor(audit, auth.enable), ErrorInterceptor(),
-                      AuthInterceptor(auth)],
+        # outermost first: metrics and audit see each call's final status; auth runs inside the error mapping
+        interceptors=[guard, MetricsInterceptor(metrics), ChunkCodecInterceptor(), AuditInterceptor(audit, auth.enable),
+                      ErrorInterceptor(), AuthInterceptor(auth)],
         options=options,
         maximum_concurrent_rpcs=config.rpc_threads * 4,
     )
     workers = ModelWorkers(config.model_workers, config.max_queue)
+    workers.on_wait = metrics.model_wait.observe
     jobs = JobManager(app, config.app_dir, config.studies, config.conf, replica_timeout_s=config.replica_timeout_s,
                       heartbeat_s=max(0.2, config.replica_timeout_s / 5))
     jobs.audit = audit
@@ -158,7 +167,8 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     # uploads held by a replica stay held while it lives; a dead one's resume anywhere
     datastore_servicer.core.uploads.attach_replica(jobs.replica_id, jobs.replica_alive)
     datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(datastore_servicer, server)
-    infer_pb2_grpc.add_InferServiceServicer_to_server(InferServicer(app, config, workers), server)
+    infer_servicer = InferServicer(app, config, workers)
+    infer_pb2_grpc.add_InferServiceServicer_to_server(infer_servicer, server)
     train_pb2_grpc.add_TrainServiceServicer_to_server(TrainServicer(jobs), server)
     job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
     strategy_pb2_grpc.add_StrategyServiceServicer_to_server(StrategyServicer(app, config, sampler, jobs), server)
@@ -173,7 +183,12 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {config.host}:{config.port}")
+    metrics.source("model_slots", workers.usage)
+    metrics.source("sessions", lambda: (len(infer_servicer.core.sessions), infer_servicer.core.sessions.held_bytes))
+    metrics.source("jobs", jobs.store.count_by_state)
+    metrics.source("uploads", datastore_servicer.core.uploads.stats)
     server.start()
+    metrics_port = metrics.serve(config.metrics_port, config.host) if config.metrics_port is not None else 0
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("serving %s on %s:%d (%s, auth %s)", type(app).__name__, config.host, port,
@@ -184,7 +199,8 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     # the app's async_scoring / async_training become jobs; then MONAI Label's init hook (scoring, if auto)
     app.set_job_submitter(lambda kind, request: jobs.submit(kind, request, trigger=f"app: {kind} requested"))
     app.on_init_complete()
-    return RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit, guard)
+    return RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit, guard, metrics,
+                         metrics_port)
 
 
 def serve(config: ServerConfig) -> None:

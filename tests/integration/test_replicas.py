@@ -10,11 +10,14 @@ and everything restarted finds everything (images, leases, jobs, events) again.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -24,9 +27,10 @@ import pytest
 
 from monailabel.datasets import write_phantoms
 from monailabel.db import DATABASE_URL_ENV
-from monailabel_api.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc, job_pb2
+from monailabel_api.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc, job_pb2, strategy_pb2, strategy_pb2_grpc
 from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
+from monailabel_server.observability import JsonFormatter
 from monailabel_server.server import RunningServer, start
 
 from .conftest import copy_template
@@ -54,7 +58,7 @@ class Cluster:
     def boot(self, count: int = 2) -> None:
         self.replicas = [
             start(ServerConfig(app_dir=self.app, studies=str(self.studies), port=0, conf=CONF, database=self.url,
-                               replica_timeout_s=REPLICA_TIMEOUT_S))
+                               replica_timeout_s=REPLICA_TIMEOUT_S, metrics_port=0))
             for _ in range(count)
         ]
 
@@ -214,6 +218,52 @@ def test_a_replica_killed_with_kill_9_has_its_job_failed_by_another(cluster: Clu
             proc.wait(timeout=30)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _scrape(replica: RunningServer) -> Dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{replica.metrics_port}/metrics", timeout=10).read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_metrics_of_each_replica_and_request_ids_in_json_logs(cluster: Cluster) -> None:
+    job_id, _ = cluster.seen["job"]  # type: ignore[misc]
+    a, b = (_scrape(r) for r in cluster.replicas)
+    upload = 'method="/monailabel.v1.DatastoreService/UploadImage"'
+    # A served the uploads, with their bytes counted; B answered the watch and the refused start
+    assert a[f'monailabel_rpc_total{{code="OK",{upload}}}'] >= 1
+    uploaded = (cluster.studies / "phantom_003.nii.gz").stat().st_size
+    assert a[f"monailabel_rpc_received_bytes_total{{{upload}}}"] > uploaded
+    assert b['monailabel_rpc_total{code="ABORTED",method="/monailabel.v1.TrainService/StartTrainJob"}'] == 1
+    assert b['monailabel_rpc_duration_seconds_count{code="OK",method="/monailabel.v1.JobService/WatchJob"}'] >= 1
+    # jobs come from the database: both replicas count the succeeded train job (and the cancelled one)
+    for scraped in (a, b):
+        assert scraped['monailabel_jobs{kind="train",state="SUCCEEDED"}'] >= 1
+        assert scraped['monailabel_jobs{kind="train",state="CANCELLED"}'] >= 1
+        assert scraped["monailabel_sessions"] == 0 and scraped["monailabel_model_slots"] >= 1
+    assert job_id
+
+    # a JSON log line of a call carries the client's request id; model-free calls get one of their own
+    records: List[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(JsonFormatter().format(record))  # type: ignore[method-assign]
+    sampler_log = logging.getLogger("monailabel_server.sampling")
+    sampler_log.addHandler(handler)
+    level = sampler_log.level
+    sampler_log.setLevel(logging.INFO)
+    holder = next(iter(cluster.seen["leases"]))  # type: ignore[call-overload]  # gives back its image, gets one
+    try:
+        with cluster.client(1) as c:
+            stub = strategy_pb2_grpc.StrategyServiceStub(c.channel)
+            request = strategy_pb2.GetNextSampleRequest(strategy="random", client_id=holder)
+            list(stub.GetNextSample(request, metadata=[("x-request-id", "req-42")], timeout=60))
+            list(stub.GetNextSample(request, timeout=60))
+    finally:
+        sampler_log.removeHandler(handler)
+        sampler_log.setLevel(level)
+    lines = [json.loads(r) for r in records]
+    assert lines[0]["request_id"] == "req-42" and lines[0]["method"].endswith("/GetNextSample")
+    assert lines[-1]["request_id"] not in ("", "req-42") and "next sample" in lines[-1]["message"]
 
 
 def test_every_replica_restarted_finds_everything(cluster: Cluster) -> None:

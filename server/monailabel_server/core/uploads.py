@@ -18,7 +18,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 from monailabel.db import Migration, database_url, migrate, open_database
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
@@ -167,6 +167,11 @@ class UploadRegistry:
     def part_path(self, upload_id: str) -> Path:
         """The staging file of an upload."""
         return self.staging / f"{upload_id}.part"
+
+    def stats(self) -> Tuple[int, int]:
+        """Returns the number of partial uploads and the bytes their streams have committed (as of their last end)."""
+        row = self.db.execute("SELECT COUNT(*), COALESCE(SUM(committed), 0) FROM uploads").fetchone()
+        return int(row[0]), int(row[1])
 
     def __len__(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0])

@@ -506,3 +506,8 @@ class JobStore:
         """Removes dead replicas' rows."""
         for replica_id in replica_ids:
             self.db.execute("DELETE FROM replicas WHERE replica_id = ?", (replica_id,))
+
+    def count_by_state(self) -> Dict[Tuple[str, str], int]:
+        """Returns how many jobs there are of each ``(kind, state)``."""
+        rows = self.db.execute("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state").fetchall()
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
