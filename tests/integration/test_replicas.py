@@ -10,9 +10,11 @@ and everything restarted finds everything (images, leases, jobs, events) again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +29,15 @@ import pytest
 
 from monailabel.datasets import write_phantoms
 from monailabel.db import DATABASE_URL_ENV
-from monailabel_api.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc, job_pb2, strategy_pb2, strategy_pb2_grpc
+from monailabel_api.v1 import (
+    common_pb2,
+    datastore_pb2,
+    datastore_pb2_grpc,
+    infer_pb2,
+    job_pb2,
+    strategy_pb2,
+    strategy_pb2_grpc,
+)
 from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
 from monailabel_server.observability import JsonFormatter
@@ -43,6 +53,7 @@ MODEL = "segmentation"
 CONF = {"roi_size": "32,32,32"}
 LONG_TRAIN = dict(max_epochs=500, device="cpu", dataset="Dataset", extra={"pretrained": False})
 REPLICA_TIMEOUT_S = 3.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -264,6 +275,90 @@ def test_metrics_of_each_replica_and_request_ids_in_json_logs(cluster: Cluster) 
     lines = [json.loads(r) for r in records]
     assert lines[0]["request_id"] == "req-42" and lines[0]["method"].endswith("/GetNextSample")
     assert lines[-1]["request_id"] not in ("", "req-42") and "next sample" in lines[-1]["message"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _envoy(replicas: List[RunningServer], folder: Path) -> Iterator[str]:
+    """Runs Envoy with the repository's load-balancing config, its endpoints pointed at ``replicas``."""
+    text = (ROOT / "deploy" / "envoy" / "lb.yaml").read_text()
+    listen, admin = _free_port(), _free_port()
+    text = text.replace("port_value: 8080", f"port_value: {listen}").replace("port_value: 9901", f"port_value: {admin}")
+    lines = [line for line in text.splitlines() if f"replica-{len(replicas) + 1}," not in line]
+    text = "\n".join(lines)
+    for i, replica in enumerate(replicas, 1):
+        text = text.replace(f"address: replica-{i}, port_value: 50051",
+                            f"address: 127.0.0.1, port_value: {replica.port}")
+    assert "replica-" not in text.split("static_resources")[1]
+    config = folder / "lb.yaml"
+    config.write_text(text)
+    log = open(folder / "envoy.log", "w")
+    proc = subprocess.Popen(["envoy", "-c", str(config), "--use-dynamic-base-id", "--log-level", "warn"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def healthy() -> int:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{admin}/clusters", timeout=2).read().decode()
+            except OSError:
+                return 0
+            return body.count("health_flags::healthy")
+
+        deadline = time.monotonic() + 60
+        while healthy() < len(replicas):  # both endpoints passed Envoy's gRPC health check
+            assert proc.poll() is None and time.monotonic() < deadline, (folder / "envoy.log").read_text()[-2000:]
+            time.sleep(0.1)
+        yield f"127.0.0.1:{listen}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _calls(replica: RunningServer, method: str) -> float:
+    return _scrape(replica).get(f'monailabel_rpc_total{{code="OK",method="{method}"}}', 0.0)
+
+
+def test_envoy_spreads_clients_over_replicas_and_keeps_each_clients_sessions_on_one(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    method = "/monailabel.v1.AppService/GetAppInfo"
+    with _envoy(cluster.replicas, tmp_path) as address:
+        clients_of = [0] * len(cluster.replicas)
+        for _ in range(12):  # each client its own affinity key: the ring spreads the clients
+            before = [_calls(r, method) for r in cluster.replicas]
+            with MonaiLabelClient(address, timeout=60) as c:
+                for _ in range(3):
+                    assert c.info().name
+            served = [_calls(r, method) - b for r, b in zip(cluster.replicas, before, strict=True)]
+            assert sorted(served) == [0, 3], served  # all of one client's calls reached one replica
+            clients_of[served.index(3)] += 1
+        assert min(clients_of) >= 1, clients_of
+
+        # a client's session is found by each of its calls; another client's calls may reach the other replica,
+        # which answers with a status the client acts on (create the session again)
+        with MonaiLabelClient(address, timeout=60) as owner:
+            session = owner.create_session(image_id="phantom_002")
+            for _ in range(5):
+                assert owner.infers.GetSession(infer_pb2.GetSessionRequest(session_id=session.session_id),
+                                               timeout=30).session.session_id == session.session_id
+            assert sorted(_scrape(r)["monailabel_sessions"] for r in cluster.replicas) == [0, 1]
+            errors = []
+            for _ in range(40):
+                with MonaiLabelClient(address, timeout=60) as other:
+                    try:
+                        other.infers.GetSession(infer_pb2.GetSessionRequest(session_id=session.session_id),
+                                                timeout=30)
+                    except grpc.RpcError as err:
+                        errors.append(err)
+                        break
+            assert errors and errors[0].code() == grpc.StatusCode.NOT_FOUND
+            assert "another server replica" in (errors[0].details() or "")
+            owner.delete_session(session.session_id)
 
 
 def test_every_replica_restarted_finds_everything(cluster: Cluster) -> None:
