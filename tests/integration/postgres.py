@@ -63,8 +63,12 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """Starts a PostgreSQL server for the block, then stops it and removes its folder."""
+def postgres_server(log_statements: bool = False) -> Iterator[PostgresServer]:
+    """Starts a PostgreSQL server for the block, then stops it and removes its folder.
+
+    Args:
+        log_statements: log every statement to ``<folder>/server.log`` (the benchmark counts them).
+    """
     folder = Path(tempfile.mkdtemp(prefix="monailabel-pg-"))
     os.chmod(folder, 0o755)
     as_user: List[str] = []
@@ -76,6 +80,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     subprocess.run([*as_user, _bin("initdb"), "-D", str(folder / "data"), "-U", "postgres", "-A", "trust",
                     "--no-sync"], check=True, capture_output=True, timeout=120)
     opts = f"-p {port} -k {folder} -h 127.0.0.1 -c fsync=off -c max_connections=200"
+    if log_statements:
+        opts += " -c log_statement=all"
     server._ctl("-o", opts, "-l", str(folder / "server.log"), "-w", "-t", "60", "start")
     try:
         yield server
