@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -124,7 +124,7 @@ class _Gauges:
     def __init__(self, sources: Dict[str, Callable[[], Any]]) -> None:
         self.sources = sources
 
-    def describe(self) -> list:
+    def describe(self) -> List[Any]:
         return []  # values come from live objects: never describe (so registration reads nothing)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -187,7 +187,7 @@ class _Counted:
         return message
 
 
-def _reset(token: contextvars.Token) -> None:
+def _reset(token: contextvars.Token[Tuple[str, str]]) -> None:
     try:
         _request.reset(token)
     except ValueError:  # a stream closed from another context (its generator collected elsewhere)
@@ -237,7 +237,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             metrics.rpcs.labels(method, name).inc()
             metrics.latency.labels(method, name).observe(time.perf_counter() - started)
 
-        def begin(request: Any) -> Tuple[Any, contextvars.Token]:
+        def begin(request: Any) -> Tuple[Any, contextvars.Token[Tuple[str, str]]]:
             token = _request.set((given or uuid.uuid4().hex[:16], method))
             if streamed_in:
                 request = _Counted(request, metrics.received.labels(method))

@@ -90,7 +90,7 @@ class ModelWorkers:
 
     def usage(self) -> tuple[int, int]:
         """Returns the slots in use (running and queued work) and the slots there are."""
-        return self._limit - self._slots._value, self._limit  # type: ignore[attr-defined]
+        return self._limit - self._slots._value, self._limit
 
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
         """Stops accepting work and, with ``wait``, lets running work end."""
