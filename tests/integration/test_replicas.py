@@ -219,10 +219,11 @@ def test_a_replica_killed_with_kill_9_has_its_job_failed_by_another(cluster: Clu
             ended = a.wait_job(job.job_id, timeout=60)
             assert ended.state == job_pb2.JOB_STATE_FAILED and "replica" in ended.error, ended.error
             assert time.monotonic() - killed_at < 4 * REPLICA_TIMEOUT_S
-            # the model is free again
+            # the model is free again; a job running on A is cancelled through B
             again = a.start_train(MODEL, **LONG_TRAIN)
-            a.cancel_job(again.job_id)
-            assert a.wait_job(again.job_id, timeout=120).state == job_pb2.JOB_STATE_CANCELLED
+            with cluster.client(1) as b:
+                b.cancel_job(again.job_id)
+                assert b.wait_job(again.job_id, timeout=120).state == job_pb2.JOB_STATE_CANCELLED
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -160,8 +160,19 @@ class JobManager:
             try:
                 self.store.heartbeat(self.replica_id)
                 self.sweep_dead_replicas()
+                self._cancels_from_other_replicas()
             except Exception:  # noqa: BLE001 - a database hiccup must not end the heartbeats
                 logger.exception("replica heartbeat failed")
+
+    def _cancels_from_other_replicas(self) -> None:
+        """Cancels this replica's jobs that another replica was asked to cancel (it left the cancel file)."""
+        with self._lock:
+            asked = [i for i, r in self._running.items() if not r.cancel_requested and r.cancel_file.exists()]
+        for job_id in asked:
+            try:
+                self.cancel(job_id)  # the signals (a scoring job has no cancel hook) go from here
+            except MONAILabelException:
+                pass  # it ended meanwhile
 
     def replica_alive(self, replica_id: str) -> bool:
         """Whether a replica (of any server on the database) is alive."""
