@@ -45,7 +45,7 @@ from monailabel_server.server import RunningServer, start
 
 from .conftest import copy_template
 from .helpers import assert_status, chunked, sha256, write_volume
-from .postgres import PostgresServer, postgres_server
+from .postgres import PostgresServer
 
 pytestmark = pytest.mark.slow  # starts PostgreSQL, three servers, and trains
 
@@ -95,18 +95,12 @@ def wait_idle_upload(
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def cluster(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("replicas")
     studies = root / "studies"
     write_phantoms(studies, count=12, shape=(32, 32, 32), labeled=2)
     before = os.environ.get(DATABASE_URL_ENV)
-    c = Cluster(pg.create_database("replicas"), copy_template(root / "app"), studies)
+    c = Cluster(postgres.create_database("replicas"), copy_template(root / "app"), studies)
     c.boot()
     try:
         yield c
