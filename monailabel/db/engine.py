@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-__all__ = ["DATABASE_URL_ENV", "Database", "Row", "database_url", "open_database"]
+__all__ = ["DATABASE_URL_ENV", "Database", "DatabaseUnavailable", "Row", "database_url", "open_database"]
 
 #: the environment variable that names the shared database (``--database`` sets it)
 DATABASE_URL_ENV = "MONAI_LABEL_DATABASE_URL"
@@ -45,6 +45,10 @@ def database_url(default_path: Path) -> str:
 def describe(url: str) -> str:
     """Returns the URL without its password, for logs and messages."""
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached (or refuses the credentials)."""
 
 
 class Row(tuple):
@@ -168,8 +172,14 @@ class Database:
         elif url.startswith(("postgresql://", "postgres://")):
             self.dialect = POSTGRESQL
             self.path = None
+            import psycopg
             from psycopg_pool import ConnectionPool
 
+            try:  # one direct connection first: a wrong address or password fails now, and says why
+                psycopg.connect(url, connect_timeout=int(timeout_s)).close()
+            except psycopg.Error as e:
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise DatabaseUnavailable(f"cannot reach the database {describe(url)}: {reason}") from None
             self._pool = ConnectionPool(
                 url, min_size=1, max_size=pool_size, open=True, name="monailabel",
                 kwargs={"autocommit": True, "row_factory": _row_factory},

@@ -27,6 +27,7 @@ EXIT_CODES: Dict[str, int] = {
     "usage": 2,  # bad arguments: no main.py, no studies folder, an unreadable setting
     "port_in_use": 3,  # another process listens on --port
     "app_failed": 4,  # the app's main.py raised while loading
+    "database": 5,  # --database is not a supported URL, or cannot be reached
     "interrupted": 130,
 }
 
@@ -190,14 +191,19 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
 def _start_server(args: argparse.Namespace) -> int:
     _check_paths(args)
     config = config_of(args)
+    if config.database and not config.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise StartError("--database must be sqlite:///FILE or postgresql://USER@HOST:PORT/NAME", "database")
     _check_port(config.host, config.port)
 
     # heavy imports (torch, MONAI, grpc servicers) only once the cheap checks passed
+    from monailabel.db import DatabaseUnavailable
     from monailabel.interfaces.exception import MONAILabelException
     from monailabel_server.server import serve
 
     try:
         serve(config)
+    except DatabaseUnavailable as e:
+        raise StartError(str(e), "database") from None
     except MONAILabelException as e:
         raise StartError(f"the app did not load: {e.msg}", "app_failed") from e
     except (ImportError, SyntaxError) as e:

@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from monailabel.db import DATABASE_URL_ENV
+from monailabel.db import DATABASE_URL_ENV, open_database
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel_api.v1 import (
     app_pb2,
@@ -135,6 +135,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     if config.reflection not in ("auto", "on", "off"):
         raise ValueError(f"reflection must be auto, on or off, not {config.reflection!r}")
     if config.database:
+        open_database(config.database).close()  # unreachable or mistyped: fail now, before the app loads
         os.environ[DATABASE_URL_ENV] = config.database  # the app's datastore opens its index there
     if app is None:
         app = load_app(config.app_dir, config.studies, config.conf)

@@ -112,6 +112,26 @@ def cluster(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) 
             os.environ[DATABASE_URL_ENV] = before
 
 
+@pytest.mark.parametrize("url, says", [
+    ("postgresql://postgres:hunter2@127.0.0.1:{port}/nowhere", "cannot reach the database postgresql://postgres:***@"),
+    ("mysql://someone@db/x", "--database must be sqlite:///FILE or postgresql://"),
+])
+def test_a_database_that_cannot_be_used_is_one_line_before_the_app_loads(
+    cluster: Cluster, url: str, says: str
+) -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        url = url.format(port=closed.getsockname()[1])
+        done = subprocess.run(
+            [sys.executable, "-m", "monailabel_server", "start_server", "--app", str(cluster.app), "--studies",
+             str(cluster.studies), "--port", "0", "--database", url],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert done.returncode == 5, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and says in lines[-1] and "hunter2" not in done.stderr, done.stderr
+
+
 def test_upload_on_a_is_downloaded_from_b(cluster: Cluster) -> None:
     source = cluster.studies / "phantom_003.nii.gz"
     data = source.read_bytes()
