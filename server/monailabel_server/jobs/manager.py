@@ -576,7 +576,9 @@ class JobManager:
             if not events:
                 if job.terminal:
                     return
-                self.store.wait(0.05)
+                # this replica's appends wake the wait at once; another replica's are found by polling,
+                # less often on a shared database (each poll is two queries per watcher)
+                self.store.wait(0.25 if self.store.db.shared else 0.05)
 
     # -- shutdown ---------------------------------------------------------------------------------------
     def shutdown(self, timeout: float = 10.0) -> None:
