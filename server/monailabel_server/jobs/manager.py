@@ -199,8 +199,9 @@ class JobManager:
         reason = "server restarted while the job was queued or running" if startup else \
             "server replica running the job stopped (no heartbeat); the job was lost"
         failed: List[JobRecord] = []
+        alone = alive == {self.replica_id}
         candidates = self.store.list(0, 1 << 30, state=RUNNING)
-        if startup and alive == {self.replica_id}:
+        if startup and alone:
             candidates += self.store.list(0, 1 << 30, state=QUEUED)
         for job in candidates:
             if job.state == RUNNING and job.owner in alive:
@@ -213,7 +214,7 @@ class JobManager:
             killed = kill_leftovers(job.pid, job.pid_start) if job.state == RUNNING and job.pid and here else []
             logger.warning("job %s (%s) was %s when its server stopped: FAILED%s", job.job_id, job.model,
                            job.state, f"; killed its leftover processes {killed}" if killed else "")
-            if not startup and not self._stopping:
+            if not self._stopping and not (startup and alone):  # a lone first replica failed the queue too
                 with self._lock:
                     queued = [j for j in self.store.active(job.model, job.kind) if j.state == QUEUED]
                     if queued:
