@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-__all__ = ["DatastoreIndex", "FILTERS"]
+from monailabel.db import Migration, database_url, migrate, open_database
 
-SCHEMA_VERSION = 1
+__all__ = ["DatastoreIndex", "FILTERS"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -50,6 +48,10 @@ CREATE TABLE IF NOT EXISTS labels (
 CREATE INDEX IF NOT EXISTS labels_by_tag ON labels (tag, image_id);
 """
 
+_MIGRATIONS = [
+    Migration(1, "images, labels and settings", [s for s in _SCHEMA.split(";") if s.strip()]),
+]
+
 FILTERS = ("all", "labeled", "unlabeled")
 """Image filters of :meth:`DatastoreIndex.page_images`."""
 
@@ -69,91 +71,41 @@ def dumps(info: Dict[str, Any]) -> str:
     return json.dumps(info, default=str, sort_keys=True)
 
 
-class _ThreadConnection:
-    """Holds one thread's connection and closes it when the thread's locals go away."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def close(self) -> None:
-        try:
-            self.conn.close()
-        except sqlite3.Error:
-            pass
-
-    def __del__(self) -> None:
-        self.close()
-
-
 class DatastoreIndex:
-    """The SQLite index.
+    """The index, in the database ``MONAI_LABEL_DATABASE_URL`` names, or in the SQLite file ``db_path``.
 
     Args:
-        db_path: the database file (created with its folder when missing).
+        db_path: the embedded database file (created with its folder when missing).
         timeout_s: how long to wait for another writer (process) before failing.
+        url: the database; empty for ``MONAI_LABEL_DATABASE_URL`` or else ``db_path``.
     """
 
-    def __init__(self, db_path: Path, timeout_s: float = 30.0) -> None:
+    def __init__(self, db_path: Path, timeout_s: float = 30.0, url: str = "") -> None:
         self.db_path = db_path
         self._timeout_s = timeout_s
-        self._local = threading.local()
-        self._all: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
-        self._closed = False
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self.conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        with self.write() as c:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    c.execute(statement)
-            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.url = url or database_url(db_path)
+        self.db = open_database(self.url)
+        migrate(self.db, "datastore", _MIGRATIONS)
 
-    def conn(self) -> sqlite3.Connection:
-        """Returns this thread's connection, opening it on first use."""
-        holder: Optional[_ThreadConnection] = getattr(self._local, "holder", None)
-        if holder is None:
-            if self._closed:
-                raise sqlite3.ProgrammingError("the datastore index is closed")
-            # check_same_thread=False only so that close() may close it from another thread
-            conn = sqlite3.connect(self.db_path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA synchronous=FULL")
-            holder = _ThreadConnection(conn)
-            self._local.holder = holder
-            self._all.add(holder)
-        return holder.conn
+    def conn(self) -> Any:
+        """Returns what runs this thread's statements: its open transaction, else autocommit."""
+        return self.db
 
     def close(self) -> None:
-        """Closes every connection; the index cannot be used afterwards."""
-        self._closed = True
-        for holder in list(self._all):
-            holder.close()
-        self._local = threading.local()
+        """Closes the index (its reference to the database); it cannot be used afterwards."""
+        self.db.close()
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE``): committed on success, rolled back on any error."""
-        conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def write(self) -> Iterator[Any]:
+        """A write transaction, serialised with every other writer of the index (any replica's)."""
+        with self.db.write(lock="datastore") as c:
+            yield c
 
     @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[Any]:
         """A read transaction: every query inside sees one snapshot."""
-        conn = self.conn()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+        with self.db.read() as c:
+            yield c
 
     # settings ---------------------------------------------------------------------------------
 

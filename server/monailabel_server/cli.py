@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import errno
 import json
-import logging
 import os
 import socket
 import sys
@@ -28,6 +27,7 @@ EXIT_CODES: Dict[str, int] = {
     "usage": 2,  # bad arguments: no main.py, no studies folder, an unreadable setting
     "port_in_use": 3,  # another process listens on --port
     "app_failed": 4,  # the app's main.py raised while loading
+    "database": 5,  # --database is not a supported URL, or cannot be reached
     "interrupted": 130,
 }
 
@@ -181,6 +181,9 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
             audit_log=args.audit_log,
             stream_idle_timeout_s=args.stream_idle_timeout,
             web_port=args.web_port,
+            database=args.database,
+            replica_timeout_s=args.replica_timeout,
+            metrics_port=args.metrics_port,
         )
     except ValueError as e:
         raise StartError(f"a MONAI_LABEL_GRPC_* setting is not a number: {e}") from None
@@ -189,14 +192,19 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
 def _start_server(args: argparse.Namespace) -> int:
     _check_paths(args)
     config = config_of(args)
+    if config.database and not config.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise StartError("--database must be sqlite:///FILE or postgresql://USER@HOST:PORT/NAME", "database")
     _check_port(config.host, config.port)
 
     # heavy imports (torch, MONAI, grpc servicers) only once the cheap checks passed
+    from monailabel.db import DatabaseUnavailable
     from monailabel.interfaces.exception import MONAILabelException
     from monailabel_server.server import serve
 
     try:
         serve(config)
+    except DatabaseUnavailable as e:
+        raise StartError(str(e), "database") from None
     except MONAILabelException as e:
         raise StartError(f"the app did not load: {e.msg}", "app_failed") from e
     except (ImportError, SyntaxError) as e:
@@ -256,6 +264,14 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     s.add_argument("--web-port", type=int, default=None,
                    help="also serve browsers on this port: gRPC-Web and Connect through Envoy, CORS for "
                         "MONAI_LABEL_CORS_ORIGINS (0 picks a free port; default: off)")
+    s.add_argument("--database", default=os.environ.get("MONAI_LABEL_DATABASE_URL") or None,
+                   help="shared state (index, jobs, leases, uploads): postgresql://USER@HOST:PORT/NAME for "
+                        "several replicas (env MONAI_LABEL_DATABASE_URL; default: SQLite files in the studies folder)")
+    s.add_argument("--replica-timeout", type=float, default=None,
+                   help="seconds without a heartbeat after which a replica's running jobs are failed by the others "
+                        "(default 15; env MONAI_LABEL_GRPC_REPLICA_TIMEOUT_S)")
+    s.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (default: none)")
     s.set_defaults(func=_start_server)
 
 
@@ -263,6 +279,9 @@ def parser() -> argparse.ArgumentParser:
     """Returns the command line's parser."""
     p = argparse.ArgumentParser(prog="monailabel", description="MONAI Label over gRPC")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("MONAI_LABEL_LOG_FORMAT", "text"),
+                   help="text lines, or one JSON object per line with the call's request id (default text; "
+                        "env MONAI_LABEL_LOG_FORMAT)")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
     add_start_server(sub)
@@ -280,7 +299,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         The exit status (see :data:`EXIT_CODES`).
     """
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    from monailabel_server.observability import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
     try:
         return int(args.func(args))
     except StartError as e:

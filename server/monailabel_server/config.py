@@ -51,6 +51,12 @@ class ServerConfig:
             it sends, or to read the one it was sent) before the server ends it (DEADLINE_EXCEEDED).
         reserved_threads: RPC threads kept from streaming calls, so unary calls always find one:
             at most ``rpc_threads - reserved_threads`` streams (at least 1) are served at once.
+        database: where shared state lives: "" for SQLite files in the studies folder, or
+            ``postgresql://...`` for a database several replicas share (sets ``MONAI_LABEL_DATABASE_URL``
+            for the whole process, which the datastore reads).
+        replica_timeout_s: seconds without a heartbeat after which a replica counts as dead and the
+            others fail its running jobs.
+        metrics_port: port of the Prometheus ``/metrics`` endpoint (0 picks one); None serves none.
     """
 
     app_dir: Path
@@ -80,6 +86,9 @@ class ServerConfig:
     auth: Optional[AuthSettings] = None
     stream_idle_timeout_s: float = 60.0
     reserved_threads: int = 4
+    database: str = ""
+    replica_timeout_s: float = 15.0
+    metrics_port: Optional[int] = None
 
     @property
     def max_streams(self) -> int:

@@ -5,19 +5,21 @@ sample, a final label is saved for the image, or the lease expires (``ServerConf
 While an image is leased, strategies do not see it: they get a view of the datastore whose
 ``get_unlabeled_images`` leaves out images other clients hold, so any MONAI Label strategy (which picks
 among the unlabeled images) works unchanged. Selection and leasing happen under one lock, so two
-clients asking at the same moment never get the same image. Leases live in SQLite and survive restarts.
+clients asking at the same moment never get the same image, not even on different replicas: the pick
+and the lease are one database transaction under a lock every replica takes. Leases live in the
+database (SQLite, or the PostgreSQL that replicas share) and survive restarts.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from monailabel.db import Migration, database_url, migrate, open_database
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
@@ -31,63 +33,68 @@ FOUND, NONE_LEFT, ALL_LEASED = "FOUND", "NONE_LEFT", "ALL_LEASED"
 DEFAULT_CLIENT_ID = "user-xyz"
 _MAX_CLIENT_ID = 256
 
+_MIGRATIONS = [
+    Migration(1, "leases", [
+        "CREATE TABLE IF NOT EXISTS leases (image_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, "
+        "strategy TEXT NOT NULL, expire_time REAL NOT NULL)",
+    ]),
+]
+
 
 class LeaseStore:
-    """Leases of images to clients, in SQLite (WAL).
+    """Leases of images to clients, in the database (``MONAI_LABEL_DATABASE_URL``, else the SQLite file ``path``).
 
     Args:
-        path: the database file; its folder is created.
+        path: the embedded database file; its folder is created.
+        url: the database; empty for ``MONAI_LABEL_DATABASE_URL`` or else ``path``.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, url: str = "") -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS leases (image_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, "
-            "strategy TEXT NOT NULL, expire_time REAL NOT NULL)"
-        )
+        self.db = open_database(url or database_url(path))
+        migrate(self.db, "leases", _MIGRATIONS)
 
     def close(self) -> None:
         """Closes the database."""
-        with self._lock:
-            self._db.close()
+        self.db.close()
+
+    def exclusive(self) -> Any:
+        """A transaction that excludes every other replica's lease changes (pick and lease in one)."""
+        return self.db.write(lock="leases")
 
     def live(self, now: float) -> Dict[str, str]:
         """Returns ``{image_id: client_id}`` of the leases that have not expired (and drops the others)."""
-        with self._lock:
-            self._db.execute("DELETE FROM leases WHERE expire_time <= ?", (now,))
-            return dict(self._db.execute("SELECT image_id, client_id FROM leases").fetchall())
+        with self.db.write() as c:
+            c.execute("DELETE FROM leases WHERE expire_time <= ?", (now,))
+            return {str(r[0]): str(r[1]) for r in c.execute("SELECT image_id, client_id FROM leases").fetchall()}
 
     def holder(self, image_id: str, now: float) -> Optional[str]:
         """Returns the client holding a live lease on an image, or None."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT client_id FROM leases WHERE image_id = ? AND expire_time > ?", (image_id, now)
-            ).fetchone()
+        row = self.db.execute(
+            "SELECT client_id FROM leases WHERE image_id = ? AND expire_time > ?", (image_id, now)
+        ).fetchone()
         return str(row[0]) if row else None
 
     def acquire(self, image_id: str, client_id: str, strategy: str, expire_time: float) -> None:
         """Leases an image to a client (replacing any lease it had)."""
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO leases (image_id, client_id, strategy, expire_time) VALUES (?, ?, ?, ?)",
-                (image_id, client_id, strategy, expire_time),
-            )
+        self.db.execute(
+            "INSERT INTO leases (image_id, client_id, strategy, expire_time) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (image_id) DO UPDATE SET client_id = excluded.client_id, strategy = excluded.strategy, "
+            "expire_time = excluded.expire_time",
+            (image_id, client_id, strategy, expire_time),
+        )
 
     def release_client(self, client_id: str) -> List[str]:
         """Ends a client's leases; returns their images."""
-        with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT image_id FROM leases WHERE client_id = ?", (client_id,))]
-            self._db.execute("DELETE FROM leases WHERE client_id = ?", (client_id,))
+        with self.db.write() as c:
+            ids = [str(r[0]) for r in c.execute("SELECT image_id FROM leases WHERE client_id = ?", (client_id,))]
+            c.execute("DELETE FROM leases WHERE client_id = ?", (client_id,))
         return ids
 
     def release_image(self, image_id: str) -> bool:
         """Ends the lease on an image; returns whether there was one."""
-        with self._lock:
-            return self._db.execute("DELETE FROM leases WHERE image_id = ?", (image_id,)).rowcount > 0
+        return bool(self.db.execute("DELETE FROM leases WHERE image_id = ?", (image_id,)).rowcount > 0)
 
 
 class _HidingView:
@@ -197,7 +204,7 @@ class NextSampler:
             validate(dict(request))
 
         datastore = self.app.datastore()
-        with self._lock:
+        with self._lock, self.leases.exclusive():
             now = self.clock()
             self.leases.release_client(client_id)
             held = self.leases.live(now)

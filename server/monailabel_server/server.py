@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -13,6 +14,7 @@ from typing import Optional
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from monailabel.db import DATABASE_URL_ENV, open_database
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel_api.v1 import (
     app_pb2,
@@ -40,6 +42,7 @@ from monailabel_server.errors import ErrorInterceptor
 from monailabel_server.infer_servicer import InferServicer
 from monailabel_server.job_servicer import JobServicer
 from monailabel_server.jobs import JobManager
+from monailabel_server.observability import Metrics, MetricsInterceptor
 from monailabel_server.reflection import enable_reflection
 from monailabel_server.sampling import NextSampler
 from monailabel_server.strategy_servicer import StrategyServicer
@@ -81,6 +84,8 @@ class RunningServer:
         guard: its stream idle timeout and stream cap.
         web: Envoy serving the browser port, when ``web_port`` is set.
         logs: its log buffer (ServerService.TailLogs), on the root logger while it serves.
+        metrics: its Prometheus metrics.
+        metrics_port: the port of its ``/metrics`` endpoint (0: none).
     """
 
     server: grpc.Server
@@ -93,13 +98,15 @@ class RunningServer:
     sampler: Optional[NextSampler] = None
     audit: Optional[AuditLog] = None
     guard: Optional[StreamGuard] = None
+    metrics: Optional[Metrics] = None
+    metrics_port: int = 0
     web: Optional[EnvoyProcess] = None
+    logs: Optional[logging.Handler] = None
 
     @property
     def web_port(self) -> int:
         """The browser port (gRPC-Web and Connect); 0 when there is none."""
         return self.web.port if self.web is not None else 0
-    logs: Optional[logging.Handler] = None
 
     @property
     def address(self) -> str:
@@ -125,6 +132,8 @@ class RunningServer:
         if self.logs is not None:
             logging.getLogger().removeHandler(self.logs)
             self.logs.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningServer:
@@ -145,6 +154,9 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
                          "TLS port, or serve the gRPC port in plaintext on a private address")
     if config.reflection not in ("auto", "on", "off"):
         raise ValueError(f"reflection must be auto, on or off, not {config.reflection!r}")
+    if config.database:
+        open_database(config.database).close()  # unreachable or mistyped: fail now, before the app loads
+        os.environ[DATABASE_URL_ENV] = config.database  # the app's datastore opens its index there
     if app is None:
         app = load_app(config.app_dir, config.studies, config.conf)
     audit = AuditLog(Path(config.audit_log) if config.audit_log else default_path(config.studies, config.app_dir))
@@ -154,26 +166,30 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
         ("grpc.so_reuseport", 0),
     ]
     # the guard first: stalled streams must not hold every thread, and health checks get their own
+    metrics = Metrics()
     guard = StreamGuard(config.stream_idle_timeout_s, config.max_streams)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
         # the guard first (stalled streams must not hold every thread; health gets its own), then
-        # outermost first: audit sees each call's final status; auth runs inside the error mapping
-        interceptors=[guard, ChunkCodecInterceptor(), AuditInterceptor(audit, auth.enable), ErrorInterceptor(),
-                      AuthInterceptor(auth)],
+        # outermost first: metrics and audit see each call's final status; auth runs inside the error mapping
+        interceptors=[guard, MetricsInterceptor(metrics), ChunkCodecInterceptor(), AuditInterceptor(audit, auth.enable),
+                      ErrorInterceptor(), AuthInterceptor(auth)],
         options=options,
         maximum_concurrent_rpcs=config.rpc_threads * 4,
     )
     workers = ModelWorkers(config.model_workers, config.max_queue)
-    jobs = JobManager(app, config.app_dir, config.studies, config.conf)
+    workers.on_wait = metrics.model_wait.observe
+    jobs = JobManager(app, config.app_dir, config.studies, config.conf, replica_timeout_s=config.replica_timeout_s,
+                      heartbeat_s=max(0.2, config.replica_timeout_s / 5))
     jobs.audit = audit
     sampler = NextSampler(app, jobs.store.path.parent / "leases.db", config.lease_ttl_s)
     app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app, config), server)
     datastore_servicer = DatastoreServicer(app, config, on_final_label=sampler.release_image)
+    # uploads held by a replica stay held while it lives; a dead one's resume anywhere
+    datastore_servicer.core.uploads.attach_replica(jobs.replica_id, jobs.replica_alive)
     datastore_pb2_grpc.add_DatastoreServiceServicer_to_server(datastore_servicer, server)
-    infer_pb2_grpc.add_InferServiceServicer_to_server(
-        InferServicer(app, config, workers, volumes=datastore_servicer.core.take_volume), server
-    )
+    infer_servicer = InferServicer(app, config, workers, volumes=datastore_servicer.core.take_volume)
+    infer_pb2_grpc.add_InferServiceServicer_to_server(infer_servicer, server)
     train_pb2_grpc.add_TrainServiceServicer_to_server(TrainServicer(jobs), server)
     job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
     strategy_pb2_grpc.add_StrategyServiceServicer_to_server(StrategyServicer(app, config, sampler, jobs), server)
@@ -186,7 +202,12 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {config.host}:{config.port}")
+    metrics.source("model_slots", workers.usage)
+    metrics.source("sessions", lambda: (len(infer_servicer.core.sessions), infer_servicer.core.sessions.held_bytes))
+    metrics.source("jobs", jobs.store.count_by_state)
+    metrics.source("uploads", datastore_servicer.core.uploads.stats)
     server.start()
+    metrics_port = metrics.serve(config.metrics_port, config.host) if config.metrics_port is not None else 0
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("serving %s on %s:%d (%s, auth %s)", type(app).__name__, config.host, port,
@@ -197,7 +218,8 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     # the app's async_scoring / async_training become jobs; then MONAI Label's init hook (scoring, if auto)
     app.set_job_submitter(lambda kind, request: jobs.submit(kind, request, trigger=f"app: {kind} requested"))
     app.on_init_complete()
-    running = RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit, guard)
+    running = RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit, guard,
+                            metrics=metrics, metrics_port=metrics_port)
     running.logs = logs
     if config.web_port >= 0:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,6 +46,7 @@ class ModelWorkers:
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="model")
         self._slots = threading.BoundedSemaphore(max(1, workers) + max(0, max_queue))
         self._limit = max(1, workers) + max(0, max_queue)
+        self.on_wait: Optional[Callable[[float], None]] = None  # told how long each call waited (metrics)
 
     def run(self, fn: Callable[[], T], cancel: Callable[[], bool]) -> tuple[T, float]:
         """Runs ``fn`` on a model thread and waits for it while the caller is there.
@@ -74,13 +76,21 @@ class ModelWorkers:
             return fn()
 
         try:
-            future: Future[T] = self._pool.submit(job)
+            # the call's context (its request id) goes with the work onto the model thread
+            future: Future[T] = self._pool.submit(contextvars.copy_context().run, job)
         except BaseException:
             self._slots.release()
             raise
         future.add_done_callback(lambda _f: self._slots.release())
         result = future.result()
-        return result, (started[0] - queued_at) if started else 0.0
+        waited = (started[0] - queued_at) if started else 0.0
+        if self.on_wait is not None:
+            self.on_wait(waited)
+        return result, waited
+
+    def usage(self) -> tuple[int, int]:
+        """Returns the slots in use (running and queued work) and the slots there are."""
+        return self._limit - self._slots._value, self._limit
 
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
         """Stops accepting work and, with ``wait``, lets running work end."""

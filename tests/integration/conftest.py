@@ -14,6 +14,8 @@ from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
 
+from .postgres import PostgresServer, postgres_server
+
 TEMPLATE = Path(__file__).resolve().parents[2] / "monailabel" / "apps" / "radiology"
 
 
@@ -46,3 +48,10 @@ def client(server: RunningServer) -> Iterator[MonaiLabelClient]:
 def channel(server: RunningServer) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.address) as ch:
         yield ch
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server (Debian's package) for the whole session; each test module creates its own database."""
+    with postgres_server() as server:
+        yield server

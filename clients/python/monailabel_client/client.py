@@ -60,6 +60,7 @@ from monailabel_api.wire import (
     geometry_of_affine,
     serialize_request,
 )
+from monailabel_client.affinity import with_affinity
 from monailabel_client.credentials import TOKEN_ENV, TokenSource, secure_channel, with_token
 from monailabel_client.interact import Interaction
 from monailabel_client.jobs import JobCalls
@@ -254,7 +255,8 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                 address, ca_file=ca_file, cert_file=cert_file, key_file=key_file, server_name=server_name
             )
         token = os.environ.get(TOKEN_ENV) if token is None else token
-        self.channel = with_token(channel or grpc.insecure_channel(address), token)
+        # one affinity key per client: behind a load balancer its calls (and sessions) stay on one replica
+        self.channel = with_affinity(with_token(channel or grpc.insecure_channel(address), token))
         self.timeout = timeout
         self.chunk_size = chunk_size
         self.progress = progress

@@ -205,9 +205,12 @@ class SessionStore:
             self._expire()
             session: Optional[Session] = self._sessions.get(session_id)
             if session is None:
+                # behind a load balancer the call may also have reached another replica than the one
+                # holding the session (sessions live in one replica's memory): either way, create it again
                 raise MONAILabelException(MONAILabelError.NOT_FOUND,
-                                          f"session '{session_id}' does not exist or has expired",
-                                          resource=("session", session_id))
+                                          f"session '{session_id}' does not exist or has expired (or is held by "
+                                          "another server replica); create the session again",
+                                          resource=("session", session_id), reason="SESSION_NOT_FOUND")
             session.touch()
             return session
 

@@ -1,8 +1,9 @@
 """Uploads as resources: an id each, one writer per target, an expiry, a cap, and no debris.
 
 An upload writes into the staging file ``<upload_id>.part`` (with the transfer's own state in
-``<upload_id>.part.json``) and is described by ``<upload_id>.upload.json`` (its target and expiry), so
-partial uploads survive a restart. Two streams never share a file: a stream with an empty upload id
+``<upload_id>.part.json``) and is described by a row in the database (its target, expiry, writer and
+committed bytes), so partial uploads survive a restart and, with a shared database and studies
+folder, resume on any replica. Two streams never share a file: a stream with an empty upload id
 starts a new upload, a stream that names an id resumes exactly that upload, and while one stream
 writes to a target (an image, or an image's label of one tag) any other stream for that target is
 refused with CONFLICT. Expired partial uploads are swept at startup and whenever an upload begins
@@ -13,16 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
+from monailabel.db import Migration, database_url, migrate, open_database
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel.utils.others.atomic import atomic_write_json
 
 __all__ = ["Target", "Upload", "UploadRegistry"]
 
@@ -79,47 +79,96 @@ class Upload:
     spec: Dict[str, Any] = field(default_factory=dict)
 
 
+_MIGRATIONS = [
+    Migration(1, "upload resources", [
+        "CREATE TABLE IF NOT EXISTS uploads (upload_id TEXT PRIMARY KEY, image_id TEXT NOT NULL, tag TEXT NOT NULL, "
+        "total_size INTEGER NOT NULL, sha256 TEXT NOT NULL, expire_at REAL NOT NULL, owner TEXT NOT NULL DEFAULT '', "
+        "committed INTEGER NOT NULL DEFAULT 0, UNIQUE (image_id, tag))",
+    ]),
+    # unary uploads (browsers): volumes to infer on, and what their create call asked for
+    Migration(2, "volume uploads and unary upload specs", [
+        "ALTER TABLE uploads ADD COLUMN volume INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE uploads ADD COLUMN spec TEXT NOT NULL DEFAULT '{}'",
+    ]),
+]
+_COLUMNS = "upload_id, image_id, tag, total_size, sha256, expire_at, owner, volume, spec"
+
+
 class UploadRegistry:
-    """Owns the partial uploads of one staging folder.
+    """Owns the partial uploads of one staging folder, recorded in the database.
+
+    The database is the one ``MONAI_LABEL_DATABASE_URL`` names (shared by replicas, whose staging folder
+    is the shared studies folder's), else an SQLite file next to the staging folder. An upload being
+    written records its writer (``owner``); a writer that is no longer alive (see :meth:`attach_replica`)
+    does not hold its upload, so a stream broken by a dead replica resumes on another.
 
     Args:
         staging: the staging folder (created when missing).
         ttl_s: seconds a partial upload is kept after its last stream ended.
         max_uploads: partial and active uploads that may exist at once.
         clock: returns epoch seconds (tests pass their own).
+        url: the database; empty for ``MONAI_LABEL_DATABASE_URL`` or else ``<staging>.uploads.db``.
     """
 
-    def __init__(self, staging: Path, ttl_s: float, max_uploads: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, staging: Path, ttl_s: float, max_uploads: int, clock: Callable[[], float] = time.time,
+                 url: str = "") -> None:
         self.staging = staging
         self.ttl_s = ttl_s
         self.max_uploads = max_uploads
         self.clock = clock
-        self._lock = threading.Lock()
-        self._uploads: Dict[str, Upload] = {}
-        self._by_target: Dict[Target, str] = {}
         staging.mkdir(parents=True, exist_ok=True)
+        self.db = open_database(url or database_url(staging.with_name(staging.name + ".uploads.db")))
+        migrate(self.db, "uploads", _MIGRATIONS)
+        # the writer id of this registry; other writers count as gone unless a replica registry says otherwise
+        self.owner = uuid.uuid4().hex
+        self._alive: Callable[[str], bool] = lambda owner: owner == self.owner
         self._load()
 
+    def attach_replica(self, replica_id: str, alive: Callable[[str], bool]) -> None:
+        """Names writers by replica, so an upload held by a live replica (any) stays held.
+
+        Args:
+            replica_id: this replica.
+            alive: tells whether a replica is alive.
+        """
+        self.owner = replica_id
+        self._alive = lambda owner: owner == replica_id or alive(owner)
+
+    def close(self) -> None:
+        """Closes the database."""
+        self.db.close()
+
     # -- queries ----------------------------------------------------------------------------------
+    def _upload(self, row: Any) -> Upload:
+        owner = str(row[6])
+        return Upload(str(row[0]), Target(str(row[1]), str(row[2]), bool(row[7])), int(row[3]), str(row[4]),
+                      float(row[5]), bool(owner) and self._alive(owner), dict(json.loads(str(row[8]) or "{}")))
+
+    def _row(self, upload_id: str) -> Optional[Upload]:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone()
+        return self._upload(row) if row is not None else None
+
+    def _of_target(self, target: Target) -> Optional[Upload]:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM uploads WHERE image_id = ? AND tag = ?",
+                              (target.image_id, target.tag)).fetchone()
+        return self._upload(row) if row is not None else None
+
     def get(self, upload_id: str) -> Upload:
         """Returns a live upload by id.
 
         Raises:
             MONAILabelException: NOT_FOUND for an unknown or expired id.
         """
-        with self._lock:
-            self._sweep()
-            upload = self._uploads.get(upload_id)
-            if upload is None:
-                raise _not_found(upload_id)
-            return _copy(upload)
+        self.sweep()
+        upload = self._row(upload_id)
+        if upload is None:
+            raise _not_found(upload_id)
+        return upload
 
     def of_target(self, target: Target) -> Optional[Upload]:
         """Returns the live upload of a target, or None."""
-        with self._lock:
-            self._sweep()
-            upload_id = self._by_target.get(target)
-            return _copy(self._uploads[upload_id]) if upload_id else None
+        self.sweep()
+        return self._of_target(target)
 
     def committed(self, upload_id: str) -> int:
         """Bytes of an upload's stream that its staging file holds (as a resumed stream would find them)."""
@@ -131,9 +180,13 @@ class UploadRegistry:
         """The staging file of an upload."""
         return self.staging / f"{upload_id}.part"
 
+    def stats(self) -> Tuple[int, int]:
+        """Returns the number of partial uploads and the bytes their streams have committed (as of their last end)."""
+        row = self.db.execute("SELECT COUNT(*), COALESCE(SUM(committed), 0) FROM uploads").fetchone()
+        return int(row[0]), int(row[1])
+
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._uploads)
+        return int(self.db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0])
 
     # -- writing ----------------------------------------------------------------------------------
     @contextmanager
@@ -173,10 +226,9 @@ class UploadRegistry:
 
     def _acquire(self, target: Target, upload_id: str, total_size: int, sha256: str, spec: Dict[str, Any]) -> Upload:
         stale: Optional[str] = None
-        with self._lock:
-            self._sweep()
-            current_id = self._by_target.get(target)
-            current = self._uploads.get(current_id) if current_id else None
+        self.sweep()
+        with self.db.write(lock="uploads"):
+            current = self._of_target(target)
             if current is not None and current.active:
                 raise MONAILabelException(
                     MONAILabelError.CONFLICT,
@@ -185,8 +237,9 @@ class UploadRegistry:
                     resource=(f"{target.kind}_upload", target.name),
                     reason="UPLOAD_IN_PROGRESS",
                 )
+            expire_at = self.clock() + self.ttl_s
             if upload_id:
-                upload = self._uploads.get(upload_id)
+                upload = self._row(upload_id)
                 if upload is None:
                     raise _not_found(upload_id)
                 if upload.target != target:
@@ -203,125 +256,96 @@ class UploadRegistry:
                         "send the same content, or leave upload_id empty to start over",
                         field="header.content",
                     )
+                self.db.execute("UPDATE uploads SET owner = ?, expire_at = ? WHERE upload_id = ?",
+                                (self.owner, expire_at, upload.id))
             else:
                 if current is not None:  # a new upload replaces the target's idle partial upload
                     stale = current.id
-                    self._forget(current.id)
-                if len(self._uploads) >= self.max_uploads:
+                    self.db.execute("DELETE FROM uploads WHERE upload_id = ?", (current.id,))
+                if len(self) >= self.max_uploads:
                     raise MONAILabelException(
                         MONAILabelError.RESOURCE_EXHAUSTED,
                         f"this server holds {self.max_uploads} partial uploads already; "
                         "finish or let some expire first",
                         retry_after_s=60.0,
                     )
-                upload = Upload(uuid.uuid4().hex, target, total_size, sha256, 0.0, spec=dict(spec))
-                self._uploads[upload.id] = upload
-                self._by_target[target] = upload.id
-            upload.active = True
-            upload.expire_at = self.clock() + self.ttl_s
-            acquired = _copy(upload)
+                upload = Upload(uuid.uuid4().hex, target, total_size, sha256, expire_at, spec=dict(spec))
+                self.db.execute(
+                    f"INSERT INTO uploads ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (upload.id, target.image_id, target.tag, total_size, sha256, expire_at, self.owner,
+                     int(target.volume), json.dumps(upload.spec)),
+                )
         if stale:
             self._remove_files(stale)
-        self._write_meta(acquired)
-        return acquired
+        return Upload(upload.id, target, total_size, sha256, expire_at, True, dict(upload.spec))
 
     def _release(self, upload: Upload) -> None:
         kept = self.part_path(upload.id).exists()
-        with self._lock:
-            live = self._uploads.get(upload.id)
-            if live is None:
-                return
-            live.active = False
-            live.expire_at = self.clock() + self.ttl_s
-            if not kept:
-                self._forget(upload.id)
-            released = _copy(live)
         if kept:
-            self._write_meta(released)
+            self.db.execute(
+                "UPDATE uploads SET owner = '', expire_at = ?, committed = ? WHERE upload_id = ? AND owner = ?",
+                (self.clock() + self.ttl_s, self.committed(upload.id), upload.id, self.owner),
+            )
         else:
+            self.db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload.id,))
             self._remove_files(upload.id)
 
-    # -- cleaning ---------------------------------------------------------------------------------
     def discard(self, upload_id: str) -> None:
         """Discards a partial upload and its files.
 
         Raises:
             MONAILabelException: NOT_FOUND for an unknown or expired id, CONFLICT while a call writes to it.
         """
-        with self._lock:
-            self._sweep()
-            upload = self._uploads.get(upload_id)
-            if upload is None:
+        with self.db.write(lock="uploads"):
+            upload = self._row(upload_id)
+            if upload is None or upload.expire_at <= self.clock() and not upload.active:
                 raise _not_found(upload_id)
             if upload.active:
                 raise MONAILabelException(
                     MONAILabelError.CONFLICT, "a call is writing to this upload; delete it once that call ended",
                     resource=("upload", upload_id), reason="UPLOAD_IN_PROGRESS",
                 )
-            self._forget(upload_id)
+            self.db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
         self._remove_files(upload_id)
 
+    # -- cleaning ---------------------------------------------------------------------------------
     def sweep(self) -> int:
-        """Discards expired partial uploads; returns how many."""
-        with self._lock:
-            return self._sweep()
-
-    def _sweep(self) -> int:
-        """Discards expired idle uploads (the caller holds the lock); the work is bounded by the cap."""
+        """Discards expired partial uploads (whose writer, if any, is gone); returns how many."""
         now = self.clock()
-        expired = [u.id for u in self._uploads.values() if not u.active and u.expire_at <= now]
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM uploads WHERE expire_at <= ?", (now,)).fetchall()
+        expired = [u.id for u in map(self._upload, rows) if not u.active]
         for upload_id in expired:
-            self._forget(upload_id)
-            self._remove_files(upload_id)
+            if self.db.execute("DELETE FROM uploads WHERE upload_id = ? AND expire_at <= ?",
+                               (upload_id, now)).rowcount:
+                self._remove_files(upload_id)
         if expired:
             logger.info("discarded %d expired partial uploads", len(expired))
         return len(expired)
-
-    def _forget(self, upload_id: str) -> None:
-        upload = self._uploads.pop(upload_id, None)
-        if upload is not None and self._by_target.get(upload.target) == upload_id:
-            del self._by_target[upload.target]
 
     def _remove_files(self, upload_id: str) -> None:
         for suffix in (".part", ".part.json", ".upload.json"):
             (self.staging / f"{upload_id}{suffix}").unlink(missing_ok=True)
 
-    def _write_meta(self, upload: Upload) -> None:
-        atomic_write_json(self.staging / f"{upload.id}.upload.json", {
-            "image_id": upload.target.image_id, "tag": upload.target.tag, "total_size": upload.total_size,
-            "sha256": upload.sha256, "expire_at": upload.expire_at, "volume": upload.target.volume,
-            "spec": upload.spec,
-        })
-
     def _load(self) -> None:
-        """Takes up the partial uploads a previous run left; removes expired ones and every other file."""
-        now = self.clock()
-        for meta in sorted(self.staging.glob("*.upload.json")):
-            upload_id = meta.name[: -len(".upload.json")]
-            try:
-                state = json.loads(meta.read_text())
-                upload = Upload(upload_id, Target(str(state["image_id"]), str(state["tag"]), bool(state.get("volume"))),
-                                int(state["total_size"]), str(state["sha256"]), float(state["expire_at"]),
-                                spec=dict(state.get("spec") or {}))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if upload.expire_at > now and self.part_path(upload_id).exists() and len(self._uploads) < self.max_uploads \
-                    and upload.target not in self._by_target:
-                self._uploads[upload_id] = upload
-                self._by_target[upload.target] = upload_id
-        live = {f"{i}{s}" for i in self._uploads for s in (".part", ".part.json", ".upload.json")}
+        """Drops expired uploads and uploads whose staging file is gone; removes files of no upload.
+
+        A file belongs to an upload when its name starts with the upload's id (a staging file, its
+        state, or a temporary file of either); uploads are recorded before their files are written, so
+        this never removes the file of an upload another replica is starting.
+        """
+        self.sweep()
+        for row in self.db.execute(f"SELECT {_COLUMNS} FROM uploads").fetchall():
+            upload = self._upload(row)
+            if not upload.active and not self.part_path(upload.id).exists():
+                self.db.execute("DELETE FROM uploads WHERE upload_id = ? AND owner = ''", (upload.id,))
+        known = {str(r[0]) for r in self.db.execute("SELECT upload_id FROM uploads").fetchall()}
         removed = 0
         for path in self.staging.iterdir():
-            if path.name not in live and path.is_file():
+            if path.name.lstrip(".")[:32] not in known and path.is_file():
                 path.unlink(missing_ok=True)
                 removed += 1
         if removed:
             logger.info("removed %d staging files of no live upload", removed)
-
-
-def _copy(upload: Upload) -> Upload:
-    return Upload(upload.id, upload.target, upload.total_size, upload.sha256, upload.expire_at, upload.active,
-                  dict(upload.spec))
 
 
 def _not_found(upload_id: str) -> MONAILabelException:

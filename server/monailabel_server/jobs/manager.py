@@ -35,9 +35,11 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, cast
@@ -121,8 +123,13 @@ class JobManager:
         app_dir: the app folder the worker loads.
         studies: the studies folder (or URI) the worker opens.
         conf: the app's config.
-        db_path: the job database (default ``<studies>/.monailabel/jobs.db``).
+        db_path: the job database (default ``<studies>/.monailabel/jobs.db``; ``MONAI_LABEL_DATABASE_URL``
+            names a shared one).
         cancel_grace_s: seconds a cancelled job gets to stop on its own before SIGTERM, and then SIGKILL.
+        replica_id: this replica's id (default: a fresh one).
+        heartbeat_s: seconds between this replica's heartbeats (and its checks of the others').
+        replica_timeout_s: a replica whose heartbeat is older than this is dead: its running jobs are
+            marked FAILED by the others.
     """
 
     def __init__(
@@ -133,6 +140,9 @@ class JobManager:
         conf: Dict[str, str],
         db_path: Optional[Path] = None,
         cancel_grace_s: float = 10.0,
+        replica_id: str = "",
+        heartbeat_s: float = 2.0,
+        replica_timeout_s: float = 15.0,
     ) -> None:
         self.app = app
         self.app_dir = Path(app_dir).resolve()
@@ -154,11 +164,82 @@ class JobManager:
         # the one thread that starts workers: it lives as long as the manager, and a worker's
         # PR_SET_PDEATHSIG fires when the thread that started it ends
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-spawn")
-        failed = self.store.fail_unfinished("server restarted while the job was queued or running")
-        for job in failed:
-            killed = kill_leftovers(job.pid, job.pid_start) if job.state == RUNNING and job.pid else []
-            logger.warning("job %s (%s) was %s when the server stopped: FAILED%s", job.job_id, job.model,
+        self.replica_id = replica_id or uuid.uuid4().hex[:12]
+        self.heartbeat_s = heartbeat_s
+        self.replica_timeout_s = replica_timeout_s
+        self._stopped = threading.Event()
+        self.store.register_replica(self.replica_id)
+        self.sweep_dead_replicas(startup=True)
+        self._heart = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
+        self._heart.start()
+
+    # -- replicas ---------------------------------------------------------------------------------------
+    def _beat(self) -> None:
+        while not self._stopped.wait(self.heartbeat_s):
+            try:
+                self.store.heartbeat(self.replica_id)
+                self.sweep_dead_replicas()
+                self._cancels_from_other_replicas()
+            except Exception:  # noqa: BLE001 - a database hiccup must not end the heartbeats
+                logger.exception("replica heartbeat failed")
+
+    def _cancels_from_other_replicas(self) -> None:
+        """Cancels this replica's jobs that another replica was asked to cancel (it left the cancel file)."""
+        with self._lock:
+            asked = [i for i, r in self._running.items() if not r.cancel_requested and r.cancel_file.exists()]
+        for job_id in asked:
+            try:
+                self.cancel(job_id)  # the signals (a scoring job has no cancel hook) go from here
+            except MONAILabelException:
+                pass  # it ended meanwhile
+
+    def replica_alive(self, replica_id: str) -> bool:
+        """Whether a replica (of any server on the database) is alive."""
+        found = [r for r in self.store.replicas() if r.replica_id == replica_id]
+        return self.store.replica_alive(found[0] if found else None, self.replica_timeout_s)
+
+    def sweep_dead_replicas(self, startup: bool = False) -> List[JobRecord]:
+        """Marks FAILED the running jobs of replicas that died (and, on a cluster's first start, queued jobs).
+
+        A replica is dead when its heartbeat is older than ``replica_timeout_s``, or when it ran on this
+        host and its process is gone (so a server restarted after a crash fails its jobs at once). Its
+        leftover processes are killed when they ran on this host; the model's next queued job starts.
+
+        Args:
+            startup: this replica just started (with no other replica alive, queued jobs fail too, as
+                their server is gone).
+
+        Returns:
+            the jobs marked FAILED, as they were.
+        """
+        replicas = {r.replica_id: r for r in self.store.replicas()}
+        alive = {i for i, r in replicas.items() if self.store.replica_alive(r, self.replica_timeout_s)}
+        alive.add(self.replica_id)
+        reason = "server restarted while the job was queued or running" if startup else \
+            "server replica running the job stopped (no heartbeat); the job was lost"
+        failed: List[JobRecord] = []
+        alone = alive == {self.replica_id}
+        candidates = self.store.list(0, 1 << 30, state=RUNNING)
+        if startup and alone:
+            candidates += self.store.list(0, 1 << 30, state=QUEUED)
+        for job in candidates:
+            if job.state == RUNNING and job.owner in alive:
+                continue
+            if not self.store.fail_orphan(job.job_id, job.owner, job.state, reason):
+                continue
+            failed.append(job)
+            owner = replicas.get(job.owner)
+            here = owner is None or owner.host == socket.gethostname()
+            killed = kill_leftovers(job.pid, job.pid_start) if job.state == RUNNING and job.pid and here else []
+            logger.warning("job %s (%s) was %s when its server stopped: FAILED%s", job.job_id, job.model,
                            job.state, f"; killed its leftover processes {killed}" if killed else "")
+            if not self._stopping and not (startup and alone):  # a lone first replica failed the queue too
+                with self._lock:
+                    queued = [j for j in self.store.active(job.model, job.kind) if j.state == QUEUED]
+                    if queued:
+                        self._launch(queued[0])
+        self.store.forget_replicas([i for i in replicas if i not in alive])
+        return failed
 
     # -- queries ----------------------------------------------------------------------------------------
     def trainers(self) -> Dict[str, Dict[str, Any]]:
@@ -229,16 +310,22 @@ class JobManager:
         else:
             max_epochs = 0
             job_params.validate_scoring(task, params, client)
-        with self._lock:
-            active = self.store.active(model, kind)
-            if active and not queue:
+        found: List[JobRecord] = []
+
+        def conflict(active: List[JobRecord]) -> None:
+            found.extend(active)
+            if not queue:
                 raise MONAILabelException(
                     MONAILabelError.CONFLICT,
                     f"{_WHAT[kind]} {model!r} has a {active[0].state.lower()} {kind} job {active[0].job_id}; "
                     "cancel it, wait for it, or start with queue=true",
                 )
-            job = self.store.create(model, params, QUEUED, max_epochs=max_epochs, kind=kind, trigger=trigger)
-            if not active:
+
+        with self._lock:
+            # the check and the insert are one transaction under the model's lock, on every replica
+            job = self.store.create(model, params, QUEUED, max_epochs=max_epochs, kind=kind, trigger=trigger,
+                                    conflict=conflict)
+            if not found:
                 job = self._launch(job)
         return job
 
@@ -321,6 +408,8 @@ class JobManager:
             return None
 
     def _launch(self, job: JobRecord) -> JobRecord:
+        if not self.store.claim(job.job_id, self.replica_id):
+            return self.store.get(job.job_id)  # another replica runs it
         try:
             request = job_params.request(self.app.datastore(), job.params) if job.kind == TRAIN else dict(job.params)
         except MONAILabelException as exc:
@@ -517,6 +606,10 @@ class JobManager:
                 return self.store.set_state(job_id, CANCELLED, "cancelled by client", error="cancelled by client")
             running = self._running.get(job_id)
             if running is None:
+                # another replica runs it: its worker reads the same cancel file (the jobs folder is shared)
+                cancel_file = self.root / job_id / "cancel"
+                if cancel_file.parent.is_dir():
+                    cancel_file.touch()
                 return job
             running.cancel_requested = True
             running.cancel_file.touch()
@@ -564,11 +657,14 @@ class JobManager:
             if not events:
                 if job.terminal:
                     return
-                self.store.wait(0.05)
+                # this replica's appends wake the wait at once; another replica's are found by polling,
+                # less often on a shared database (each poll is two queries per watcher)
+                self.store.wait(0.25 if self.store.db.shared else 0.05)
 
     # -- shutdown ---------------------------------------------------------------------------------------
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stops every running job's process (they end FAILED) and closes the store."""
+        self._stopped.set()
         with self._lock:
             self._stopping = True
             running = list(self._running.values())
@@ -578,4 +674,6 @@ class JobManager:
             if r.thread is not None:
                 r.thread.join(timeout)
         self._spawner.shutdown(wait=False)
+        self._heart.join(timeout)
+        self.store.unregister_replica(self.replica_id)
         self.store.close()

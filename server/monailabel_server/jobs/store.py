@@ -1,22 +1,29 @@
-"""The job store: jobs and their events in SQLite (WAL), so history and progress survive restarts.
+"""The job store: jobs and their events in the database, so history and progress survive restarts.
 
 One table of jobs, one of events numbered per job from 1 without gaps. Each job has a kind (``train``
-or ``scoring``) and a target (``model``: the trainer or the scoring method). Only the server process
-writes; watchers wait on a condition that each append notifies.
+or ``scoring``) and a target (``model``: the trainer or the scoring method). The database is the
+embedded SQLite file by default, or the one ``MONAI_LABEL_DATABASE_URL`` names (PostgreSQL, shared by
+several replicas). Each job records the replica that runs it (``owner``); each replica records a
+heartbeat in ``replicas``, so the others can tell when it died (see :class:`JobStore.replica_alive`).
+Watchers in this process wait on a condition each append notifies; other replicas' appends are seen
+by polling.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import os
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from monailabel.db import Migration, database_url, migrate, open_database
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.utils.lifetime import process_start_time
 
 __all__ = [
     "JobRecord", "JobEvent", "JobStore", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TERMINAL",
@@ -69,7 +76,7 @@ CREATE TABLE IF NOT EXISTS events (
 _COLUMNS = (
     "job_id, model, state, params, create_time, start_time, end_time, error, last_log_lines, best_metric, "
     "best_metric_epoch, epoch, max_epochs, published_version, published_path, last_sequence, kind, result, trigger, "
-    "pid, pid_start"
+    "pid, pid_start, owner"
 )
 # columns added after the first release, with their definitions (old databases get them on open)
 _ADDED_COLUMNS = {
@@ -80,6 +87,49 @@ _ADDED_COLUMNS = {
     "pid_start": "INTEGER NOT NULL DEFAULT 0",
 }
 _JSON_COLUMNS = ("params", "last_log_lines", "result")
+
+
+def _add_missing_columns(db: Any, conn: Any) -> None:
+    """Adds the columns a jobs table of an older (embedded) database lacks."""
+    if db.dialect != "sqlite":
+        return
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for name, definition in _ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+
+
+_MIGRATIONS = [
+    Migration(1, "jobs and events", [
+        *(stmt for stmt in _SCHEMA.split(";") if stmt.strip()),
+        _add_missing_columns,
+        "CREATE INDEX IF NOT EXISTS jobs_by_kind ON jobs (kind, create_time DESC, job_id)",
+    ]),
+    Migration(2, "replicas and the replica that runs each job", [
+        "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+        "CREATE TABLE IF NOT EXISTS replicas (replica_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, "
+        "pid_start INTEGER NOT NULL, started REAL NOT NULL, heartbeat REAL NOT NULL)",
+    ]),
+]
+
+
+@dataclass
+class Replica:
+    """A server replica as recorded.
+
+    Attributes:
+        replica_id: its id.
+        host: its machine.
+        pid: its process.
+        pid_start: its process's start time (clock ticks since boot).
+        heartbeat: when it last said it was alive.
+    """
+
+    replica_id: str
+    host: str
+    pid: int
+    pid_start: int
+    heartbeat: float
 
 
 @dataclass
@@ -109,6 +159,7 @@ class JobRecord:
         pid: its process (the leader of its process group and session; 0 before it starts).
         pid_start: the process's start time in clock ticks since boot (``/proc/<pid>/stat``), so that a
             later server never mistakes a reused pid for the job's process.
+        owner: the replica that runs it ("" while queued).
     """
 
     job_id: str
@@ -132,6 +183,7 @@ class JobRecord:
     trigger: str = ""
     pid: int = 0
     pid_start: int = 0
+    owner: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -156,8 +208,13 @@ class JobEvent:
     payload: Dict[str, Any]
 
 
+def model_lock(kind: str, model: str) -> str:
+    """The lock name that serialises starting jobs of a model (or scoring method), on every replica."""
+    return f"job:{kind}:{model}"
+
+
 def _row(row: Tuple[Any, ...]) -> JobRecord:
-    r = list(row)
+    r = list(row)[: len(_COLUMNS.split(','))]
     r[3] = json.loads(r[3])
     r[8] = json.loads(r[8])
     r[17] = json.loads(r[17])
@@ -165,32 +222,25 @@ def _row(row: Tuple[Any, ...]) -> JobRecord:
 
 
 class JobStore:
-    """Jobs and events in ``path`` (SQLite, WAL).
+    """Jobs and events in the database (``MONAI_LABEL_DATABASE_URL``, else the SQLite file ``path``).
 
     Args:
-        path: the database file; its folder is created.
+        path: the embedded database file; its folder is created.
+        url: the database; empty for ``MONAI_LABEL_DATABASE_URL`` or else ``path``.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, url: str = "") -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for name, definition in _ADDED_COLUMNS.items():
-            if name not in have:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
-        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_by_kind ON jobs (kind, create_time DESC, job_id)")
+        self.db = open_database(url or database_url(path))
+        migrate(self.db, "jobs", _MIGRATIONS)
 
     def close(self) -> None:
         """Closes the database."""
-        with self._lock:
-            self._db.close()
+        self.db.close()
 
     # -- jobs -----------------------------------------------------------------------------------------
     def create(
@@ -201,8 +251,13 @@ class JobStore:
         max_epochs: int = 0,
         kind: str = TRAIN,
         trigger: str = "client",
+        conflict: Optional[Callable[[List[JobRecord]], None]] = None,
     ) -> JobRecord:
         """Creates a job with a fresh id and its first (state) event.
+
+        With ``conflict``, the model's active jobs are read in the same transaction, under a lock that
+        every replica's create of that model takes (so "one job per model" holds cluster-wide), and
+        ``conflict`` is called with them when there are any (it raises to refuse).
 
         Args:
             model: the trainer (or scoring method).
@@ -213,17 +268,23 @@ class JobStore:
             trigger: why the job starts.
         """
         job = JobRecord(uuid.uuid4().hex[:16], model, state, dict(params), time.time(), max_epochs=max_epochs)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(
+        with self.db.write(lock=model_lock(kind, model)) as c:
+            if conflict is not None:
+                active = self.active(model, kind)
+                if active:
+                    conflict(active)
+            c.execute(
                 "INSERT INTO jobs (job_id, model, state, params, create_time, max_epochs, kind, trigger) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.job_id, model, state, json.dumps(job.params), job.create_time, max_epochs, kind, trigger),
             )
-            self._append(job.job_id, {"type": "state", "state": state, "message": ""})
-            self._db.execute("COMMIT")
-            self.changed.notify_all()
+            self._append(c, job.job_id, {"type": "state", "state": state, "message": ""})
+        self._notify()
         return self.get(job.job_id)
+
+    def _notify(self) -> None:
+        with self._lock:
+            self.changed.notify_all()
 
     def get(self, job_id: str, kind: Optional[str] = None) -> JobRecord:
         """Returns a job.
@@ -235,8 +296,7 @@ class JobStore:
         Raises:
             MONAILabelException: NOT_FOUND for an unknown id.
         """
-        with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         job = _row(row) if row is not None else None
         if job is None or (kind is not None and job.kind != kind):
             raise MONAILabelException(
@@ -262,21 +322,19 @@ class JobStore:
                 where.append(f"{column} = ?")
                 args.append(value)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY create_time DESC, job_id LIMIT ? OFFSET ?",
-                (*args, limit, offset),
-            ).fetchall()
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY create_time DESC, job_id LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
         return [_row(r) for r in rows]
 
     def active(self, model: str, kind: str = TRAIN) -> List[JobRecord]:
         """Returns the queued and running jobs of a model (or scoring method), oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE kind = ? AND model = ? AND state IN (?, ?) "
-                "ORDER BY create_time, job_id",
-                (kind, model, *ACTIVE),
-            ).fetchall()
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE kind = ? AND model = ? AND state IN (?, ?) "
+            "ORDER BY create_time, job_id",
+            (kind, model, *ACTIVE),
+        ).fetchall()
         return [_row(r) for r in rows]
 
     def update(self, job_id: str, **values: Any) -> JobRecord:
@@ -289,11 +347,10 @@ class JobStore:
         for key in _JSON_COLUMNS:
             if key in values:
                 values[key] = json.dumps(values[key])
-        with self._lock:
-            if values:
-                cols = ", ".join(f"{k} = ?" for k in values)
-                self._db.execute(f"UPDATE jobs SET {cols} WHERE job_id = ?", (*values.values(), job_id))
-            self.changed.notify_all()
+        if values:
+            cols = ", ".join(f"{k} = ?" for k in values)
+            self.db.execute(f"UPDATE jobs SET {cols} WHERE job_id = ?", (*values.values(), job_id))
+        self._notify()
         return self.get(job_id)
 
     def set_state(self, job_id: str, state: str, message: str = "", **values: Any) -> JobRecord:
@@ -313,19 +370,16 @@ class JobStore:
             values.setdefault("end_time", time.time())
         elif state == RUNNING:
             values.setdefault("start_time", time.time())
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self.db.write() as c:
             cols = ", ".join(f"{k} = ?" for k in values)
-            self._db.execute(f"UPDATE jobs SET {cols} WHERE job_id = ?", (*values.values(), job_id))
-            self._append(job_id, {"type": "state", "state": state, "message": message})
-            self._db.execute("COMMIT")
-            self.changed.notify_all()
+            c.execute(f"UPDATE jobs SET {cols} WHERE job_id = ?", (*values.values(), job_id))
+            self._append(c, job_id, {"type": "state", "state": state, "message": message})
+        self._notify()
         return self.get(job_id)
 
     def fail_unfinished(self, reason: str) -> List[JobRecord]:
         """Marks every queued or running job FAILED (their server died); returns them as they were."""
-        with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?, ?)", ACTIVE).fetchall()
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?, ?)", ACTIVE).fetchall()
         jobs = [_row(r) for r in rows]
         for job in jobs:
             self.set_state(job.job_id, FAILED, reason, error=reason)
@@ -333,18 +387,19 @@ class JobStore:
 
     def next_version(self, model: str) -> int:
         """Returns the model version the next publish gets."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MAX(published_version) FROM jobs WHERE kind = ? AND model = ?", (TRAIN, model)
-            ).fetchone()
+        row = self.db.execute(
+            "SELECT MAX(published_version) FROM jobs WHERE kind = ? AND model = ?", (TRAIN, model)
+        ).fetchone()
         return int(row[0] or 0) + 1
 
     # -- events ---------------------------------------------------------------------------------------
-    def _append(self, job_id: str, payload: Dict[str, Any]) -> int:
+    @staticmethod
+    def _append(c: Any, job_id: str, payload: Dict[str, Any]) -> int:
         now = time.time()
-        self._db.execute("UPDATE jobs SET last_sequence = last_sequence + 1 WHERE job_id = ?", (job_id,))
-        (seq,) = self._db.execute("SELECT last_sequence FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        self._db.execute(
+        # the UPDATE locks the job's row, so concurrent appends (any replica's) number events without gaps
+        c.execute("UPDATE jobs SET last_sequence = last_sequence + 1 WHERE job_id = ?", (job_id,))
+        (seq,) = c.execute("SELECT last_sequence FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        c.execute(
             "INSERT INTO events (job_id, sequence, time, payload) VALUES (?, ?, ?, ?)",
             (job_id, seq, now, json.dumps(payload)),
         )
@@ -358,12 +413,10 @@ class JobStore:
             payloads: the events, in order.
         """
         seq = 0
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self.db.write() as c:
             for payload in payloads:
-                seq = self._append(job_id, payload)
-            self._db.execute("COMMIT")
-            self.changed.notify_all()
+                seq = self._append(c, job_id, payload)
+        self._notify()
         return seq
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> List[JobEvent]:
@@ -374,15 +427,89 @@ class JobStore:
             after: the last sequence number already seen.
             limit: events to return at most.
         """
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT sequence, time, payload FROM events WHERE job_id = ? AND sequence > ? "
-                "ORDER BY sequence LIMIT ?",
-                (job_id, after, limit),
-            ).fetchall()
+        rows = self.db.execute(
+            "SELECT sequence, time, payload FROM events WHERE job_id = ? AND sequence > ? "
+            "ORDER BY sequence LIMIT ?",
+            (job_id, after, limit),
+        ).fetchall()
         return [JobEvent(job_id, s, t, json.loads(p)) for s, t, p in rows]
 
     def wait(self, timeout: float) -> None:
         """Waits until something changes, or ``timeout`` seconds."""
         with self.changed:
             self.changed.wait(timeout)
+
+    # -- replicas -------------------------------------------------------------------------------------
+    def register_replica(self, replica_id: str) -> None:
+        """Records this process as a live replica (host, pid, start time) with a first heartbeat."""
+        now = time.time()
+        pid = os.getpid()
+        self.db.execute(
+            "INSERT INTO replicas (replica_id, host, pid, pid_start, started, heartbeat) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (replica_id) DO UPDATE SET heartbeat = excluded.heartbeat",
+            (replica_id, socket.gethostname(), pid, process_start_time(pid), now, now),
+        )
+
+    def heartbeat(self, replica_id: str) -> None:
+        """Says that a replica is alive (re-registering it when another replica had declared it dead)."""
+        if self.db.execute("UPDATE replicas SET heartbeat = ? WHERE replica_id = ?",
+                           (time.time(), replica_id)).rowcount == 0:
+            self.register_replica(replica_id)
+
+    def unregister_replica(self, replica_id: str) -> None:
+        """Removes a replica that stops cleanly."""
+        self.db.execute("DELETE FROM replicas WHERE replica_id = ?", (replica_id,))
+
+    def replicas(self) -> List[Replica]:
+        """Returns the recorded replicas."""
+        rows = self.db.execute("SELECT replica_id, host, pid, pid_start, heartbeat FROM replicas").fetchall()
+        return [Replica(str(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows]
+
+    @staticmethod
+    def replica_alive(replica: Optional[Replica], timeout_s: float, now: Optional[float] = None) -> bool:
+        """Whether a replica is alive: its heartbeat is recent and, on this host, its process still runs.
+
+        Args:
+            replica: the replica (None: not recorded, so not alive).
+            timeout_s: heartbeats older than this mean it died.
+            now: the time (default: now).
+        """
+        if replica is None:
+            return False
+        if replica.heartbeat < (time.time() if now is None else now) - timeout_s:
+            return False
+        if replica.host == socket.gethostname():
+            return process_start_time(replica.pid) == replica.pid_start
+        return True
+
+    def claim(self, job_id: str, owner: str) -> bool:
+        """Makes ``owner`` the replica that runs a queued job; False when another replica claimed it first."""
+        return bool(self.db.execute(
+            "UPDATE jobs SET owner = ? WHERE job_id = ? AND state = ? AND owner = ''", (owner, job_id, QUEUED)
+        ).rowcount == 1)
+
+    def fail_orphan(self, job_id: str, owner: str, state: str, reason: str) -> bool:
+        """Marks a job FAILED if it is still in ``state`` under ``owner`` (a dead replica); False otherwise.
+
+        The check and the change are one transaction, so when several replicas find the same dead
+        replica, the job fails (and gets its state event) once.
+        """
+        with self.db.write() as c:
+            changed = c.execute(
+                "UPDATE jobs SET state = ?, error = ?, end_time = ? WHERE job_id = ? AND state = ? AND owner = ?",
+                (FAILED, reason, time.time(), job_id, state, owner),
+            ).rowcount
+            if changed:
+                self._append(c, job_id, {"type": "state", "state": FAILED, "message": reason})
+        self._notify()
+        return bool(changed)
+
+    def forget_replicas(self, replica_ids: List[str]) -> None:
+        """Removes dead replicas' rows."""
+        for replica_id in replica_ids:
+            self.db.execute("DELETE FROM replicas WHERE replica_id = ?", (replica_id,))
+
+    def count_by_state(self) -> Dict[Tuple[str, str], int]:
+        """Returns how many jobs there are of each ``(kind, state)``."""
+        rows = self.db.execute("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state").fetchall()
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
