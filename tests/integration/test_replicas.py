@@ -42,6 +42,7 @@ from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
 from monailabel_server.observability import JsonFormatter
 from monailabel_server.server import RunningServer, start
+from monailabel_server.web import envoy_binary
 
 from .conftest import copy_template
 from .helpers import assert_status, chunked, sha256, write_volume
@@ -313,7 +314,7 @@ def _envoy(replicas: List[RunningServer], folder: Path) -> Iterator[str]:
     config = folder / "lb.yaml"
     config.write_text(text)
     log = open(folder / "envoy.log", "w")
-    proc = subprocess.Popen(["envoy", "-c", str(config), "--use-dynamic-base-id", "--log-level", "warn"],
+    proc = subprocess.Popen([envoy_binary(), "-c", str(config), "--use-dynamic-base-id", "--log-level", "warn"],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         def healthy() -> int:
