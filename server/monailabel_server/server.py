@@ -37,6 +37,7 @@ from monailabel_server.audit import AuditInterceptor, AuditLog, default_path
 from monailabel_server.auth import AuthInterceptor, AuthSettings
 from monailabel_server.chunks import ChunkCodecInterceptor
 from monailabel_server.config import ServerConfig
+from monailabel_server.core.uploads import UploadRegistry
 from monailabel_server.datastore_servicer import DatastoreServicer
 from monailabel_server.errors import ErrorInterceptor
 from monailabel_server.infer_servicer import InferServicer
@@ -83,6 +84,7 @@ class RunningServer:
         audit: its audit log.
         guard: its stream idle timeout and stream cap.
         web: Envoy serving the browser port, when ``web_port`` is set.
+        uploads: its partial uploads (swept by a daemon until the server stops).
         logs: its log buffer (ServerService.TailLogs), on the root logger while it serves.
         metrics: its Prometheus metrics.
         metrics_port: the port of its ``/metrics`` endpoint (0: none).
@@ -102,6 +104,7 @@ class RunningServer:
     metrics_port: int = 0
     web: Optional[EnvoyProcess] = None
     logs: Optional[logging.Handler] = None
+    uploads: Optional[UploadRegistry] = None
 
     @property
     def web_port(self) -> int:
@@ -134,6 +137,8 @@ class RunningServer:
             self.logs.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.uploads is not None:
+            self.uploads.close()
 
 
 def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningServer:
@@ -221,6 +226,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     running = RunningServer(server, port, app, workers, health_servicer, jobs, config, sampler, audit, guard,
                             metrics=metrics, metrics_port=metrics_port)
     running.logs = logs
+    running.uploads = datastore_servicer.core.uploads
     if config.web_port >= 0:
         try:
             running.web = start_web(config.host, port, config.host, config.web_port, config.max_message_bytes)

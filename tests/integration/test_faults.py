@@ -294,12 +294,12 @@ def _check(stubs: Stubs, studies: Path, what: Optional[Interrupted]) -> List[str
 
 
 def debris(studies: Path) -> List[str]:
-    """Files of the server's own folder that are neither its databases nor job records."""
+    """Files of the server's own folder that are neither its databases, job records nor logs (audit)."""
     home = studies / INDEX_DIR
     out = []
     for path in home.rglob("*") if home.exists() else []:
         rel = path.relative_to(home)
-        if path.is_file() and rel.parts[0] != "jobs" and ".db" not in path.name:
+        if path.is_file() and rel.parts[0] not in ("jobs", "logs") and ".db" not in path.name:
             out.append(str(rel))
     for dirpath, dirnames, filenames in os.walk(studies):
         if Path(dirpath) == studies and INDEX_DIR in dirnames:

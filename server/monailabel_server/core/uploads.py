@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -123,6 +124,10 @@ class UploadRegistry:
         self.owner = uuid.uuid4().hex
         self._alive: Callable[[str], bool] = lambda owner: owner == self.owner
         self._load()
+        # expired partial uploads go on time even when no call comes: a daemon sweeps them
+        self._closed = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep_forever, name="upload-sweeper", daemon=True)
+        self._sweeper.start()
 
     def attach_replica(self, replica_id: str, alive: Callable[[str], bool]) -> None:
         """Names writers by replica, so an upload held by a live replica (any) stays held.
@@ -135,8 +140,18 @@ class UploadRegistry:
         self._alive = lambda owner: owner == replica_id or alive(owner)
 
     def close(self) -> None:
-        """Closes the database."""
+        """Stops the sweeper and closes the database."""
+        self._closed.set()
+        self._sweeper.join(timeout=5)
         self.db.close()
+
+    def _sweep_forever(self) -> None:
+        interval = min(max(self.ttl_s / 4, 0.5), 60.0)
+        while not self._closed.wait(interval):
+            try:
+                self.sweep()
+            except Exception:  # a database hiccup: the next round tries again
+                logger.exception("sweeping expired uploads failed")
 
     # -- queries ----------------------------------------------------------------------------------
     def _upload(self, row: Any) -> Upload:
@@ -331,8 +346,11 @@ class UploadRegistry:
 
         A file belongs to an upload when its name starts with the upload's id (a staging file, its
         state, or a temporary file of either); uploads are recorded before their files are written, so
-        this never removes the file of an upload another replica is starting.
+        this never removes the file of an upload another replica is starting. A partial upload lives
+        at most this server's ``ttl_s`` from now, whatever lifetime the server that wrote it gave it.
         """
+        latest = self.clock() + self.ttl_s
+        self.db.execute("UPDATE uploads SET expire_at = ? WHERE expire_at > ?", (latest, latest))
         self.sweep()
         for row in self.db.execute(f"SELECT {_COLUMNS} FROM uploads").fetchall():
             upload = self._upload(row)
