@@ -456,6 +456,40 @@ unary("DatastoreService.CreateUpload", "volume_size_huge", datastore_pb2.CreateU
 unary("DatastoreService.CreateUpload", "label_unknown_image", datastore_pb2.CreateUploadRequest(
     label=datastore_pb2.SaveLabelHeader(image_id="no_such_image", tag="final", content=content_header(b"\0" * 64))))
 
+# Interact (clicks on a session, answered with mask deltas): broken starts, then hostile clicks on a real session
+def _interact(start: Any, *more: Any) -> List[Any]:
+    return [infer_pb2.InteractRequest(start=start), *more]
+
+
+def _session(ctx: Ctx) -> str:
+    header = infer_pb2.CreateSessionHeader(ttl=TTL_60, image_id=IMAGE)
+    return str(ctx.stubs.infer.CreateSession(iter([infer_pb2.CreateSessionRequest(header=header)]),
+                                             timeout=RPC_TIMEOUT_S).session.session_id)
+
+
+def _click(click_id: int, **params: Any) -> Any:
+    return infer_pb2.InteractRequest(click=infer_pb2.Click(click_id=click_id, params=infer_pb2.InferParams(**params)))
+
+
+streamed("InferService.Interact", "click_before_start", infer_pb2.InteractRequest, lambda: [_click(1)])
+streamed("InferService.Interact", "empty", infer_pb2.InteractRequest, lambda: [])
+for label, sid in {"unknown": "0" * 32, "traversal": "../../etc", "huge": "s" * 20000}.items():
+    streamed("InferService.Interact", f"session_{label}", infer_pb2.InteractRequest,
+             lambda sid=sid: _interact(infer_pb2.InteractStart(session_id=sid, model=MODEL), _click(1)))
+lazy("InferService.Interact", "model_unknown", lambda ctx: iter(_interact(
+    infer_pb2.InteractStart(session_id=_session(ctx), model="no_such_model"), _click(1))))
+lazy("InferService.Interact", "compression_unknown", lambda ctx: iter(_interact(
+    infer_pb2.InteractStart(session_id=_session(ctx), model=MODEL, compression=99), _click(1))))  # type: ignore[arg-type]
+lazy("InferService.Interact", "chunk_negative", lambda ctx: iter(_interact(
+    infer_pb2.InteractStart(session_id=_session(ctx), model=MODEL, chunk_size=-1), _click(1))))
+for label, point in {"four_d": [1, 2, 3, 4], "outside": [10**6, 0, 0], "negative": [-5, -5, -5]}.items():
+    lazy("InferService.Interact", f"click_{label}", lambda ctx, point=point: iter(_interact(
+        infer_pb2.InteractStart(session_id=_session(ctx), model=MODEL),
+        _click(1, foreground=[infer_pb2.Point(coordinates=point)]))))
+lazy("InferService.Interact", "second_start", lambda ctx: iter(_interact(
+    infer_pb2.InteractStart(session_id=_session(ctx), model=MODEL),
+    infer_pb2.InteractRequest(start=infer_pb2.InteractStart(session_id="x", model=MODEL)))))
+
 # -- volumes: corrupt NIfTI / NRRD / gzip / raw geometry / 2-D / DICOM zip ---------------------------------------------
 
 

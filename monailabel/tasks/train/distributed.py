@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
@@ -59,12 +60,27 @@ def _worker(
         if rank == 0:
             events.put({"type": _RESULT, "stats": stats, "cancelled": False})
     except MONAILabelException as e:
-        if e.error == MONAILabelError.CANCELLED:
-            if rank == 0:
-                events.put({"type": _RESULT, "stats": {}, "cancelled": True, "msg": e.msg})
-            return
-        events.put({"type": _ERROR, "rank": rank, "error": e.error.value, "msg": e.msg})
-        raise
+        if e.error != MONAILabelError.CANCELLED:
+            events.put({"type": _ERROR, "rank": rank, "error": e.error.value, "msg": e.msg})
+            raise
+        if rank == 0:
+            events.put({"type": _RESULT, "stats": {}, "cancelled": True, "msg": e.msg})
+    _exit_finished(events)
+
+
+def _exit_finished(events: Any) -> None:
+    """Ends a rank that finished (or was cancelled) without the interpreter's teardown.
+
+    Its process group is destroyed by then, yet gloo's background threads can still be torn down in
+    an order that aborts the process at exit ("terminate called without an active exception"), which
+    the launcher would report as a failed rank. What the rank had to say is flushed first.
+    """
+    events.close()
+    events.join_thread()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _drain(events: Any, callbacks: List[Callable[[Dict[str, Any]], None]], results: List[Dict[str, Any]]) -> None:
