@@ -7,16 +7,16 @@ import threading
 from pathlib import Path
 from typing import List
 
-import nibabel as nib
-import numpy as np
 import pytest
 
 from monailabel.datastore import LocalDatastore
-from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.interfaces.exception import MONAILabelError
 from monailabel.interfaces.records import PlainRecords, RecordDatastore, records_of
 from monailabel_api.v1 import common_pb2
 from monailabel_server.core.datastore import DatastoreCore
 from monailabel_server.core.uploads import Target, UploadRegistry
+
+from .helpers import nifti, raises
 
 
 class Clock:
@@ -27,18 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _raises(error: MONAILabelError, fn, *args, **kwargs) -> MONAILabelException:
-    with pytest.raises(MONAILabelException) as info:
-        fn(*args, **kwargs)
-    assert info.value.error == error, info.value.msg
-    return info.value
-
-
-def _nifti(shape=(6, 5, 4), seed: int = 0) -> bytes:
-    data = np.random.default_rng(seed).integers(0, 9, size=shape).astype(np.uint8)
-    return nib.Nifti1Image(data, np.eye(4)).to_bytes()
 
 
 def _chunks(data: bytes, size: int = 1024, start: int = 0) -> List[common_pb2.Chunk]:
@@ -56,20 +44,20 @@ def test_one_writer_per_target_and_resume_by_id(tmp_path: Path) -> None:
     registry = UploadRegistry(tmp_path, ttl_s=60, max_uploads=4, clock=Clock())
     with registry.begin(Target("a"), "", 100, "") as upload:
         registry.part_path(upload.id).write_bytes(b"x" * 10)
-        err = _raises(MONAILabelError.CONFLICT, registry.begin(Target("a"), "", 100, "").__enter__)
+        err = raises(MONAILabelError.CONFLICT, registry.begin(Target("a"), "", 100, "").__enter__)
         assert err.resource == ("image_upload", "a")
         # another target is free meanwhile
         with registry.begin(Target("a", "final"), "", 5, ""):
             pass
     kept = registry.of_target(Target("a"))
     assert kept is not None and kept.id == upload.id and not kept.active
-    _raises(MONAILabelError.INVALID_INPUT, registry.begin(Target("b"), upload.id, 100, "").__enter__)
-    _raises(MONAILabelError.INVALID_INPUT, registry.begin(Target("a"), upload.id, 101, "").__enter__)
+    raises(MONAILabelError.INVALID_INPUT, registry.begin(Target("b"), upload.id, 100, "").__enter__)
+    raises(MONAILabelError.INVALID_INPUT, registry.begin(Target("a"), upload.id, 101, "").__enter__)
     with registry.begin(Target("a"), upload.id, 100, "") as again:
         assert again.id == upload.id
         registry.part_path(upload.id).unlink()  # finished: the staging file was taken
     assert registry.of_target(Target("a")) is None
-    _raises(MONAILabelError.NOT_FOUND, registry.get, upload.id)
+    raises(MONAILabelError.NOT_FOUND, registry.get, upload.id)
 
 
 def test_new_upload_replaces_an_idle_partial_one(tmp_path: Path) -> None:
@@ -80,7 +68,7 @@ def test_new_upload_replaces_an_idle_partial_one(tmp_path: Path) -> None:
         assert second.id != first.id
         assert not registry.part_path(first.id).exists()
         registry.part_path(second.id).write_bytes(b"y")
-    _raises(MONAILabelError.NOT_FOUND, registry.get, first.id)
+    raises(MONAILabelError.NOT_FOUND, registry.get, first.id)
 
 
 def test_expiry_cap_and_startup_cleanup(tmp_path: Path) -> None:
@@ -91,7 +79,7 @@ def test_expiry_cap_and_startup_cleanup(tmp_path: Path) -> None:
         with registry.begin(Target(name), "", 10, "") as upload:
             registry.part_path(upload.id).write_bytes(b"x")
             ids.append(upload.id)
-    err = _raises(MONAILabelError.RESOURCE_EXHAUSTED, registry.begin(Target("c"), "", 10, "").__enter__)
+    err = raises(MONAILabelError.RESOURCE_EXHAUSTED, registry.begin(Target("c"), "", 10, "").__enter__)
     assert err.retry_after_s is not None
     assert registry.get(ids[0]).expire_at == clock.now + 60
     # debris: a file of no upload; a restart keeps the live uploads and removes the rest
@@ -124,33 +112,33 @@ def core(tmp_path: Path) -> DatastoreCore:
 
 
 def test_core_upload_label_and_info_rules(core: DatastoreCore) -> None:
-    data = _nifti()
+    data = nifti()
     image = core.upload_image("img", _content(data), _chunks(data), info={"a": 1}, overwrite=False)
     assert image.sha256 == hashlib.sha256(data).hexdigest() and image.info["a"] == 1
-    _raises(MONAILabelError.ALREADY_EXISTS, core.upload_image, "img", _content(data), _chunks(data), info={},
+    raises(MONAILabelError.ALREADY_EXISTS, core.upload_image, "img", _content(data), _chunks(data), info={},
             overwrite=False)
-    label = _nifti(seed=1)
+    label = nifti(seed=1)
     core.save_label("img", "final", _content(label), _chunks(label), info={})
-    wrong = _nifti(shape=(3, 3, 3))
-    _raises(MONAILabelError.INVALID_INPUT, core.save_label, "img", "final", _content(wrong), _chunks(wrong), info={})
+    wrong = nifti(shape=(3, 3, 3))
+    raises(MONAILabelError.INVALID_INPUT, core.save_label, "img", "final", _content(wrong), _chunks(wrong), info={})
     assert core.get_label("img", "final").sha256 == hashlib.sha256(label).hexdigest()
     # an overwrite of another shape would orphan the label: refused
-    _raises(MONAILabelError.PRECONDITION_FAILED, core.upload_image, "img", _content(wrong), _chunks(wrong), info={},
+    raises(MONAILabelError.PRECONDITION_FAILED, core.upload_image, "img", _content(wrong), _chunks(wrong), info={},
             overwrite=True)
     assert core.update_image_info("img", {"a": None, "b": 2}).info.get("a") is None
-    _raises(MONAILabelError.RESOURCE_EXHAUSTED, core.update_image_info, "img", {"big": "x" * 20000})
-    _raises(MONAILabelError.INVALID_INPUT, core.update_image_info, "img", {"nan": float("nan")})
+    raises(MONAILabelError.RESOURCE_EXHAUSTED, core.update_image_info, "img", {"big": "x" * 20000})
+    raises(MONAILabelError.INVALID_INPUT, core.update_image_info, "img", {"nan": float("nan")})
     assert core.status()["total"] == 1
 
 
 def test_core_partial_upload_status_and_offsets(core: DatastoreCore) -> None:
-    data = _nifti(shape=(16, 16, 16))
-    err = _raises(MONAILabelError.INVALID_INPUT, core.upload_image, "part", _content(data), _chunks(data)[:2], info={},
+    data = nifti(shape=(16, 16, 16))
+    err = raises(MONAILabelError.INVALID_INPUT, core.upload_image, "part", _content(data), _chunks(data)[:2], info={},
                   overwrite=False)
     assert "resume from offset 2048" in err.msg
     status = core.upload_status("", "part", "")
     assert status.committed_size == 2048 and status.total_size == len(data) and not status.active
-    err = _raises(MONAILabelError.OUT_OF_RANGE, core.upload_image, "part", _content(data), _chunks(data, start=4096),
+    err = raises(MONAILabelError.OUT_OF_RANGE, core.upload_image, "part", _content(data), _chunks(data, start=4096),
                   info={}, overwrite=False, upload_id=status.upload_id)
     assert err.reason == "UPLOAD_OFFSET_MISMATCH"
     assert err.metadata == {"committed_size": "2048", "upload_id": status.upload_id}
@@ -158,11 +146,11 @@ def test_core_partial_upload_status_and_offsets(core: DatastoreCore) -> None:
                               upload_id=status.upload_id)
     assert image.sha256 == hashlib.sha256(data).hexdigest()
     assert core.upload_status("", "part", "").upload_id == ""
-    _raises(MONAILabelError.NOT_FOUND, core.upload_status, status.upload_id, "", "")
+    raises(MONAILabelError.NOT_FOUND, core.upload_status, status.upload_id, "", "")
 
 
 def test_core_conflict_while_a_stream_writes(core: DatastoreCore) -> None:
-    data = _nifti(shape=(16, 16, 16))
+    data = nifti(shape=(16, 16, 16))
     gate, started = threading.Event(), threading.Event()
 
     def slow():
@@ -177,8 +165,8 @@ def test_core_conflict_while_a_stream_writes(core: DatastoreCore) -> None:
     worker.start()
     try:
         assert started.wait(10)
-        other = _nifti(shape=(16, 16, 16), seed=3)
-        _raises(MONAILabelError.CONFLICT, core.upload_image, "busy", _content(other), _chunks(other), info={},
+        other = nifti(shape=(16, 16, 16), seed=3)
+        raises(MONAILabelError.CONFLICT, core.upload_image, "busy", _content(other), _chunks(other), info={},
                 overwrite=True)
     finally:
         gate.set()
@@ -191,11 +179,11 @@ def test_records_interface_of_local_and_plain_datastores(tmp_path: Path) -> None
     assert records_of(local) is local and isinstance(local, RecordDatastore)
     plain = PlainRecords(local)  # any MONAI Label datastore, seen through its generic methods only
     src = tmp_path / "x.nii"
-    src.write_bytes(_nifti())
+    src.write_bytes(nifti())
     plain.add_image("x", src, {"k": 1})
     record = plain.image_record("x")
     assert record.sha256 == hashlib.sha256(src.read_bytes()).hexdigest() and record.size == src.stat().st_size
-    _raises(MONAILabelError.ALREADY_EXISTS, plain.add_image, "x", src, {})
+    raises(MONAILabelError.ALREADY_EXISTS, plain.add_image, "x", src, {})
     records, total = plain.list_image_records(page_size=10)
     assert total == 1 and [r.id for r in records] == ["x"]
     assert plain.staging_dir().is_dir() and plain.staging_dir() != local.staging_dir()

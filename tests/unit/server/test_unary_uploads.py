@@ -9,27 +9,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 
 from monailabel.datastore import LocalDatastore
-from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.interfaces.exception import MONAILabelError
 from monailabel_api.v1 import common_pb2
 from monailabel_server.core.datastore import MAX_APPEND_BYTES, DatastoreCore
 from monailabel_server.core.uploads import Target, UploadRegistry
 
-
-def _raises(error: MONAILabelError, fn, *args, **kwargs) -> MONAILabelException:
-    with pytest.raises(MONAILabelException) as info:
-        fn(*args, **kwargs)
-    assert info.value.error == error, info.value.msg
-    return info.value
-
-
-def _nifti(shape=(6, 5, 4), seed: int = 0) -> bytes:
-    data = np.random.default_rng(seed).integers(0, 9, size=shape).astype(np.uint8)
-    return nib.Nifti1Image(data, np.eye(4)).to_bytes()
+from .helpers import nifti, raises
 
 
 def _content(data: bytes) -> common_pb2.ContentHeader:
@@ -54,7 +42,7 @@ def _append_all(core: DatastoreCore, upload_id: str, data: bytes, start: int = 0
 
 
 def test_image_then_label_in_unary_calls(core: DatastoreCore) -> None:
-    data = _nifti()
+    data = nifti()
     status = core.create_upload("image", _content(data), image_id="img", info={"by": "browser"})
     assert status.committed_size == 0 and status.total_size == len(data) and status.expire_time
     assert core.upload_status("", "img", "").upload_id == status.upload_id  # the stream's status call sees it
@@ -63,7 +51,7 @@ def test_image_then_label_in_unary_calls(core: DatastoreCore) -> None:
     assert image.sha256 == hashlib.sha256(data).hexdigest() and image.info["by"] == "browser"
     assert len(core.uploads) == 0 and not list(core.store.staging_dir().iterdir())  # nothing left behind
 
-    label = _nifti(seed=1)
+    label = nifti(seed=1)
     status = core.create_upload("label", _content(label), image_id="img", tag="final")
     _append_all(core, status.upload_id, label)
     saved = core.commit_upload(status.upload_id)
@@ -71,48 +59,48 @@ def test_image_then_label_in_unary_calls(core: DatastoreCore) -> None:
 
 
 def test_offsets_sizes_and_incomplete_commits(core: DatastoreCore) -> None:
-    data = _nifti()
+    data = nifti()
     upload_id = core.create_upload("image", _content(data), image_id="img").upload_id
     core.append_upload(upload_id, 0, data[:100])
     # a chunk sent again (its answer lost) and a gap: OUT_OF_RANGE telling the committed size
     for offset in (0, 150):
-        err = _raises(MONAILabelError.OUT_OF_RANGE, core.append_upload, upload_id, offset, data[offset:offset + 50])
+        err = raises(MONAILabelError.OUT_OF_RANGE, core.append_upload, upload_id, offset, data[offset:offset + 50])
         assert err.reason == "UPLOAD_OFFSET_MISMATCH" and err.metadata["committed_size"] == "100"
-    err = _raises(MONAILabelError.OUT_OF_RANGE, core.append_upload, upload_id, 100, data[100:] + b"extra")
+    err = raises(MONAILabelError.OUT_OF_RANGE, core.append_upload, upload_id, 100, data[100:] + b"extra")
     assert err.reason == "UPLOAD_SIZE_EXCEEDED"
-    _raises(MONAILabelError.INVALID_INPUT, core.append_upload, upload_id, 100, b"x" * (MAX_APPEND_BYTES + 1))
-    err = _raises(MONAILabelError.PRECONDITION_FAILED, core.commit_upload, upload_id)
+    raises(MONAILabelError.INVALID_INPUT, core.append_upload, upload_id, 100, b"x" * (MAX_APPEND_BYTES + 1))
+    err = raises(MONAILabelError.PRECONDITION_FAILED, core.commit_upload, upload_id)
     assert err.reason == "UPLOAD_INCOMPLETE" and err.metadata["committed_size"] == "100"
     assert core.upload_status(upload_id, "", "").committed_size == 100  # still there, resumable
-    _raises(MONAILabelError.INVALID_INPUT, core.append_upload, "", 0, b"x")
-    _raises(MONAILabelError.NOT_FOUND, core.append_upload, "0" * 32, 0, b"x")
+    raises(MONAILabelError.INVALID_INPUT, core.append_upload, "", 0, b"x")
+    raises(MONAILabelError.NOT_FOUND, core.append_upload, "0" * 32, 0, b"x")
 
 
 def test_a_wrong_checksum_is_refused_at_commit_and_nothing_is_stored(core: DatastoreCore) -> None:
-    data = _nifti()
+    data = nifti()
     content = _content(data)
     content.sha256 = hashlib.sha256(b"other").hexdigest()
     upload_id = core.create_upload("image", content, image_id="img").upload_id
     _append_all(core, upload_id, data)
-    _raises(MONAILabelError.INVALID_INPUT, core.commit_upload, upload_id)
+    raises(MONAILabelError.INVALID_INPUT, core.commit_upload, upload_id)
     assert not core.store.exists("img")
-    _raises(MONAILabelError.NOT_FOUND, core.commit_upload, upload_id)  # discarded with its bytes
+    raises(MONAILabelError.NOT_FOUND, core.commit_upload, upload_id)  # discarded with its bytes
     assert not list(core.store.staging_dir().iterdir())
 
 
 def test_header_checks_come_before_any_byte(core: DatastoreCore) -> None:
-    data = _nifti()
-    _raises(MONAILabelError.INVALID_INPUT, core.create_upload, "image", _content(data), image_id="../x")
-    _raises(MONAILabelError.NOT_FOUND, core.create_upload, "label", _content(data), image_id="missing")
-    _raises(MONAILabelError.RESOURCE_EXHAUSTED, core.create_upload, "volume",
+    data = nifti()
+    raises(MONAILabelError.INVALID_INPUT, core.create_upload, "image", _content(data), image_id="../x")
+    raises(MONAILabelError.NOT_FOUND, core.create_upload, "label", _content(data), image_id="missing")
+    raises(MONAILabelError.RESOURCE_EXHAUSTED, core.create_upload, "volume",
             common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=2 << 20))
     core.upload_image("img", _content(data), [common_pb2.Chunk(offset=0, data=data)], info={}, overwrite=False)
-    _raises(MONAILabelError.ALREADY_EXISTS, core.create_upload, "image", _content(data), image_id="img")
+    raises(MONAILabelError.ALREADY_EXISTS, core.create_upload, "image", _content(data), image_id="img")
     assert len(core.uploads) == 0
 
 
 def test_a_stream_resumes_a_unary_upload_and_a_restart_keeps_it(tmp_path: Path) -> None:
-    data = _nifti()
+    data = nifti()
     first = _core(tmp_path)
     upload_id = first.create_upload("image", _content(data), image_id="img", info={"k": 1}, overwrite=False).upload_id
     first.append_upload(upload_id, 0, data[:200])
@@ -133,41 +121,41 @@ def test_a_stream_resumes_a_unary_upload_and_a_restart_keeps_it(tmp_path: Path) 
 
 
 def test_volume_uploads_are_taken_once_not_committed(core: DatastoreCore) -> None:
-    data = _nifti(shape=(8, 8, 8))
+    data = nifti(shape=(8, 8, 8))
     upload_id = core.create_upload("volume", _content(data)).upload_id
     assert core.uploads.get(upload_id).target.kind == "volume"
     _append_all(core, upload_id, data)
-    err = _raises(MONAILabelError.PRECONDITION_FAILED, core.commit_upload, upload_id)
+    err = raises(MONAILabelError.PRECONDITION_FAILED, core.commit_upload, upload_id)
     assert err.reason == "VOLUME_UPLOAD"
     received = core.take_volume(upload_id)
     try:
         assert tuple(received.volume.shape) == (8, 8, 8) and received.path.read_bytes() == data
     finally:
         received.discard()
-    _raises(MONAILabelError.NOT_FOUND, core.take_volume, upload_id)
+    raises(MONAILabelError.NOT_FOUND, core.take_volume, upload_id)
     assert not list(core.store.staging_dir().iterdir())
 
     # an image upload is not a volume to take; a corrupt volume is refused and discarded
     image_upload = core.create_upload("image", _content(data), image_id="img").upload_id
     _append_all(core, image_upload, data)
-    assert _raises(MONAILabelError.PRECONDITION_FAILED, core.take_volume, image_upload).reason == "NOT_A_VOLUME_UPLOAD"
+    assert raises(MONAILabelError.PRECONDITION_FAILED, core.take_volume, image_upload).reason == "NOT_A_VOLUME_UPLOAD"
     junk = b"not a volume" * 10
     bad = core.create_upload("volume", _content(junk)).upload_id
     _append_all(core, bad, junk)
-    _raises(MONAILabelError.INVALID_INPUT, core.take_volume, bad)
-    _raises(MONAILabelError.NOT_FOUND, core.take_volume, bad)
+    raises(MONAILabelError.INVALID_INPUT, core.take_volume, bad)
+    raises(MONAILabelError.NOT_FOUND, core.take_volume, bad)
 
 
 def test_delete_discards_an_upload_and_its_files(core: DatastoreCore) -> None:
-    data = _nifti()
+    data = nifti()
     upload_id = core.create_upload("image", _content(data), image_id="img").upload_id
     core.append_upload(upload_id, 0, data[:100])
     core.delete_upload(upload_id)
-    _raises(MONAILabelError.NOT_FOUND, core.delete_upload, upload_id)
+    raises(MONAILabelError.NOT_FOUND, core.delete_upload, upload_id)
     assert len(core.uploads) == 0 and not list(core.store.staging_dir().iterdir())
     target = core.uploads.get(core.create_upload("image", _content(data), image_id="img").upload_id).target
     with core.uploads.begin(target, "", len(data), "") as active:  # a stream writing to it now
-        assert _raises(MONAILabelError.CONFLICT, core.delete_upload, active.id).reason == "UPLOAD_IN_PROGRESS"
+        assert raises(MONAILabelError.CONFLICT, core.delete_upload, active.id).reason == "UPLOAD_IN_PROGRESS"
 
 
 def test_registry_persists_volume_targets(tmp_path: Path) -> None:
