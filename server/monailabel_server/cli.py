@@ -184,6 +184,9 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
             database=args.database,
             replica_timeout_s=args.replica_timeout,
             metrics_port=args.metrics_port,
+            train_nodes=args.train_nodes,
+            train_node_addr=args.train_node_addr,
+            train_join_timeout_s=args.train_join_timeout,
         )
     except ValueError as e:
         raise StartError(f"a MONAI_LABEL_GRPC_* setting is not a number: {e}") from None
@@ -194,6 +197,8 @@ def _start_server(args: argparse.Namespace) -> int:
     config = config_of(args)
     if config.database and not config.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise StartError("--database must be sqlite:///FILE or postgresql://USER@HOST:PORT/NAME", "database")
+    if config.train_nodes < 1:
+        raise StartError(f"--train-nodes must be at least 1; got {config.train_nodes}")
     _check_port(config.host, config.port)
 
     # heavy imports (torch, MONAI, grpc servicers) only once the cheap checks passed
@@ -272,6 +277,14 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                         "(default 15; env MONAI_LABEL_GRPC_REPLICA_TIMEOUT_S)")
     s.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on http://HOST:PORT/metrics (default: none)")
+    s.add_argument("--train-nodes", type=int, default=None,
+                   help="nodes (replicas on one --database) a multi_gpu train job spans unless its request sets "
+                        "'nodes' (default 1; env MONAI_LABEL_GRPC_TRAIN_NODES)")
+    s.add_argument("--train-node-addr", default=None,
+                   help="address the other nodes reach this replica's training ranks at (default: the host name; "
+                        "env MONAI_LABEL_GRPC_TRAIN_NODE_ADDR)")
+    s.add_argument("--train-join-timeout", type=float, default=None,
+                   help="seconds a train job across nodes waits for every node to join (default 120)")
     s.set_defaults(func=_start_server)
 
 

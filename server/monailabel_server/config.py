@@ -57,6 +57,11 @@ class ServerConfig:
         replica_timeout_s: seconds without a heartbeat after which a replica counts as dead and the
             others fail its running jobs.
         metrics_port: port of the Prometheus ``/metrics`` endpoint (0 picks one); None serves none.
+        train_nodes: how many nodes (replicas on one database) a ``multi_gpu`` train job spans when its
+            request does not say (``nodes``); 1 trains on the replica that runs the job only.
+        train_node_addr: the address other nodes reach this replica's training ranks (and, when it
+            runs the job, the c10d rendezvous) at; empty for this machine's host name.
+        train_join_timeout_s: seconds a train job across nodes waits for every node to join.
     """
 
     app_dir: Path
@@ -89,6 +94,9 @@ class ServerConfig:
     database: str = ""
     replica_timeout_s: float = 15.0
     metrics_port: Optional[int] = None
+    train_nodes: int = 1
+    train_node_addr: str = ""
+    train_join_timeout_s: float = 120.0
 
     @property
     def max_streams(self) -> int:

@@ -185,7 +185,8 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     workers = ModelWorkers(config.model_workers, config.max_queue)
     workers.on_wait = metrics.model_wait.observe
     jobs = JobManager(app, config.app_dir, config.studies, config.conf, replica_timeout_s=config.replica_timeout_s,
-                      heartbeat_s=max(0.2, config.replica_timeout_s / 5))
+                      heartbeat_s=max(0.2, config.replica_timeout_s / 5), train_nodes=config.train_nodes,
+                      node_addr=config.train_node_addr, join_timeout_s=config.train_join_timeout_s)
     jobs.audit = audit
     sampler = NextSampler(app, jobs.store.path.parent / "leases.db", config.lease_ttl_s)
     app_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(app, config), server)

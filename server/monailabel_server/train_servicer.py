@@ -17,7 +17,8 @@ from monailabel_server.validation import check_names
 __all__ = ["TrainServicer", "start_params"]
 
 # typed request fields that are only sent when set (proto3 optional)
-_OPTIONAL: Final = ("max_epochs", "val_split", "train_batch_size", "val_batch_size", "multi_gpu", "early_stop_patience")
+_OPTIONAL: Final = ("max_epochs", "val_split", "train_batch_size", "val_batch_size", "multi_gpu", "early_stop_patience",
+                    "nodes")
 
 
 def start_params(request: train_pb2.StartTrainJobRequest) -> Dict[str, Any]:

@@ -22,7 +22,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List
 
 import grpc
 import pytest
@@ -40,6 +40,7 @@ from monailabel_api.v1 import (
 )
 from monailabel_client import MonaiLabelClient
 from monailabel_server.config import ServerConfig
+from monailabel_server.convert import from_struct
 from monailabel_server.observability import JsonFormatter
 from monailabel_server.server import RunningServer, start
 from monailabel_server.web import envoy_binary
@@ -70,7 +71,7 @@ class Cluster:
     def boot(self, count: int = 2) -> None:
         self.replicas = [
             start(ServerConfig(app_dir=self.app, studies=str(self.studies), port=0, conf=CONF, database=self.url,
-                               replica_timeout_s=REPLICA_TIMEOUT_S, metrics_port=0))
+                               replica_timeout_s=REPLICA_TIMEOUT_S, metrics_port=0, train_node_addr="127.0.0.1"))
             for _ in range(count)
         ]
 
@@ -209,18 +210,24 @@ def test_a_job_started_on_a_is_watched_on_b_and_one_job_per_model_holds_across_r
     cluster.seen["job"] = (job.job_id, seen_on_b)
 
 
-def test_a_replica_killed_with_kill_9_has_its_job_failed_by_another(cluster: Cluster) -> None:
+def _replica_process(cluster: Cluster, *flags: str) -> tuple[subprocess.Popen[str], str]:
+    """A replica in its own process (so that it can be killed with kill -9), and its address."""
     env = dict(os.environ)
     env.pop(DATABASE_URL_ENV, None)  # the flag alone says where the database is
     proc = subprocess.Popen(
         [sys.executable, "-m", "monailabel_server", "start_server", "--app", str(cluster.app), "--studies",
          str(cluster.studies), "--port", "0", "--database", cluster.url, "--replica-timeout", str(REPLICA_TIMEOUT_S),
-         *[a for k, v in CONF.items() for a in ("--conf", k, v)]],
+         *[a for k, v in CONF.items() for a in ("--conf", k, v)], *flags],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )
+    assert proc.stdout is not None
+    address = next(line.strip().rsplit(" ", 1)[1] for line in proc.stdout if "listening on" in line)
+    return proc, address
+
+
+def test_a_replica_killed_with_kill_9_has_its_job_failed_by_another(cluster: Cluster) -> None:
+    proc, address = _replica_process(cluster)
     try:
-        assert proc.stdout is not None
-        address = next(line.strip().rsplit(" ", 1)[1] for line in proc.stdout if "listening on" in line)
         with MonaiLabelClient(address, timeout=60) as c, cluster.client(0) as a:
             job = c.start_train(MODEL, **LONG_TRAIN)
             # the replica's job is visible (and exclusive) on A
@@ -394,3 +401,88 @@ def test_every_replica_restarted_finds_everything(cluster: Cluster) -> None:
         client_id, mine = next(iter(leases.items()))
         again = b.next_sample("random", client_id=client_id)
         assert again.all_leased or (again.found and again.image_id not in held - {mine})
+
+
+def _logs(client: MonaiLabelClient, job_id: str) -> List[str]:
+    return [e.log_line for e in client.watch_job(job_id, timeout=300) if e.WhichOneof("event") == "log_line"]
+
+
+def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_train_job_across_two_replicas_trains_on_both_and_publishes_once(cluster: Cluster) -> None:
+    with cluster.client(0) as a, cluster.client(1) as b:
+        before = len(a.list_model_versions(MODEL).versions)
+        assert_status(grpc.StatusCode.FAILED_PRECONDITION, lambda: a.start_train(MODEL, nodes=3, device="cpu"),
+                      "needs 3 live replicas on this database; 2 are alive")
+        assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: a.start_train(MODEL, nodes=65, device="cpu"),
+                      "params.nodes")
+        assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: a.start_train(
+            MODEL, nodes=2, extra={"rdzv_endpoint": "10.0.0.1:1"}), "params.rdzv_endpoint is not accepted")
+        job = a.start_train(MODEL, nodes=2, max_epochs=2, val_split=0.0, device="cpu", dataset="Dataset",
+                            extra={"pretrained": False})
+        logs = _logs(b, job.job_id)  # watched on the replica that joined
+        done = b.get_job(job.job_id)
+        assert done.state == job_pb2.JOB_STATE_SUCCEEDED, (done.error, logs[-20:])
+        joiner = cluster.replicas[1].jobs.replica_id  # type: ignore[union-attr]
+        assert any("serves the rendezvous at 127.0.0.1:" in line for line in logs), logs[:10]
+        assert f"node 1 (replica {joiner}) joined" in logs
+        assert any(line.startswith("[node 1] ") for line in logs)  # the joined node's output is the job's too
+
+        # both nodes trained, each on its share of the labeled images, and rank 0 alone published
+        stats = from_struct(next(t for t in a.list_trainers() if t.name == MODEL).stats)
+        assert stats["world_size"] == 2 and [r["rank"] for r in stats["ranks"]] == [0, 1]
+        assert len({r["iterations"] for r in stats["ranks"]}) == 1, stats["ranks"]  # DDP: in step
+        assert all(r["iterations"] > 0 and r["train_records"] >= 1 for r in stats["ranks"]), stats["ranks"]
+        versions = a.list_model_versions(MODEL).versions
+        assert len(versions) == before + 1 and done.published_version == before + 1
+        store = cluster.replicas[0].jobs.store  # type: ignore[union-attr]
+        ended = [(0, "SUCCEEDED"), (1, "SUCCEEDED")]
+        assert _wait(lambda: [(n.node, n.state) for n in store.nodes(job.job_id)] == ended, 30), store.nodes(job.job_id)
+
+
+@pytest.mark.parametrize("killed", ["node 0", "node 1"])
+def test_a_train_job_across_replicas_fails_when_either_node_is_killed(cluster: Cluster, killed: str) -> None:
+    # B steps aside, so that A and a replica in its own process (C, which can be killed) are the two nodes
+    b = cluster.replicas.pop(1)
+    b.stop(grace=1)
+    proc, address = _replica_process(cluster, "--train-nodes", "2", "--train-node-addr", "127.0.0.1")
+    a_server = cluster.replicas[0]
+    try:
+        with MonaiLabelClient(address, timeout=60) as c, cluster.client(0) as a:
+            versions = len(a.list_model_versions(MODEL).versions)
+            if killed == "node 0":  # C runs the job: its --train-nodes 2 makes it span A too
+                job = c.start_train(MODEL, **LONG_TRAIN)
+            else:  # A runs it; C joins
+                job = a.start_train(MODEL, nodes=2, **LONG_TRAIN)
+            for event in a.watch_job(job.job_id, timeout=300):
+                if event.WhichOneof("event") == "iteration":
+                    break
+            nodes = a_server.jobs.store.nodes(job.job_id)  # type: ignore[union-attr]
+            assert len(nodes) == 2
+            proc.kill()
+            proc.wait(timeout=30)
+            ended = a.wait_job(job.job_id, timeout=120)
+            assert ended.state == job_pb2.JOB_STATE_FAILED, ended.error
+            if killed == "node 0":
+                assert "replica running the job stopped" in ended.error
+            else:
+                assert "node 1 of the job" in ended.error and "stopped (no heartbeat)" in ended.error
+            # nothing of the job is left on A, and nothing was published
+            assert _wait(lambda: not a_server.jobs._nodes and not a_server.jobs._running, 30)  # type: ignore[union-attr]
+            assert len(a.list_model_versions(MODEL).versions) == versions
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        cluster.replicas.append(start(ServerConfig(
+            app_dir=cluster.app, studies=str(cluster.studies), port=0, conf=CONF, database=cluster.url,
+            replica_timeout_s=REPLICA_TIMEOUT_S, metrics_port=0, train_node_addr="127.0.0.1")))

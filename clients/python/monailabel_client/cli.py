@@ -178,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--train-batch-size", type=int, help="training batch size (default: the trainer's)")
     tr.add_argument("--val-batch-size", type=int, help="validation batch size (default: the trainer's)")
     tr.add_argument("--device", default="", help="torch device, e.g. cpu or cuda:0 (default: CUDA if present)")
+    tr.add_argument("--nodes", type=int,
+                    help="server replicas the job spans, each training its share (default: the server's --train-nodes)")
     tr.add_argument("--dataset", default="",
                     help="MONAI dataset class, e.g. Dataset or CacheDataset (default: the trainer's)")
     tr.add_argument("--dataloader", default="",
@@ -283,7 +285,7 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 train_batch_size=args.train_batch_size, val_batch_size=args.val_batch_size, device=args.device,
                 dataset=args.dataset, dataloader=args.dataloader, early_stop_patience=args.early_stop_patience,
                 train_ids=args.train_ids, val_ids=args.val_ids, queue=args.queue,
-                extra=json.loads(args.extra) if args.extra else None,
+                extra=json.loads(args.extra) if args.extra else None, nodes=args.nodes,
             )
             print(job.job_id, _state(job.state), flush=True)
             if not args.no_watch:

@@ -573,6 +573,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         val_ids: Sequence[str] = (),
         queue: bool = False,
         extra: Optional[Dict[str, Any]] = None,
+        nodes: Optional[int] = None,
     ) -> job_pb2.Job:
         """Starts a training job (unset values take the trainer's defaults).
 
@@ -591,6 +592,8 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             val_ids: images to validate on instead of a split.
             queue: queue behind the model's running job instead of failing with ABORTED.
             extra: other keys of the trainer's config.
+            nodes: server replicas the job spans (a multi-node ``multi_gpu`` run; the server's
+                ``--train-nodes`` when unset).
 
         Returns:
             the job (RUNNING, or QUEUED).
@@ -611,6 +614,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             ("val_batch_size", val_batch_size),
             ("multi_gpu", multi_gpu),
             ("early_stop_patience", early_stop_patience),
+            ("nodes", nodes),
         ):
             if value is not None:
                 setattr(request, name, value)

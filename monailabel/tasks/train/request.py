@@ -138,6 +138,8 @@ def resolve_request(config: Mapping[str, Any], request: Optional[Mapping[str, An
     _gpus(req)
     if req.get("world_size") is not None:
         _int(req, "world_size", minimum=1)
+    if req.get("nodes") is not None:
+        _int(req, "nodes", minimum=1)
     if not isinstance(req.get("device", "cuda"), str):
         raise _invalid(f"'device' must be a string like 'cuda' or 'cpu'; got {req.get('device')!r}")
     for key in ("train_ds", "val_ds"):

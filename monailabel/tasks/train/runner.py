@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import ignite.distributed as idist
@@ -16,7 +17,7 @@ from monai.data import get_track_meta, set_track_meta
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.tasks.train.context import Context
-from monailabel.tasks.train.distributed import run_distributed
+from monailabel.tasks.train.distributed import run_distributed, run_nodes
 from monailabel.tasks.train.engines import call_hook
 from monailabel.tasks.train.handler import PublishStatsAndModel, prepare_stats
 from monailabel.tasks.train.progress import TrainProgress, gather_rank_stats
@@ -83,6 +84,8 @@ def plan_processes(request: Dict[str, Any]) -> Tuple[int, bool]:
         raise _invalid(f"'device' is not a torch device: {request.get('device')!r}") from None
     use_cuda = wanted.type == "cuda" and torch.cuda.is_available()
     world_size = request.get("world_size")
+    if int(request.get("nodes") or 1) > 1:
+        request["multi_gpu"] = True  # a run across nodes is distributed; world_size counts this node's ranks
     if not request.get("multi_gpu"):
         return 1, use_cuda
     if use_cuda:
@@ -114,6 +117,8 @@ def run(task: BasicTrainTask, request: Optional[Dict[str, Any]], datastore: Data
     if not datalist:
         raise MONAILabelException(MONAILabelError.PRECONDITION_FAILED, NO_DATA)
     try:
+        if int(req.get("nodes") or 1) > 1:
+            return run_nodes(task, req, datalist, world_size, callbacks, cancel_check, use_cuda)
         if world_size > 1:
             return run_distributed(task, req, datalist, world_size, callbacks, cancel_check, use_cuda)
         req["multi_gpu"] = False
@@ -126,7 +131,7 @@ def _device(context: Context) -> torch.device:
     request = context.request
     if context.multi_gpu:
         if request.get("distributed_backend") == "nccl":
-            device = torch.device(f"cuda:{_gpu_ids(request)[context.local_rank]}")
+            device = torch.device(f"cuda:{_gpu_ids(request)[_node_local_rank(context.local_rank)]}")
             torch.cuda.set_device(device)
         else:
             device = torch.device("cpu")
@@ -135,6 +140,13 @@ def _device(context: Context) -> torch.device:
         device = wanted if wanted.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
     logger.info(f"{context.local_rank} - Using Device: {device}")
     return device
+
+
+def _node_local_rank(rank: int) -> int:
+    """This rank's index on its machine: ``torchrun``'s ``LOCAL_RANK`` in a run across nodes, else the rank."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return int(os.environ.get("LOCAL_RANK", "0"))
+    return rank
 
 
 def _listeners(emit: Any) -> List[Callable[[Dict[str, Any]], None]]:
@@ -166,12 +178,15 @@ def train_rank(
 
     joined = False
     if context.multi_gpu:
-        os.environ["LOCAL_RANK"] = str(rank)
+        os.environ["LOCAL_RANK"] = str(_node_local_rank(rank))
+        timeout = request.get("distributed_timeout")
         dist.init_process_group(
             backend=request.get("distributed_backend", "gloo"),
             init_method=request.get("distributed_url", "env://"),
             world_size=world_size,
             rank=rank,
+            # a collective waits this long for a peer that went silent (a lost node) before failing
+            timeout=timedelta(seconds=float(timeout)) if timeout else None,
         )
         joined = True
         # ignite discovers the process group lazily with a collective; doing it here on every rank keeps

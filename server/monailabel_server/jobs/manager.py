@@ -23,6 +23,16 @@ its model's lock file for its whole life, so two processes never publish the sam
 What clients see of a job's output is scrubbed: no traceback frames and no server paths (see
 ``processes.ClientLog``); the raw output is in the job's ``job.log`` on the server.
 
+A train job can span several replicas (``nodes``; the server's ``train_nodes`` by default for a
+``multi_gpu`` job): the replica that runs it is node 0 and serves a c10d rendezvous on a free port;
+the other live replicas see the job in the shared database on their next heartbeat, each takes a free
+node (a row in ``job_nodes``, so no node is taken twice) and starts its own worker with node 0's
+request. Every worker is a ``torchrun`` agent (see ``monailabel.tasks.train.distributed.run_nodes``):
+torch assigns the ranks, rank 0 (on whichever node) forwards progress into the job's events and alone
+publishes into the shared model folder, and node 0's worker decides the job's end. A node's replica
+that dies fails the job (node 0 kills its own worker); a job that ends, or whose node 0 died, has its
+other nodes' workers killed by their replicas.
+
 When a train job publishes a new model version and the app's ``auto_update_scoring`` is on, the app's
 scoring methods run again (``MONAILabelApp.async_scoring``), as MONAI Label does after training.
 """
@@ -96,9 +106,21 @@ def _file_digest(path: str) -> Dict[str, Any]:
     return {"sha256": digest.hexdigest(), "size": size}
 
 
+def _free_port(addr: str) -> int:
+    """A port free on ``addr`` now (the rendezvous binds it a moment later)."""
+    with socket.socket() as s:
+        try:
+            s.bind((addr, 0))
+        except OSError:
+            s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
 class _Running:
-    def __init__(self, proc: subprocess.Popen[str], cancel_file: Path, kind: str, log_file: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[str], cancel_file: Path, kind: str, log_file: Path,
+                 node: int = 0) -> None:
         self.proc = proc
+        self.node = node  # > 0: this replica's part of a job that another replica runs
         self.cancel_file = cancel_file
         self.kind = kind
         self.log_file = log_file
@@ -130,6 +152,9 @@ class JobManager:
         heartbeat_s: seconds between this replica's heartbeats (and its checks of the others').
         replica_timeout_s: a replica whose heartbeat is older than this is dead: its running jobs are
             marked FAILED by the others.
+        train_nodes: nodes a ``multi_gpu`` train job spans when its request does not say (``nodes``).
+        node_addr: the address other nodes reach this replica's ranks at (default: the host name).
+        join_timeout_s: seconds a job across nodes waits for all of them.
     """
 
     def __init__(
@@ -143,6 +168,9 @@ class JobManager:
         replica_id: str = "",
         heartbeat_s: float = 2.0,
         replica_timeout_s: float = 15.0,
+        train_nodes: int = 1,
+        node_addr: str = "",
+        join_timeout_s: float = 120.0,
     ) -> None:
         self.app = app
         self.app_dir = Path(app_dir).resolve()
@@ -157,6 +185,10 @@ class JobManager:
         self.cancel_grace_s = cancel_grace_s
         self._lock = threading.RLock()
         self._running: Dict[str, _Running] = {}
+        self._nodes: Dict[str, _Running] = {}  # this replica's parts of jobs other replicas run
+        self.train_nodes = max(1, int(train_nodes))
+        self.node_addr = node_addr or socket.gethostname()
+        self.join_timeout_s = join_timeout_s
         self._stopping = False
         self.audit: Optional[Any] = None  # the server's AuditLog: model publishes are recorded there
         self.locks = self.root / "locks"
@@ -180,6 +212,8 @@ class JobManager:
                 self.store.heartbeat(self.replica_id)
                 self.sweep_dead_replicas()
                 self._cancels_from_other_replicas()
+                self._watch_nodes()
+                self._join_node_jobs()
             except Exception:  # noqa: BLE001 - a database hiccup must not end the heartbeats
                 logger.exception("replica heartbeat failed")
 
@@ -192,6 +226,82 @@ class JobManager:
                 self.cancel(job_id)  # the signals (a scoring job has no cancel hook) go from here
             except MONAILabelException:
                 pass  # it ended meanwhile
+
+    # -- jobs across replicas ---------------------------------------------------------------------------
+    def _alive(self) -> set[str]:
+        alive = {r.replica_id for r in self.store.replicas() if self.store.replica_alive(r, self.replica_timeout_s)}
+        return alive | {self.replica_id}
+
+    def _join_node_jobs(self) -> None:
+        """Takes a free node of each running job across replicas that this replica is not part of yet."""
+        if self._stopping:
+            return
+        for job_id in self.store.running_node_jobs():
+            with self._lock:
+                if job_id in self._running or job_id in self._nodes:
+                    continue
+                nodes = self.store.nodes(job_id)
+                if not nodes or any(n.replica_id == self.replica_id for n in nodes):
+                    continue
+                spec = nodes[0].spec
+                taken = {n.node for n in nodes}
+                for node in range(1, int(spec.get("nodes") or 1)):
+                    if node not in taken and self.store.add_node(job_id, node, self.replica_id, {}):
+                        self._launch_node(self.store.get(job_id), node, spec)
+                        break
+
+    def _launch_node(self, job: JobRecord, node: int, spec: Dict[str, Any]) -> None:
+        request = dict(spec, rdzv_host=False, node_addr=self.node_addr)
+        job_dir = self.root / job.job_id / f"node-{node}"
+        try:
+            running = self._spawn(job, request, job_dir, self.root / job.job_id / "cancel", lock=False, node=node)
+        except OSError as exc:
+            self.store.update_node(job.job_id, node, state=FAILED, error=f"worker did not start: {exc}")
+            return
+        self._nodes[job.job_id] = running
+        self.store.update_node(job.job_id, node, pid=running.proc.pid, pid_start=process_start_time(running.proc.pid))
+        self.store.append(job.job_id, [{"type": "log", "text": f"node {node} (replica {self.replica_id}) joined"}])
+        logger.info("train job %s (%s): joined as node %d, pid %d", job.job_id, job.model, node, running.proc.pid)
+
+    def _watch_nodes(self) -> None:
+        """Ends parts of jobs across replicas that cannot go on: a lost node fails the job on node 0, and a
+        job that ended (or whose node 0 died) has this replica's part killed."""
+        alive = self._alive()
+        with self._lock:
+            mine = dict(self._running)
+            parts = dict(self._nodes)
+        for job_id, running in mine.items():
+            if running.kind != TRAIN or running.error is not None:
+                continue
+            lost = [n for n in self.store.nodes(job_id)[1:] if n.state == RUNNING and n.replica_id not in alive]
+            if lost:
+                reason = (f"node {lost[0].node} of the job (replica {lost[0].replica_id}) stopped (no heartbeat); "
+                          "a run across nodes cannot go on without it")
+                logger.warning("train job %s: %s", job_id, reason)
+                running.error = {"message": reason}
+                self._signal(running, signal.SIGKILL)
+        for job_id, running in parts.items():
+            job = self.store.get(job_id)
+            if job.terminal or job.owner not in alive:
+                logger.info("train job %s is %s: ending node %d here", job_id,
+                            job.state if job.terminal else "without its node 0", running.node)
+                running.cancel_requested = True
+                self._signal(running, signal.SIGKILL)
+
+    def _nodes_of(self, task: Any, params: Dict[str, Any]) -> int:
+        """How many replicas a train job spans: its ``nodes``, the trainer's, or ``train_nodes`` when multi_gpu."""
+        from monailabel.tasks.train.basic_train import BasicTrainTask
+        from monailabel.tasks.train.request import resolve_request
+
+        if params.get("nodes") is not None:
+            return int(params["nodes"])
+        if not isinstance(task, BasicTrainTask):
+            return 1
+        resolved = resolve_request(task.config(), {k: v for k, v in params.items()
+                                                   if k not in ("train_ids", "val_ids")})
+        if resolved.get("nodes") is not None:
+            return int(resolved["nodes"])
+        return self.train_nodes if resolved.get("multi_gpu") else 1
 
     def replica_alive(self, replica_id: str) -> bool:
         """Whether a replica (of any server on the database) is alive."""
@@ -304,6 +414,17 @@ class JobManager:
         if kind == TRAIN:
             max_epochs = job_params.validate(task, params, client)
             job_params.records(self.app.datastore(), params)  # raises for unknown ids or no labeled data
+            nodes = self._nodes_of(task, params)
+            if nodes > 1:
+                alive = len(self._alive())
+                if alive < nodes:
+                    raise MONAILabelException(
+                        MONAILabelError.PRECONDITION_FAILED,
+                        f"a train job across {nodes} nodes needs {nodes} live replicas on this database; "
+                        f"{alive} {'is' if alive == 1 else 'are'} alive. Start more replicas (the same --database "
+                        "and app) or ask for fewer nodes ('nodes')",
+                    )
+                params["nodes"] = nodes
         elif kind == BATCH_INFER:
             max_epochs = 0
             job_params.validate_batch_infer(self.app.datastore(), params)
@@ -415,8 +536,32 @@ class JobManager:
         except MONAILabelException as exc:
             return self.store.set_state(job.job_id, FAILED, exc.msg, error=exc.msg)
         job_dir = self.root / job.job_id
+        nodes = int(request.get("nodes") or 1) if job.kind == TRAIN else 1
+        if nodes > 1:
+            request.update(nodes=nodes, rdzv_endpoint=f"{self.node_addr}:{_free_port(self.node_addr)}",
+                           rdzv_id=job.job_id, rdzv_host=True, node_addr=self.node_addr,
+                           join_timeout=self.join_timeout_s, distributed_timeout=600)
+            self.store.add_node(job.job_id, 0, self.replica_id, dict(request, rdzv_host=False))
+            self.store.append(job.job_id, [{"type": "log", "text": (
+                f"node 0 (replica {self.replica_id}) serves the rendezvous at {request['rdzv_endpoint']}; "
+                f"waiting for {nodes - 1} more node(s)")}])
+        running = self._spawn(job, request, job_dir, job_dir / "cancel", lock=True)
+        self._running[job.job_id] = running
+        proc = running.proc
+        job = self.store.set_state(
+            job.job_id, RUNNING, f"{job.kind} process started", pid=proc.pid, pid_start=process_start_time(proc.pid)
+        )
+        running.thread = threading.Thread(
+            target=self._follow, args=(job.job_id, running), name=f"{job.kind}-{job.job_id}", daemon=True
+        )
+        running.thread.start()
+        logger.info("%s job %s (%s) started: pid %d", job.kind, job.job_id, job.model, proc.pid)
+        return job
+
+    def _spawn(self, job: JobRecord, request: Dict[str, Any], job_dir: Path, cancel_file: Path, lock: bool,
+               node: int = 0) -> _Running:
+        """Starts a job's worker process (node 0's, or another node's part of a job across replicas)."""
         job_dir.mkdir(parents=True, exist_ok=True)
-        cancel_file = job_dir / "cancel"
         log_file = job_dir / "job.log"
         spec = {
             "app_dir": str(self.app_dir),
@@ -427,7 +572,7 @@ class JobManager:
             "request": request,
             "cancel_file": str(cancel_file),
             "log_file": str(log_file),
-            "lock_file": str(self.locks / lock_name(job.kind, job.model)),
+            "lock_file": str(self.locks / lock_name(job.kind, job.model)) if lock else "",
             "server_pid": os.getpid(),
         }
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -447,17 +592,12 @@ class JobManager:
             env=env,
             start_new_session=True,  # its own session and process group: cancel and shutdown end all of it
         ).result()
-        running = _Running(proc, cancel_file, job.kind, log_file)
-        self._running[job.job_id] = running
-        job = self.store.set_state(
-            job.job_id, RUNNING, f"{job.kind} process started", pid=proc.pid, pid_start=process_start_time(proc.pid)
-        )
-        running.thread = threading.Thread(
-            target=self._follow, args=(job.job_id, running), name=f"{job.kind}-{job.job_id}", daemon=True
-        )
-        running.thread.start()
-        logger.info("%s job %s (%s) started: pid %d", job.kind, job.job_id, job.model, proc.pid)
-        return job
+        running = _Running(proc, cancel_file, job.kind, log_file, node=node)
+        if node:
+            running.thread = threading.Thread(target=self._follow, args=(job.job_id, running),
+                                              name=f"{job.kind}-{job.job_id}-node{node}", daemon=True)
+            running.thread.start()
+        return running
 
     # -- follow -----------------------------------------------------------------------------------------
     def _follow(self, job_id: str, running: _Running) -> None:
@@ -474,8 +614,12 @@ class JobManager:
                     logger.exception("job %s: cannot record %r", job_id, line[:200])
         running.proc.stdout.close()
         rc = self._reap(running)
+        if running.node:
+            self._finish_node(job_id, running, rc)
+            return
         try:
             self._finish(job_id, running, rc)
+            self.store.update_node(job_id, 0, state=self.store.get(job_id).state)  # a job across replicas
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
@@ -485,6 +629,21 @@ class JobManager:
                     if queued:
                         self._launch(queued[0])
         self._after(self.store.get(job_id))
+
+    def _finish_node(self, job_id: str, running: _Running, rc: int) -> None:
+        """Records how this replica's part of a job across replicas ended (node 0 decides the job's end)."""
+        with self._lock:
+            self._nodes.pop(job_id, None)
+        if rc == 0:
+            self.store.update_node(job_id, running.node, state=SUCCEEDED)
+            return
+        if running.cancel_requested or rc == EXIT_CANCELLED:
+            self.store.update_node(job_id, running.node, state=CANCELLED)
+            return
+        error = str((running.error or {}).get("message") or f"exit code {rc}")
+        self.store.update_node(job_id, running.node, state=FAILED, error=error[:1000])
+        text = f"node {running.node} (replica {self.replica_id}) failed: {error}"
+        self.store.append(job_id, [{"type": "log", "text": text[:1000]}])
 
     def _reap(self, running: _Running) -> int:
         """Waits for the worker to exit, ends anything left in its group, then reaps it."""
@@ -513,7 +672,8 @@ class JobManager:
 
     def _handle_line(self, job_id: str, running: _Running, line: str) -> None:
         if not line.startswith(EVENT_MARK):
-            shown = list(running.client_log.lines(line))
+            prefix = f"[node {running.node}] " if running.node else ""
+            shown = [prefix + text for text in running.client_log.lines(line)]
             running.logs.extend(shown)
             if shown:
                 self.store.append(job_id, [{"type": "log", "text": text} for text in shown])
@@ -667,7 +827,7 @@ class JobManager:
         self._stopped.set()
         with self._lock:
             self._stopping = True
-            running = list(self._running.values())
+            running = [*self._running.values(), *self._nodes.values()]
         for r in running:
             self._signal(r, signal.SIGKILL)
         for r in running:

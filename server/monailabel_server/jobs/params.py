@@ -27,6 +27,8 @@ __all__ = ["validate", "validate_scoring", "validate_batch_infer", "MAX_BATCH_ID
 SERVER_KEYS = frozenset({
     "train_ds", "val_ds", "distributed_url", "distributed_backend", "world_size", "nprocs", "tracking_uri",
     "model_dir", "run_id", "progress_callback", "cancel_check",
+    # a run across nodes: where they meet and each node's part (the server sets them from 'nodes')
+    "rdzv_endpoint", "rdzv_id", "rdzv_host", "node_addr", "join_timeout", "distributed_timeout",
 })
 #: bounds of the numeric keys a client may set: (lo, hi, integer)
 BOUNDS: Dict[str, Tuple[float, float, bool]] = {
@@ -45,6 +47,7 @@ BOUNDS: Dict[str, Tuple[float, float, bool]] = {
     "max_samples": (0, 1_000_000, True),
     "simulation_size": (1, 1024, True),
     "max_workers": (1, 64, True),
+    "nodes": (1, 64, True),
 }
 #: inference's own keys: meaningless in a job, and refused rather than silently ignored
 _INFER_KEYS = frozenset({"save_label", "result_extension", "result_dtype", "result_compress", "foreground",

@@ -26,7 +26,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.lifetime import process_start_time
 
 __all__ = [
-    "JobRecord", "JobEvent", "JobStore", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TERMINAL",
+    "JobRecord", "JobEvent", "JobNode", "JobStore", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TERMINAL",
     "TRAIN", "SCORING", "BATCH_INFER", "KINDS",
 ]
 
@@ -110,7 +110,37 @@ _MIGRATIONS = [
         "CREATE TABLE IF NOT EXISTS replicas (replica_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, "
         "pid_start INTEGER NOT NULL, started REAL NOT NULL, heartbeat REAL NOT NULL)",
     ]),
+    Migration(3, "the nodes (replicas) of train jobs that span several", [
+        "CREATE TABLE IF NOT EXISTS job_nodes (job_id TEXT NOT NULL, node INTEGER NOT NULL, replica_id TEXT NOT NULL, "
+        "state TEXT NOT NULL, spec TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', pid INTEGER NOT NULL DEFAULT 0, "
+        "pid_start INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (job_id, node))",
+    ]),
 ]
+
+
+@dataclass
+class JobNode:
+    """One node (replica) of a train job that spans several.
+
+    Attributes:
+        job_id: the job.
+        node: 0 for the replica that runs the job (it serves the rendezvous), 1.. for those that joined.
+        replica_id: the replica.
+        state: RUNNING, then SUCCEEDED, FAILED or CANCELLED.
+        spec: node 0's train request (the rendezvous and the records every node trains on).
+        error: why this node's part failed.
+        pid: the node's worker process.
+        pid_start: that process's start time.
+    """
+
+    job_id: str
+    node: int
+    replica_id: str
+    state: str
+    spec: Dict[str, Any]
+    error: str = ""
+    pid: int = 0
+    pid_start: int = 0
 
 
 @dataclass
@@ -508,6 +538,37 @@ class JobStore:
         """Removes dead replicas' rows."""
         for replica_id in replica_ids:
             self.db.execute("DELETE FROM replicas WHERE replica_id = ?", (replica_id,))
+
+    # -- nodes of a job across replicas ------------------------------------------------------------------
+    def add_node(self, job_id: str, node: int, replica_id: str, spec: Dict[str, Any]) -> bool:
+        """Records ``replica_id`` as node ``node`` of a job; False when another replica took that node first."""
+        return bool(self.db.execute(
+            "INSERT INTO job_nodes (job_id, node, replica_id, state, spec) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id, node) DO NOTHING",
+            (job_id, node, replica_id, RUNNING, json.dumps(spec)),
+        ).rowcount == 1)
+
+    def nodes(self, job_id: str) -> List[JobNode]:
+        """Returns the nodes of a job, node 0 first (none for a job on one replica)."""
+        rows = self.db.execute(
+            "SELECT job_id, node, replica_id, state, spec, error, pid, pid_start FROM job_nodes WHERE job_id = ? "
+            "ORDER BY node", (job_id,)).fetchall()
+        return [JobNode(str(r[0]), int(r[1]), str(r[2]), str(r[3]), json.loads(r[4]), str(r[5]), int(r[6]),
+                        int(r[7])) for r in rows]
+
+    def running_node_jobs(self) -> List[str]:
+        """Returns the running jobs that span several replicas."""
+        rows = self.db.execute(
+            "SELECT n.job_id FROM job_nodes n JOIN jobs j ON j.job_id = n.job_id WHERE n.node = 0 AND j.state = ?",
+            (RUNNING,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def update_node(self, job_id: str, node: int, **values: Any) -> None:
+        """Sets columns (``state``, ``error``, ``pid``, ``pid_start``) of one node of a job."""
+        if not values or set(values) - {"state", "error", "pid", "pid_start"}:
+            raise ValueError(f"not node columns: {sorted(values)}")
+        sets = ", ".join(f"{k} = ?" for k in values)
+        self.db.execute(f"UPDATE job_nodes SET {sets} WHERE job_id = ? AND node = ?", (*values.values(), job_id, node))
 
     def count_by_state(self) -> Dict[Tuple[str, str], int]:
         """Returns how many jobs there are of each ``(kind, state)``."""

@@ -27,7 +27,7 @@ from monailabel_api.v1 import app_pb2 as monailabel_dot_v1_dot_app__pb2
 from monailabel_api.v1 import job_pb2 as monailabel_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19monailabel/v1/train.proto\x12\rmonailabel.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17monailabel/v1/app.proto\x1a\x17monailabel/v1/job.proto\"\x15\n\x13ListTrainersRequest\"D\n\x14ListTrainersResponse\x12,\n\x08trainers\x18\x01 \x03(\x0b\x32\x1a.monailabel.v1.TrainerInfo\"\xc7\x03\n\x14StartTrainJobRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\nmax_epochs\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tval_split\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10train_batch_size\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0eval_batch_size\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x16\n\tmulti_gpu\x18\x07 \x01(\x08H\x04\x88\x01\x01\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12\x12\n\ndataloader\x18\t \x01(\t\x12 \n\x13\x65\x61rly_stop_patience\x18\n \x01(\x05H\x05\x88\x01\x01\x12\x11\n\ttrain_ids\x18\x0b \x03(\t\x12\x0f\n\x07val_ids\x18\x0c \x03(\t\x12\r\n\x05queue\x18\r \x01(\x08\x12&\n\x05\x65xtra\x18\x0e \x01(\x0b\x32\x17.google.protobuf.StructB\r\n\x0b_max_epochsB\x0c\n\n_val_splitB\x13\n\x11_train_batch_sizeB\x11\n\x0f_val_batch_sizeB\x0c\n\n_multi_gpuB\x16\n\x14_early_stop_patience\"8\n\x15StartTrainJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.monailabel.v1.Job\"p\n\x15StartTrainJobsRequest\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x33\n\x06params\x18\x02 \x01(\x0b\x32#.monailabel.v1.StartTrainJobRequest\x12\x12\n\nall_models\x18\x03 \x01(\x08\":\n\x16StartTrainJobsResponse\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.monailabel.v1.Job2\xa2\x02\n\x0cTrainService\x12W\n\x0cListTrainers\x12\".monailabel.v1.ListTrainersRequest\x1a#.monailabel.v1.ListTrainersResponse\x12Z\n\rStartTrainJob\x12#.monailabel.v1.StartTrainJobRequest\x1a$.monailabel.v1.StartTrainJobResponse\x12]\n\x0eStartTrainJobs\x12$.monailabel.v1.StartTrainJobsRequest\x1a%.monailabel.v1.StartTrainJobsResponseB|\n\x12org.monai.label.v1B\nTrainProtoP\x01ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\xaa\x02\rMonaiLabel.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19monailabel/v1/train.proto\x12\rmonailabel.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17monailabel/v1/app.proto\x1a\x17monailabel/v1/job.proto\"\x15\n\x13ListTrainersRequest\"D\n\x14ListTrainersResponse\x12,\n\x08trainers\x18\x01 \x03(\x0b\x32\x1a.monailabel.v1.TrainerInfo\"\xe5\x03\n\x14StartTrainJobRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\nmax_epochs\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tval_split\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10train_batch_size\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0eval_batch_size\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x16\n\tmulti_gpu\x18\x07 \x01(\x08H\x04\x88\x01\x01\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12\x12\n\ndataloader\x18\t \x01(\t\x12 \n\x13\x65\x61rly_stop_patience\x18\n \x01(\x05H\x05\x88\x01\x01\x12\x11\n\ttrain_ids\x18\x0b \x03(\t\x12\x0f\n\x07val_ids\x18\x0c \x03(\t\x12\r\n\x05queue\x18\r \x01(\x08\x12&\n\x05\x65xtra\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\x05nodes\x18\x0f \x01(\x05H\x06\x88\x01\x01\x42\r\n\x0b_max_epochsB\x0c\n\n_val_splitB\x13\n\x11_train_batch_sizeB\x11\n\x0f_val_batch_sizeB\x0c\n\n_multi_gpuB\x16\n\x14_early_stop_patienceB\x08\n\x06_nodes\"8\n\x15StartTrainJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.monailabel.v1.Job\"p\n\x15StartTrainJobsRequest\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x33\n\x06params\x18\x02 \x01(\x0b\x32#.monailabel.v1.StartTrainJobRequest\x12\x12\n\nall_models\x18\x03 \x01(\x08\":\n\x16StartTrainJobsResponse\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.monailabel.v1.Job2\xa2\x02\n\x0cTrainService\x12W\n\x0cListTrainers\x12\".monailabel.v1.ListTrainersRequest\x1a#.monailabel.v1.ListTrainersResponse\x12Z\n\rStartTrainJob\x12#.monailabel.v1.StartTrainJobRequest\x1a$.monailabel.v1.StartTrainJobResponse\x12]\n\x0eStartTrainJobs\x12$.monailabel.v1.StartTrainJobsRequest\x1a%.monailabel.v1.StartTrainJobsResponseB|\n\x12org.monai.label.v1B\nTrainProtoP\x01ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\xaa\x02\rMonaiLabel.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,13 +40,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTRAINERSRESPONSE']._serialized_start=147
   _globals['_LISTTRAINERSRESPONSE']._serialized_end=215
   _globals['_STARTTRAINJOBREQUEST']._serialized_start=218
-  _globals['_STARTTRAINJOBREQUEST']._serialized_end=673
-  _globals['_STARTTRAINJOBRESPONSE']._serialized_start=675
-  _globals['_STARTTRAINJOBRESPONSE']._serialized_end=731
-  _globals['_STARTTRAINJOBSREQUEST']._serialized_start=733
-  _globals['_STARTTRAINJOBSREQUEST']._serialized_end=845
-  _globals['_STARTTRAINJOBSRESPONSE']._serialized_start=847
-  _globals['_STARTTRAINJOBSRESPONSE']._serialized_end=905
-  _globals['_TRAINSERVICE']._serialized_start=908
-  _globals['_TRAINSERVICE']._serialized_end=1198
+  _globals['_STARTTRAINJOBREQUEST']._serialized_end=703
+  _globals['_STARTTRAINJOBRESPONSE']._serialized_start=705
+  _globals['_STARTTRAINJOBRESPONSE']._serialized_end=761
+  _globals['_STARTTRAINJOBSREQUEST']._serialized_start=763
+  _globals['_STARTTRAINJOBSREQUEST']._serialized_end=875
+  _globals['_STARTTRAINJOBSRESPONSE']._serialized_start=877
+  _globals['_STARTTRAINJOBSRESPONSE']._serialized_end=935
+  _globals['_TRAINSERVICE']._serialized_start=938
+  _globals['_TRAINSERVICE']._serialized_end=1228
 # @@protoc_insertion_point(module_scope)

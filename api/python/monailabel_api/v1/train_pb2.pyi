@@ -82,6 +82,7 @@ class StartTrainJobRequest(_message.Message):
     VAL_IDS_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The trainer (model) to train."""
     max_epochs: _builtins.int
@@ -104,6 +105,11 @@ class StartTrainJobRequest(_message.Message):
     """Epochs without improvement before stopping early (0 or less: never)."""
     queue: _builtins.bool
     """Queue the job when the model has one queued or running, instead of ABORTED."""
+    nodes: _builtins.int
+    """Nodes (server replicas on one database) the job spans, 1 to 64: each trains its share of the
+    data and rank 0 publishes once. Unset: the server's --train-nodes for a multi_gpu job, else 1.
+    More nodes than live replicas is FAILED_PRECONDITION.
+    """
     @_builtins.property
     def train_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Images to train on, instead of every image with a final label."""
@@ -135,10 +141,11 @@ class StartTrainJobRequest(_message.Message):
         val_ids: _abc.Iterable[_builtins.str] | None = ...,
         queue: _builtins.bool = ...,
         extra: _struct_pb2.Struct | None = ...,
+        nodes: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_early_stop_patience", b"_early_stop_patience", "_max_epochs", b"_max_epochs", "_multi_gpu", b"_multi_gpu", "_train_batch_size", b"_train_batch_size", "_val_batch_size", b"_val_batch_size", "_val_split", b"_val_split", "early_stop_patience", b"early_stop_patience", "extra", b"extra", "max_epochs", b"max_epochs", "multi_gpu", b"multi_gpu", "train_batch_size", b"train_batch_size", "val_batch_size", b"val_batch_size", "val_split", b"val_split"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_early_stop_patience", b"_early_stop_patience", "_max_epochs", b"_max_epochs", "_multi_gpu", b"_multi_gpu", "_nodes", b"_nodes", "_train_batch_size", b"_train_batch_size", "_val_batch_size", b"_val_batch_size", "_val_split", b"_val_split", "early_stop_patience", b"early_stop_patience", "extra", b"extra", "max_epochs", b"max_epochs", "multi_gpu", b"multi_gpu", "nodes", b"nodes", "train_batch_size", b"train_batch_size", "val_batch_size", b"val_batch_size", "val_split", b"val_split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_early_stop_patience", b"_early_stop_patience", "_max_epochs", b"_max_epochs", "_multi_gpu", b"_multi_gpu", "_train_batch_size", b"_train_batch_size", "_val_batch_size", b"_val_batch_size", "_val_split", b"_val_split", "dataloader", b"dataloader", "dataset", b"dataset", "device", b"device", "early_stop_patience", b"early_stop_patience", "extra", b"extra", "max_epochs", b"max_epochs", "model", b"model", "multi_gpu", b"multi_gpu", "queue", b"queue", "train_batch_size", b"train_batch_size", "train_ids", b"train_ids", "val_batch_size", b"val_batch_size", "val_ids", b"val_ids", "val_split", b"val_split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_early_stop_patience", b"_early_stop_patience", "_max_epochs", b"_max_epochs", "_multi_gpu", b"_multi_gpu", "_nodes", b"_nodes", "_train_batch_size", b"_train_batch_size", "_val_batch_size", b"_val_batch_size", "_val_split", b"_val_split", "dataloader", b"dataloader", "dataset", b"dataset", "device", b"device", "early_stop_patience", b"early_stop_patience", "extra", b"extra", "max_epochs", b"max_epochs", "model", b"model", "multi_gpu", b"multi_gpu", "nodes", b"nodes", "queue", b"queue", "train_batch_size", b"train_batch_size", "train_ids", b"train_ids", "val_batch_size", b"val_batch_size", "val_ids", b"val_ids", "val_split", b"val_split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__early_stop_patience: _TypeAlias = _typing.Literal["early_stop_patience"]  # noqa: Y015
     _WhichOneofArgType__early_stop_patience: _TypeAlias = _typing.Literal["_early_stop_patience", b"_early_stop_patience"]  # noqa: Y015
@@ -146,6 +153,8 @@ class StartTrainJobRequest(_message.Message):
     _WhichOneofArgType__max_epochs: _TypeAlias = _typing.Literal["_max_epochs", b"_max_epochs"]  # noqa: Y015
     _WhichOneofReturnType__multi_gpu: _TypeAlias = _typing.Literal["multi_gpu"]  # noqa: Y015
     _WhichOneofArgType__multi_gpu: _TypeAlias = _typing.Literal["_multi_gpu", b"_multi_gpu"]  # noqa: Y015
+    _WhichOneofReturnType__nodes: _TypeAlias = _typing.Literal["nodes"]  # noqa: Y015
+    _WhichOneofArgType__nodes: _TypeAlias = _typing.Literal["_nodes", b"_nodes"]  # noqa: Y015
     _WhichOneofReturnType__train_batch_size: _TypeAlias = _typing.Literal["train_batch_size"]  # noqa: Y015
     _WhichOneofArgType__train_batch_size: _TypeAlias = _typing.Literal["_train_batch_size", b"_train_batch_size"]  # noqa: Y015
     _WhichOneofReturnType__val_batch_size: _TypeAlias = _typing.Literal["val_batch_size"]  # noqa: Y015
@@ -158,6 +167,8 @@ class StartTrainJobRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_epochs) -> _WhichOneofReturnType__max_epochs | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__multi_gpu) -> _WhichOneofReturnType__multi_gpu | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__nodes) -> _WhichOneofReturnType__nodes | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__train_batch_size) -> _WhichOneofReturnType__train_batch_size | None: ...
     @_typing.overload
