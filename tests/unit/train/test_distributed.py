@@ -1,4 +1,7 @@
-"""Multi-process training: two CPU ranks on Gloo, DDP-synchronised, each on its share of the data; and two "nodes" meeting through a c10d rendezvous (torchrun's agent)."""
+"""Multi-process training: two CPU ranks on Gloo, DDP-synchronised, each on its share of the data.
+
+Across machines: two "nodes" (processes here) meet through a c10d rendezvous, each started by torchrun's agent.
+"""
 
 from __future__ import annotations
 
