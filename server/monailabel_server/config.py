@@ -57,6 +57,11 @@ class ServerConfig:
         replica_timeout_s: seconds without a heartbeat after which a replica counts as dead and the
             others fail its running jobs.
         metrics_port: port of the Prometheus ``/metrics`` endpoint (0 picks one); None serves none.
+        batch_wait_ms: how long the first infer request of a batch waits for others for the same
+            model (dynamic batching); 0 turns batching off.
+        max_batch_size: the most requests in one batched forward; 1 turns batching off. With
+            batching on, ``max(model_workers, max_batch_size)`` model threads run pipelines at once
+            (a network's forwards still run one at a time).
     """
 
     app_dir: Path
@@ -89,6 +94,18 @@ class ServerConfig:
     database: str = ""
     replica_timeout_s: float = 15.0
     metrics_port: Optional[int] = None
+    batch_wait_ms: float = 2.0
+    max_batch_size: int = 8
+
+    @property
+    def batching(self) -> bool:
+        """Whether concurrent infer requests for one model are batched."""
+        return self.batch_wait_ms > 0 and self.max_batch_size > 1
+
+    @property
+    def model_threads(self) -> int:
+        """Model threads: batching needs requests to reach the forward together."""
+        return max(self.model_workers, self.max_batch_size) if self.batching else self.model_workers
 
     @property
     def max_streams(self) -> int:
