@@ -48,8 +48,9 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def _start_server(tmp: Path, studies: Path) -> tuple[subprocess.Popen, int]:
-    app = tmp / "app"
+def _start_server(tmp: Path, studies: Path, extra: tuple[str, ...] = (),
+                  name: str = "app") -> tuple[subprocess.Popen, int]:
+    app = tmp / name
     shutil.copytree(
         ROOT / "monailabel" / "apps" / "radiology", app, ignore=shutil.ignore_patterns("model", "__pycache__")
     )
@@ -76,6 +77,7 @@ def _start_server(tmp: Path, studies: Path) -> tuple[subprocess.Popen, int]:
             "64",
             "--max-queue",
             "64",
+            *extra,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -123,11 +125,13 @@ def main() -> int:
     parser.add_argument("--annotator-shape", type=int, nargs=3, default=[128, 128, 64])
     parser.add_argument("--annotators", type=str, default="1,4,16", help="concurrent clients, ','-separated")
     parser.add_argument("--clicks", type=int, default=8, help="clicks per annotator")
+    parser.add_argument("--batch-shape", type=int, nargs=3, default=[64, 64, 32], help="volume of the batching rows")
+    parser.add_argument("--batch-clients", type=str, default="1,4,16", help="concurrent infer clients, ','-separated")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small volumes and few repeats (a minute or two)")
     parser.add_argument(
         "--only",
-        choices=["transfer", "infer", "interact", "annotators", "busy", "gpu"],
+        choices=["transfer", "infer", "interact", "annotators", "batching", "busy", "gpu"],
         action="append",
         help="run only these parts (repeatable); default all",
     )
@@ -142,7 +146,7 @@ def main() -> int:
 
     print(_machine(), flush=True)
     table = Table()
-    parts = set(args.only or ["transfer", "infer", "interact", "annotators", "busy", "gpu"])
+    parts = set(args.only or ["transfer", "infer", "interact", "annotators", "batching", "busy", "gpu"])
     tmp = Path(tempfile.mkdtemp(prefix="monailabel-bench-", dir=args.studies_root))
     procs: List[subprocess.Popen] = []
     try:
@@ -258,6 +262,10 @@ def main() -> int:
             from benchmarks.interactive import annotator_rows
 
             annotator_rows(client, table, args)
+        if "batching" in parts:
+            from benchmarks.batching import batching_rows
+
+            batching_rows(table, args, lambda extra, name: _start_server(tmp, studies, extra, name), procs)
         if "gpu" in parts:
             from benchmarks.gpu import gpu_rows
 

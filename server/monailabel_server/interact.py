@@ -80,56 +80,6 @@ class _Reader(threading.Thread):
                     return False
 
 
-class _SpareCopy:
-    """A copy of the session's volume made in the background between clicks.
-
-    The pipeline may change its input in place, so every click runs on a copy; at 512x512x256 that
-    copy alone takes a few hundred milliseconds. A viewer's clicks come seconds apart, so the stream
-    makes the next click's copy while the viewer looks at the last answer. The copy's memory is
-    reserved in the sessions' budget; without room, each click copies for itself as before.
-    """
-
-    def __init__(self, core: InferCore, session: Any) -> None:
-        self.session = session
-        self.reservation: Any = None
-        try:
-            self.reservation = core.sessions.reserve(int(session.nbytes))
-        except MONAILabelException:  # no room for a second copy: clicks copy for themselves
-            return
-        self._ready = threading.Event()
-        self._copy: Any = None
-        self.refill()
-
-    def refill(self) -> None:
-        """Starts making the next copy."""
-        if self.reservation is None:
-            return
-        self._ready.clear()
-        threading.Thread(target=self._make, daemon=True, name="interact-copy").start()
-
-    def _make(self) -> None:
-        try:
-            with self.session.lock:
-                self._copy = self.session.image.clone()
-        finally:
-            self._ready.set()
-
-    def take(self) -> Any:
-        """The copy (waiting for it if it is being made), or None to copy at the click."""
-        if self.reservation is None:
-            return None
-        self._ready.wait()
-        copy, self._copy = self._copy, None
-        return copy
-
-    def close(self) -> None:
-        if self.reservation is not None:
-            self._ready.wait()
-            self._copy = None
-            self.reservation.release()
-            self.reservation = None
-
-
 def _messages(delta: Delta, click_id: int, labels: Dict[str, int], latency: Optional[Dict[str, float]], chunk_size: int,
               geometry: common_pb2.Geometry) -> Iterator[Any]:
     header = infer_pb2.MaskDelta(
@@ -176,17 +126,13 @@ def interact(core: InferCore, request_iterator: Iterable[infer_pb2.InteractReque
     call_cancel = CallCancel(context)
     reader = _Reader(requests, context.is_active)
     reader.start()
-    spare = _SpareCopy(core, session)
-    try:
-        yield from _serve(core, start, reader, state, labels, chunk, geometry, spare, call_cancel, params_of)
-    finally:
-        spare.close()
+    yield from _serve(core, start, reader, state, labels, chunk, geometry, call_cancel, params_of)
     if reader.error is not None:
         raise reader.error
 
 
 def _serve(core: InferCore, start: Any, reader: _Reader, state: MaskState, labels: Dict[str, int], chunk: int,
-           geometry: common_pb2.Geometry, spare: _SpareCopy, call_cancel: CallCancel,
+           geometry: common_pb2.Geometry, call_cancel: CallCancel,
            params_of: Callable[..., Any]) -> Iterator[Any]:
     """Answers the stream's clicks and full-mask requests in order until the client closes its side."""
     while True:
@@ -207,9 +153,8 @@ def _serve(core: InferCore, start: Any, reader: _Reader, state: MaskState, label
 
         try:
             mask, labels, latency = core.session_mask(start.model, start.session_id,
-                                                      params_of(click.params, "click.params"), cancel, spare.take())
+                                                      params_of(click.params, "click.params"), cancel)
         except MONAILabelException as exc:
-            spare.refill()
             if exc.error == MONAILabelError.CANCELLED and click_id in reader.cancelled and not call_cancel():
                 yield infer_pb2.InteractResponse(cancelled=infer_pb2.ClickCancelled(click_id=click_id))
                 continue
@@ -217,4 +162,3 @@ def _serve(core: InferCore, start: Any, reader: _Reader, state: MaskState, label
         delta = state.update(mask)
         latency["write"] = delta.seconds
         yield from _messages(delta, click_id, labels, latency, chunk, geometry)
-        spare.refill()  # once the answer is sent: the copy is made while the viewer looks at it

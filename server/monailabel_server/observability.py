@@ -96,6 +96,8 @@ class Metrics:
                                 ["method"], registry=self.registry)
         self.model_wait = Histogram("monailabel_model_queue_wait_seconds", "Seconds infer work waited for a model "
                                     "worker", buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30), registry=self.registry)
+        self.batch_size = Histogram("monailabel_infer_batch_size", "Requests per network forward (dynamic batching)",
+                                    buckets=(1, 2, 4, 8, 16, 32), registry=self.registry)
         self._sources: Dict[str, Callable[[], Any]] = {}
         self.registry.register(_Gauges(self._sources))
         self._http: Optional[Any] = None

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from monailabel.db import DATABASE_URL_ENV, open_database
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.tasks.infer.batching import batcher
 from monailabel_api.v1 import (
     app_pb2,
     app_pb2_grpc,
@@ -182,8 +183,10 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
         options=options,
         maximum_concurrent_rpcs=config.rpc_threads * 4,
     )
-    workers = ModelWorkers(config.model_workers, config.max_queue)
+    workers = ModelWorkers(config.model_threads, config.max_queue)
     workers.on_wait = metrics.model_wait.observe
+    batcher.configure(config.batch_wait_ms / 1000.0 if config.batching else 0.0, config.batch_size)
+    batcher.on_batch = metrics.batch_size.observe
     jobs = JobManager(app, config.app_dir, config.studies, config.conf, replica_timeout_s=config.replica_timeout_s,
                       heartbeat_s=max(0.2, config.replica_timeout_s / 5), train_nodes=config.train_nodes,
                       node_addr=config.train_node_addr, join_timeout_s=config.train_join_timeout_s)

@@ -164,8 +164,8 @@ def test_a_dropped_stream_leaves_the_server_serving(client: MonaiLabelClient) ->
     np.testing.assert_array_equal(again.mask, _full_mask(client, "deepgrow_3d", session.session_id, [[24, 20, 16]], []))
 
 
-def test_the_next_clicks_copy_is_paid_for_and_given_back(tmp_path: Path) -> None:
-    """A stream holds a spare copy of the volume in the sessions' budget; without room it copies per click."""
+def test_clicks_share_the_sessions_volume_without_a_copy(tmp_path: Path) -> None:
+    """A stream holds no copy of the volume: with room for two sessions, a second fits while the first streams."""
     app_dir = copy_template(tmp_path / "app")
     write_phantoms(tmp_path / "studies", count=1, shape=SHAPE, labeled=0)
     volume = int(np.prod(SHAPE)) * 4  # decoded as float32
@@ -177,21 +177,16 @@ def test_the_next_clicks_copy_is_paid_for_and_given_back(tmp_path: Path) -> None
         with MonaiLabelClient(running.address, timeout=120) as c:
             image_id = next(c.list_images()).image_id
             first = c.create_session(image_id=image_id)
-            live = c.interact(first.session_id, "deepgrow_3d")
-            live.click(foreground=[[10, 12, 8]])
-            assert not live.answer().cancelled
-            # the stream's spare copy holds the room of a second session while the stream lives
-            assert_status(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: c.create_session(image_id=image_id),
-                          "sessions hold")
-            live.close()
-            with pytest.raises(StopIteration):
-                live.answer()
-            second = c.create_session(image_id=image_id)  # given back when the stream ended
-            # no room for a spare copy now: clicks still run, each on its own copy
-            with c.interact(second.session_id, "deepgrow_3d") as again:
-                again.click(foreground=[[24, 20, 16]])
-                assert not again.answer().cancelled
-            expected = _full_mask(c, "deepgrow_3d", second.session_id, [[24, 20, 16]], [])
-            np.testing.assert_array_equal(again.mask, expected)
+            with c.interact(first.session_id, "deepgrow_3d") as live:
+                live.click(foreground=[[10, 12, 8]])
+                assert not live.answer().cancelled
+                second = c.create_session(image_id=image_id)
+                assert_status(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: c.create_session(image_id=image_id),
+                              "sessions hold")
+                live.click(foreground=[[24, 20, 16]])
+                assert not live.answer().cancelled
+            expected = _full_mask(c, "deepgrow_3d", first.session_id, [[24, 20, 16]], [])
+            np.testing.assert_array_equal(live.mask, expected)
+            c.delete_session(second.session_id)
     finally:
         running.stop(grace=1)

@@ -31,6 +31,14 @@ COMPRESSION_ZLIB = infer_pb2.VOXEL_COMPRESSION_ZLIB
 _NAMES: Dict[int, str] = {infer_pb2.VOXEL_COMPRESSION_NONE: "none", infer_pb2.VOXEL_COMPRESSION_ZLIB: "zlib"}
 _CLOSE = object()
 
+_inflate: Any = zlib.decompress
+try:  # ISA-L inflates the same zlib streams about twice as fast, when it is installed
+    from isal import isal_zlib
+
+    _inflate = isal_zlib.decompress
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+
 
 class DeltaChecksumError(RuntimeError):
     """The voxels of a delta do not match the checksum the server sent."""
@@ -138,7 +146,7 @@ class Interaction:
         shape = tuple(int(s) for s in delta.shape)
         size = tuple(int(s) for s in delta.box_size)
         if size:
-            raw = zlib.decompress(bytes(data)) if name == "zlib" else bytes(data)
+            raw = _inflate(bytes(data)) if name == "zlib" else bytes(data)
             if hashlib.sha256(raw).hexdigest() != delta.sha256:
                 raise DeltaChecksumError(f"click {delta.click_id}: the voxels do not match their SHA-256")
             self.mask = apply_mask_delta(self.mask, shape, tuple(delta.box_start), size, dtype, raw, "none")

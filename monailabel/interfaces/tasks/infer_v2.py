@@ -101,7 +101,11 @@ class InferTask(metaclass=ABCMeta):
         labels: label names as declared (a list, or ``{name: value}``); see :meth:`label_map`.
         dimension: spatial dimension of the input: clicks have this many coordinates.
         description: what the model does.
+        batchable: False keeps the server from running this task's forward pass in one batch with
+            other requests' (dynamic batching; see ``--batch-wait-ms``).
     """
+
+    batchable: bool = True
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ from monailabel.interfaces.tasks.infer_v2 import CancelCheck, InferOutcome, Infe
 from monailabel.interfaces.utils.transform import CANCEL_CHECK_KEY, check_cancelled, copy_request, run_transforms
 from monailabel.tasks.infer._network import CancellableNetwork, load_network
 from monailabel.tasks.infer._pipeline import add_meta_dicts, as_list, is_loader, loader_for_keys
+from monailabel.tasks.infer.batching import batcher
 from monailabel.tasks.infer.decode_cache import decode_cache
 from monailabel.transform.writer import ClassificationWriter, PreparedMask, Writer
 from monailabel.utils.others.generic import device_list, device_map, name_to_device
@@ -511,7 +512,11 @@ class BasicInferTask(InferTask):
         check = data.get(CANCEL_CHECK_KEY)
         predictor = CancellableNetwork(network, check) if callable(check) else network
         try:
-            outputs = inferer(inputs, predictor)
+            if self.batchable and convert_to_batch:
+                # concurrent requests for this network may share one forward (see batching)
+                outputs = batcher.run(network, inferer, inputs, predictor, check if callable(check) else None)
+            else:
+                outputs = inferer(inputs, predictor)
         except MONAILabelException:
             raise
         except Exception as e:

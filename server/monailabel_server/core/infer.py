@@ -210,12 +210,18 @@ class InferCore:
             raise invalid("input_label_tag", "input_label_tag needs a session made from a datastore image; send "
                                              "the label with InferVolume instead")
         label = self._input_label(session.image_id, input_label_tag)
-        with session.lock:
-            image = session.image.clone()
-        return self._run(task, model, image, session.image_id, session.spatial_shape, params, output, cancel, label)
+        return self._run(task, model, session, session.image_id, session.spatial_shape, params, output, cancel,
+                         label)
 
-    def session_mask(self, model: str, session_id: str, params: InferParams, cancel: Callable[[], bool],
-                     image: Any = None) -> Tuple[np.ndarray, Dict[str, int], Dict[str, float]]:
+    def _infer(self, request: Dict[str, Any], cancel: Callable[[], bool],
+               session: Optional[Session] = None) -> Tuple[InferOutcome, float]:
+        """Runs the task on a model worker; on a session, over a copy-on-write view of its volume."""
+        if session is not None:
+            request["image"] = session.shared()
+        return self.workers.run(lambda: self.app.infer_in_memory(request, cancel=cancel), cancel)
+
+    def session_mask(self, model: str, session_id: str, params: InferParams,
+                     cancel: Callable[[], bool]) -> Tuple[np.ndarray, Dict[str, int], Dict[str, float]]:
         """Runs a model on a session and returns its mask as an array, encoded in no format (Interact).
 
         Args:
@@ -223,8 +229,6 @@ class InferCore:
             session_id: the session.
             params: the click's parameters.
             cancel: the click's cancellation.
-            image: a copy of the session's volume made ahead of the click (the pipeline may change
-                its input, so it never gets the session's own); None to copy it now.
 
         Returns:
             ``(mask, labels, latency)``: the mask spatial axes first (channel first for channels).
@@ -235,11 +239,8 @@ class InferCore:
         """
         task = self.task(model)
         session = self.sessions.get(session_id)
-        if image is None:
-            with session.lock:
-                image = session.image.clone()
-        request = self._request(task, model, image, session.image_id, session.spatial_shape, params, ".nii")
-        outcome, queued = self.workers.run(lambda: self.app.infer_in_memory(request, cancel=cancel), cancel)
+        request = self._request(task, model, None, session.image_id, session.spatial_shape, params, ".nii")
+        outcome, queued = self._infer(request, cancel, session)
         try:
             latencies = jsonable(outcome.result).get("latencies") or {}
             latency = {k: float(latencies.get(k, 0.0) or 0.0) for k in _LATENCY_KEYS}
@@ -346,17 +347,20 @@ class InferCore:
             request["result_dtype"] = params.result_dtype
         return request
 
-    def _run(self, task: InferTask, model: str, image: Any, image_id: str, shape: Optional[Tuple[int, ...]],
+    def _run(self, task: InferTask, model: str, source: Any, image_id: str, shape: Optional[Tuple[int, ...]],
              params: InferParams, output: OutputSpec, cancel: Callable[[], bool],
              label: Optional[str] = None) -> InferAnswer:
+        """Runs the task on ``source`` (a file path, or a :class:`Session` whose volume it shares)."""
         encoding, extension, chunk = check_output(output, task.dimension == 2, self.config.chunk_size)
         if output.save_label and not image_id:
             raise invalid(f"{output.field_prefix}.save_label", "save_label needs a datastore image")
-        request = self._request(task, model, image, image_id, shape, params, extension)
+        session = source if isinstance(source, Session) else None
+        request = self._request(task, model, None if session else source, image_id, shape, params, extension)
         if label is not None:
             request["label"] = label  # MONAI Label's input label: a file its transforms load, as REST saved it
         started = time.perf_counter()
-        outcome, queued = self.workers.run(lambda: self.app.infer_in_memory(request, cancel=cancel), cancel)
+        outcome, queued = self._infer(request, cancel, session)
+        image = request["image"]
         try:
             result = jsonable(outcome.result)
             latencies = result.get("latencies") or {}

@@ -10,8 +10,10 @@ exactly the server's mask (:func:`apply_delta` is the reference the client follo
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -104,6 +106,26 @@ def _compress(data: bytes, compression: str) -> bytes:
     return _zlib_impl.compress(data, _ZLIB_LEVEL) if compression == COMPRESS_ZLIB else data
 
 
+#: Boxes from this many bytes up are hashed on another thread while they are compressed (both
+#: release the GIL); below it a thread costs more than it saves.
+_PARALLEL_BYTES = 1 << 20
+_hasher: Optional[ThreadPoolExecutor] = None
+_hasher_lock = threading.Lock()
+
+
+def _hash_and_compress(voxels: bytes, compression: str) -> Tuple[str, bytes]:
+    """SHA-256 (hex) of ``voxels`` and the compressed bytes, side by side for a large box."""
+    global _hasher
+    if compression == COMPRESS_NONE or len(voxels) < _PARALLEL_BYTES:
+        return hashlib.sha256(voxels).hexdigest(), _compress(voxels, compression)
+    with _hasher_lock:
+        if _hasher is None:
+            _hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delta-hash")
+    digest = _hasher.submit(lambda: hashlib.sha256(voxels).hexdigest())
+    data = _compress(voxels, compression)
+    return digest.result(), data
+
+
 class MaskState:
     """The mask an interactive stream's answers have built so far (all zeros at first).
 
@@ -160,6 +182,6 @@ class MaskState:
 
     def _delta(self, start: Tuple[int, ...], size: Tuple[int, ...], began: float) -> Delta:
         voxels = np.ascontiguousarray(self.mask[_box(start, size)]).tobytes()
-        data = _compress(voxels, self.compression)
-        return Delta(self.shape, start, size, self.mask.dtype, data, self.compression,
-                     hashlib.sha256(voxels).hexdigest(), time.perf_counter() - began)
+        digest, data = _hash_and_compress(voxels, self.compression)
+        return Delta(self.shape, start, size, self.mask.dtype, data, self.compression, digest,
+                     time.perf_counter() - began)

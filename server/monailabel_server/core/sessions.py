@@ -1,5 +1,9 @@
 """Interactive sessions: a volume decoded once and kept in memory for later infer calls, with an expiry.
 
+Calls share the session's volume without copying it: each gets a copy-on-write view
+(:class:`~monailabel_server.core.volume.CowVolume`), so a pipeline that writes into its input
+changes its own pages only.
+
 Sessions are the one place where a client makes the server hold memory between calls, so every
 session is paid for up front: its decoded size is reserved against the store's budget before the
 volume is decoded (:meth:`SessionStore.reserve`), its idle time is capped (``max_ttl_s``), and a
@@ -15,7 +19,11 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+import numpy as np
+import torch
+
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel_server.core.volume import CowVolume
 from monailabel_server.validation import check_id
 
 __all__ = ["Session", "SessionStore", "Reservation", "SWEEP_INTERVAL_S"]
@@ -30,12 +38,14 @@ class Session:
 
     Attributes:
         session_id: its id.
-        image: the decoded volume (a MONAI MetaTensor with its affine).
+        image: the decoded volume (a MONAI MetaTensor with its affine), a view of ``volume`` when
+            there is one: read it, never write it.
         nbytes: memory it holds.
         ttl_s: idle seconds before it expires.
         image_id: the datastore image it came from, if any.
         expires_at: wall-clock time of expiry.
-        lock: held while an infer call copies the session's volume.
+        lock: held while the volume is read whole (downloads).
+        volume: the voxels in shared memory; each call's view of them is copy-on-write.
     """
 
     session_id: str
@@ -45,6 +55,14 @@ class Session:
     image_id: str = ""
     expires_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    volume: Optional[CowVolume] = None
+
+    def shared(self) -> Any:
+        """The volume for one call, without a copy: a copy-on-write view (the call may write into it)."""
+        if self.volume is not None:
+            return self.volume.view()
+        with self.lock:
+            return self.image.clone()
 
     def touch(self) -> None:
         """Pushes the expiry back by the session's ttl."""
@@ -179,7 +197,9 @@ class SessionStore:
         Returns:
             The session.
         """
-        session = Session(uuid.uuid4().hex, image, reservation.nbytes, ttl_s, image_id)
+        volume = CowVolume(image) if isinstance(image, (torch.Tensor, np.ndarray)) else None
+        session = Session(uuid.uuid4().hex, volume.view() if volume is not None else image, reservation.nbytes,
+                          ttl_s, image_id, volume=volume)
         session.touch()
         with self._lock:
             if not reservation.open:
