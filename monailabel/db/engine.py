@@ -15,6 +15,7 @@ the components of a server (and several in-process servers) share one pool.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import sqlite3
@@ -23,9 +24,11 @@ import weakref
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["DATABASE_URL_ENV", "Database", "DatabaseUnavailable", "Row", "database_url", "open_database"]
+
+logger = logging.getLogger(__name__)
 
 #: the environment variable that names the shared database (``--database`` sets it)
 DATABASE_URL_ENV = "MONAI_LABEL_DATABASE_URL"
@@ -297,6 +300,50 @@ class Database:
             finally:
                 self._local.tx = None
                 raw.execute("COMMIT")
+
+    # -- notifications (PostgreSQL's LISTEN/NOTIFY) ----------------------------------------------------
+    def notify(self, conn: Conn, channel: str, payload: str = "") -> None:
+        """Tells every listener of ``channel`` (in any process) when ``conn``'s transaction commits.
+
+        A no-op on SQLite, whose single process wakes its own waiters.
+        """
+        if self.dialect == POSTGRESQL:
+            conn.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+    def listen(self, channel: str, callback: Callable[[str], None]) -> Optional[Callable[[], None]]:
+        """Calls ``callback(payload)`` on a thread for each notification on ``channel``; PostgreSQL only.
+
+        The listener holds its own connection (outside the pool) and reconnects after a failure; on
+        each (re)connection it calls ``callback("")``, since notifications sent while it was away are
+        lost and the caller should look again.
+
+        Returns:
+            a function that stops the listener, or None on SQLite (nothing to listen to).
+        """
+        if self.dialect != POSTGRESQL:
+            return None
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", channel):
+            raise ValueError(f"not a channel name: {channel!r}")
+        stop = threading.Event()
+
+        def run() -> None:
+            import psycopg
+
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(self.url, autocommit=True, connect_timeout=int(self.timeout_s)) as conn:
+                        conn.execute(f"LISTEN {channel}")
+                        callback("")
+                        while not stop.is_set():
+                            for note in conn.notifies(timeout=0.5):
+                                callback(note.payload)
+                except Exception as e:  # noqa: BLE001 - the database restarted or the network broke: retry
+                    if not stop.is_set():
+                        logger.warning("listening on %s failed (%s); retrying", channel, type(e).__name__)
+                        stop.wait(1.0)
+
+        threading.Thread(target=run, name=f"db-listen-{channel}", daemon=True).start()
+        return stop.set
 
     def close(self) -> None:
         """Closes every connection; the database cannot be used afterwards."""

@@ -225,6 +225,26 @@ def _replica_process(cluster: Cluster, *flags: str) -> tuple[subprocess.Popen[st
     return proc, address
 
 
+def test_a_watch_on_b_wakes_when_a_appends_through_listen_notify(cluster: Cluster) -> None:
+    a_jobs, b_jobs = (r.jobs for r in cluster.replicas[:2])
+    assert a_jobs is not None and b_jobs is not None and b_jobs.store.listening
+    job_id, events = cluster.seen["job"]  # type: ignore[misc]
+    seen = b_jobs.store.generation
+    woke = threading.Event()
+
+    def wait_on_b() -> None:
+        b_jobs.store.wait(30.0, seen)  # a poll would sleep the whole 30 s
+        woke.set()
+
+    waiter = threading.Thread(target=wait_on_b, daemon=True)
+    waiter.start()
+    started = time.monotonic()
+    sequence = a_jobs.store.append(job_id, [{"type": "log", "text": "a note from replica A"}])
+    cluster.seen["job"] = (job_id, [*events, sequence])  # the restart test expects every event
+    assert woke.wait(10), "B was not woken by A's append"
+    assert time.monotonic() - started < 10 and b_jobs.store.generation > seen
+
+
 def test_a_replica_killed_with_kill_9_has_its_job_failed_by_another(cluster: Cluster) -> None:
     proc, address = _replica_process(cluster)
     try:

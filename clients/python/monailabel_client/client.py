@@ -748,15 +748,30 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                 if code not in _RETRYABLE and code != grpc.StatusCode.ABORTED or attempt == self.retries:
                     raise
                 time.sleep(min(2.0, 0.1 * 2**attempt))
-                status = self.datastore.GetUploadStatus(
-                    datastore_pb2.GetUploadStatusRequest(image_id=image_id, label_tag=tag), timeout=self.timeout
-                )
+                # ABORTED: another writer holds the target; its stream is not ours to wait for
+                status = self._settled_upload(image_id, tag, 0.0 if code == grpc.StatusCode.ABORTED else 5.0)
                 if code == grpc.StatusCode.ABORTED and not header.upload_id and status.upload_id:
                     raise  # another client's upload to this target is in progress: not ours to resume
                 resumable = bool(status.upload_id) and status.total_size == total
                 header.upload_id = status.upload_id if resumable else ""
                 offset = status.committed_size if resumable else 0
         raise UploadError(f"upload of {image_id} failed")
+
+    def _settled_upload(self, image_id: str, tag: str, wait_s: float = 5.0) -> datastore_pb2.GetUploadStatusResponse:
+        """The target's partial upload once the server has ended the broken stream (or after ``wait_s``).
+
+        Right after a stream breaks on the client's side the server may still be taking it down, and
+        a status read then shows the upload as active (or not yet resumable); resuming needs what
+        the server committed once that stream has ended.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            status: datastore_pb2.GetUploadStatusResponse = self.datastore.GetUploadStatus(
+                datastore_pb2.GetUploadStatusRequest(image_id=image_id, label_tag=tag), timeout=self.timeout
+            )
+            if not (status.upload_id and status.active) or time.monotonic() > deadline:
+                return status
+            time.sleep(0.02)
 
     def _download(self, call: Callable[[int], Iterator[Any]], dest: Optional[PathLike]) -> Union[bytes, Path]:
         buffer = io.BytesIO() if dest is None else None

@@ -809,6 +809,7 @@ class JobManager:
         self.store.get(job_id, kind)
         last = max(0, int(after))
         while active():
+            seen = self.store.generation
             job = self.store.get(job_id)  # read the state first: a terminal state's events are all stored
             events = self.store.events(job_id, last)
             for event in events:
@@ -817,9 +818,9 @@ class JobManager:
             if not events:
                 if job.terminal:
                     return
-                # this replica's appends wake the wait at once; another replica's are found by polling,
-                # less often on a shared database (each poll is two queries per watcher)
-                self.store.wait(0.25 if self.store.db.shared else 0.05)
+                # this replica's appends wake the wait at once, and so do another replica's on PostgreSQL
+                # (LISTEN/NOTIFY); the timeout is only a fallback poll (each poll is two queries per watcher)
+                self.store.wait(2.0 if self.store.listening else 0.05, seen)
 
     # -- shutdown ---------------------------------------------------------------------------------------
     def shutdown(self, timeout: float = 10.0) -> None:

@@ -73,6 +73,9 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
+#: the notification channel of job changes on a shared database
+_CHANNEL = "monailabel_jobs"
+
 _COLUMNS = (
     "job_id, model, state, params, create_time, start_time, end_time, error, last_log_lines, best_metric, "
     "best_metric_epoch, epoch, max_epochs, published_version, published_path, last_sequence, kind, result, trigger, "
@@ -267,9 +270,25 @@ class JobStore:
         self.changed = threading.Condition(self._lock)
         self.db = open_database(url or database_url(path))
         migrate(self.db, "jobs", _MIGRATIONS)
+        self._generation = 0
+        # on a shared database other replicas' appends arrive as notifications (LISTEN/NOTIFY)
+        self._unlisten = self.db.listen(_CHANNEL, lambda _payload: self._notify())
+
+    @property
+    def listening(self) -> bool:
+        """Whether other replicas' changes wake waiters at once (PostgreSQL), rather than being polled for."""
+        return self._unlisten is not None
+
+    @property
+    def generation(self) -> int:
+        """A counter of changes seen by this process (its own, and other replicas' when listening)."""
+        with self._lock:
+            return self._generation
 
     def close(self) -> None:
         """Closes the database."""
+        if self._unlisten is not None:
+            self._unlisten()
         self.db.close()
 
     # -- jobs -----------------------------------------------------------------------------------------
@@ -314,6 +333,7 @@ class JobStore:
 
     def _notify(self) -> None:
         with self._lock:
+            self._generation += 1
             self.changed.notify_all()
 
     def get(self, job_id: str, kind: Optional[str] = None) -> JobRecord:
@@ -423,9 +443,9 @@ class JobStore:
         return int(row[0] or 0) + 1
 
     # -- events ---------------------------------------------------------------------------------------
-    @staticmethod
-    def _append(c: Any, job_id: str, payload: Dict[str, Any]) -> int:
+    def _append(self, c: Any, job_id: str, payload: Dict[str, Any]) -> int:
         now = time.time()
+        self.db.notify(c, _CHANNEL, job_id)  # delivered to the other replicas when the transaction commits
         # the UPDATE locks the job's row, so concurrent appends (any replica's) number events without gaps
         c.execute("UPDATE jobs SET last_sequence = last_sequence + 1 WHERE job_id = ?", (job_id,))
         (seq,) = c.execute("SELECT last_sequence FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -464,9 +484,17 @@ class JobStore:
         ).fetchall()
         return [JobEvent(job_id, s, t, json.loads(p)) for s, t, p in rows]
 
-    def wait(self, timeout: float) -> None:
-        """Waits until something changes, or ``timeout`` seconds."""
+    def wait(self, timeout: float, seen: Optional[int] = None) -> None:
+        """Waits until something changes, or ``timeout`` seconds.
+
+        Args:
+            timeout: seconds at most.
+            seen: the :attr:`generation` the caller read before it looked; a change since then returns at once
+                (so a change between the caller's look and this wait is never slept through).
+        """
         with self.changed:
+            if seen is not None and self._generation != seen:
+                return
             self.changed.wait(timeout)
 
     # -- replicas -------------------------------------------------------------------------------------
