@@ -269,7 +269,7 @@ def main() -> int:
         if "gpu" in parts:
             from benchmarks.gpu import gpu_rows
 
-            gpu_rows(client, table, args)
+            gpu_rows(client, table, args, lambda extra, name: _start_server(tmp, studies, extra, name), procs)
         if "busy" in parts:
             _busy(client, table, args, rng)
         client.close()

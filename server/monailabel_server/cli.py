@@ -59,6 +59,8 @@ _SETTING_HELP: Dict[str, str] = {
     "max_message_mb": "largest gRPC message accepted, in MiB",
     "max_volume_mb": "largest volume an upload or inference may carry, in MiB",
     "session_ttl": "seconds an idle interactive session lives",
+    "session_device": "where a session's decoded volume lives: auto (the GPU when CUDA is present and its free "
+    "memory holds it with a margin, else host memory), cpu, or cuda (the GPU whenever it fits)",
 }
 _SETTING_FIELD = {"max_message_mb": "max_message_bytes", "max_volume_mb": "max_volume_bytes",
                   "session_ttl": "session_ttl_s"}
@@ -178,6 +180,7 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
             max_message_bytes=args.max_message_mb << 20 if args.max_message_mb else None,
             max_volume_bytes=args.max_volume_mb << 20 if args.max_volume_mb else None,
             session_ttl_s=args.session_ttl,
+            session_device=args.session_device,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_client_ca=args.tls_client_ca,
@@ -196,6 +199,19 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
         raise StartError(f"a MONAI_LABEL_GRPC_* setting is not a number: {e}") from None
 
 
+def _check_session_device(setting: str) -> None:
+    """``--session-device`` is one of its values, and ``cuda`` needs a CUDA device (torch is imported then only)."""
+    from monailabel_server.core.volume import SESSION_DEVICES
+
+    if setting not in SESSION_DEVICES:
+        raise StartError(f"--session-device must be one of {', '.join(SESSION_DEVICES)}; got {setting!r}")
+    if setting == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise StartError("--session-device cuda: torch sees no CUDA device on this machine; use auto or cpu")
+
+
 def _start_server(args: argparse.Namespace) -> int:
     _check_paths(args)
     config = config_of(args)
@@ -203,6 +219,7 @@ def _start_server(args: argparse.Namespace) -> int:
         raise StartError("--database must be sqlite:///FILE or postgresql://USER@HOST:PORT/NAME", "database")
     if config.train_nodes < 1:
         raise StartError(f"--train-nodes must be at least 1; got {config.train_nodes}")
+    _check_session_device(config.session_device)
     _check_port(config.host, config.port)
 
     # heavy imports (torch, MONAI, grpc servicers) only once the cheap checks passed
@@ -261,6 +278,8 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     s.add_argument("--max-message-mb", type=int, default=None, help=_default_help("max_message_mb"))
     s.add_argument("--max-volume-mb", type=int, default=None, help=_default_help("max_volume_mb"))
     s.add_argument("--session-ttl", type=int, default=None, help=_default_help("session_ttl"))
+    s.add_argument("--session-device", choices=["auto", "cpu", "cuda"], default=None,
+                   help=_default_help("session_device"))
     s.add_argument("--stream-idle-timeout", type=float, default=None,
                    help="seconds a stream may wait on its client before the server ends it with DEADLINE_EXCEEDED "
                         "(default 60; env MONAI_LABEL_GRPC_STREAM_IDLE_TIMEOUT_S)")

@@ -35,6 +35,10 @@ class ServerConfig:
         max_session_ttl_s: the longest idle time a client may ask for; longer requests are clamped to it.
         max_session_bytes: memory all interactive sessions together may hold.
         max_sessions: sessions that may exist at once.
+        session_device: where a session's decoded volume lives: ``auto`` on the GPU when CUDA is present
+            and its free memory holds the volume, a call's copy and a 2 GiB margin, else in host memory
+            (a copy-on-write memfd); ``cpu`` always in host memory; ``cuda`` on the GPU whenever it fits
+            (the server refuses to start without CUDA).
         lease_ttl_s: seconds an image served as next sample stays reserved for its client (unless the
             client asks for another or saves a final label first).
         upload_ttl_s: seconds a partial upload (a broken stream) is kept for a resume.
@@ -85,6 +89,7 @@ class ServerConfig:
     max_session_ttl_s: int = 3600
     max_session_bytes: int = 4096 * MIB
     max_sessions: int = 64
+    session_device: str = "auto"
     lease_ttl_s: int = 3600
     upload_ttl_s: int = 24 * 3600
     max_partial_uploads: int = 64

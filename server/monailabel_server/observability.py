@@ -103,7 +103,12 @@ class Metrics:
         self._http: Optional[Any] = None
 
     def source(self, name: str, read: Callable[[], Any]) -> None:
-        """Adds a gauge source, read at scrape time (``model_slots``, ``sessions``, ``jobs``, ``uploads``)."""
+        """Adds a gauge source, read at scrape time.
+
+        Args:
+            name: ``model_slots``, ``sessions``, ``session_devices``, ``jobs`` or ``uploads``.
+            read: returns the source's current values.
+        """
         self._sources[name] = read
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
@@ -140,6 +145,12 @@ class _Gauges:
             count, held = read["sessions"]()
             yield GaugeMetricFamily("monailabel_sessions", "Interactive sessions held", value=count)
             yield GaugeMetricFamily("monailabel_session_bytes", "Memory interactive sessions hold", value=held)
+        if "session_devices" in read:
+            family = GaugeMetricFamily("monailabel_session_device_bytes", "Memory interactive sessions hold, by "
+                                       "where their volumes live (cpu: host memory)", labels=["device"])
+            for device, held in sorted(read["session_devices"]().items()):
+                family.add_metric([device], held)
+            yield family
         if "jobs" in read:
             family = GaugeMetricFamily("monailabel_jobs", "Jobs by kind and state (every replica's)",
                                        labels=["kind", "state"])

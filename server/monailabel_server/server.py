@@ -213,6 +213,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
         raise OSError(f"cannot bind {config.host}:{config.port}")
     metrics.source("model_slots", workers.usage)
     metrics.source("sessions", lambda: (len(infer_servicer.core.sessions), infer_servicer.core.sessions.held_bytes))
+    metrics.source("session_devices", infer_servicer.core.sessions.bytes_by_device)
     metrics.source("jobs", jobs.store.count_by_state)
     metrics.source("uploads", datastore_servicer.core.uploads.stats)
     server.start()

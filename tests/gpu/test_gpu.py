@@ -6,7 +6,7 @@ the GPU. ``scripts/gpu-check`` runs these; without a CUDA device every test is s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List, Tuple
 
 import numpy as np
 import pytest
@@ -151,3 +151,84 @@ def test_ddp_training_with_nccl(client: MonaiLabelClient) -> None:
     list(client.watch_job(job.job_id, timeout=600))
     done = client.get_job(job.job_id)
     assert done.state == _job_states.JOB_STATE_SUCCEEDED, (done.error, list(done.last_log_lines))
+
+
+# -- the GPU path: pinned copies, AMP, sessions on the device (issue #14) ------------------------------------------
+def test_host_to_device_copies_through_pinned_memory() -> None:
+    from monai.data.meta_tensor import MetaTensor
+
+    from monailabel.tasks.infer._device import host_to_device
+
+    host = MetaTensor(torch.randn(1, 1, *SHAPE), meta={"filename_or_obj": "x.nii.gz"})
+    before = torch.cuda.host_memory_stats().get("allocations.current", 0)
+    moved, pinned = host_to_device(host, "cuda")
+    assert pinned and moved.device.type == "cuda" and isinstance(moved, MetaTensor)
+    assert torch.cuda.host_memory_stats().get("allocations.current", 0) >= before  # the caching host allocator's
+    np.testing.assert_array_equal(moved.cpu().numpy(), host.numpy())  # .cpu() waits for the copy
+    staged = host.pin_memory()
+    assert staged.is_pinned()
+    again, pinned = host_to_device(staged, "cuda:0")
+    assert pinned
+    np.testing.assert_array_equal(again.cpu().numpy(), host.numpy())
+
+
+def test_inference_on_cuda_copies_its_input_through_pinned_memory(client: MonaiLabelClient,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from monailabel.tasks.infer import _device
+
+    copies: List[Tuple[str, bool]] = []
+    real = _device.host_to_device
+
+    def watched(tensor: torch.Tensor, device: object) -> Tuple[torch.Tensor, bool]:
+        moved, pinned = real(tensor, device)
+        copies.append((str(device), pinned))
+        return moved, pinned
+
+    monkeypatch.setattr("monailabel.tasks.infer.basic_infer.host_to_device", watched)
+    image_id = next(client.list_images()).image_id
+    client.infer("segmentation", image_id=image_id, device="cuda", encoding=common_pb2.ENCODING_RAW)
+    assert copies and all(pinned for device, pinned in copies if device.startswith("cuda"))
+
+
+def test_amp_on_cuda_runs_float16_and_keeps_the_mask(server: RunningServer, client: MonaiLabelClient) -> None:
+    task = server.app.infer_tasks()["segmentation"]
+    network = task._get_network("cuda", None)  # type: ignore[attr-defined]
+    seen: List[Tuple[bool, torch.dtype, torch.dtype]] = []
+    handle = network.register_forward_hook(
+        lambda m, a, out: seen.append((torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda"), out.dtype)))
+    image_id = next(client.list_images()).image_id
+    try:
+        fp32 = client.infer("segmentation", image_id=image_id, device="cuda", encoding=common_pb2.ENCODING_RAW)
+        seen.clear()
+        amp = client.infer("segmentation", image_id=image_id, device="cuda", params={"amp": True},
+                           encoding=common_pb2.ENCODING_RAW)
+    finally:
+        handle.remove()
+    assert seen and all(on and dtype == torch.float16 and out == torch.float16 for on, dtype, out in seen)
+    a, b = fp32.array(), amp.array()
+    assert a.dtype == b.dtype and np.mean(a == b) >= 0.99
+
+
+def test_session_on_cuda_matches_the_file_and_stays_unchanged(server: RunningServer,
+                                                              client: MonaiLabelClient) -> None:
+    image_id = next(client.list_images()).image_id
+    session = client.create_session(image_id=image_id)  # auto: on the GPU (it has the room)
+    try:
+        assert server.metrics is not None
+        placed = server.metrics.registry.get_sample_value("monailabel_session_device_bytes",
+                                                          {"device": f"cuda:{torch.cuda.current_device()}"})
+        assert placed and placed > 0, "the session's volume should live on the GPU"
+        _, before = client.download_session_image(session.session_id, encoding=common_pb2.ENCODING_RAW)
+        on_session = client.infer("segmentation", session_id=session.session_id, device="cuda",
+                                  encoding=common_pb2.ENCODING_RAW).array()
+        on_file = client.infer("segmentation", image_id=image_id, device="cuda",
+                               encoding=common_pb2.ENCODING_RAW).array()
+        on_cpu = client.infer("segmentation", session_id=session.session_id, device="cpu",
+                              encoding=common_pb2.ENCODING_RAW).array()
+        _, after = client.download_session_image(session.session_id, encoding=common_pb2.ENCODING_RAW)
+    finally:
+        client.delete_session(session.session_id)
+    assert on_session.shape == on_file.shape == SHAPE
+    # NormalizeIntensityd ran on the GPU for the session, on the CPU for the file: last bits may differ
+    assert np.mean(on_session == on_file) > 0.999 and np.mean(on_cpu == on_file) > 0.999
+    assert before == after  # the calls' in-place transforms wrote into their own copies

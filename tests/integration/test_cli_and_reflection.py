@@ -201,7 +201,12 @@ def test_start_server_says_what_is_wrong_in_one_line(served, tmp_path: Path) -> 
     assert failed.returncode == 4, failed.stderr
     assert failed.stderr.splitlines()[-1].startswith("error: the app did not load: ModuleNotFoundError: ")
     assert "Traceback" not in failed.stderr
-    for result in (taken, no_main, absent):
+    checked = [taken, no_main, absent]
+    if not torch.cuda.is_available():
+        no_gpu = _server("--app", app, "--studies", studies, "--port", "0", "--session-device", "cuda")
+        assert no_gpu.returncode == 2 and no_gpu.stderr.startswith("error: --session-device cuda: torch sees no CUDA")
+        checked.append(no_gpu)
+    for result in checked:
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 

@@ -383,6 +383,8 @@ INFER_PARAMS: Dict[str, infer_pb2.InferParams] = {
     "device_shell": infer_pb2.InferParams(device="cpu; rm -rf /"),
     "result_dtype_99": infer_pb2.InferParams(result_dtype=99),
     "result_dtype_negative": infer_pb2.InferParams(result_dtype=-3),
+    "amp_string": infer_pb2.InferParams(extra=struct({"amp": "true"})),
+    "amp_list": infer_pb2.InferParams(extra=struct({"amp": [True, {"x": None}]})),
 }
 for label, params in INFER_PARAMS.items():
     unary("InferService.Infer", label, infer_pb2.InferRequest(model=MODEL, image_id=IMAGE, params=params))

@@ -31,7 +31,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
     root = tmp_path_factory.mktemp("shared")
     shutil.copytree(APP, root / "app", ignore=shutil.ignore_patterns("__pycache__", "model"))
     write_phantoms(root / "studies", count=1, shape=SHAPE, labeled=0)
-    server = start(ServerConfig(app_dir=root / "app", studies=str(root / "studies"), port=0))
+    # host memory even with a GPU: these tests are of the copy-on-write memfd (tests/gpu has the device's)
+    server = start(ServerConfig(app_dir=root / "app", studies=str(root / "studies"), port=0, session_device="cpu"))
     yield server
     server.stop(grace=1)
 
@@ -66,5 +67,15 @@ def test_session_calls_give_the_file_mask_and_leave_the_volume_alone(
                 live.answer()
                 np.testing.assert_array_equal(live.mask, expected)
         np.testing.assert_array_equal(_session_volume(client, session.session_id), decoded)
+    finally:
+        client.delete_session(session.session_id)
+
+
+def test_the_metrics_say_where_session_volumes_live(client: MonaiLabelClient, running: RunningServer) -> None:
+    assert running.metrics is not None
+    session = client.create_session(image_id="phantom_000", ttl_seconds=60)
+    try:
+        held = running.metrics.registry.get_sample_value("monailabel_session_device_bytes", {"device": "cpu"})
+        assert held == int(np.prod(SHAPE)) * 4
     finally:
         client.delete_session(session.session_id)

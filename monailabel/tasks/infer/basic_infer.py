@@ -16,6 +16,9 @@ Additions to MONAI Label's behaviour, all opt-in through the request and harmles
   tensors.
 * **MONAI 1.x metadata.** After a loader runs with ``image_only=True``, ``{key}_meta_dict`` is filled
   from the MetaTensor when absent, as MONAI Label 0.8 apps (written for MONAI 0.8) expect.
+* **GPU path.** A CPU input bound for CUDA is copied through pinned memory, asynchronously; with
+  ``amp`` (the task's attribute or config, or the request) the forward runs under ``torch.autocast``
+  and its outputs come back as float32 (see :mod:`monailabel.tasks.infer._device`).
 * Everything runs under ``torch.no_grad()``; transform errors name the transform.
 """
 
@@ -36,6 +39,7 @@ from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import CancelCheck, InferOutcome, InferTask, InferType
 from monailabel.interfaces.utils.transform import CANCEL_CHECK_KEY, check_cancelled, copy_request, run_transforms
+from monailabel.tasks.infer._device import host_to_device, mixed_precision, to_float32
 from monailabel.tasks.infer._network import CancellableNetwork, load_network
 from monailabel.tasks.infer._pipeline import add_meta_dicts, as_list, is_loader, loader_for_keys
 from monailabel.tasks.infer.batching import batcher
@@ -102,7 +106,13 @@ class BasicInferTask(InferTask):
         preload: load the network on every device at construction.
         train_mode: run the network in train mode (e.g. dropout for uncertainty).
         skip_writer: return the data dict instead of writing a file.
+
+    Attributes:
+        amp: run the forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on the CPU) unless the
+            request (or the task's config) says otherwise with ``amp``; outputs come back as float32.
     """
+
+    amp: bool = False
 
     def __init__(
         self,
@@ -459,6 +469,23 @@ class BasicInferTask(InferTask):
         """
         return run_transforms(data, transforms, log_prefix="POST")
 
+    def amp_of(self, data: Dict[str, Any]) -> bool:
+        """Whether this call's forward runs in mixed precision: the request's or config's ``amp``, else :attr:`amp`.
+
+        Args:
+            data: the data dict.
+
+        Raises:
+            MONAILabelException: INVALID_INPUT when ``amp`` is not a boolean.
+        """
+        value = data.get("amp", self.amp)
+        if value is None:
+            return bool(self.amp)
+        if not isinstance(value, bool):
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                      f"amp must be true or false, not {type(value).__name__}")
+        return value
+
     def _get_network(self, device: str, data: Optional[Dict[str, Any]]) -> Any:
         """Returns the network on ``device``, loading it again when the checkpoint file changed.
 
@@ -508,15 +535,19 @@ class BasicInferTask(InferTask):
         inputs = data[self.input_key]
         inputs = inputs if torch.is_tensor(inputs) else torch.as_tensor(inputs)
         inputs = inputs[None] if convert_to_batch else inputs
-        inputs = inputs.to(torch.device(device))
+        inputs, _ = host_to_device(inputs, device)
+        amp = self.amp_of(data)
         check = data.get(CANCEL_CHECK_KEY)
         predictor = CancellableNetwork(network, check) if callable(check) else network
         try:
-            if self.batchable and convert_to_batch:
-                # concurrent requests for this network may share one forward (see batching)
-                outputs = batcher.run(network, inferer, inputs, predictor, check if callable(check) else None)
-            else:
-                outputs = inferer(inputs, predictor)
+            with mixed_precision(device, amp):
+                if self.batchable and convert_to_batch:
+                    # concurrent requests for this network may share one forward (see batching)
+                    outputs = batcher.run(network, inferer, inputs, predictor, check if callable(check) else None)
+                else:
+                    outputs = inferer(inputs, predictor)
+            if amp:
+                outputs = to_float32(outputs)
         except MONAILabelException:
             raise
         except Exception as e:
@@ -545,7 +576,7 @@ class BasicInferTask(InferTask):
         network = self._get_network(device, data)
         inputs = data[self.input_key]
         inputs = inputs if torch.is_tensor(inputs) else torch.as_tensor(inputs)
-        inputs = (inputs[None] if convert_to_batch else inputs).to(torch.device(device))
+        inputs, _ = host_to_device(inputs[None] if convert_to_batch else inputs, device)
         if hasattr(detector, "network"):
             detector.network = network
         if callable(getattr(detector, "eval", None)):

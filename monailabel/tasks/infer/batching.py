@@ -2,12 +2,12 @@
 forward within a bounded wait run as one batch.
 
 A request's pre-transformed input (batch axis of one) joins the open batch of its key: the network,
-the inferer's type and settings, the input's shape, dtype and device. The first request opens the
-batch and sets its deadline (``wait_s`` later); the batch runs when it is full (``max_size``) or at
-the deadline, on the thread of whichever member gets there first; each member takes its own slice
-of the output. A member cancelled while it waits leaves the batch; the forward itself skips only
-when every member is cancelled. Forwards of one network never overlap (batched or not), so memory
-stays that of one forward at a time.
+the inferer's type and settings, the input's shape, dtype and device, and the caller's autocast
+state. The first request opens the batch and sets its deadline (``wait_s`` later); the batch runs
+when it is full (``max_size``) or at the deadline, on the thread of whichever member gets there
+first; each member takes its own slice of the output. A member cancelled while it waits leaves the
+batch; the forward itself skips only when every member is cancelled. Forwards of one network never
+overlap (batched or not), so memory stays that of one forward at a time.
 
 Off (``wait_s == 0`` or ``max_size <= 1``) every request runs alone, as before. The server turns it
 on from ``--batch-wait-ms`` / ``--max-batch-size``; a task opts out with ``batchable = False``.
@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Hashable, List, Optional
 import torch
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.tasks.infer._device import autocast_state
 
 __all__ = ["Batcher", "batcher"]
 
@@ -115,8 +116,9 @@ class Batcher:
             with self._forward_lock(network):
                 return inferer(inputs, predictor)
         try:
+            # the forward runs on one member's thread: members must share its autocast state (AMP)
             key: Hashable = (id(network), type(inferer).__qualname__, _describe(vars(inferer)), tuple(inputs.shape),
-                             inputs.dtype, str(inputs.device))
+                             inputs.dtype, str(inputs.device), autocast_state(inputs.device))
         except TypeError:
             with self._forward_lock(network):
                 return inferer(inputs, predictor)

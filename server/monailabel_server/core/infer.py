@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
 
 import numpy as np
 
@@ -172,7 +172,8 @@ class InferCore:
         self.workers = workers
         self.store = store if store is not None else Store(app.datastore())
         self.sessions = SessionStore(config.max_sessions, config.max_session_bytes, config.session_ttl_s,
-                                     config.max_session_ttl_s)
+                                     config.max_session_ttl_s, device=config.session_device)
+        self._host_input_models: Set[str] = set()  # models whose transforms take no GPU copy of a session
 
     # -- tasks ------------------------------------------------------------------------------------
     def task(self, model: str, field_name: str = "model") -> InferTask:
@@ -215,10 +216,31 @@ class InferCore:
 
     def _infer(self, request: Dict[str, Any], cancel: Callable[[], bool],
                session: Optional[Session] = None) -> Tuple[InferOutcome, float]:
-        """Runs the task on a model worker; on a session, over a copy-on-write view of its volume."""
-        if session is not None:
-            request["image"] = session.shared()
-        return self.workers.run(lambda: self.app.infer_in_memory(request, cancel=cancel), cancel)
+        """Runs the task on a model worker; on a session, over its own view (or device copy) of the volume.
+
+        A session on the GPU hands the call a device copy, taken on the worker (a queued call holds no
+        device memory). When the task's transforms fail on it (an app transform that takes numpy
+        arrays only), the call runs again on a host copy, and so does every later call of that model.
+        """
+        if session is None:
+            return self.workers.run(lambda: self.app.infer_in_memory(request, cancel=cancel), cancel)
+        model, device = str(request.get("model", "")), str(request.get("device") or "")
+        on_host = session.device == "cpu" or device == "cpu" or model in self._host_input_models
+
+        def run(where: str) -> InferOutcome:
+            request["image"] = session.shared(where)
+            return self.app.infer_in_memory(request, cancel=cancel)
+
+        try:
+            return self.workers.run(lambda: run("cpu" if on_host else device), cancel)
+        except MONAILabelException as e:
+            if on_host or e.error != MONAILabelError.TRANSFORM_ERROR:
+                raise
+            logger.warning("model %s: its transforms failed on the session's GPU copy (%s); running on a host copy",
+                           model, e.msg)
+        answer = self.workers.run(lambda: run("cpu"), cancel)
+        self._host_input_models.add(model)  # the host copy worked: skip the device copy from now on
+        return answer
 
     def session_mask(self, model: str, session_id: str, params: InferParams,
                      cancel: Callable[[], bool]) -> Tuple[np.ndarray, Dict[str, int], Dict[str, float]]:
@@ -533,7 +555,8 @@ class InferCore:
             session = self.sessions.add(image, reservation, ttl, image_id)
         finally:
             reservation.release()
-        logger.info("session %s: %s volume of %d bytes", session.session_id, tuple(image.shape), nbytes)
+        logger.info("session %s: %s volume of %d bytes on %s", session.session_id, tuple(image.shape), nbytes,
+                    session.device)
         return session
 
 

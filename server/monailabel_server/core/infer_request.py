@@ -4,7 +4,8 @@ MONAI Label's infer request is a free-form dict. Here the server builds it from 
 free-form part (``params.extra``) may carry only the app's own keys: never a key the server sets, a
 typed field's key, a data-dict key of the task, or a key naming a path or file. Keys that steer the
 cost of a call (sliding-window size, overlap, batch) are checked so that no request can make a model
-run for much longer, or hold much more memory, than the volume needs.
+run for much longer, or hold much more memory, than the volume needs; ``amp`` (mixed precision) must
+be a boolean.
 """
 
 from __future__ import annotations
@@ -246,8 +247,9 @@ def check_extra(extra: Mapping[str, Any], field_name: str, task: Any,
         The keys, to merge into the request dict.
 
     Raises:
-        MONAILabelException: INVALID_INPUT naming ``field_name.KEY`` for a reserved key or a bad
-            sliding-window value; RESOURCE_EXHAUSTED for one that would run too many windows.
+        MONAILabelException: INVALID_INPUT naming ``field_name.KEY`` for a reserved key, a bad
+            sliding-window value or an ``amp`` that is not a boolean; RESOURCE_EXHAUSTED for one that
+            would run too many windows.
     """
     extra = check_info(dict(extra), field_name)
     task_keys = {str(getattr(task, k, "")) for k in ("input_key", "output_label_key", "output_json_key")}
@@ -262,6 +264,9 @@ def check_extra(extra: Mapping[str, Any], field_name: str, task: Any,
             raise invalid(where, f"{where}: keys naming a path or file may not be in extra")
         if lower.startswith("sw_") and lower not in ("sw_batch_size", "sw_overlap"):
             raise invalid(where, f"{where} is not a sliding-window key; use roi_size, sw_batch_size, sw_overlap")
+    if "amp" in extra and not isinstance(extra["amp"], bool):
+        where = f"{field_name}.amp"
+        raise invalid(where, f"{where} is {shown(extra['amp'])}; it must be true or false (mixed precision)")
     _check_sliding_window(extra, field_name, int(getattr(task, "dimension", 3) or 3), shape)
     return extra
 

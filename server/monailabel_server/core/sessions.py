@@ -2,7 +2,9 @@
 
 Calls share the session's volume without copying it: each gets a copy-on-write view
 (:class:`~monailabel_server.core.volume.CowVolume`), so a pipeline that writes into its input
-changes its own pages only.
+changes its own pages only. With a GPU the volume may live on the device instead
+(:class:`~monailabel_server.core.volume.DeviceVolume`, ``--session-device``), each call getting a
+device copy of it.
 
 Sessions are the one place where a client makes the server hold memory between calls, so every
 session is paid for up front: its decoded size is reserved against the store's budget before the
@@ -12,21 +14,24 @@ sweeper thread drops expired sessions even when no call comes to notice them.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel_server.core.volume import CowVolume
+from monailabel_server.core.volume import CowVolume, DeviceVolume, choose_session_device, free_cuda_bytes
 from monailabel_server.validation import check_id
 
 __all__ = ["Session", "SessionStore", "Reservation", "SWEEP_INTERVAL_S"]
+
+logger = logging.getLogger(__name__)
 
 #: How often the sweeper looks for expired sessions.
 SWEEP_INTERVAL_S = 5.0
@@ -45,7 +50,8 @@ class Session:
         image_id: the datastore image it came from, if any.
         expires_at: wall-clock time of expiry.
         lock: held while the volume is read whole (downloads).
-        volume: the voxels in shared memory; each call's view of them is copy-on-write.
+        volume: the voxels in shared memory (each call's view of them is copy-on-write), or on a
+            device (each call gets a device copy).
     """
 
     session_id: str
@@ -55,14 +61,29 @@ class Session:
     image_id: str = ""
     expires_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    volume: Optional[CowVolume] = None
+    volume: Union[CowVolume, DeviceVolume, None] = None
 
-    def shared(self) -> Any:
-        """The volume for one call, without a copy: a copy-on-write view (the call may write into it)."""
+    def shared(self, device: str = "") -> Any:
+        """The volume for one call, the call's own to write into.
+
+        Args:
+            device: where the call wants it; a session on a GPU hands ``cpu`` a host copy, any other
+                value a copy on its own device.
+
+        Returns:
+            A copy-on-write view of the memfd, or a copy on the session's device.
+        """
+        if isinstance(self.volume, DeviceVolume):
+            return self.volume.view("cpu" if device == "cpu" else None)
         if self.volume is not None:
             return self.volume.view()
         with self.lock:
             return self.image.clone()
+
+    @property
+    def device(self) -> str:
+        """Where the volume lives: ``cpu`` (shared memory) or the CUDA device, e.g. ``cuda:0``."""
+        return self.volume.device if isinstance(self.volume, DeviceVolume) else "cpu"
 
     def touch(self) -> None:
         """Pushes the expiry back by the session's ttl."""
@@ -102,15 +123,18 @@ class SessionStore:
         default_ttl_s: ttl when a request asks for none.
         max_ttl_s: the longest ttl a request may have; longer requests are clamped to it.
         sweep_interval_s: how often expired sessions are dropped; 0 for no sweeper thread.
+        device: where volumes live: ``auto`` (on the GPU when its free memory allows, see
+            :func:`~monailabel_server.core.volume.choose_session_device`), ``cpu`` or ``cuda``.
     """
 
     def __init__(self, max_sessions: int, max_bytes: int, default_ttl_s: int, max_ttl_s: int = 3600,
-                 sweep_interval_s: float = SWEEP_INTERVAL_S) -> None:
+                 sweep_interval_s: float = SWEEP_INTERVAL_S, device: str = "auto") -> None:
         self._sessions: Dict[str, Session] = {}
         self._reserved = 0
         self._lock = threading.Lock()
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
+        self.device = device
         self.max_ttl_s = max(1, max_ttl_s)
         self.default_ttl_s = min(max(1, default_ttl_s), self.max_ttl_s)
         self._stop = threading.Event()
@@ -197,9 +221,9 @@ class SessionStore:
         Returns:
             The session.
         """
-        volume = CowVolume(image) if isinstance(image, (torch.Tensor, np.ndarray)) else None
-        session = Session(uuid.uuid4().hex, volume.view() if volume is not None else image, reservation.nbytes,
-                          ttl_s, image_id, volume=volume)
+        volume = self._place(image, reservation.nbytes) if isinstance(image, (torch.Tensor, np.ndarray)) else None
+        held = volume.image() if isinstance(volume, DeviceVolume) else volume.view() if volume is not None else image
+        session = Session(uuid.uuid4().hex, held, reservation.nbytes, ttl_s, image_id, volume=volume)
         session.touch()
         with self._lock:
             if not reservation.open:
@@ -208,6 +232,25 @@ class SessionStore:
             self._reserved -= reservation.nbytes
             self._sessions[session.session_id] = session
         return session
+
+    def _place(self, image: Any, nbytes: int) -> Union[CowVolume, DeviceVolume]:
+        """The volume on the GPU when :attr:`device` and the free memory allow, else in a memfd."""
+        if self.device != "cpu" and choose_session_device(self.device, nbytes, free_cuda_bytes()) == "cuda":
+            try:
+                return DeviceVolume(image, self._cuda_device())
+            except torch.cuda.OutOfMemoryError:  # another session or call took the memory meanwhile
+                torch.cuda.empty_cache()
+                logger.warning("session volume of %d bytes: no room on the GPU after all; kept in host memory",
+                               nbytes)
+        elif self.device == "cuda":
+            logger.warning("session volume of %d bytes: too large for the GPU's free memory; kept in host memory",
+                           nbytes)
+        return CowVolume(image)
+
+    @staticmethod
+    def _cuda_device() -> str:
+        """The CUDA device volumes go to: the current one (the one ``cuda`` means in a request)."""
+        return f"cuda:{torch.cuda.current_device()}"
 
     def get(self, session_id: str, field_name: str = "session_id") -> Session:
         """Returns a live session and extends its expiry.
@@ -257,6 +300,14 @@ class SessionStore:
         for sid in expired:
             del self._sessions[sid]
         return len(expired)
+
+    def bytes_by_device(self) -> Dict[str, int]:
+        """Memory sessions hold, by where their volumes live (``cpu``, ``cuda:0`` ...)."""
+        with self._lock:
+            out: Dict[str, int] = {}
+            for s in self._sessions.values():
+                out[s.device] = out.get(s.device, 0) + s.nbytes
+            return out
 
     @property
     def held_bytes(self) -> int:

@@ -7,6 +7,12 @@ live in an anonymous shared-memory file (``memfd``), and every call maps it ``MA
 kernel shares the pages until the call writes one, then gives that call its own copy of that page
 only. No write, through torch, numpy or C, can reach the session's voxels or another call's view,
 and a call that reads only costs a mapping and its page faults.
+
+With a GPU, a session's volume may live on the device instead (:class:`DeviceVolume`, chosen by
+:func:`choose_session_device` from ``--session-device`` and the device's free memory): the
+pre-transforms and the forward then start from device memory, with no host-to-device copy per
+call. Each call gets its own device copy (a device-to-device clone, at the device's memory
+bandwidth), so no transform that writes into its input can reach the session's voxels.
 """
 
 from __future__ import annotations
@@ -16,12 +22,19 @@ import mmap
 import os
 import tempfile
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-__all__ = ["CowVolume"]
+__all__ = ["CowVolume", "DeviceVolume", "SESSION_DEVICES", "DEVICE_MARGIN_BYTES", "choose_session_device",
+           "free_cuda_bytes"]
+
+#: Values of ``--session-device``.
+SESSION_DEVICES = ("auto", "cpu", "cuda")
+#: GPU memory ``auto`` leaves free beyond a session's volume and one call's copy of it: room for the
+#: pre-transforms' intermediates and the model's weights and activations.
+DEVICE_MARGIN_BYTES = 2 << 30
 
 
 def _meta_copy(meta: Dict[str, Any]) -> Dict[str, Any]:
@@ -94,3 +107,80 @@ class CowVolume:
         from monai.data.meta_tensor import MetaTensor
 
         return MetaTensor(tensor, meta=_meta_copy(self.meta), applied_operations=list(self.applied))
+
+
+class DeviceVolume:
+    """A decoded volume kept on a device (CUDA); :meth:`view` gives each call its own device copy.
+
+    Args:
+        image: the decoded volume (tensor or MetaTensor), copied once to ``device``.
+        device: where it lives, e.g. ``cuda:0`` (``cpu`` works too, for tests).
+    """
+
+    def __init__(self, image: Any, device: Union[str, torch.device]) -> None:
+        from monailabel.tasks.infer._device import host_to_device
+
+        tensor = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
+        moved, _ = host_to_device(tensor.detach(), device)
+        self.tensor: torch.Tensor = moved.clone() if moved.data_ptr() == tensor.data_ptr() else moved
+        if self.tensor.device.type == "cuda":
+            torch.cuda.synchronize(self.tensor.device)  # a failed copy fails the session's creation, no later call
+        self.device = str(self.tensor.device)
+        self.shape: Tuple[int, ...] = tuple(int(s) for s in self.tensor.shape)
+        self.dtype = self.tensor.dtype
+        self.nbytes = int(self.tensor.numel() * self.tensor.element_size())
+        self.meta: Optional[Dict[str, Any]] = _meta_copy(dict(image.meta)) if hasattr(image, "meta") else None
+        self.applied: List[Any] = list(getattr(image, "applied_operations", []) or [])
+
+    def _wrap(self, tensor: torch.Tensor) -> Any:
+        if self.meta is None:
+            return tensor
+        from monai.data.meta_tensor import MetaTensor
+
+        return MetaTensor(tensor, meta=_meta_copy(self.meta), applied_operations=list(self.applied))
+
+    def image(self) -> Any:
+        """The volume itself, no copy (its metadata the caller's own): read it, never write it."""
+        return self._wrap(self.tensor)
+
+    def view(self, device: Optional[str] = None) -> Any:
+        """A copy for one call: on the volume's device (a clone), or on ``device`` when that is another.
+
+        Args:
+            device: where the call wants it (``cpu`` for a call that runs on the CPU); None for the volume's.
+
+        Returns:
+            A MetaTensor when the volume was one (its metadata and applied operations copied), else a tensor.
+        """
+        if device is not None and torch.device(device) != self.tensor.device:
+            return self._wrap(self.tensor.to(device))
+        return self._wrap(self.tensor.clone())
+
+
+def free_cuda_bytes() -> Optional[int]:
+    """Free memory on the current CUDA device as the driver reports it (other processes count); None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        return int(torch.cuda.mem_get_info()[0])
+    except RuntimeError:  # a device this process may not query
+        return None
+
+
+def choose_session_device(setting: str, nbytes: int, free_bytes: Optional[int]) -> str:
+    """Where a session's decoded volume lives: ``cuda`` (the device) or ``cpu`` (a copy-on-write memfd).
+
+    Args:
+        setting: ``--session-device``: ``cpu`` always the memfd; ``auto`` the device when its free
+            memory holds the volume, one call's copy of it and :data:`DEVICE_MARGIN_BYTES` more;
+            ``cuda`` the device whenever the volume and one call's copy fit.
+        nbytes: the volume's decoded size.
+        free_bytes: free memory on the CUDA device (:func:`free_cuda_bytes`); None without CUDA.
+
+    Returns:
+        ``cuda`` or ``cpu``.
+    """
+    if setting == "cpu" or free_bytes is None:
+        return "cpu"
+    needed = 2 * nbytes + (DEVICE_MARGIN_BYTES if setting == "auto" else 0)
+    return "cuda" if free_bytes >= needed else "cpu"

@@ -30,3 +30,23 @@ def test_flag_and_environment_set_the_idle_timeout(monkeypatch: pytest.MonkeyPat
     # the command line wins over the environment
     assert _config("--stream-idle-timeout", "2", "--rpc-threads", "8").stream_idle_timeout_s == 2.0
     assert _config("--stream-idle-timeout", "2", "--rpc-threads", "8").max_streams == 2
+
+
+def test_session_device_from_flag_or_environment_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from monailabel_server.cli import StartError, _check_session_device
+
+    monkeypatch.delenv("MONAI_LABEL_GRPC_SESSION_DEVICE", raising=False)
+    assert _config().session_device == "auto"
+    monkeypatch.setenv("MONAI_LABEL_GRPC_SESSION_DEVICE", "gpu")
+    assert _config("--session-device", "cpu").session_device == "cpu"  # the command line wins
+    with pytest.raises(StartError) as info:
+        _check_session_device(_config().session_device)
+    assert info.value.status == 2 and "auto, cpu, cuda" in str(info.value)
+    _check_session_device("auto")
+    _check_session_device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(StartError) as info:
+            _check_session_device("cuda")
+        assert info.value.status == 2 and str(info.value).startswith("--session-device cuda: torch sees no CUDA")

@@ -97,8 +97,15 @@ def test_reserved_extra_keys_are_refused_by_name(key):
 
 
 def test_app_keys_and_sane_sliding_window_keys_pass():
-    extra = {"output": "json", "min_poly_area": 3, "roi_size": [16, 16, 16], "sw_batch_size": 2, "sw_overlap": 0.5}
+    extra = {"output": "json", "min_poly_area": 3, "roi_size": [16, 16, 16], "sw_batch_size": 2, "sw_overlap": 0.5,
+             "amp": True}
     assert check_extra(extra, "params.extra", _Task(), (40, 40, 20)) == extra
+
+
+@pytest.mark.parametrize("value", ["true", 1, 1.0, None, [True], {"on": True}])
+def test_amp_must_be_a_boolean(value):
+    err = _error(lambda: check_extra({"amp": value}, "params.extra", _Task(), (40, 40, 20)))
+    assert err.error == MONAILabelError.INVALID_INPUT and err.violations[0][0] == "params.extra.amp", err.msg
 
 
 @pytest.mark.parametrize(("extra", "field"), [
