@@ -10,7 +10,7 @@ a servicer pre-serialized with ``encode_chunk_request`` as they are.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -41,10 +41,11 @@ def _has_chunk_part(descriptor: Descriptor) -> bool:
     )
 
 
-def encoded_chunks(data_chunks: Iterator[common_pb2.Chunk]) -> Iterator[bytes]:
-    """Pre-serializes chunks for a streamed response (sent as they are by the interceptor's serializer)."""
-    for chunk in data_chunks:
-        yield encode_chunk_request(chunk.offset, chunk.data)
+def encoded_chunks(data_chunks: Iterator[Tuple[int, bytes]]) -> Iterator[bytes]:
+    """Pre-serializes ``(offset, data)`` chunks for a streamed response (sent as they are by the
+    interceptor's serializer)."""
+    for offset, data in data_chunks:
+        yield encode_chunk_request(offset, data)
 
 
 class ChunkCodecInterceptor(grpc.ServerInterceptor):

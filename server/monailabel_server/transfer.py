@@ -352,8 +352,9 @@ def append_at(part_path: Path, offset: int, data: bytes) -> tuple[int, int]:
         os.close(fd)
 
 
-def read_chunks(path: Path, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[common_pb2.Chunk]:
-    """Reads a file as chunks from an offset.
+def read_chunks(path: Path, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+    """Reads a file as ``(offset, data)`` chunks from an offset (no message is built: a caller that sends
+    them pre-serializes each with one copy, ``encode_chunk_request``).
 
     Args:
         path: the file.
@@ -361,7 +362,7 @@ def read_chunks(path: Path, offset: int = 0, chunk_size: int = 1 << 20) -> Itera
         chunk_size: largest chunk.
 
     Yields:
-        Chunks with their offsets.
+        ``(offset, data)`` of each chunk.
 
     Raises:
         MONAILabelException: OUT_OF_RANGE for an offset past the end.
@@ -378,7 +379,7 @@ def read_chunks(path: Path, offset: int = 0, chunk_size: int = 1 << 20) -> Itera
             data = os.pread(fd, min(chunk_size, size - pos), pos)
             if not data:
                 break
-            yield common_pb2.Chunk(offset=pos, data=data)
+            yield pos, data
             pos += len(data)
     finally:
         os.close(fd)

@@ -123,7 +123,8 @@ def encode_chunk_request(offset: int, data: bytes) -> bytes:
     """Serializes ``{chunk: {offset, data}}`` of any streamed message (``chunk`` is field 2 of each).
 
     The same bytes protobuf writes, with one copy of ``data`` instead of two (into a message, then
-    out of it); ``serialize_request`` sends them as they are.
+    out of it): both lengths are known up front, so the headers and the data are joined once.
+    ``serialize_request`` sends the result as it is.
 
     Args:
         offset: the chunk's position in the stream.
@@ -133,8 +134,11 @@ def encode_chunk_request(offset: int, data: bytes) -> bytes:
         The serialized request message.
     """
     head = b"\x08" + _varint(offset) if offset else b""  # proto3 leaves zero and empty fields out
-    inner = b"".join((head, b"\x12", _varint(len(data)), data)) if len(data) else head
-    return b"".join((b"\x12", _varint(len(inner)), inner))
+    if not len(data):
+        return b"\x12" + _varint(len(head)) + head
+    data_head = b"\x12" + _varint(len(data))
+    inner_size = len(head) + len(data_head) + len(data)
+    return b"".join((b"\x12", _varint(inner_size), head, data_head, data))
 
 
 def serialize_request(message: object) -> bytes:
