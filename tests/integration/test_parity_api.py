@@ -210,6 +210,11 @@ def test_model_file_versions_and_download(client: MonaiLabelClient, running: Run
 def test_train_all_publishes_versions(client: MonaiLabelClient, running: RunningServer) -> None:
     before = len(list(client.list_jobs(kind="train")))
     assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.start_train_jobs(["edit", "nope"]), "nope")
+    # a trainer that is not a BasicTrainTask would train (and publish) on every node by itself
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.start_train("edit", nodes=2),
+                  "PublishThreshold does not train across nodes")
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.start_train_jobs(nodes=2),
+                  "does not train across nodes")
     assert len(list(client.list_jobs(kind="train"))) == before, "no job starts when one model is bad"
 
     assert_status(grpc.StatusCode.INVALID_ARGUMENT,  # an empty request never starts every training job

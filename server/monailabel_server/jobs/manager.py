@@ -293,10 +293,18 @@ class JobManager:
         from monailabel.tasks.train.basic_train import BasicTrainTask
         from monailabel.tasks.train.request import resolve_request
 
+        if not isinstance(task, BasicTrainTask):
+            # only BasicTrainTask's runner takes part in a rendezvous: any other trainer would train
+            # (and publish) on every node by itself
+            if int(params.get("nodes") or 1) > 1:
+                raise MONAILabelException(
+                    MONAILabelError.INVALID_INPUT,
+                    f"trainer {type(task).__name__} does not train across nodes (only BasicTrainTask does); "
+                    "leave 'nodes' unset or 1",
+                )
+            return 1
         if params.get("nodes") is not None:
             return int(params["nodes"])
-        if not isinstance(task, BasicTrainTask):
-            return 1
         resolved = resolve_request(task.config(), {k: v for k, v in params.items()
                                                    if k not in ("train_ids", "val_ids")})
         if resolved.get("nodes") is not None:
@@ -492,6 +500,7 @@ class JobManager:
                 if kind == TRAIN:
                     job_params.validate(task, checked, trigger == "client")
                     job_params.records(self.app.datastore(), checked)
+                    self._nodes_of(task, checked)
                 else:
                     job_params.validate_scoring(task, checked, trigger == "client")
                 active = self.store.active(name, kind)
