@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Sequence
 
 import grpc
 
@@ -13,7 +13,7 @@ from monailabel_server.auth import Role, require_role
 from monailabel_server.convert import JOB_STATES, timestamp_of, to_struct
 from monailabel_server.errors import scrub
 from monailabel_server.jobs import JobEvent, JobManager, JobRecord
-from monailabel_server.jobs.store import BATCH_INFER, SCORING, TRAIN
+from monailabel_server.jobs.store import BATCH_INFER, SCORING, TRAIN, JobNode
 
 __all__ = ["JobServicer", "job_message", "event_message", "KIND_OF", "KIND_NAMES"]
 
@@ -25,8 +25,13 @@ KIND_NAMES: Dict[job_pb2.JobKind.ValueType, str] = {v: k for k, v in KIND_OF.ite
 _STATE_NAMES: Dict[job_pb2.JobState.ValueType, str] = {v: k for k, v in JOB_STATES.items()}
 
 
-def job_message(job: JobRecord) -> job_pb2.Job:
-    """Returns the proto of a stored job (server paths reduced to file names, in its error and logs too)."""
+def job_message(job: JobRecord, nodes: Sequence[JobNode] = ()) -> job_pb2.Job:
+    """Returns the proto of a stored job (server paths reduced to file names, in its error and logs too).
+
+    Args:
+        job: the job.
+        nodes: its nodes, when it spans several replicas.
+    """
     msg = job_pb2.Job(
         job_id=job.job_id,
         kind=KIND_OF.get(job.kind, job_pb2.JOB_KIND_UNSPECIFIED),
@@ -54,6 +59,9 @@ def job_message(job: JobRecord) -> job_pb2.Job:
     if job.kind == BATCH_INFER:  # images done and to do are kept in the epoch columns
         failed = job.result.get("failed", 0) if isinstance(job.result, dict) else 0
         msg.batch_progress.CopyFrom(job_pb2.BatchProgress(done=job.epoch, total=job.max_epochs, failed=int(failed)))
+    for node in nodes:
+        msg.nodes.add(node=node.node, replica_id=node.replica_id,
+                      state=JOB_STATES.get(node.state, job_pb2.JOB_STATE_UNSPECIFIED), error=scrub(node.error))
     if job.kind != TRAIN and job.result:
         msg.result.CopyFrom(to_struct(job.result if isinstance(job.result, dict) else {"result": job.result}))
     return msg
@@ -125,7 +133,8 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         self.jobs = jobs
 
     def GetJob(self, request: job_pb2.GetJobRequest, context: grpc.ServicerContext) -> job_pb2.GetJobResponse:
-        return job_pb2.GetJobResponse(job=job_message(self.jobs.get(_job_id(request.job_id))))
+        job = self.jobs.get(_job_id(request.job_id))
+        return job_pb2.GetJobResponse(job=job_message(job, self.jobs.nodes(job)))
 
     def ListJobs(self, request: job_pb2.ListJobsRequest, context: grpc.ServicerContext) -> job_pb2.ListJobsResponse:
         size = validation.check_int(request.page_size, "page_size", 0, validation.MAX_PAGE_SIZE) or _DEFAULT_PAGE
@@ -144,13 +153,15 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             _STATE_NAMES.get(job_pb2.JobState.ValueType(state), ""),
         )
         token = str(offset + size) if len(jobs) > size else ""
-        return job_pb2.ListJobsResponse(jobs=[job_message(j) for j in jobs[:size]], next_page_token=token)
+        return job_pb2.ListJobsResponse(jobs=[job_message(j, self.jobs.nodes(j)) for j in jobs[:size]],
+                                        next_page_token=token)
 
     def CancelJob(self, request: job_pb2.CancelJobRequest, context: grpc.ServicerContext) -> job_pb2.CancelJobResponse:
         job_id = _job_id(request.job_id)
         if self.jobs.get(job_id).kind == TRAIN:
             require_role(Role.ADMIN)  # cancelling training is admin's, as MONAI Label's DELETE /train
-        return job_pb2.CancelJobResponse(job=job_message(self.jobs.cancel(job_id)))
+        job = self.jobs.cancel(job_id)
+        return job_pb2.CancelJobResponse(job=job_message(job, self.jobs.nodes(job)))
 
     def WatchJob(
         self, request: job_pb2.WatchJobRequest, context: grpc.ServicerContext

@@ -465,6 +465,12 @@ def test_a_train_job_across_two_replicas_trains_on_both_and_publishes_once(clust
         store = cluster.replicas[0].jobs.store  # type: ignore[union-attr]
         ended = [(0, "SUCCEEDED"), (1, "SUCCEEDED")]
         assert _wait(lambda: [(n.node, n.state) for n in store.nodes(job.job_id)] == ended, 30), store.nodes(job.job_id)
+        # the job's nodes, as any replica reports them
+        shown = [(n.node, n.replica_id, n.state) for n in b.get_job(job.job_id).nodes]
+        assert shown == [(0, cluster.replicas[0].jobs.replica_id, job_pb2.JOB_STATE_SUCCEEDED),  # type: ignore[union-attr]
+                         (1, joiner, job_pb2.JOB_STATE_SUCCEEDED)]
+        assert next(j for j in a.list_jobs(kind="train") if j.job_id == job.job_id).nodes == b.get_job(job.job_id).nodes
+        assert not a.get_job(cluster.seen["job"][0]).nodes  # type: ignore[index]  # a job on one replica has none
 
 
 @pytest.mark.parametrize("killed", ["node 0", "node 1"])
@@ -494,6 +500,7 @@ def test_a_train_job_across_replicas_fails_when_either_node_is_killed(cluster: C
                 assert "replica running the job stopped" in ended.error
             else:
                 assert "node 1 of the job" in ended.error and "stopped (no heartbeat)" in ended.error
+                assert [n.node for n in ended.nodes] == [0, 1]
             # nothing of the job is left on A, and nothing was published
             assert _wait(lambda: not a_server.jobs._nodes and not a_server.jobs._running, 30)  # type: ignore[union-attr]
             assert len(a.list_model_versions(MODEL).versions) == versions

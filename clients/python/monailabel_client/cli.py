@@ -427,6 +427,9 @@ def watch(client: MonaiLabelClient, job_id: str, after: int = 0, show_log: bool 
     print(f"{job_id} {kind_name(job.kind)} {job.model} {_state(job.state)} {detail}"
           + (f" published v{job.published_version}" if job.published_version else "")
           + (f" error: {job.error}" if job.error else ""))
+    for node in job.nodes:  # a train job across replicas
+        print(f"  node {node.node} (replica {node.replica_id}) {_state(node.state)}"
+              + (f": {node.error}" if node.error else ""))
     if job.state == job_pb2.JOB_STATE_FAILED and job.last_log_lines:
         print("last log lines:\n  " + "\n  ".join(job.last_log_lines))
     return 0 if job.state == job_pb2.JOB_STATE_SUCCEEDED else 1

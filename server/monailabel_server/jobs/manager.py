@@ -73,6 +73,7 @@ from monailabel_server.jobs.store import (
     SUCCEEDED,
     TRAIN,
     JobEvent,
+    JobNode,
     JobRecord,
     JobStore,
 )
@@ -382,6 +383,12 @@ class JobManager:
     ) -> List[JobRecord]:
         """Returns jobs, newest first, optionally of one kind, model (or scoring method) and state."""
         return self.store.list(offset, limit, model, kind, state)
+
+    def nodes(self, job: JobRecord) -> List[JobNode]:
+        """Returns the nodes of a train job that spans several replicas (none for any other job)."""
+        if job.kind != TRAIN or int(job.params.get("nodes") or 1) <= 1:
+            return []
+        return self.store.nodes(job.job_id)
 
     def pid(self, job_id: str) -> Optional[int]:
         """Returns the pid of a running job's process, or None."""

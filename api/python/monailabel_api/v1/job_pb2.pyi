@@ -141,6 +141,7 @@ class Job(_message.Message):
     PUBLISHED_FILE_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
     BATCH_PROGRESS_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     kind: Global___JobKind.ValueType
@@ -189,6 +190,10 @@ class Job(_message.Message):
     def batch_progress(self) -> Global___BatchProgress:
         """How far a batch inference has got (batch inference jobs)."""
 
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobNode]:
+        """The nodes (server replicas) of a train job that spans several, node 0 first; empty otherwise."""
+
     def __init__(
         self,
         *,
@@ -208,14 +213,49 @@ class Job(_message.Message):
         published_file: _builtins.str = ...,
         trigger: _builtins.str = ...,
         batch_progress: Global___BatchProgress | None = ...,
+        nodes: _abc.Iterable[Global___JobNode] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch_progress", b"batch_progress", "create_time", b"create_time", "end_time", b"end_time", "params", b"params", "progress", b"progress", "result", b"result", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_progress", b"batch_progress", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "job_id", b"job_id", "kind", b"kind", "last_log_lines", b"last_log_lines", "model", b"model", "params", b"params", "progress", b"progress", "published_file", b"published_file", "published_version", b"published_version", "result", b"result", "start_time", b"start_time", "state", b"state", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_progress", b"batch_progress", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "job_id", b"job_id", "kind", b"kind", "last_log_lines", b"last_log_lines", "model", b"model", "nodes", b"nodes", "params", b"params", "progress", b"progress", "published_file", b"published_file", "published_version", b"published_version", "result", b"result", "start_time", b"start_time", "state", b"state", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class JobNode(_message.Message):
+    """One node (server replica) of a train job that spans several."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    REPLICA_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    node: _builtins.int
+    """0 for the replica that runs the job (it serves the rendezvous), 1 and up for those that joined."""
+    replica_id: _builtins.str
+    """The replica."""
+    state: Global___JobState.ValueType
+    """This node's part: RUNNING, then SUCCEEDED, FAILED or CANCELLED."""
+    error: _builtins.str
+    """Why this node's part failed (one line, no server paths)."""
+    def __init__(
+        self,
+        *,
+        node: _builtins.int = ...,
+        replica_id: _builtins.str = ...,
+        state: Global___JobState.ValueType = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "node", b"node", "replica_id", b"replica_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobNode: _TypeAlias = JobNode  # noqa: Y015
 
 @_typing.final
 class JobStateChange(_message.Message):

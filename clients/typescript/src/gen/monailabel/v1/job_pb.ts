@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file monailabel/v1/job.proto.
  */
 export const file_monailabel_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("Chdtb25haWxhYmVsL3YxL2pvYi5wcm90bxINbW9uYWlsYWJlbC52MSJgCgtKb2JQcm9ncmVzcxINCgVlcG9jaBgBIAEoBRISCgptYXhfZXBvY2hzGAIgASgFEhMKC2Jlc3RfbWV0cmljGAMgASgBEhkKEWJlc3RfbWV0cmljX2Vwb2NoGAQgASgFIqIECgNKb2ISDgoGam9iX2lkGAEgASgJEiQKBGtpbmQYAiABKA4yFi5tb25haWxhYmVsLnYxLkpvYktpbmQSDQoFbW9kZWwYAyABKAkSJgoFc3RhdGUYBCABKA4yFy5tb25haWxhYmVsLnYxLkpvYlN0YXRlEicKBnBhcmFtcxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgJIAEoCRIWCg5sYXN0X2xvZ19saW5lcxgKIAMoCRIsCghwcm9ncmVzcxgLIAEoCzIaLm1vbmFpbGFiZWwudjEuSm9iUHJvZ3Jlc3MSJwoGcmVzdWx0GAwgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIZChFwdWJsaXNoZWRfdmVyc2lvbhgNIAEoBRIWCg5wdWJsaXNoZWRfZmlsZRgOIAEoCRIPCgd0cmlnZ2VyGA8gASgJEjQKDmJhdGNoX3Byb2dyZXNzGBAgASgLMhwubW9uYWlsYWJlbC52MS5CYXRjaFByb2dyZXNzIkkKDkpvYlN0YXRlQ2hhbmdlEiYKBXN0YXRlGAEgASgOMhcubW9uYWlsYWJlbC52MS5Kb2JTdGF0ZRIPCgdtZXNzYWdlGAIgASgJIoYBChFJdGVyYXRpb25Qcm9ncmVzcxINCgVlcG9jaBgBIAEoBRIRCglpdGVyYXRpb24YAiABKAUSFwoPZXBvY2hfaXRlcmF0aW9uGAMgASgFEhQKDGVwb2NoX2xlbmd0aBgEIAEoBRISCgptYXhfZXBvY2hzGAUgASgFEgwKBGxvc3MYBiABKAEi7QIKDUVwb2NoUHJvZ3Jlc3MSDQoFZXBvY2gYASABKAUSEgoKbWF4X2Vwb2NocxgCIAEoBRJFCg10cmFpbl9tZXRyaWNzGAMgAygLMi4ubW9uYWlsYWJlbC52MS5FcG9jaFByb2dyZXNzLlRyYWluTWV0cmljc0VudHJ5EkEKC3ZhbF9tZXRyaWNzGAQgAygLMiwubW9uYWlsYWJlbC52MS5FcG9jaFByb2dyZXNzLlZhbE1ldHJpY3NFbnRyeRITCgtiZXN0X21ldHJpYxgFIAEoARIZChFiZXN0X21ldHJpY19lcG9jaBgGIAEoBRIXCg9rZXlfbWV0cmljX25hbWUYByABKAkaMwoRVHJhaW5NZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ARoxCg9WYWxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASK4AgoISm9iRXZlbnQSEAoIc2VxdWVuY2UYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoMc3RhdGVfY2hhbmdlGAMgASgLMh0ubW9uYWlsYWJlbC52MS5Kb2JTdGF0ZUNoYW5nZUgAEjUKCWl0ZXJhdGlvbhgEIAEoCzIgLm1vbmFpbGFiZWwudjEuSXRlcmF0aW9uUHJvZ3Jlc3NIABItCgVlcG9jaBgFIAEoCzIcLm1vbmFpbGFiZWwudjEuRXBvY2hQcm9ncmVzc0gAEhIKCGxvZ19saW5lGAYgASgJSAASNgoOYmF0Y2hfcHJvZ3Jlc3MYByABKAsyHC5tb25haWxhYmVsLnYxLkJhdGNoUHJvZ3Jlc3NIAEIHCgVldmVudCIfCg1HZXRKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSIxCg5HZXRKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5tb25haWxhYmVsLnYxLkpvYiKVAQoPTGlzdEpvYnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiQKBGtpbmQYAyABKA4yFi5tb25haWxhYmVsLnYxLkpvYktpbmQSDQoFbW9kZWwYBCABKAkSJgoFc3RhdGUYBSABKA4yFy5tb25haWxhYmVsLnYxLkpvYlN0YXRlIk0KEExpc3RKb2JzUmVzcG9uc2USIAoEam9icxgBIAMoCzISLm1vbmFpbGFiZWwudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSI0ChFDYW5jZWxKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5tb25haWxhYmVsLnYxLkpvYiI5Cg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDIjoKEFdhdGNoSm9iUmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5tb25haWxhYmVsLnYxLkpvYkV2ZW50Ik4KDUJhdGNoUHJvZ3Jlc3MSDAoEZG9uZRgBIAEoBRINCgV0b3RhbBgCIAEoBRIOCgZmYWlsZWQYAyABKAUSEAoIaW1hZ2VfaWQYBCABKAkqZwoHSm9iS2luZBIYChRKT0JfS0lORF9VTlNQRUNJRklFRBAAEhIKDkpPQl9LSU5EX1RSQUlOEAESFAoQSk9CX0tJTkRfU0NPUklORxACEhgKFEpPQl9LSU5EX0JBVENIX0lORkVSEAMqmgEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9TVUNDRUVERUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAFMr8CCgpKb2JTZXJ2aWNlEkUKBkdldEpvYhIcLm1vbmFpbGFiZWwudjEuR2V0Sm9iUmVxdWVzdBodLm1vbmFpbGFiZWwudjEuR2V0Sm9iUmVzcG9uc2USSwoITGlzdEpvYnMSHi5tb25haWxhYmVsLnYxLkxpc3RKb2JzUmVxdWVzdBofLm1vbmFpbGFiZWwudjEuTGlzdEpvYnNSZXNwb25zZRJOCglDYW5jZWxKb2ISHy5tb25haWxhYmVsLnYxLkNhbmNlbEpvYlJlcXVlc3QaIC5tb25haWxhYmVsLnYxLkNhbmNlbEpvYlJlc3BvbnNlEk0KCFdhdGNoSm9iEh4ubW9uYWlsYWJlbC52MS5XYXRjaEpvYlJlcXVlc3QaHy5tb25haWxhYmVsLnYxLldhdGNoSm9iUmVzcG9uc2UwAUJ6ChJvcmcubW9uYWkubGFiZWwudjFCCEpvYlByb3RvUAFaSGdpdGh1Yi5jb20vbW9uYWktbGFiZWwvbW9uYWlsYWJlbC1ncnBjL2dlbi9nby9tb25haWxhYmVsL3YxO21vbmFpbGFiZWx2MaoCDU1vbmFpTGFiZWwuVjFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chdtb25haWxhYmVsL3YxL2pvYi5wcm90bxINbW9uYWlsYWJlbC52MSJgCgtKb2JQcm9ncmVzcxINCgVlcG9jaBgBIAEoBRISCgptYXhfZXBvY2hzGAIgASgFEhMKC2Jlc3RfbWV0cmljGAMgASgBEhkKEWJlc3RfbWV0cmljX2Vwb2NoGAQgASgFIskECgNKb2ISDgoGam9iX2lkGAEgASgJEiQKBGtpbmQYAiABKA4yFi5tb25haWxhYmVsLnYxLkpvYktpbmQSDQoFbW9kZWwYAyABKAkSJgoFc3RhdGUYBCABKA4yFy5tb25haWxhYmVsLnYxLkpvYlN0YXRlEicKBnBhcmFtcxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgJIAEoCRIWCg5sYXN0X2xvZ19saW5lcxgKIAMoCRIsCghwcm9ncmVzcxgLIAEoCzIaLm1vbmFpbGFiZWwudjEuSm9iUHJvZ3Jlc3MSJwoGcmVzdWx0GAwgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIZChFwdWJsaXNoZWRfdmVyc2lvbhgNIAEoBRIWCg5wdWJsaXNoZWRfZmlsZRgOIAEoCRIPCgd0cmlnZ2VyGA8gASgJEjQKDmJhdGNoX3Byb2dyZXNzGBAgASgLMhwubW9uYWlsYWJlbC52MS5CYXRjaFByb2dyZXNzEiUKBW5vZGVzGBEgAygLMhYubW9uYWlsYWJlbC52MS5Kb2JOb2RlImIKB0pvYk5vZGUSDAoEbm9kZRgBIAEoBRISCgpyZXBsaWNhX2lkGAIgASgJEiYKBXN0YXRlGAMgASgOMhcubW9uYWlsYWJlbC52MS5Kb2JTdGF0ZRINCgVlcnJvchgEIAEoCSJJCg5Kb2JTdGF0ZUNoYW5nZRImCgVzdGF0ZRgBIAEoDjIXLm1vbmFpbGFiZWwudjEuSm9iU3RhdGUSDwoHbWVzc2FnZRgCIAEoCSKGAQoRSXRlcmF0aW9uUHJvZ3Jlc3MSDQoFZXBvY2gYASABKAUSEQoJaXRlcmF0aW9uGAIgASgFEhcKD2Vwb2NoX2l0ZXJhdGlvbhgDIAEoBRIUCgxlcG9jaF9sZW5ndGgYBCABKAUSEgoKbWF4X2Vwb2NocxgFIAEoBRIMCgRsb3NzGAYgASgBIu0CCg1FcG9jaFByb2dyZXNzEg0KBWVwb2NoGAEgASgFEhIKCm1heF9lcG9jaHMYAiABKAUSRQoNdHJhaW5fbWV0cmljcxgDIAMoCzIuLm1vbmFpbGFiZWwudjEuRXBvY2hQcm9ncmVzcy5UcmFpbk1ldHJpY3NFbnRyeRJBCgt2YWxfbWV0cmljcxgEIAMoCzIsLm1vbmFpbGFiZWwudjEuRXBvY2hQcm9ncmVzcy5WYWxNZXRyaWNzRW50cnkSEwoLYmVzdF9tZXRyaWMYBSABKAESGQoRYmVzdF9tZXRyaWNfZXBvY2gYBiABKAUSFwoPa2V5X21ldHJpY19uYW1lGAcgASgJGjMKEVRyYWluTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEaMQoPVmFsTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiuAIKCEpvYkV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKDHN0YXRlX2NoYW5nZRgDIAEoCzIdLm1vbmFpbGFiZWwudjEuSm9iU3RhdGVDaGFuZ2VIABI1CglpdGVyYXRpb24YBCABKAsyIC5tb25haWxhYmVsLnYxLkl0ZXJhdGlvblByb2dyZXNzSAASLQoFZXBvY2gYBSABKAsyHC5tb25haWxhYmVsLnYxLkVwb2NoUHJvZ3Jlc3NIABISCghsb2dfbGluZRgGIAEoCUgAEjYKDmJhdGNoX3Byb2dyZXNzGAcgASgLMhwubW9uYWlsYWJlbC52MS5CYXRjaFByb2dyZXNzSABCBwoFZXZlbnQiHwoNR2V0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiMQoOR2V0Sm9iUmVzcG9uc2USHwoDam9iGAEgASgLMhIubW9uYWlsYWJlbC52MS5Kb2IilQEKD0xpc3RKb2JzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIkCgRraW5kGAMgASgOMhYubW9uYWlsYWJlbC52MS5Kb2JLaW5kEg0KBW1vZGVsGAQgASgJEiYKBXN0YXRlGAUgASgOMhcubW9uYWlsYWJlbC52MS5Kb2JTdGF0ZSJNChBMaXN0Sm9ic1Jlc3BvbnNlEiAKBGpvYnMYASADKAsyEi5tb25haWxhYmVsLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQQ2FuY2VsSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiNAoRQ2FuY2VsSm9iUmVzcG9uc2USHwoDam9iGAEgASgLMhIubW9uYWlsYWJlbC52MS5Kb2IiOQoPV2F0Y2hKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyI6ChBXYXRjaEpvYlJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcubW9uYWlsYWJlbC52MS5Kb2JFdmVudCJOCg1CYXRjaFByb2dyZXNzEgwKBGRvbmUYASABKAUSDQoFdG90YWwYAiABKAUSDgoGZmFpbGVkGAMgASgFEhAKCGltYWdlX2lkGAQgASgJKmcKB0pvYktpbmQSGAoUSk9CX0tJTkRfVU5TUEVDSUZJRUQQABISCg5KT0JfS0lORF9UUkFJThABEhQKEEpPQl9LSU5EX1NDT1JJTkcQAhIYChRKT0JfS0lORF9CQVRDSF9JTkZFUhADKpoBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIUChBKT0JfU1RBVEVfUVVFVUVEEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBTK/AgoKSm9iU2VydmljZRJFCgZHZXRKb2ISHC5tb25haWxhYmVsLnYxLkdldEpvYlJlcXVlc3QaHS5tb25haWxhYmVsLnYxLkdldEpvYlJlc3BvbnNlEksKCExpc3RKb2JzEh4ubW9uYWlsYWJlbC52MS5MaXN0Sm9ic1JlcXVlc3QaHy5tb25haWxhYmVsLnYxLkxpc3RKb2JzUmVzcG9uc2USTgoJQ2FuY2VsSm9iEh8ubW9uYWlsYWJlbC52MS5DYW5jZWxKb2JSZXF1ZXN0GiAubW9uYWlsYWJlbC52MS5DYW5jZWxKb2JSZXNwb25zZRJNCghXYXRjaEpvYhIeLm1vbmFpbGFiZWwudjEuV2F0Y2hKb2JSZXF1ZXN0Gh8ubW9uYWlsYWJlbC52MS5XYXRjaEpvYlJlc3BvbnNlMAFCegoSb3JnLm1vbmFpLmxhYmVsLnYxQghKb2JQcm90b1ABWkhnaXRodWIuY29tL21vbmFpLWxhYmVsL21vbmFpbGFiZWwtZ3JwYy9nZW4vZ28vbW9uYWlsYWJlbC92MTttb25haWxhYmVsdjGqAg1Nb25haUxhYmVsLlYxYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * How far a training job has got.
@@ -173,6 +173,13 @@ export type Job = Message<"monailabel.v1.Job"> & {
    * @generated from field: monailabel.v1.BatchProgress batch_progress = 16;
    */
   batchProgress?: BatchProgress | undefined;
+
+  /**
+   * The nodes (server replicas) of a train job that spans several, node 0 first; empty otherwise.
+   *
+   * @generated from field: repeated monailabel.v1.JobNode nodes = 17;
+   */
+  nodes: JobNode[];
 };
 
 /**
@@ -181,6 +188,48 @@ export type Job = Message<"monailabel.v1.Job"> & {
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
   messageDesc(file_monailabel_v1_job, 1);
+
+/**
+ * One node (server replica) of a train job that spans several.
+ *
+ * @generated from message monailabel.v1.JobNode
+ */
+export type JobNode = Message<"monailabel.v1.JobNode"> & {
+  /**
+   * 0 for the replica that runs the job (it serves the rendezvous), 1 and up for those that joined.
+   *
+   * @generated from field: int32 node = 1;
+   */
+  node: number;
+
+  /**
+   * The replica.
+   *
+   * @generated from field: string replica_id = 2;
+   */
+  replicaId: string;
+
+  /**
+   * This node's part: RUNNING, then SUCCEEDED, FAILED or CANCELLED.
+   *
+   * @generated from field: monailabel.v1.JobState state = 3;
+   */
+  state: JobState;
+
+  /**
+   * Why this node's part failed (one line, no server paths).
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message monailabel.v1.JobNode.
+ * Use `create(JobNodeSchema)` to create a new message.
+ */
+export const JobNodeSchema: GenMessage<JobNode> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_job, 2);
 
 /**
  * A state change of a job.
@@ -208,7 +257,7 @@ export type JobStateChange = Message<"monailabel.v1.JobStateChange"> & {
  * Use `create(JobStateChangeSchema)` to create a new message.
  */
 export const JobStateChangeSchema: GenMessage<JobStateChange> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 2);
+  messageDesc(file_monailabel_v1_job, 3);
 
 /**
  * Progress after one training iteration.
@@ -264,7 +313,7 @@ export type IterationProgress = Message<"monailabel.v1.IterationProgress"> & {
  * Use `create(IterationProgressSchema)` to create a new message.
  */
 export const IterationProgressSchema: GenMessage<IterationProgress> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 3);
+  messageDesc(file_monailabel_v1_job, 4);
 
 /**
  * Metrics after one epoch (and its validation).
@@ -327,7 +376,7 @@ export type EpochProgress = Message<"monailabel.v1.EpochProgress"> & {
  * Use `create(EpochProgressSchema)` to create a new message.
  */
 export const EpochProgressSchema: GenMessage<EpochProgress> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 4);
+  messageDesc(file_monailabel_v1_job, 5);
 
 /**
  * One event of a job.
@@ -402,7 +451,7 @@ export type JobEvent = Message<"monailabel.v1.JobEvent"> & {
  * Use `create(JobEventSchema)` to create a new message.
  */
 export const JobEventSchema: GenMessage<JobEvent> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 5);
+  messageDesc(file_monailabel_v1_job, 6);
 
 /**
  * Request for GetJob.
@@ -423,7 +472,7 @@ export type GetJobRequest = Message<"monailabel.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 6);
+  messageDesc(file_monailabel_v1_job, 7);
 
 /**
  * Response of GetJob.
@@ -444,7 +493,7 @@ export type GetJobResponse = Message<"monailabel.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 7);
+  messageDesc(file_monailabel_v1_job, 8);
 
 /**
  * Request for ListJobs.
@@ -493,7 +542,7 @@ export type ListJobsRequest = Message<"monailabel.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 8);
+  messageDesc(file_monailabel_v1_job, 9);
 
 /**
  * Response of ListJobs.
@@ -521,7 +570,7 @@ export type ListJobsResponse = Message<"monailabel.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 9);
+  messageDesc(file_monailabel_v1_job, 10);
 
 /**
  * Request for CancelJob.
@@ -542,7 +591,7 @@ export type CancelJobRequest = Message<"monailabel.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 10);
+  messageDesc(file_monailabel_v1_job, 11);
 
 /**
  * Response of CancelJob.
@@ -563,7 +612,7 @@ export type CancelJobResponse = Message<"monailabel.v1.CancelJobResponse"> & {
  * Use `create(CancelJobResponseSchema)` to create a new message.
  */
 export const CancelJobResponseSchema: GenMessage<CancelJobResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 11);
+  messageDesc(file_monailabel_v1_job, 12);
 
 /**
  * Request for WatchJob.
@@ -591,7 +640,7 @@ export type WatchJobRequest = Message<"monailabel.v1.WatchJobRequest"> & {
  * Use `create(WatchJobRequestSchema)` to create a new message.
  */
 export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 12);
+  messageDesc(file_monailabel_v1_job, 13);
 
 /**
  * Response of WatchJob: one event.
@@ -612,7 +661,7 @@ export type WatchJobResponse = Message<"monailabel.v1.WatchJobResponse"> & {
  * Use `create(WatchJobResponseSchema)` to create a new message.
  */
 export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 13);
+  messageDesc(file_monailabel_v1_job, 14);
 
 /**
  * How far a batch inference has got.
@@ -654,7 +703,7 @@ export type BatchProgress = Message<"monailabel.v1.BatchProgress"> & {
  * Use `create(BatchProgressSchema)` to create a new message.
  */
 export const BatchProgressSchema: GenMessage<BatchProgress> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_job, 14);
+  messageDesc(file_monailabel_v1_job, 15);
 
 /**
  * What a job does.
