@@ -108,3 +108,13 @@ def test_changed_box_equals_the_bounds_of_every_difference() -> None:
         else:
             lo, hi = where.min(0), where.max(0)
             assert box == (tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo + 1))
+
+
+@pytest.mark.parametrize("shape, order", [((4, 4, 4), "C"), ((3, 5, 7), "C"), ((4, 4, 4), "F"), ((8, 8, 8), "C")])
+def test_the_word_wise_equality_shortcut_misses_no_difference(shape: tuple, order: str) -> None:
+    old = np.zeros(shape, np.uint8, order=order)
+    assert changed_box(old, old.copy(order=order)) is None
+    for index in [(0, 0, 0), tuple(s - 1 for s in shape), (shape[0] // 2, shape[1] - 1, 0)]:
+        new = old.copy(order=order)
+        new[index] = 3  # a byte anywhere in a word, the last word included
+        assert changed_box(old, new) == (index, (1, 1, 1))
