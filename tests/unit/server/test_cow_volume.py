@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import time
+
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirstd, NormalizeIntensityd
 
-from monailabel_server.core.volume import CowVolume
+from monailabel_server.core.volume import PREFAULT_BYTES, CowVolume
 
 
 @pytest.mark.parametrize("fortran", [False, True])
@@ -42,3 +45,33 @@ def test_plain_tensor_and_empty_volume() -> None:
     view = volume.view()
     assert not isinstance(view, MetaTensor) and view.dtype == torch.int16 and view.tolist() == [[0, 1, 2], [3, 4, 5]]
     assert CowVolume(torch.zeros(0, 3)).view().shape == (0, 3)
+
+
+def _address(view: torch.Tensor) -> int:
+    return int(view.data_ptr())
+
+
+def test_a_large_volume_hands_the_next_call_a_mapping_faulted_in_ahead() -> None:
+    shape = (64, 256, 272)  # float32: just over PREFAULT_BYTES
+    assert np.prod(shape) * 4 >= PREFAULT_BYTES
+    data = np.random.default_rng(2).random(shape, dtype=np.float32)
+    volume = CowVolume(torch.from_numpy(data))
+    first = volume.view()
+    deadline = time.monotonic() + 30
+    while volume._spare is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    spare = volume._spare
+    assert spare is not None, "no mapping was prepared for the next call"
+    prepared = ctypes.addressof(ctypes.c_char.from_buffer(spare))
+    first.numpy()[...] = -1.0  # the first call writes all over its view
+    second = volume.view()
+    assert _address(second) == prepared  # the next call got the prepared mapping
+    np.testing.assert_array_equal(second.numpy(), data)  # and it holds the volume, not the first call's writes
+    second.numpy()[0, 0, :3] = 7.0
+    np.testing.assert_array_equal(volume.view().numpy(), data)
+
+
+def test_a_small_volume_prepares_nothing() -> None:
+    volume = CowVolume(torch.zeros(8, 8, 8))
+    volume.view()
+    assert volume._spare is None and not volume._preparing
