@@ -224,10 +224,18 @@ def test_client_resumes_a_broken_upload_by_its_id(client: MonaiLabelClient, tigh
     opened = []
 
     class BreaksOnce(io.BytesIO):
-        """The source file fails after 100 KiB the first time it is read, as a flaky disk or network would."""
+        """The source file fails after 100 KiB the first time it is read, as a flaky disk or network would.
+
+        It fails once the server has committed some of the stream (on a loaded machine the server may
+        not have started on it yet, and with nothing committed starting over is the right answer).
+        """
 
         def read(self, n: int = -1) -> bytes:
             if len(opened) == 1 and self.tell() >= 100 << 10:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not client.datastore.GetUploadStatus(
+                        datastore_pb2.GetUploadStatusRequest(image_id="client_resume")).committed_size:
+                    time.sleep(0.01)
                 raise OSError("source became unreadable")
             return super().read(n)
 
