@@ -43,6 +43,21 @@ _ERROR = "_error"
 NODE_KEYS = ("nodes", "rdzv_endpoint", "rdzv_id", "rdzv_host", "node_addr", "join_timeout", "distributed_timeout")
 
 
+def _start_rank(parent: int, request: Dict[str, Any], threads: int) -> None:
+    """What every rank does first: die with its launcher, log, and on Gloo share the machine's cores."""
+    # a rank whose launcher died would otherwise wait in a collective for its peers forever (or, as
+    # rank 0, publish a model for a job that no longer exists): it dies with its launcher, even on SIGKILL
+    die_with_parent(parent)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="[%(asctime)s.%(msecs)03d][%(levelname)5s](%(name)s) - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    if request.get("distributed_backend") == "gloo":
+        # ranks share the machine's cores; without this each one would start a thread per core
+        torch.set_num_threads(threads)
+
+
 def _worker(
     rank: int,
     world_size: int,
@@ -54,17 +69,7 @@ def _worker(
     want_progress: bool,
     parent: int,
 ) -> None:
-    # a rank whose launcher died would otherwise wait in a collective for its peers forever (or, as
-    # rank 0, publish a model for a job that no longer exists): it dies with its launcher, even on SIGKILL
-    die_with_parent(parent)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="[%(asctime)s.%(msecs)03d][%(levelname)5s](%(name)s) - %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
-    if request.get("distributed_backend") == "gloo":
-        # ranks share the machine's cores; without this each one would start a thread per core
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    _start_rank(parent, request, max(1, (os.cpu_count() or 1) // world_size))
     emit: Optional[Callable[[Dict[str, Any]], None]] = events.put if want_progress and rank == 0 else None
     try:
         stats = task.train(rank, world_size, request, datalist, emit=emit, cancel_check=cancel.is_set)
@@ -198,15 +203,8 @@ def _node_rank(
     Returns:
         ``{"rank", "cancelled", "stats"}``: the stats on global rank 0 only.
     """
-    die_with_parent(parent)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="[%(asctime)s.%(msecs)03d][%(levelname)5s](%(name)s) - %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
+    _start_rank(parent, request, threads)
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if request.get("distributed_backend") == "gloo":
-        torch.set_num_threads(threads)
     emit: Optional[Callable[[Dict[str, Any]], None]] = events.put if want_progress and rank == 0 else None
     try:
         stats = task.train(rank, world_size, request, datalist, emit=emit, cancel_check=cancel.is_set)

@@ -76,6 +76,7 @@ from monailabel_server.jobs.store import (
     JobNode,
     JobRecord,
     JobStore,
+    Replica,
 )
 
 __all__ = ["JobManager"]
@@ -117,11 +118,17 @@ def _free_port(addr: str) -> int:
         return int(s.getsockname()[1])
 
 
+def _spans_nodes(job: JobRecord) -> bool:
+    """Whether a job is a train job across several replicas (its start recorded ``nodes``)."""
+    return job.kind == TRAIN and int(job.params.get("nodes") or 1) > 1
+
+
 class _Running:
     def __init__(self, proc: subprocess.Popen[str], cancel_file: Path, kind: str, log_file: Path,
                  node: int = 0) -> None:
         self.proc = proc
         self.node = node  # > 0: this replica's part of a job that another replica runs
+        self.spans = False  # node 0 of a job across replicas
         self.cancel_file = cancel_file
         self.kind = kind
         self.log_file = log_file
@@ -229,9 +236,10 @@ class JobManager:
                 pass  # it ended meanwhile
 
     # -- jobs across replicas ---------------------------------------------------------------------------
-    def _alive(self) -> set[str]:
-        alive = {r.replica_id for r in self.store.replicas() if self.store.replica_alive(r, self.replica_timeout_s)}
-        return alive | {self.replica_id}
+    def _alive(self, replicas: Optional[List[Replica]] = None) -> set[str]:
+        """The ids of the live replicas (this one always), of ``replicas`` or else of those recorded."""
+        found = self.store.replicas() if replicas is None else replicas
+        return {r.replica_id for r in found if self.store.replica_alive(r, self.replica_timeout_s)} | {self.replica_id}
 
     def _join_node_jobs(self) -> None:
         """Takes a free node of each running job across replicas that this replica is not part of yet."""
@@ -272,7 +280,7 @@ class JobManager:
             mine = dict(self._running)
             parts = dict(self._nodes)
         for job_id, running in mine.items():
-            if running.kind != TRAIN or running.error is not None:
+            if running.error is not None or not running.spans:
                 continue
             lost = [n for n in self.store.nodes(job_id)[1:] if n.state == RUNNING and n.replica_id not in alive]
             if lost:
@@ -332,8 +340,7 @@ class JobManager:
             the jobs marked FAILED, as they were.
         """
         replicas = {r.replica_id: r for r in self.store.replicas()}
-        alive = {i for i, r in replicas.items() if self.store.replica_alive(r, self.replica_timeout_s)}
-        alive.add(self.replica_id)
+        alive = self._alive(list(replicas.values()))
         reason = "server restarted while the job was queued or running" if startup else \
             "server replica running the job stopped (no heartbeat); the job was lost"
         failed: List[JobRecord] = []
@@ -386,9 +393,7 @@ class JobManager:
 
     def nodes(self, job: JobRecord) -> List[JobNode]:
         """Returns the nodes of a train job that spans several replicas (none for any other job)."""
-        if job.kind != TRAIN or int(job.params.get("nodes") or 1) <= 1:
-            return []
-        return self.store.nodes(job.job_id)
+        return self.store.nodes(job.job_id) if _spans_nodes(job) else []
 
     def pid(self, job_id: str) -> Optional[int]:
         """Returns the pid of a running job's process, or None."""
@@ -562,6 +567,7 @@ class JobManager:
                 f"node 0 (replica {self.replica_id}) serves the rendezvous at {request['rdzv_endpoint']}; "
                 f"waiting for {nodes - 1} more node(s)")}])
         running = self._spawn(job, request, job_dir, job_dir / "cancel", lock=True)
+        running.spans = nodes > 1
         self._running[job.job_id] = running
         proc = running.proc
         job = self.store.set_state(
@@ -635,7 +641,9 @@ class JobManager:
             return
         try:
             self._finish(job_id, running, rc)
-            self.store.update_node(job_id, 0, state=self.store.get(job_id).state)  # a job across replicas
+            ended = self.store.get(job_id)
+            if _spans_nodes(ended):
+                self.store.update_node(job_id, 0, state=ended.state)
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
