@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import sys
 import time
@@ -69,12 +70,22 @@ def grpc_upload(port: int, data: memoryview) -> float:
     return len(data) / dt / 1e6
 
 
-def grpc_download(port: int, size: int) -> float:
-    """Receives ``size`` bytes in 1 MiB chunks from the bare server; returns MB/s."""
+def grpc_download(port: int, size: int, keep: bool = False) -> float:
+    """Receives ``size`` bytes in 1 MiB chunks from the bare server; returns MB/s.
+
+    With ``keep`` the bytes are gathered into one ``bytes`` (as a download into memory must), which
+    on this kind of machine costs about as much as receiving them: fresh memory is page-faulted in.
+    """
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         source = ch.unary_stream("/bench.Echo/Source", *_IDENTITY)
         t = time.perf_counter()
-        n = sum(len(c) for c in source(str(size).encode()))
+        if keep:
+            sink = io.BytesIO()
+            for c in source(str(size).encode()):
+                sink.write(c)
+            n = len(sink.getvalue())
+        else:
+            n = sum(len(c) for c in source(str(size).encode()))
         dt = time.perf_counter() - t
     assert n == size
     return size / dt / 1e6

@@ -601,8 +601,10 @@ class DICOMWebDatastore(Datastore, RecordDatastore):
         return ImageRecord(image_id, ".nii.gz", self.get_image_info(image_id), size, sha256, str(path), mtime,
                            False, labels)
 
-    def image_record(self, image_id: str) -> ImageRecord:
+    def image_record(self, image_id: str, compute_sha256: bool = True) -> ImageRecord:
         """Returns an image with its labels as a typed record; the series is fetched (and converted).
+
+        Digests come from the series cache (``compute_sha256`` is kept for the record API).
 
         Raises:
             ImageNotFoundException: no such series.

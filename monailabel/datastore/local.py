@@ -180,6 +180,7 @@ class LocalDatastore(DatastoreQueries, RecordDatastore):
         sha256: Optional[str] = None,
         move: bool = False,
         overwrite: bool = False,
+        defer_sha256: bool = False,
     ) -> str:
         """Adds an image file, or a folder holding a DICOM series.
 
@@ -191,6 +192,8 @@ class LocalDatastore(DatastoreQueries, RecordDatastore):
             move: rename the file into place (from :meth:`staging_dir`, or anywhere on the same filesystem)
                 instead of copying it; across filesystems it is copied, then the source is removed.
             overwrite: replace an image with that id (its labels stay).
+            defer_sha256: without ``sha256``, store the image now and compute its digest when it is
+                first read (see :meth:`image_record`), rather than reading the file again here.
 
         Returns:
             The image id.
@@ -217,10 +220,10 @@ class LocalDatastore(DatastoreQueries, RecordDatastore):
                 raise MONAILabelException(MONAILabelError.ALREADY_EXISTS, f"image {image_id!r} exists already")
             old_path = self._image_path(image_id, old["ext"]) if old is not None else None
 
-            def row(c: sqlite3.Connection, size: int, mtime: int, digest: str) -> None:
+            def row(c: sqlite3.Connection, size: int, mtime: int, digest: Optional[str]) -> None:
                 self._index.upsert_image(c, image_id, ext, src.is_dir(), info, size, mtime, digest, time.time())
 
-            put_file(self._index, src, self._image_path(image_id, ext), sha256, move, row, old_path)
+            put_file(self._index, src, self._image_path(image_id, ext), sha256, move, row, old_path, defer_sha256)
         logger.info("Added image %s from %s", image_id, src)
         return image_id
 
@@ -312,7 +315,7 @@ class LocalDatastore(DatastoreQueries, RecordDatastore):
             final = self._label_path(tag, image_id, ext)
             final.parent.mkdir(parents=True, exist_ok=True)
 
-            def row(c: sqlite3.Connection, size: int, mtime: int, digest: str) -> None:
+            def row(c: sqlite3.Connection, size: int, mtime: int, digest: Optional[str]) -> None:
                 if self._index.image_row(image_id, c) is None:
                     raise ImageNotFoundException(f"image {image_id!r} not found")
                 linfo = {**info, "checksum": f"SHA256:{digest}"}

@@ -312,19 +312,21 @@ class DatastoreQueries(Datastore):
 
     # typed records (for the gRPC server) ------------------------------------------------------
 
-    def image_record(self, image_id: str) -> ImageRecord:
+    def image_record(self, image_id: str, compute_sha256: bool = True) -> ImageRecord:
         """Returns an image with its labels as a typed record.
 
-        Digests still missing (files found by a scan) are computed and stored.
+        Digests still missing (files found by a scan, images stored with ``defer_sha256``) are computed
+        and stored, unless ``compute_sha256`` is false (then they read ``""``).
 
         Args:
             image_id: the image id.
+            compute_sha256: compute missing digests.
 
         Raises:
             ImageNotFoundException: no such image.
         """
         row = self._image(image_id)
-        return self._image_record(row, self._index.label_rows([image_id])[image_id], True)
+        return self._image_record(row, self._index.label_rows([image_id])[image_id], compute_sha256)
 
     def label_record(self, image_id: str, tag: str) -> LabelRecord:
         """Returns a label as a typed record (its digest computed and stored when missing).

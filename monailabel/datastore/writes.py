@@ -21,8 +21,9 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 __all__ = ["RowWriter", "put_file", "set_aside"]
 
-RowWriter = Callable[[sqlite3.Connection, int, int, str], None]
-"""Writes the row of a file inside the transaction: ``(conn, size, mtime_ns, sha256)``."""
+RowWriter = Callable[[sqlite3.Connection, int, int, Optional[str]], None]
+"""Writes the row of a file inside the transaction: ``(conn, size, mtime_ns, sha256)`` (None: computed
+when first read)."""
 
 
 def put_file(
@@ -33,6 +34,7 @@ def put_file(
     move: bool,
     write_row: RowWriter,
     old_path: Optional[Path] = None,
+    defer_sha256: bool = False,
 ) -> None:
     """Puts ``src`` (a file or a folder) at ``final`` and writes its row, all or nothing.
 
@@ -47,6 +49,8 @@ def put_file(
         write_row: writes the row.
         old_path: the previous file of this object when its name differs from ``final`` (another
             extension); removed once committed.
+        defer_sha256: with no ``sha256``, store the row without a digest (computed when first read)
+            instead of hashing the file now.
 
     Raises:
         MONAILabelException: ``INVALID_INPUT`` when ``src`` does not exist or ``sha256`` is malformed.
@@ -65,13 +69,14 @@ def put_file(
         if src.is_dir():
             files.copy_tree(src, prepared)
         else:
-            digest = files.copy_file(src, prepared, want_sha256=digest is None) or digest
+            digest = files.copy_file(src, prepared, want_sha256=digest is None and not defer_sha256) or digest
     previous: Optional[Path] = None
     try:
         st = files.stat_path(prepared)
         if st is None:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"file {src.name} vanished while being added")
-        digest = digest or files.sha256_path(prepared)
+        if not digest and not defer_sha256:
+            digest = files.sha256_path(prepared)
         installed = False
         try:
             with index.write() as c:

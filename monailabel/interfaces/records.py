@@ -38,8 +38,12 @@ class RecordDatastore(ABC):
     """
 
     @abstractmethod
-    def image_record(self, image_id: str) -> ImageRecord:
+    def image_record(self, image_id: str, compute_sha256: bool = True) -> ImageRecord:
         """Returns an image with its labels, size and SHA-256.
+
+        Args:
+            image_id: the image.
+            compute_sha256: compute (and keep) a digest still missing; False leaves it ``""``.
 
         Raises:
             ImageNotFoundException: no such image.
@@ -76,8 +80,12 @@ class RecordDatastore(ABC):
         sha256: Optional[str] = None,
         move: bool = False,
         overwrite: bool = False,
+        defer_sha256: bool = False,
     ) -> str:
         """Adds (or, with ``overwrite``, replaces) an image from a file; returns its id.
+
+        ``defer_sha256`` (with no ``sha256``) lets a datastore that can store the image without its
+        digest compute it when it is first read (the server checked the bytes another way).
 
         Raises:
             MONAILabelException: ALREADY_EXISTS when the id is taken and ``overwrite`` is false.
@@ -116,7 +124,7 @@ class PlainRecords(RecordDatastore):
         self.ds = datastore
         self._staging: Optional[Path] = None
 
-    def image_record(self, image_id: str) -> ImageRecord:
+    def image_record(self, image_id: str, compute_sha256: bool = True) -> ImageRecord:
         from monailabel.datastore.records import ImageRecord
 
         path = self._image_uri(image_id)
@@ -158,7 +166,9 @@ class PlainRecords(RecordDatastore):
         sha256: Optional[str] = None,
         move: bool = False,
         overwrite: bool = False,
+        defer_sha256: bool = False,
     ) -> str:
+        # the digest lives in the image's info here, written with it: computed now
         if self._image_uri(image_id):
             if not overwrite:
                 raise MONAILabelException(MONAILabelError.ALREADY_EXISTS, f"image '{image_id}' exists")

@@ -10,6 +10,7 @@ from google.protobuf import duration_pb2
 
 import monailabel
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel_api.digests import SUPPORTED
 from monailabel_api.v1 import app_pb2, app_pb2_grpc
 from monailabel_server.config import ServerConfig
 from monailabel_server.convert import to_struct
@@ -140,6 +141,7 @@ def limits_message(config: ServerConfig) -> app_pb2.ServerLimits:
         max_sessions=config.max_sessions,
         upload_ttl=duration_pb2.Duration(seconds=config.upload_ttl_s),
         max_partial_uploads=config.max_partial_uploads,
+        digests=list(SUPPORTED),
     )
 
 

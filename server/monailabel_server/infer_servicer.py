@@ -13,6 +13,7 @@ import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel_api.digests import XXH3_128, Digests
 from monailabel_api.v1 import common_pb2, infer_pb2, infer_pb2_grpc
 from monailabel_api.wire import encode_chunk_request
 from monailabel_server.config import ServerConfig
@@ -62,9 +63,10 @@ def session_message(session: Session) -> infer_pb2.Session:
 
 
 def content_header(mask: EncodedMask) -> common_pb2.ContentHeader:
-    """The header announcing encoded bytes: encoding, size, SHA-256, and shape, type and geometry when known."""
+    """The header announcing encoded bytes: encoding, size, checksums, and shape, type and geometry when known."""
     header = common_pb2.ContentHeader(encoding=common_pb2.Encoding.ValueType(mask.encoding),
-                                      total_size=len(mask.data), sha256=mask.sha256, file_extension=mask.extension)
+                                      total_size=len(mask.data), sha256=mask.sha256, file_extension=mask.extension,
+                                      xxh3_128=Digests.of(mask.data, XXH3_128))
     if mask.shape:
         header.shape.extend(mask.shape)
     if mask.dtype is not None:

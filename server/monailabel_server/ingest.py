@@ -11,8 +11,10 @@ from typing import Any, Iterable, Iterator, Optional
 import grpc
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel_api.digests import SHA256, XXH3_128
 from monailabel_api.v1 import common_pb2
 from monailabel_server.convert import EXTENSION_BY_ENCODING, encoding_of_name
+from monailabel_server.file_digests import FILE_DIGESTS
 from monailabel_server.transfer import StagedUpload, check_header_size
 from monailabel_server.validation import check_enum, shown
 from monailabel_server.volumes import VolumeInfo, inspect_volume, nifti_prefix_for_raw
@@ -27,7 +29,8 @@ class Received:
     Attributes:
         path: the file, named with its extension.
         encoding: its encoding (raw voxels arrive as a ``.nii`` file).
-        file_sha256: checksum of the file's bytes, when it equals the stream's (not for raw voxels).
+        file_sha256: SHA-256 of the file's bytes, when it was computed and equals the stream's (not
+            for raw voxels); "" when the caller did not want it and the stream announced none.
         volume: what the file holds.
     """
 
@@ -94,6 +97,7 @@ def receive(
     staging: Path,
     key: Optional[str],
     max_bytes: int,
+    want_sha256: bool = True,
 ) -> Received:
     """Streams chunks into a staging file and checks the result is a whole volume of its encoding.
 
@@ -106,6 +110,7 @@ def receive(
         staging: the staging folder.
         key: the upload id of a resumable upload (its staging file's name); None for a one-off stream.
         max_bytes: the server's volume limit.
+        want_sha256: compute the SHA-256 even when the stream announces none (to store it).
 
     Returns:
         The received file.
@@ -124,7 +129,8 @@ def receive(
         ext = EXTENSION_BY_ENCODING.get(encoding) or _own_extension(content)
     resumable = key is not None
     part = staging / (f"{key}.part" if resumable else f"{uuid.uuid4().hex}.part")
-    upload = StagedUpload(part, content.total_size, content.sha256, prefix, resumable).open()
+    upload = StagedUpload(part, content.total_size, content.sha256, prefix, resumable, content.xxh3_128,
+                          want_sha256).open()
     try:
         for chunk in chunks:
             upload.write(chunk.offset, chunk.data)
@@ -137,10 +143,13 @@ def receive(
     except BaseException:
         upload.suspend()
         raise
-    digest = upload.finish()
+    digests = upload.finish()
+    digest = digests.hexdigest(SHA256) or ""
     name = uuid.uuid4().hex
     path = staging / f"{name}{ext}"
     os.replace(part, path)
+    if not prefix and encoding != common_pb2.ENCODING_DICOM_ZIP:  # the file holds exactly the stream's bytes
+        FILE_DIGESTS.remember(path, digests.hexdigest(XXH3_128) or "")
     if encoding == common_pb2.ENCODING_DICOM_ZIP:
         path, encoding, digest = _series_to_nifti(path, staging / f"{name}.nii.gz", max_bytes), \
             common_pb2.ENCODING_NIFTI_GZ, ""
@@ -217,7 +226,8 @@ def stage(content: common_pb2.ContentHeader, staging: Path, key: str, max_bytes:
     if encoding not in EXTENSION_BY_ENCODING and encoding != common_pb2.ENCODING_IMAGE_2D:
         _own_extension(content)
     prefix = _prefix(content, encoding, max_bytes)
-    StagedUpload(staging / f"{key}.part", content.total_size, content.sha256, prefix, True).open().suspend()
+    StagedUpload(staging / f"{key}.part", content.total_size, content.sha256, prefix, True,
+                 content.xxh3_128).open().suspend()
 
 
 def _prefix(content: common_pb2.ContentHeader, encoding: int, max_bytes: int) -> bytes:

@@ -9,9 +9,13 @@ app brings is adapted by :class:`~monailabel.interfaces.records.PlainRecords`.
 from __future__ import annotations
 
 import base64
+import logging
+import queue
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from monailabel.datastore.records import ImageRecord, LabelRecord
 from monailabel.interfaces.datastore import Datastore
@@ -20,6 +24,9 @@ from monailabel.interfaces.records import RecordDatastore, records_of
 from monailabel_server.validation import MAX_ID_CHARS, check_id
 
 __all__ = ["Store", "ImageView", "LabelView", "check_id", "encode_token", "decode_token"]
+
+logger = logging.getLogger(__name__)
+_MAX_PENDING_DIGESTS = 10_000
 
 @dataclass
 class LabelView:
@@ -58,16 +65,24 @@ class Store:
     def __init__(self, datastore: Datastore) -> None:
         self.ds = datastore
         self.records: RecordDatastore = records_of(datastore)
+        self._pending: Set[str] = set()
+        self._digests: queue.Queue[str] = queue.Queue()
+        self._digester: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
 
     # -- reading ----------------------------------------------------------------------------------
-    def image(self, image_id: str) -> ImageView:
+    def image(self, image_id: str, compute_sha256: bool = True) -> ImageView:
         """Returns an image with its labels.
+
+        Args:
+            image_id: the image.
+            compute_sha256: compute a digest the datastore does not hold yet; False shows it as "".
 
         Raises:
             MONAILabelException: INVALID_INPUT for a bad id, NOT_FOUND for an unknown image.
         """
         check_id(image_id)
-        return self._image_view(self.records.image_record(image_id))
+        return self._image_view(self.records.image_record(image_id, compute_sha256))
 
     def label(self, image_id: str, tag: str) -> LabelView:
         """Returns one label.
@@ -111,17 +126,59 @@ class Store:
     def exists(self, image_id: str) -> bool:
         """Returns whether an image id is taken."""
         try:
-            self.image(image_id)
+            self.image(image_id, compute_sha256=False)
             return True
         except MONAILabelException as exc:
             if exc.error != MONAILabelError.NOT_FOUND:
                 raise
             return False
 
-    def add_image(self, image_id: str, path: Path, info: Dict[str, Any], sha256: str, overwrite: bool) -> ImageView:
-        """Adds a finished upload as an image (renamed into place when the datastore can)."""
-        self.records.add_image(image_id, str(path), info, sha256=sha256 or None, move=True, overwrite=overwrite)
-        return self.image(image_id)
+    def add_image(self, image_id: str, path: Path, info: Dict[str, Any], sha256: str, overwrite: bool,
+                  defer_sha256: bool = False) -> ImageView:
+        """Adds a finished upload as an image (renamed into place when the datastore can).
+
+        With ``defer_sha256`` (and no ``sha256``: the stream was checked by its XXH3-128) a datastore
+        that can store the image without its digest does; the digest is then computed on a background
+        thread after the answer, or by the first read that needs it, whichever comes first.
+        """
+        self.records.add_image(image_id, str(path), info, sha256=sha256 or None, move=True, overwrite=overwrite,
+                               defer_sha256=defer_sha256 and not sha256)
+        view = self.image(image_id, compute_sha256=not defer_sha256)
+        if not view.sha256:
+            self._digest_later(image_id)
+        return view
+
+    def _digest_later(self, image_id: str) -> None:
+        with self._lock:
+            if image_id in self._pending or len(self._pending) >= _MAX_PENDING_DIGESTS:
+                return  # queued already, or too many: the first read computes it
+            self._pending.add(image_id)
+            if self._digester is None or not self._digester.is_alive():
+                self._digester = threading.Thread(target=self._digest_pending, daemon=True, name="image-digests")
+                self._digester.start()
+        self._digests.put(image_id)
+
+    def _digest_pending(self) -> None:
+        while True:
+            image_id = self._digests.get()
+            with self._lock:
+                self._pending.discard(image_id)
+            try:
+                self.records.image_record(image_id)  # computes and stores the missing digest
+            except Exception as exc:  # removed meanwhile, or unreadable: a later read tries again
+                logger.debug("no digest for image %s now: %s", image_id, exc)
+            finally:
+                self._digests.task_done()
+
+    def wait_for_digests(self, timeout: float = 30.0) -> bool:
+        """Waits until no image digest is pending; returns whether none is."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending and self._digests.unfinished_tasks == 0:
+                    return True
+            time.sleep(0.01)
+        return False
 
     def save_label(self, image_id: str, path: Path, tag: str, info: Dict[str, Any], sha256: str) -> LabelView:
         """Saves a finished upload as the image's label with that tag."""

@@ -9,7 +9,6 @@ checksum continues from there (as Google's ByteStream does).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import queue
@@ -19,9 +18,10 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.others.atomic import atomic_write_json
+from monailabel_api.digests import SHA256, XXH3_128, Digests, is_hex_digest
 from monailabel_api.v1 import common_pb2
 
-__all__ = ["StagedUpload", "append_at", "read_chunks", "check_header_size"]
+__all__ = ["StagedUpload", "append_at", "read_chunks", "check_header_size", "announced_checksums"]
 
 _STAGE_QUEUE_CHUNKS = 32
 # the writer starts writeback every this many bytes, so the final fsync has little left to do
@@ -76,9 +76,15 @@ def check_header_size(content: common_pb2.ContentHeader, max_bytes: int) -> None
             MONAILabelError.RESOURCE_EXHAUSTED,
             f"volume of {content.total_size} bytes is over this server's limit of {max_bytes} bytes",
         )
-    sha = content.sha256
-    if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+    if content.sha256 and not is_hex_digest(content.sha256, SHA256):
         raise _invalid("content.sha256 must be 64 lower-case hex digits")
+    if content.xxh3_128 and not is_hex_digest(content.xxh3_128, XXH3_128):
+        raise _invalid("content.xxh3_128 must be 32 lower-case hex digits")
+
+
+def announced_checksums(content: common_pb2.ContentHeader) -> str:
+    """The checksums a header announces, as one string: a resumed upload must announce the same."""
+    return content.sha256 + (f"/xxh3_128:{content.xxh3_128}" if content.xxh3_128 else "")
 
 
 class _Stage(threading.Thread):
@@ -120,27 +126,35 @@ class _Stage(threading.Thread):
 class StagedUpload:
     """One upload into a staging file.
 
+    The stream's bytes are hashed with the checksums its header announces, and with SHA-256 also
+    when ``want_sha256`` (the caller stores it); XXH3-128 is always computed (it costs next to nothing)
+    so that a download of the file can announce it.
+
     Args:
         part_path: the staging file.
         total_size: bytes the stream announces.
-        sha256: checksum the stream announces ("" for none).
+        sha256: SHA-256 the stream announces ("" for none).
         prefix: bytes written before the stream's bytes (a NIfTI header for raw voxels).
         resumable: keep the file and a small state file next to it when the stream breaks.
+        xxh3_128: XXH3-128 the stream announces ("" for none).
+        want_sha256: compute the SHA-256 even when none is announced.
     """
 
     def __init__(
-        self, part_path: Path, total_size: int, sha256: str = "", prefix: bytes = b"", resumable: bool = True
+        self, part_path: Path, total_size: int, sha256: str = "", prefix: bytes = b"", resumable: bool = True,
+        xxh3_128: str = "", want_sha256: bool = True,
     ) -> None:
         self.path = part_path
         self.state_path = part_path.with_name(part_path.name + ".json")
         self.total_size = total_size
         self.sha256 = sha256
+        self.xxh3_128 = xxh3_128
         self.prefix = prefix
         self.resumable = resumable
         self.committed = 0
         self._fd = -1
-        self._digest = hashlib.sha256()
-        self._hasher = _Stage("upload-hasher", self._digest.update)
+        self._digests = Digests([SHA256, XXH3_128] if sha256 or want_sha256 else [XXH3_128])
+        self._hasher = _Stage("upload-hasher", self._digests.update)
         self._writer = _Stage("upload-writer", self._write_all)
         self._unflushed = 0
 
@@ -152,7 +166,9 @@ class StagedUpload:
             self, with ``committed`` set to the bytes already held.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        state = {"total_size": self.total_size, "sha256": self.sha256, "prefix": len(self.prefix)}
+        state: Dict[str, Any] = {"total_size": self.total_size, "sha256": self.sha256, "prefix": len(self.prefix)}
+        if self.xxh3_128:
+            state["xxh3_128"] = self.xxh3_128
         resume = self.resumable and self._read_state() == state and self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | (0 if resume else os.O_TRUNC), 0o644)
         self._hasher.start()
@@ -201,14 +217,14 @@ class StagedUpload:
         self._hasher.put(data)
         self.committed += len(data)
 
-    def finish(self) -> str:
-        """Completes the upload: all bytes present, checksum verified, data durable.
+    def finish(self) -> Digests:
+        """Completes the upload: all bytes present, checksums verified, data durable.
 
         Returns:
-            The SHA-256 of the stream's bytes.
+            The digests of the stream's bytes (SHA-256 only when announced or wanted).
 
         Raises:
-            MONAILabelException: INVALID_INPUT when bytes are missing or the checksum differs; the
+            MONAILabelException: INVALID_INPUT when bytes are missing or a checksum differs; the
                 staging file is removed on a checksum mismatch.
         """
         if self.committed != self.total_size:
@@ -219,15 +235,17 @@ class StagedUpload:
             )
         self._writer.drain()
         self._hasher.drain()
-        digest = self._digest.hexdigest()
-        if self.sha256 and digest != self.sha256:
-            self.discard()
-            raise _invalid(f"checksum mismatch: the bytes received hash to {digest}, the header says {self.sha256}")
+        for name, announced in ((XXH3_128, self.xxh3_128), (SHA256, self.sha256)):
+            digest = self._digests.hexdigest(name)
+            if announced and digest != announced:
+                self.discard()
+                raise _invalid(f"checksum mismatch: the bytes received have {name} {digest}, the header says "
+                               f"{announced}")
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
         self.state_path.unlink(missing_ok=True)
-        return digest
+        return self._digests
 
     def suspend(self) -> None:
         """Keeps what is committed, durable, for a later stream to resume; or discards it if not resumable."""

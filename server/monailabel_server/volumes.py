@@ -16,6 +16,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.others import fastgzip
 from monailabel_api.v1 import common_pb2
 from monailabel_server.convert import DTYPE_BY_ENUM, ENUM_BY_DTYPE, affine_of_geometry, geometry_of_affine
+from monailabel_server.file_digests import FILE_DIGESTS
 from monailabel_server.validation import check_geometry, check_raw_shape
 
 __all__ = [
@@ -363,19 +364,20 @@ def shape_of(volume: VolumeInfo) -> Tuple[int, ...]:
 
 
 def content_header_for_file(path: Path, encoding: int, sha256: str = "") -> common_pb2.ContentHeader:
-    """Describes a stored file for a download: size, checksum and, for NIfTI, type, shape and geometry.
+    """Describes a stored file for a download: size, checksums and, for NIfTI, type, shape and geometry.
 
     Args:
         path: the file.
         encoding: its encoding.
-        sha256: its checksum, when known.
+        sha256: its SHA-256, when known (its XXH3-128 is always announced: remembered from its upload,
+            or computed now at memory speed).
 
     Returns:
         The header.
     """
     header = common_pb2.ContentHeader(
         encoding=common_pb2.Encoding.ValueType(encoding), total_size=path.stat().st_size, sha256=sha256,
-        file_extension=_extension(path),
+        file_extension=_extension(path), xxh3_128=FILE_DIGESTS.xxh3_128(path),
     )
     if encoding in (common_pb2.ENCODING_NIFTI, common_pb2.ENCODING_NIFTI_GZ):
         try:

@@ -243,8 +243,9 @@ def test_client_resumes_a_broken_upload_by_its_id(client: MonaiLabelClient, tigh
         opened.append(True)
         return BreaksOnce(data)
 
-    image = client._upload(datastore_pb2.UploadImageRequest, header, opener, client._upload_image, "client_resume", "")
-    assert image.image.sha256 == sha256(data)
+    answer = client._upload(datastore_pb2.UploadImageRequest, header, opener, client._upload_image, "client_resume", "")
+    assert answer.image.size == len(data)
+    assert header.content.xxh3_128 and client.get_image("client_resume").sha256 == sha256(data)
     assert len(opened) == 2 and header.upload_id  # the second stream resumed the first upload by its id
     assert client.download_image("client_resume") == data
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import grpc
 import numpy as np
 import pytest
+import xxhash
 from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message_factory import GetMessageClass
@@ -658,6 +659,15 @@ def _shapes(header_for: Callable[[common_pb2.ContentHeader], Any], data: Callabl
         "sha_upper": with_content(sha256="AB" * 32),
         "sha_short": with_content(sha256="abc"),
         "sha_nul": with_content(sha256="\x00" * 64),
+        "xxh3_mismatch": with_content(xxh3_128=xxhash.xxh3_128_hexdigest(b"other")),
+        "xxh3_only_mismatch": with_content(sha256="", xxh3_128=xxhash.xxh3_128_hexdigest(b"other")),
+        "xxh3_upper": with_content(xxh3_128="AB" * 16),
+        "xxh3_short": with_content(xxh3_128="abc"),
+        "xxh3_sha_length": with_content(xxh3_128="ab" * 32),
+        "xxh3_nul": with_content(xxh3_128="\x00" * 32),
+        "xxh3_right_sha_wrong": lambda: [header_for(content_header(
+            data(), common_pb2.ENCODING_NIFTI, sha256=hashlib.sha256(b"other").hexdigest(),
+            xxh3_128=xxhash.xxh3_128_hexdigest(data()))), *chunks_of(data())],
         "no_content": lambda: [header_for(None), *chunks_of(data())],
     }
 

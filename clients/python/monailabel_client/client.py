@@ -28,6 +28,7 @@ from typing import (
     List,
     Optional,
     Sequence,
+    Tuple,
     TypeVar,
     Union,
     cast,
@@ -38,6 +39,7 @@ import numpy as np
 from google.protobuf import duration_pb2, json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from monailabel_api.digests import SHA256, XXH3_128, Digests, mismatch
 from monailabel_api.v1 import (
     app_pb2,
     app_pb2_grpc,
@@ -90,7 +92,7 @@ class UploadError(RuntimeError):
 
 
 class ChecksumError(RuntimeError):
-    """Received bytes do not match the size or SHA-256 the server announced for them."""
+    """Received bytes do not match the size or checksum the server announced for them."""
 
 
 def encoding_of(name: str) -> int:
@@ -130,6 +132,15 @@ class _BackgroundHash:
     def hexdigest(self) -> str:
         self.close()
         return self._digest.hexdigest()
+
+
+def _stream_digest(header: common_pb2.ContentHeader) -> Tuple[Any, str]:
+    """A hasher for a download by the fastest checksum its header announces, and the value expected."""
+    if header.xxh3_128:
+        return Digests([XXH3_128]), header.xxh3_128
+    if header.sha256:
+        return _BackgroundHash(), header.sha256
+    return None, ""
 
 
 def _chunk_decoder(cls: Any) -> Callable[[bytes], Any]:
@@ -261,6 +272,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         self.chunk_size = chunk_size
         self.progress = progress
         self.retries = retries
+        self._digest_name: Optional[str] = None  # the checksum uploads announce, once the server said
         self.app = app_pb2_grpc.AppServiceStub(self.channel)
         self.datastore = datastore_pb2_grpc.DatastoreServiceStub(self.channel)
         self.infers = infer_pb2_grpc.InferServiceStub(self.channel)
@@ -648,6 +660,22 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             return self._raw(source, affine)
         return self._content(source, encoding, sha256)
 
+    def upload_digest(self) -> str:
+        """The checksum uploads announce: ``xxh3_128`` when the server verifies it (its limits list it),
+        else ``sha256``. Asked once per client."""
+        if self._digest_name is None:
+            try:
+                digests = self.info().limits.digests
+            except grpc.RpcError:
+                return SHA256  # the upload itself will say what is wrong; asked again next time
+            self._digest_name = XXH3_128 if XXH3_128 in digests else SHA256
+        return self._digest_name
+
+    def _with_checksum(self, header: common_pb2.ContentHeader, data: Any) -> common_pb2.ContentHeader:
+        name = self.upload_digest()
+        setattr(header, name, Digests.of(data, name))  # sha256 or xxh3_128
+        return header
+
     def _content(
         self, source: Union[PathLike, bytes], encoding: Optional[int], sha256: Optional[str] = None
     ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
@@ -655,28 +683,25 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             data = bytes(source)
             if encoding is None:
                 raise ValueError("pass encoding= with bytes")
-            return (
-                common_pb2.ContentHeader(
-                    encoding=common_pb2.Encoding.ValueType(encoding), total_size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
-                ),
-                lambda: io.BytesIO(data),
-            )
+            header = common_pb2.ContentHeader(encoding=common_pb2.Encoding.ValueType(encoding), total_size=len(data))
+            return self._with_checksum(header, data), lambda: io.BytesIO(data)
         path = Path(source)
-        if sha256 is None:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                while block := f.read(4 * MIB):
-                    digest.update(block)
-            sha256 = digest.hexdigest()
-        name = path.name.lower()
-        ext = ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+        lower = path.name.lower()
         header = common_pb2.ContentHeader(
             encoding=common_pb2.Encoding.ValueType(encoding if encoding is not None else encoding_of(path.name)),
             total_size=path.stat().st_size,
-            sha256=sha256,
-            file_extension=ext,
+            file_extension=".nii.gz" if lower.endswith(".nii.gz") else path.suffix.lower(),
         )
+        if sha256 is not None:  # the caller's: the server checks it (and stores it without hashing again)
+            header.sha256 = sha256
+        else:
+            name = self.upload_digest()
+            digests, buf = Digests([name]), bytearray(4 * MIB)
+            view = memoryview(buf)
+            with open(path, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    digests.update(view[:n])
+            setattr(header, name, digests.hexdigest(name) or "")
         return header, lambda: open(path, "rb")
 
     def _raw(
@@ -690,12 +715,11 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         header = common_pb2.ContentHeader(
             encoding=common_pb2.ENCODING_RAW,
             total_size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
             data_type=common_pb2.DataType.ValueType(ENUM_BY_DTYPE[dtype]),
             shape=list(a.shape),
             geometry=common_pb2.Geometry() if affine is None else geometry_of_affine(affine, min(a.ndim, 3)),
         )
-        return header, lambda: io.BytesIO(data)
+        return self._with_checksum(header, data), lambda: io.BytesIO(data)
 
     def _bar(self, total: int, desc: str) -> Any:
         if not self.progress or total < 16 * MIB:
@@ -774,11 +798,16 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             time.sleep(0.02)
 
     def _download(self, call: Callable[[int], Iterator[Any]], dest: Optional[PathLike]) -> Union[bytes, Path]:
-        buffer = io.BytesIO() if dest is None else None
+        """Receives a file (into memory, or to ``dest`` through a ``.part`` file), resuming after a broken
+        stream, and checks it by the fastest checksum the header announces (XXH3-128 inline, SHA-256 on
+        a thread of its own)."""
+        # into memory: a BytesIO, whose getvalue() hands over its buffer without a copy (a list of the
+        # received messages joined at the end keeps twice the memory and costs twice the page faults)
         tmp = Path(str(dest) + ".part") if dest is not None else None
-        sink: BinaryIO = buffer if buffer is not None else open(tmp, "wb")  # type: ignore[arg-type, assignment]
+        sink: BinaryIO = open(tmp, "wb") if tmp is not None else io.BytesIO()
         header: Optional[common_pb2.ContentHeader] = None
-        digest = _BackgroundHash()
+        digest: Any = None
+        expected = ""
         received, bar = 0, None
         try:
             for attempt in range(self.retries + 1):
@@ -787,34 +816,36 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                         if message.HasField("header"):
                             header = message.header
                             bar = bar or self._bar(header.total_size, "download")
+                            if digest is None:
+                                digest, expected = _stream_digest(header)
                             continue
+                        data = message.chunk.data
                         if message.chunk.offset != received:
                             raise UploadError(f"chunk at {message.chunk.offset}, expected {received}")
-                        sink.write(message.chunk.data)
-                        digest.update(message.chunk.data)
-                        received += len(message.chunk.data)
+                        sink.write(data)
+                        if digest is not None:
+                            digest.update(data)
+                        received += len(data)
                         if bar is not None:
-                            bar.update(len(message.chunk.data))
+                            bar.update(len(data))
                     break
                 except grpc.RpcError as exc:
                     if exc.code() not in _RETRYABLE or attempt == self.retries:
                         raise
         finally:
-            digest.close()
+            if isinstance(digest, _BackgroundHash):
+                digest.close()
             if bar is not None:
                 bar.close()
-            if buffer is None:
+            if tmp is not None:
                 sink.close()
-        if (
-            header is not None
-            and header.sha256
-            and received == header.total_size
-            and digest.hexdigest() != header.sha256
-        ):
-            raise UploadError("downloaded bytes do not match the server's checksum")
-        if buffer is not None:
-            return buffer.getvalue()
-        assert tmp is not None and dest is not None
+        if header is not None and digest is not None and received == header.total_size:
+            actual = digest.hexdigest(XXH3_128) if isinstance(digest, Digests) else digest.hexdigest()
+            if actual != expected:
+                raise UploadError("downloaded bytes do not match the server's checksum")
+        if tmp is None:
+            return cast(io.BytesIO, sink).getvalue()
+        assert dest is not None
         os.replace(tmp, dest)
         return Path(dest)
 
@@ -833,8 +864,9 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         if header is not None:
             if len(data) != header.total_size:
                 raise ChecksumError(f"mask is {len(data)} bytes; the server announced {header.total_size}")
-            if header.sha256 and hashlib.sha256(data).hexdigest() != header.sha256:
-                raise ChecksumError("mask bytes do not match the server's SHA-256")
+            wrong = mismatch(header, data)
+            if wrong:
+                raise ChecksumError(f"mask bytes do not match the server's checksum: {wrong}")
         return InferOutput(
             result=json_format.MessageToDict(result.result),
             labels=dict(result.labels),

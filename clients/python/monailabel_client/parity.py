@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 from google.protobuf import struct_pb2
 
+from monailabel_api.digests import mismatch
 from monailabel_api.v1 import (
     common_pb2,
     dataset_pb2,
@@ -43,11 +44,11 @@ PathLike = Union[str, Path]
 
 
 class ChecksumMismatch(RuntimeError):
-    """Downloaded bytes do not match the size or SHA-256 the server announced."""
+    """Downloaded bytes do not match the size or checksum the server announced."""
 
 
 def _gather(responses: Iterator[Any], what: str) -> Tuple[Any, bytes]:
-    """The header and the bytes of a header-then-chunks stream, checked against the header's size and SHA-256."""
+    """The header and the bytes of a header-then-chunks stream, checked against the header's size and checksum."""
     header: Any = None
     parts: List[bytes] = []
     for message in responses:
@@ -61,8 +62,12 @@ def _gather(responses: Iterator[Any], what: str) -> Tuple[Any, bytes]:
     size = header.size if hasattr(header, "size") else header.total_size
     if len(data) != size:
         raise ChecksumMismatch(f"{what} is {len(data)} bytes; the server announced {size}")
-    if header.sha256 and hashlib.sha256(data).hexdigest() != header.sha256:
-        raise ChecksumMismatch(f"{what} bytes do not match the server's SHA-256")
+    if isinstance(header, common_pb2.ContentHeader):
+        wrong = mismatch(header, data)
+    else:  # a model file's header: SHA-256 only
+        wrong = "SHA-256 differs" if header.sha256 and hashlib.sha256(data).hexdigest() != header.sha256 else None
+    if wrong:
+        raise ChecksumMismatch(f"{what} bytes do not match the server's checksum: {wrong}")
     return header, data
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, Dict, List, Optional, Union
 import grpc
 from google.protobuf import json_format, struct_pb2
 
+from monailabel_api.digests import mismatch
 from monailabel_api.v1 import app_pb2, job_pb2, strategy_pb2, strategy_pb2_grpc
 
 __all__ = ["NextSampleResult", "StrategyCalls"]
@@ -150,9 +150,9 @@ class StrategyCalls:
             raise RuntimeError("the server sent no sample")
         if result.sample.HasField("content"):
             data = b"".join(parts)
-            expected = result.sample.content.sha256
-            if expected and hashlib.sha256(data).hexdigest() != expected:
-                raise ValueError("received image bytes do not match the server's checksum")
+            wrong = mismatch(result.sample.content, data)
+            if wrong:
+                raise ValueError(f"received image bytes do not match the server's checksum: {wrong}")
             if dest is not None:
                 path = Path(dest)
                 tmp = path.with_name(path.name + ".part")

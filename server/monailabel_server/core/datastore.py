@@ -24,7 +24,7 @@ from monailabel_api.v1 import common_pb2
 from monailabel_server.core.uploads import Target, UploadRegistry
 from monailabel_server.ingest import Received, receive, resolve_encoding, stage
 from monailabel_server.store import ImageView, LabelView, Store, encode_token
-from monailabel_server.transfer import append_at, check_header_size
+from monailabel_server.transfer import announced_checksums, append_at, check_header_size
 from monailabel_server.validation import (
     MAX_OFFSET,
     MAX_PAGE_SIZE,
@@ -128,7 +128,7 @@ class DatastoreCore:
         """
         check_info(info)
         with self._commit_lock:
-            current = self.store.image(image_id).info
+            current = self.store.image(image_id, compute_sha256=False).info
             check_info(_merged(current, info), "info (merged with the stored info)")
             self.store.ds.update_image_info(image_id, dict(info))
         return self.store.image(image_id)
@@ -136,7 +136,7 @@ class DatastoreCore:
     def delete_image(self, image_id: str) -> None:
         """Deletes an image and its labels (NOT_FOUND when unknown)."""
         with self._commit_lock:
-            self.store.image(image_id)
+            self.store.image(image_id, compute_sha256=False)
             self.store.ds.remove_image(image_id)
 
     def upload_image(
@@ -163,15 +163,20 @@ class DatastoreCore:
         self._check_content(content)
         if not overwrite and self.store.exists(image_id):
             raise _exists(image_id)
-        with self.uploads.begin(Target(image_id), upload_id, content.total_size, content.sha256) as upload:
-            received = receive(content, chunks, self.store.staging_dir(), upload.id, self.max_volume_bytes)
+        checksums = announced_checksums(content)
+        with self.uploads.begin(Target(image_id), upload_id, content.total_size, checksums) as upload:
+            # a stream checked by its XXH3-128 alone leaves the image's SHA-256 to the datastore, after
+            # the answer; otherwise it is computed here (to check the announced one, or to store it)
+            defer = bool(content.xxh3_128) and not content.sha256
+            received = receive(content, chunks, self.store.staging_dir(), upload.id, self.max_volume_bytes,
+                               want_sha256=not defer)
         try:
             with self._commit_lock:
                 if self.store.exists(image_id):
                     if not overwrite:
                         raise _exists(image_id)
                     self._check_labels_still_fit(image_id, shape_of(received.volume))
-                view = self.store.add_image(image_id, received.path, info, received.file_sha256, overwrite)
+                view = self.store.add_image(image_id, received.path, info, received.file_sha256, overwrite, defer)
         finally:
             received.discard()
         logger.info("uploaded image %s (%d bytes)", image_id, view.size)
@@ -248,12 +253,13 @@ class DatastoreCore:
         info = check_info(info, "header.info")
         check_upload_id(upload_id)
         self._check_content(content)
-        self.store.image(image_id)  # NOT_FOUND before receiving any bytes
-        with self.uploads.begin(Target(image_id, tag), upload_id, content.total_size, content.sha256) as upload:
+        self.store.image(image_id, compute_sha256=False)  # NOT_FOUND before receiving any bytes
+        checksums = announced_checksums(content)
+        with self.uploads.begin(Target(image_id, tag), upload_id, content.total_size, checksums) as upload:
             received = receive(content, chunks, self.store.staging_dir(), upload.id, self.max_volume_bytes)
         try:
             with self._commit_lock:
-                image = self.store.image(image_id)
+                image = self.store.image(image_id, compute_sha256=False)
                 _check_label_fits(shape_of(received.volume), image)
                 view = self.store.save_label(image_id, received.path, tag, info, received.file_sha256)
         finally:
@@ -311,12 +317,12 @@ class DatastoreCore:
                 raise _exists(image_id)
         elif kind == "label":
             target = Target(check_id(image_id, "label.image_id"), check_tag(tag, "label.tag"))
-            self.store.image(image_id)
+            self.store.image(image_id, compute_sha256=False)
         else:
             target = Target(uuid.uuid4().hex, volume=True)
         self._check_content(content)
         spec = {"content": json_format.MessageToDict(content), "info": info, "overwrite": bool(overwrite)}
-        with self.uploads.begin(target, "", content.total_size, content.sha256, spec) as upload:
+        with self.uploads.begin(target, "", content.total_size, announced_checksums(content), spec) as upload:
             stage(content, self.store.staging_dir(), upload.id, self.max_volume_bytes)
         created = self.uploads.get(upload.id)
         return UploadStatus(created.id, 0, created.total_size, created.expire_at, False)
@@ -382,7 +388,7 @@ class DatastoreCore:
             )
         content = self._spec_content(upload)
         with self.uploads.begin(upload.target, upload_id, upload.total_size, upload.sha256) as held:
-            return receive(content, (), self.store.staging_dir(), held.id, self.max_volume_bytes)
+            return receive(content, (), self.store.staging_dir(), held.id, self.max_volume_bytes, want_sha256=False)
 
     def delete_upload(self, upload_id: str) -> None:
         """Discards an upload (NOT_FOUND when unknown, CONFLICT while a call writes to it)."""
@@ -429,7 +435,7 @@ class DatastoreCore:
 
     def _check_labels_still_fit(self, image_id: str, new_shape: Tuple[int, ...]) -> None:
         """Refuses an overwrite that changes the spatial shape of an image that has labels."""
-        image = self.store.image(image_id)
+        image = self.store.image(image_id, compute_sha256=False)
         if not image.labels or not new_shape:
             return
         old_shape = spatial_shape(Path(image.path))

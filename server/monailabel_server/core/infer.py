@@ -198,7 +198,7 @@ class InferCore:
         """Runs a model on a datastore image (with one of its labels as the input label, when a tag is given)."""
         task = self.task(model)
         check_id(image_id, "image_id")
-        path = self.store.image(image_id).path  # NOT_FOUND before queueing
+        path = self.store.image(image_id, compute_sha256=False).path  # NOT_FOUND before queueing
         label = self._input_label(image_id, input_label_tag)
         return self._run(task, model, path, image_id, shape_of_file(path), params, output, cancel, label)
 
@@ -295,7 +295,8 @@ class InferCore:
             label_chunks: returns the label's chunks, once the volume's have all been read.
         """
         task = self.task(model, "header.model")
-        received = receive(content, chunks, self.store.staging_dir(), None, self.config.max_volume_bytes)
+        received = receive(content, chunks, self.store.staging_dir(), None, self.config.max_volume_bytes,
+                           want_sha256=False)
         label = None
         try:
             shape = self._checked_shape(str(received.path), received.volume.shape, "header.content")
@@ -303,7 +304,7 @@ class InferCore:
                 raise invalid("header.output.save_label", "save_label needs a datastore image")
             if label_content is not None and label_chunks is not None:
                 label = receive(label_content, label_chunks(), self.store.staging_dir(), None,
-                                self.config.max_volume_bytes)
+                                self.config.max_volume_bytes, want_sha256=False)
                 label_shape = tuple(label.volume.shape) or shape_of_file(str(label.path)) or ()
                 _check_same_grid(label_shape, shape, "header.label")
             return self._run(task, model, str(received.path), "", shape, params, output, cancel,
@@ -488,7 +489,7 @@ class InferCore:
         """
         ttl = self.sessions.ttl_for(ttl_seconds)
         if image_id:
-            path = self.store.image(check_id(image_id, f"{field_prefix}image_id")).path
+            path = self.store.image(check_id(image_id, f"{field_prefix}image_id"), compute_sha256=False).path
             shape = self._checked_shape(path, (), f"{field_prefix}image_id")
             with self.sessions.reserve(decoded_nbytes(shape or ())) as reservation:
                 image = _decode(path)
@@ -499,7 +500,8 @@ class InferCore:
         elif content is None:
             raise invalid(f"{field_prefix}source", "a session needs a volume: content, image_id or upload_id")
         else:
-            received = receive(content, chunks, self.store.staging_dir(), None, self.config.max_volume_bytes)
+            received = receive(content, chunks, self.store.staging_dir(), None, self.config.max_volume_bytes,
+                           want_sha256=False)
         try:
             shape = self._checked_shape(str(received.path), received.volume.shape, source)
             with self.sessions.reserve(decoded_nbytes(shape or ())) as reservation:

@@ -79,6 +79,25 @@ def test_files_found_by_scanning_are_hashed_lazily(ds: LocalDatastore, src: Path
     assert ds.image_record("hand").sha256 == sha(f)
 
 
+def test_an_image_added_with_defer_sha256_is_hashed_when_first_read(ds: LocalDatastore, src: Path) -> None:
+    f = make_nifti(src / "d.nii.gz", 3.0)
+    digest = sha(f)
+    ds.add_image("d", str(f), {}, defer_sha256=True, move=True)
+    stored = ds._index.conn().execute("SELECT sha256 FROM images WHERE id = 'd'").fetchone()["sha256"]
+    assert stored is None  # nothing was read to hash it
+    assert ds.image_record("d", compute_sha256=False).sha256 == ""
+    assert ds.image_record("d").sha256 == digest
+    assert ds._index.conn().execute("SELECT sha256 FROM images WHERE id = 'd'").fetchone()["sha256"] == digest
+    # a digest the caller knows wins over deferring; without the flag the file is hashed as it is added
+    g = make_nifti(src / "e.nii.gz", 4.0)
+    ds.add_image("e", str(g), {}, sha256=sha(g), defer_sha256=True)
+    h = make_nifti(src / "h.nii.gz", 5.0)
+    ds.add_image("h", str(h), {})
+    for image_id, path in (("e", g), ("h", h)):
+        row = ds._index.conn().execute("SELECT sha256 FROM images WHERE id = ?", (image_id,)).fetchone()
+        assert row["sha256"] == sha(path)
+
+
 def test_paging_and_filters(ds: LocalDatastore, src: Path) -> None:
     f = make_nifti(src / "a.nii.gz")
     ids = [f"img{i:02d}" for i in range(23)]

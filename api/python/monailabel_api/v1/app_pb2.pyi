@@ -308,6 +308,7 @@ class ServerLimits(_message.Message):
     MAX_SESSIONS_FIELD_NUMBER: _builtins.int
     UPLOAD_TTL_FIELD_NUMBER: _builtins.int
     MAX_PARTIAL_UPLOADS_FIELD_NUMBER: _builtins.int
+    DIGESTS_FIELD_NUMBER: _builtins.int
     max_message_bytes: _builtins.int
     """Largest gRPC message the server accepts or sends, in bytes (a chunk plus its envelope)."""
     max_chunk_size: _builtins.int
@@ -332,6 +333,12 @@ class ServerLimits(_message.Message):
     def upload_ttl(self) -> _duration_pb2.Duration:
         """How long a partial upload is kept after its last call."""
 
+    @_builtins.property
+    def digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Checksums the server verifies in a `ContentHeader` it receives and fills in those it sends:
+        "sha256", and "xxh3_128" (the fast one) when it has it.
+        """
+
     def __init__(
         self,
         *,
@@ -344,10 +351,11 @@ class ServerLimits(_message.Message):
         max_sessions: _builtins.int = ...,
         upload_ttl: _duration_pb2.Duration | None = ...,
         max_partial_uploads: _builtins.int = ...,
+        digests: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["default_session_ttl", b"default_session_ttl", "max_session_ttl", b"max_session_ttl", "upload_ttl", b"upload_ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_session_ttl", b"default_session_ttl", "max_chunk_size", b"max_chunk_size", "max_message_bytes", b"max_message_bytes", "max_partial_uploads", b"max_partial_uploads", "max_session_ttl", b"max_session_ttl", "max_sessions", b"max_sessions", "max_volume_bytes", b"max_volume_bytes", "min_chunk_size", b"min_chunk_size", "upload_ttl", b"upload_ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_session_ttl", b"default_session_ttl", "digests", b"digests", "max_chunk_size", b"max_chunk_size", "max_message_bytes", b"max_message_bytes", "max_partial_uploads", b"max_partial_uploads", "max_session_ttl", b"max_session_ttl", "max_sessions", b"max_sessions", "max_volume_bytes", b"max_volume_bytes", "min_chunk_size", b"min_chunk_size", "upload_ttl", b"upload_ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -164,6 +164,7 @@ class ContentHeader(_message.Message):
     SHAPE_FIELD_NUMBER: _builtins.int
     GEOMETRY_FIELD_NUMBER: _builtins.int
     FILE_EXTENSION_FIELD_NUMBER: _builtins.int
+    XXH3_128_FIELD_NUMBER: _builtins.int
     encoding: Global___Encoding.ValueType
     """How the bytes are encoded."""
     total_size: _builtins.int
@@ -174,6 +175,12 @@ class ContentHeader(_message.Message):
     """Element type, for ENCODING_RAW."""
     file_extension: _builtins.str
     """Suggested file name extension, such as ".nii.gz"."""
+    xxh3_128: _builtins.str
+    """Lower-case hex XXH3-128 of all the bytes (32 digits, as `xxhsum -H2` prints it); checked by
+    the receiver when set. It hashes at memory speed where SHA-256 runs near 2 GB/s on one core:
+    send it to a server whose `ServerLimits.digests` lists "xxh3_128". A server that verifies an
+    upload by it alone computes the stored file's SHA-256 after answering.
+    """
     @_builtins.property
     def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Array shape, for ENCODING_RAW (first axis fastest in the bytes)."""
@@ -192,10 +199,11 @@ class ContentHeader(_message.Message):
         shape: _abc.Iterable[_builtins.int] | None = ...,
         geometry: Global___Geometry | None = ...,
         file_extension: _builtins.str = ...,
+        xxh3_128: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_type", b"data_type", "encoding", b"encoding", "file_extension", b"file_extension", "geometry", b"geometry", "sha256", b"sha256", "shape", b"shape", "total_size", b"total_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_type", b"data_type", "encoding", b"encoding", "file_extension", b"file_extension", "geometry", b"geometry", "sha256", b"sha256", "shape", b"shape", "total_size", b"total_size", "xxh3_128", b"xxh3_128"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -107,7 +107,10 @@ class Image(_message.Message):
     size: _builtins.int
     """Size of the image file in bytes (0 for a DICOM series folder)."""
     sha256: _builtins.str
-    """Lower-case hex SHA-256 of the image file, when known."""
+    """Lower-case hex SHA-256 of the image file, when known. The answer to an upload whose header
+    announced only an XXH3-128 leaves it empty: the server computes it after answering, and later
+    reads show it.
+    """
     file_extension: _builtins.str
     """File name extension, such as ".nii.gz"."""
     @_builtins.property

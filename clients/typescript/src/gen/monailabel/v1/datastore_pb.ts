@@ -100,7 +100,9 @@ export type Image = Message<"monailabel.v1.Image"> & {
   size: bigint;
 
   /**
-   * Lower-case hex SHA-256 of the image file, when known.
+   * Lower-case hex SHA-256 of the image file, when known. The answer to an upload whose header
+   * announced only an XXH3-128 leaves it empty: the server computes it after answering, and later
+   * reads show it.
    *
    * @generated from field: string sha256 = 4;
    */

@@ -1,0 +1,144 @@
+"""Checksums on a real server: XXH3-128 announced and verified beside SHA-256, the SHA-256 of an image
+computed after the answer, downloads and masks that announce both, and the client choosing by what the
+server lists."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import xxhash
+
+from monailabel_api.v1 import app_pb2, app_pb2_grpc, common_pb2, datastore_pb2
+from monailabel_client import MonaiLabelClient
+from monailabel_server.server import RunningServer
+
+from .helpers import assert_status, chunked, sha256, write_volume
+from .hostile import index_rows, staging_files, wait_until
+
+
+def _nifti(tmp: Path, name: str, seed: int) -> bytes:
+    path = tmp / name
+    write_volume(path, shape=(24, 20, 12), seed=seed)
+    return path.read_bytes()
+
+
+def _xxh3(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def _upload(client: MonaiLabelClient, image_id: str, data: bytes, **checksums: str) -> datastore_pb2.Image:
+    content = common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=len(data), **checksums)
+    header = datastore_pb2.UploadImageHeader(image_id=image_id, content=content)
+    answer: datastore_pb2.UploadImageResponse = client.datastore.UploadImage(
+        chunked(datastore_pb2.UploadImageRequest, header, data, size=4096))
+    return answer.image
+
+
+def _stored_sha256(server: RunningServer, image_id: str) -> object:
+    rows = {r[0]: r for r in index_rows(Path(server.app.studies))["images"]}
+    return rows[image_id][5] if image_id in rows else "missing"
+
+
+def test_the_server_lists_both_digests(channel: grpc.Channel) -> None:
+    limits = app_pb2_grpc.AppServiceStub(channel).GetAppInfo(app_pb2.GetAppInfoRequest()).limits
+    assert list(limits.digests) == ["sha256", "xxh3_128"]
+
+
+def test_an_upload_checked_by_xxh3_alone_gets_its_sha256_after_the_answer(
+    client: MonaiLabelClient, server: RunningServer, tmp_path: Path
+) -> None:
+    data = _nifti(tmp_path, "a.nii", 1)
+    image = _upload(client, "dg_xxh3", data, xxh3_128=_xxh3(data))
+    assert image.sha256 == ""  # not computed before answering
+    assert image.size == len(data)
+    # computed by the server on its own (no read asks for it): the index row gets the file's SHA-256
+    deadline = time.monotonic() + 30
+    while _stored_sha256(server, "dg_xxh3") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _stored_sha256(server, "dg_xxh3") == sha256(data)
+    assert client.get_image("dg_xxh3").sha256 == sha256(data)
+
+
+def test_an_upload_that_announces_sha256_is_checked_and_answered_with_it(client: MonaiLabelClient,
+                                                                         tmp_path: Path) -> None:
+    data = _nifti(tmp_path, "b.nii", 2)
+    assert _upload(client, "dg_both", data, sha256=sha256(data), xxh3_128=_xxh3(data)).sha256 == sha256(data)
+    assert _upload(client, "dg_none", data).sha256 == sha256(data)  # no checksum: stored with the computed one
+
+
+def test_a_wrong_xxh3_is_refused_and_nothing_is_stored(client: MonaiLabelClient, server: RunningServer,
+                                                      tmp_path: Path) -> None:
+    data = _nifti(tmp_path, "c.nii", 3)
+    before = staging_files(Path(server.app.studies))
+    for name, checksums in {
+        "xxh3 alone": {"xxh3_128": _xxh3(b"other")},
+        "xxh3 wrong, sha256 right": {"xxh3_128": _xxh3(b"other"), "sha256": sha256(data)},
+        "xxh3 right, sha256 wrong": {"xxh3_128": _xxh3(data), "sha256": sha256(b"other")},
+    }.items():
+        err = assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda c=checksums: _upload(client, "dg_bad", data, **c),
+                            "checksum mismatch")
+        assert ("xxh3_128" if "xxh3 wrong" in name or name == "xxh3 alone" else "sha256") in (err.details() or "")
+        assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.get_image("dg_bad"))
+    assert staging_files(Path(server.app.studies)) == before
+
+
+def test_a_malformed_xxh3_is_refused_before_any_byte_is_read(client: MonaiLabelClient, tmp_path: Path) -> None:
+    data = _nifti(tmp_path, "d.nii", 4)
+    for bad in ("AB" * 16, "ab" * 15, "ab" * 32, "zz" * 16):
+        assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda b=bad: _upload(client, "dg_malformed", data,
+                                                                            xxh3_128=b), "32 lower-case hex")
+
+
+def test_a_resume_must_announce_the_same_xxh3(client: MonaiLabelClient, tmp_path: Path) -> None:
+    data = _nifti(tmp_path, "e.nii", 5)
+    content = common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=len(data),
+                                       xxh3_128=_xxh3(data))
+    header = datastore_pb2.UploadImageHeader(image_id="dg_resume", content=content)
+    stub = client.datastore
+
+    def breaking_stream():  # the header and two chunks, then a break once the server committed them
+        stream = chunked(datastore_pb2.UploadImageRequest, header, data, size=4096)
+        for _ in range(3):
+            yield next(stream)
+        wait_until("two chunks committed", lambda: stub.GetUploadStatus(
+            datastore_pb2.GetUploadStatusRequest(image_id="dg_resume")).committed_size == 8192, 30)
+        raise RuntimeError("client broke the stream")
+
+    with pytest.raises(grpc.RpcError):
+        stub.UploadImage(breaking_stream())
+    status = wait_until("the broken stream's upload to settle", lambda: next(
+        (s for s in [stub.GetUploadStatus(datastore_pb2.GetUploadStatusRequest(image_id="dg_resume"))]
+         if s.upload_id and not s.active), None), 30)
+    assert status.committed_size == 8192
+    other = datastore_pb2.UploadImageHeader(image_id="dg_resume", upload_id=status.upload_id)
+    other.content.CopyFrom(content)
+    other.content.xxh3_128 = _xxh3(b"other")
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.datastore.UploadImage(
+        chunked(datastore_pb2.UploadImageRequest, other, data, offsets=[])), "checksum")
+    header.upload_id = status.upload_id
+    offsets = list(range(status.committed_size, len(data), 4096))
+    answer = client.datastore.UploadImage(chunked(datastore_pb2.UploadImageRequest, header, data, size=4096,
+                                                  offsets=offsets))
+    assert answer.image.size == len(data)
+    assert client.download_image("dg_resume") == data
+
+
+def test_downloads_and_masks_announce_both_and_the_client_checks_by_xxh3(client: MonaiLabelClient,
+                                                                        tmp_path: Path) -> None:
+    src = tmp_path / "f.nii.gz"
+    write_volume(src, shape=(32, 32, 16), seed=6)
+    data = src.read_bytes()
+    client.upload_image("dg_down", src)
+    assert client.upload_digest() == "xxh3_128"
+    headers = [m.header for m in client._download_image(datastore_pb2.DownloadImageRequest(image_id="dg_down"))
+               if m.HasField("header")]
+    assert headers[0].xxh3_128 == _xxh3(data) and headers[0].sha256 == sha256(data)
+    assert client.download_image("dg_down") == data
+    assert client.download_image("dg_down", tmp_path / "copy.nii.gz").read_bytes() == data
+    out = client.infer("segmentation", image_id="dg_down")
+    assert out.header is not None and out.header.xxh3_128 == _xxh3(out.data)
+    assert out.header.sha256 == hashlib.sha256(out.data).hexdigest()
