@@ -207,7 +207,7 @@ def main() -> int:
         ups, sha_ups, bare_ups = [0.0], [0.0], [1.0]
         if "transfer" in parts:
             bare_ups, ups, sha_ups = [], [], []
-            for i in range(3):
+            for i in range(5):
                 bare_ups.append(baselines.grpc_upload(echo_port, view))
                 ups.append(upload(f"bench_up_{i}"))
                 sha_ups.append(upload(f"bench_up_sha_{i}", sha))
@@ -227,7 +227,7 @@ def main() -> int:
         downs, bare_downs, kept_downs = [0.0], [1.0], [1.0]
         if "transfer" in parts:
             downs, bare_downs, kept_downs = [], [], []
-            for _ in range(3):
+            for _ in range(5):
                 bare_downs.append(baselines.grpc_download(echo_port, len(data) // MIB * MIB))
                 kept_downs.append(baselines.grpc_download(echo_port, len(data) // MIB * MIB, keep=True))
                 downs.append(download())

@@ -144,12 +144,12 @@ def receive(
         upload.suspend()
         raise
     digests = upload.finish()
-    digest = digests.hexdigest(SHA256) or ""
+    digest = digests.get(SHA256, "")
     name = uuid.uuid4().hex
     path = staging / f"{name}{ext}"
     os.replace(part, path)
     if not prefix and encoding != common_pb2.ENCODING_DICOM_ZIP:  # the file holds exactly the stream's bytes
-        FILE_DIGESTS.remember(path, digests.hexdigest(XXH3_128) or "")
+        FILE_DIGESTS.remember(path, digests[XXH3_128])
     if encoding == common_pb2.ENCODING_DICOM_ZIP:
         path, encoding, digest = _series_to_nifti(path, staging / f"{name}.nii.gz", max_bytes), \
             common_pb2.ENCODING_NIFTI_GZ, ""
