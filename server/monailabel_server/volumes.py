@@ -13,6 +13,7 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.transform.writer import fortran_bytes
 from monailabel.utils.others import fastgzip
 from monailabel_api.v1 import common_pb2
 from monailabel_server.convert import DTYPE_BY_ENUM, ENUM_BY_DTYPE, affine_of_geometry, geometry_of_affine
@@ -404,7 +405,7 @@ def raw_voxels(path: Path) -> Tuple[common_pb2.ContentHeader, bytes]:
     img = cast(SpatialImage, nib.load(str(path)))  # a NIfTI image
     data = np.asanyarray(img.dataobj)
     dtype = data.dtype.newbyteorder("=")
-    payload = np.asarray(data, dtype=dtype).tobytes(order="F")
+    payload = fortran_bytes(np.asarray(data, dtype=dtype))
     header = common_pb2.ContentHeader(
         encoding=common_pb2.ENCODING_RAW,
         total_size=len(payload),

@@ -24,7 +24,7 @@ import numpy as np
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferOutcome, InferTask
-from monailabel.transform.writer import PreparedMask, encode_mask
+from monailabel.transform.writer import PreparedMask, encode_mask, fortran_bytes
 from monailabel.utils.others import fastgzip
 from monailabel_api.v1 import common_pb2
 from monailabel_server.config import ServerConfig
@@ -531,7 +531,7 @@ class InferCore:
         affine_np = _nifti_affine(np.asarray(affine, dtype=np.float64) if affine is not None else None)
         shape = tuple(int(s) for s in array.shape)
         if encoding == common_pb2.ENCODING_RAW:
-            data = array.tobytes(order="F")
+            data = fortran_bytes(array)
             return EncodedMask(data, encoding, "", hashlib.sha256(data).hexdigest(), shape, array.dtype, affine_np)
         import gzip
 
@@ -582,7 +582,7 @@ def _encode_prepared(mask: PreparedMask, encoding: int, extension: str) -> Encod
             raise MONAILabelException(MONAILabelError.INVALID_INPUT,
                                       f"a {dtype.name} mask cannot travel as raw voxels; ask for NIfTI",
                                       field="output.encoding")
-        data = np.asarray(array, dtype=dtype).tobytes(order="F")
+        data = fortran_bytes(np.asarray(array, dtype=dtype))
         return EncodedMask(data, encoding, "", hashlib.sha256(data).hexdigest(), tuple(int(s) for s in array.shape),
                            dtype, _nifti_affine(mask.affine))
     data = encode_mask(mask, extension)
