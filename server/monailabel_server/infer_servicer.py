@@ -13,7 +13,7 @@ import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel_api.digests import XXH3_128, Digests
+from monailabel_api.digests import SHA256, XXH3_128, Digests
 from monailabel_api.v1 import common_pb2, infer_pb2, infer_pb2_grpc
 from monailabel_api.wire import encode_chunk_request
 from monailabel_server.config import ServerConfig
@@ -45,7 +45,7 @@ def params_of(params: infer_pb2.InferParams, prefix: str) -> InferParams:
 def output_of(output: infer_pb2.OutputOptions, prefix: str) -> OutputSpec:
     """Reads OutputOptions into the core's output options (checked by the core)."""
     return OutputSpec(int(output.encoding), output.result_extension, int(output.chunk_size),
-                      bool(output.save_label), bool(output.skip_mask), prefix)
+                      bool(output.save_label), bool(output.skip_mask), prefix, output.checksum)
 
 
 def session_message(session: Session) -> infer_pb2.Session:
@@ -62,11 +62,15 @@ def session_message(session: Session) -> infer_pb2.Session:
     )
 
 
-def content_header(mask: EncodedMask) -> common_pb2.ContentHeader:
-    """The header announcing encoded bytes: encoding, size, checksums, and shape, type and geometry when known."""
+def content_header(mask: EncodedMask, checksum: str = "") -> common_pb2.ContentHeader:
+    """The header announcing encoded bytes: encoding, size, checksums (``checksum``'s, or both when ""),
+    and shape, type and geometry when known."""
     header = common_pb2.ContentHeader(encoding=common_pb2.Encoding.ValueType(mask.encoding),
-                                      total_size=len(mask.data), sha256=mask.sha256, file_extension=mask.extension,
-                                      xxh3_128=Digests.of(mask.data, XXH3_128))
+                                      total_size=len(mask.data), file_extension=mask.extension)
+    if checksum in ("", SHA256):
+        header.sha256 = mask.sha256 or Digests.of(mask.data, SHA256)
+    if checksum in ("", XXH3_128):
+        header.xxh3_128 = Digests.of(mask.data, XXH3_128)
     if mask.shape:
         header.shape.extend(mask.shape)
     if mask.dtype is not None:
@@ -113,7 +117,7 @@ def _answer(answer: InferAnswer, message: Any) -> Iterator[Any]:
         result.saved_label.CopyFrom(label_message(answer.saved_label))
     mask = answer.mask
     if mask is not None:
-        result.mask.CopyFrom(content_header(mask))
+        result.mask.CopyFrom(content_header(mask, answer.checksum))
     yield message(result=result)
     if mask is None:
         return

@@ -16,11 +16,12 @@ import grpc
 import numpy as np
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel_api.digests import SHA256
 from monailabel_api.v1 import common_pb2, infer_pb2
 from monailabel_api.wire import encode_chunk_request
 from monailabel_server.convert import ENUM_BY_DTYPE, geometry_of_affine
 from monailabel_server.core.infer import InferCore
-from monailabel_server.core.infer_request import MIN_CHUNK_SIZE
+from monailabel_server.core.infer_request import MIN_CHUNK_SIZE, check_checksum
 from monailabel_server.core.interact import COMPRESS_NONE, COMPRESS_ZLIB, Delta, MaskState
 from monailabel_server.validation import check_enum, invalid, shown
 from monailabel_server.workers import CallCancel
@@ -86,6 +87,7 @@ def _messages(delta: Delta, click_id: int, labels: Dict[str, int], latency: Opti
         click_id=click_id, shape=list(delta.shape), box_start=list(delta.start), box_size=list(delta.size),
         data_type=common_pb2.DataType.ValueType(ENUM_BY_DTYPE.get(delta.dtype.newbyteorder("="), 0)),
         compression=_COMPRESSION_ENUM[delta.compression], compressed_size=len(delta.data), sha256=delta.sha256,
+        xxh3_128=delta.xxh3_128,
         labels=labels, full=delta.full, geometry=geometry,
     )
     if latency is not None:
@@ -121,7 +123,8 @@ def interact(core: InferCore, request_iterator: Iterable[infer_pb2.InteractReque
     session = core.sessions.get(start.session_id, "start.session_id")
     affine = getattr(session.image, "affine", None)
     geometry = geometry_of_affine(np.asarray(affine)) if affine is not None else common_pb2.Geometry()
-    state = MaskState(session.spatial_shape, _COMPRESSION[int(start.compression)])
+    check_checksum(start.checksum, "start.checksum")
+    state = MaskState(session.spatial_shape, _COMPRESSION[int(start.compression)], start.checksum or SHA256)
     labels = core.task(start.model, "start.model").label_map()
     call_cancel = CallCancel(context)
     reader = _Reader(requests, context.is_active)

@@ -4,7 +4,6 @@ server lists."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import grpc
 import pytest
 import xxhash
 
-from monailabel_api.v1 import app_pb2, app_pb2_grpc, common_pb2, datastore_pb2
+from monailabel_api.v1 import app_pb2, app_pb2_grpc, common_pb2, datastore_pb2, infer_pb2
 from monailabel_client import MonaiLabelClient
 from monailabel_server.server import RunningServer
 
@@ -139,6 +138,14 @@ def test_downloads_and_masks_announce_both_and_the_client_checks_by_xxh3(client:
     assert headers[0].xxh3_128 == _xxh3(data) and headers[0].sha256 == sha256(data)
     assert client.download_image("dg_down") == data
     assert client.download_image("dg_down", tmp_path / "copy.nii.gz").read_bytes() == data
+    # the client asks masks for the fast checksum alone; a request that names none gets both
     out = client.infer("segmentation", image_id="dg_down")
-    assert out.header is not None and out.header.xxh3_128 == _xxh3(out.data)
-    assert out.header.sha256 == hashlib.sha256(out.data).hexdigest()
+    assert out.header is not None and out.header.xxh3_128 == _xxh3(out.data) and out.header.sha256 == ""
+    request = infer_pb2.InferRequest(model="segmentation", image_id="dg_down")
+    result = next(m for m in client._infer(request) if m.HasField("result")).result
+    assert result.mask.xxh3_128 and result.mask.sha256 and len(result.mask.sha256) == 64
+    request.output.checksum = "sha256"
+    result = next(m for m in client._infer(request) if m.HasField("result")).result
+    assert result.mask.sha256 and not result.mask.xxh3_128
+    request.output.checksum = "md5"
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client._infer(request), "output.checksum")

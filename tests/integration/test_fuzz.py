@@ -396,6 +396,9 @@ OUTPUTS: Dict[str, infer_pb2.OutputOptions] = {
     "extension_huge": infer_pb2.OutputOptions(result_extension="." + "a" * 20000),
     "chunk_negative": infer_pb2.OutputOptions(chunk_size=-1),
     "chunk_int32_max": infer_pb2.OutputOptions(chunk_size=2**31 - 1),
+    "checksum_unknown": infer_pb2.OutputOptions(checksum="md5"),
+    "checksum_huge": infer_pb2.OutputOptions(checksum="x" * 20000),
+    "checksum_nul": infer_pb2.OutputOptions(checksum="sha256\x00"),
 }
 for label, output in OUTPUTS.items():
     unary("InferService.Infer", f"output_{label}", infer_pb2.InferRequest(model=MODEL, image_id=IMAGE, output=output))
@@ -485,6 +488,8 @@ lazy("InferService.Interact", "compression_unknown", lambda ctx: iter(_interact(
     infer_pb2.InteractStart(session_id=_session(ctx), model=MODEL, compression=99), _click(1))))  # type: ignore[arg-type]
 lazy("InferService.Interact", "chunk_negative", lambda ctx: iter(_interact(
     infer_pb2.InteractStart(session_id=_session(ctx), model=MODEL, chunk_size=-1), _click(1))))
+lazy("InferService.Interact", "checksum_unknown", lambda ctx: iter(_interact(
+    infer_pb2.InteractStart(session_id=_session(ctx), model=MODEL, checksum="crc32"), _click(1))))
 for label, point in {"four_d": [1, 2, 3, 4], "outside": [10**6, 0, 0], "negative": [-5, -5, -5]}.items():
     lazy("InferService.Interact", f"click_{label}", lambda ctx, point=point: iter(_interact(
         infer_pb2.InteractStart(session_id=_session(ctx), model=MODEL),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from pathlib import Path
 from typing import Iterator
 
 import grpc
 import numpy as np
 import pytest
+import xxhash
 
 from monailabel.datasets import write_phantoms
 from monailabel_api.v1 import common_pb2, infer_pb2
@@ -190,3 +193,36 @@ def test_clicks_share_the_sessions_volume_without_a_copy(tmp_path: Path) -> None
             c.delete_session(second.session_id)
     finally:
         running.stop(grace=1)
+
+
+def test_interact_deltas_carry_the_checksum_the_start_asks_for(client: MonaiLabelClient) -> None:
+    session = client.create_session(image_id=next(client.list_images()).image_id)
+    centre = [[24, 20, 16]]
+    with client.interact(session.session_id, "deepgrow_3d") as fast:  # the client asks for xxh3_128
+        fast.click(foreground=centre)
+        answer = fast.answer()  # checked by its checksum
+        assert answer.box_size and fast.mask is not None
+    for checksum in ("", "sha256", "xxh3_128"):
+        start = infer_pb2.InteractStart(session_id=session.session_id, model="deepgrow_3d", checksum=checksum,
+                                        compression=infer_pb2.VOXEL_COMPRESSION_NONE)
+        click = infer_pb2.Click(click_id=1, params=infer_pb2.InferParams(
+            foreground=[infer_pb2.Point(coordinates=centre[0])]))
+        read = threading.Event()
+
+        def requests(start=start, click=click, read=read):  # held open until the answer is read
+            yield infer_pb2.InteractRequest(start=start)
+            yield infer_pb2.InteractRequest(click=click)
+            read.wait(120)
+
+        responses = client.infers.Interact(requests(), timeout=120)
+        delta = next(responses).delta
+        data = b"".join(bytes(next(responses).chunk.data) for _ in range(-(-delta.compressed_size // (1 << 20))))
+        read.set()
+        responses.cancel()
+        if checksum == "xxh3_128":
+            assert delta.xxh3_128 == xxhash.xxh3_128_hexdigest(data) and delta.sha256 == ""
+        else:
+            assert delta.sha256 == hashlib.sha256(data).hexdigest() and delta.xxh3_128 == ""
+    bad = infer_pb2.InteractStart(session_id=session.session_id, model="deepgrow_3d", checksum="crc32")
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: list(client.infers.Interact(
+        iter([infer_pb2.InteractRequest(start=bad)]), timeout=60)), "start.checksum")

@@ -492,7 +492,8 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         request = infer_pb2.InferRequest(
             model=model,
             params=self._params(foreground, background, params, device),
-            output=infer_pb2.OutputOptions(encoding=common_pb2.Encoding.ValueType(encoding), save_label=save_label),
+            output=infer_pb2.OutputOptions(encoding=common_pb2.Encoding.ValueType(encoding), save_label=save_label,
+                                           checksum=self._fast_checksum()),
         )
         if session_id:
             request.session_id = session_id
@@ -519,7 +520,8 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             model=model,
             content=content,
             params=self._params(foreground, background, params, device),
-            output=infer_pb2.OutputOptions(encoding=common_pb2.Encoding.ValueType(encoding)),
+            output=infer_pb2.OutputOptions(encoding=common_pb2.Encoding.ValueType(encoding),
+                                           checksum=self._fast_checksum()),
         )
         requests = self._stream(infer_pb2.InferVolumeRequest, header, opener, 0, content.total_size)
         return self._collect(self._infer_volume(requests, timeout=timeout))
@@ -556,7 +558,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             compression: ``interact.COMPRESSION_ZLIB`` (default) or ``interact.COMPRESSION_NONE`` (loopback).
             timeout: deadline of the whole stream in seconds.
         """
-        return Interaction(self._interact, session_id, model, compression, timeout)
+        return Interaction(self._interact, session_id, model, compression, timeout, self._fast_checksum())
 
     def delete_session(self, session_id: str) -> None:
         """Deletes a session."""
@@ -670,6 +672,10 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                 return SHA256  # the upload itself will say what is wrong; asked again next time
             self._digest_name = XXH3_128 if XXH3_128 in digests else SHA256
         return self._digest_name
+
+    def _fast_checksum(self) -> str:
+        """What answers' checksums should be: ``xxh3_128`` when the server has it, else "" (its default)."""
+        return XXH3_128 if self.upload_digest() == XXH3_128 else ""
 
     def _with_checksum(self, header: common_pb2.ContentHeader, data: Any) -> common_pb2.ContentHeader:
         name = self.upload_digest()

@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from monailabel_api.digests import XXH3_128, Digests
 from monailabel_api.v1 import infer_pb2
 from monailabel_api.wire import DTYPE_BY_ENUM, affine_of_geometry, apply_mask_delta
 
@@ -80,14 +81,16 @@ class Interaction:
         model: the infer task taking clicks.
         compression: ``COMPRESSION_ZLIB`` (default) or ``COMPRESSION_NONE``.
         timeout: deadline of the whole stream in seconds.
+        checksum: what each delta carries: ``"sha256"`` (default) or ``"xxh3_128"``.
     """
 
     def __init__(self, call: Any, session_id: str, model: str, compression: int = 0,
-                 timeout: Optional[float] = None) -> None:
+                 timeout: Optional[float] = None, checksum: str = "") -> None:
         self._outbox: queue.Queue[Any] = queue.Queue()
         self._ids = itertools.count(1)
         start = infer_pb2.InteractStart(session_id=session_id, model=model,
-                                        compression=infer_pb2.VoxelCompression.ValueType(compression))
+                                        compression=infer_pb2.VoxelCompression.ValueType(compression),
+                                        checksum=checksum)
         self._outbox.put(infer_pb2.InteractRequest(start=start))
         self._responses: Iterator[Any] = call(self._requests(), timeout=timeout)
         #: The mask as the answers so far built it (None before the first answer).
@@ -147,7 +150,10 @@ class Interaction:
         size = tuple(int(s) for s in delta.box_size)
         if size:
             raw = _inflate(bytes(data)) if name == "zlib" else bytes(data)
-            if hashlib.sha256(raw).hexdigest() != delta.sha256:
+            if delta.xxh3_128:
+                if Digests.of(raw, XXH3_128) != delta.xxh3_128:
+                    raise DeltaChecksumError(f"click {delta.click_id}: the voxels do not match their XXH3-128")
+            elif hashlib.sha256(raw).hexdigest() != delta.sha256:
                 raise DeltaChecksumError(f"click {delta.click_id}: the voxels do not match their SHA-256")
             self.mask = apply_mask_delta(self.mask, shape, tuple(delta.box_start), size, dtype, raw, "none")
         else:

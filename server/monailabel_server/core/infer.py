@@ -9,7 +9,6 @@ format and hashed before the first byte is sent; ``save_label`` stores it as the
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -61,7 +60,7 @@ class EncodedMask:
         data: the bytes.
         encoding: an ``Encoding`` value (0 for a result file of another kind, e.g. polygons).
         extension: the file extension the bytes are (``.nii.gz`` ...).
-        sha256: hex SHA-256 of ``data``.
+        sha256: hex SHA-256 of ``data`` when already known ("": the answer's header computes it if asked).
         shape: array shape, for NIfTI and raw voxels.
         dtype: element type, for NIfTI and raw voxels.
         affine: voxel-to-world (4x4), for NIfTI and raw voxels.
@@ -70,7 +69,7 @@ class EncodedMask:
     data: bytes
     encoding: int
     extension: str
-    sha256: str
+    sha256: str = ""
     shape: Tuple[int, ...] = ()
     dtype: Optional[np.dtype] = None
     affine: Optional[np.ndarray] = None
@@ -87,6 +86,7 @@ class InferAnswer:
         mask: the mask, unless there is none or it was not asked for.
         saved_label: the ``original`` label saved, when asked.
         chunk_size: bytes per chunk to send.
+        checksum: the checksum the mask's header carries (``OutputOptions.checksum``).
     """
 
     result: Dict[str, Any]
@@ -95,6 +95,7 @@ class InferAnswer:
     mask: Optional[EncodedMask] = None
     saved_label: Optional[LabelView] = None
     chunk_size: int = 1 << 20
+    checksum: str = ""
 
 
 def decoded_nbytes(shape: Tuple[int, ...]) -> int:
@@ -389,7 +390,7 @@ class InferCore:
             latencies = result.get("latencies") or {}
             latency = {k: float(latencies.get(k, 0.0) or 0.0) for k in _LATENCY_KEYS}
             latency["queue"] = queued
-            answer = InferAnswer(result, task.label_map(), latency, chunk_size=chunk)
+            answer = InferAnswer(result, task.label_map(), latency, chunk_size=chunk, checksum=output.checksum)
             mask = None
             if request.get("output") == "dicom_seg" and not output.skip_mask:
                 # MONAI Label's output=dicom_seg: the mask as a DICOM SEG on the image's series
@@ -422,7 +423,7 @@ class InferCore:
             data = Path(path).read_bytes()
         finally:
             Path(path).unlink(missing_ok=True)
-        return EncodedMask(data, 0, ".dcm", hashlib.sha256(data).hexdigest())
+        return EncodedMask(data, 0, ".dcm")
 
     def _encode(self, outcome: InferOutcome, encoding: int, extension: str) -> Optional[EncodedMask]:
         """Encodes the task's mask (in memory, or its result file) in the asked-for encoding."""
@@ -442,8 +443,7 @@ class InferCore:
         data = path.read_bytes()
         name = path.name.lower()
         ext = ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-        mask = EncodedMask(data, file_encoding if file_encoding != common_pb2.ENCODING_DICOM_ZIP else 0, ext,
-                           hashlib.sha256(data).hexdigest())
+        mask = EncodedMask(data, file_encoding if file_encoding != common_pb2.ENCODING_DICOM_ZIP else 0, ext)
         if file_encoding in (common_pb2.ENCODING_NIFTI, common_pb2.ENCODING_NIFTI_GZ):
             import nibabel as nib
 
@@ -532,7 +532,7 @@ class InferCore:
         shape = tuple(int(s) for s in array.shape)
         if encoding == common_pb2.ENCODING_RAW:
             data = fortran_bytes(array)
-            return EncodedMask(data, encoding, "", hashlib.sha256(data).hexdigest(), shape, array.dtype, affine_np)
+            return EncodedMask(data, encoding, "", "", shape, array.dtype, affine_np)
         import gzip
 
         import nibabel as nib
@@ -542,7 +542,7 @@ class InferCore:
         if encoding != common_pb2.ENCODING_NIFTI:
             encoding, extension = common_pb2.ENCODING_NIFTI_GZ, ".nii.gz"
             data = gzip.compress(data, compresslevel=1, mtime=0)  # speed over size: it is sent at once
-        return EncodedMask(data, encoding, extension, hashlib.sha256(data).hexdigest(), shape, array.dtype, affine_np)
+        return EncodedMask(data, encoding, extension, "", shape, array.dtype, affine_np)
 
     def _add(self, image: Any, reservation: Any, ttl: int, image_id: str) -> Session:
         nbytes = int(image.numel() * image.element_size())
@@ -583,10 +583,10 @@ def _encode_prepared(mask: PreparedMask, encoding: int, extension: str) -> Encod
                                       f"a {dtype.name} mask cannot travel as raw voxels; ask for NIfTI",
                                       field="output.encoding")
         data = fortran_bytes(np.asarray(array, dtype=dtype))
-        return EncodedMask(data, encoding, "", hashlib.sha256(data).hexdigest(), tuple(int(s) for s in array.shape),
+        return EncodedMask(data, encoding, "", "", tuple(int(s) for s in array.shape),
                            dtype, _nifti_affine(mask.affine))
     data = encode_mask(mask, extension)
-    encoded = EncodedMask(data, encoding, extension, hashlib.sha256(data).hexdigest())
+    encoded = EncodedMask(data, encoding, extension)
     if encoding in (common_pb2.ENCODING_NIFTI, common_pb2.ENCODING_NIFTI_GZ):
         array = mask.nifti_array()
         encoded.shape = tuple(int(s) for s in array.shape)

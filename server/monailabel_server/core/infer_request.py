@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel_api.digests import SUPPORTED
 from monailabel_api.v1 import common_pb2
 from monailabel_api.wire import encoding_of_name
 from monailabel_server.validation import MAX_ID_CHARS, check_enum, check_info, check_int, check_number, invalid, shown
@@ -118,6 +119,7 @@ class OutputSpec:
         save_label: also save the mask as the image's ``original`` label.
         skip_mask: send only the result.
         field_prefix: where these came in the request, for errors.
+        checksum: the mask header's checksum: ``sha256``, ``xxh3_128``, or "" for both.
     """
 
     encoding: int = 0
@@ -126,6 +128,7 @@ class OutputSpec:
     save_label: bool = False
     skip_mask: bool = False
     field_prefix: str = "output"
+    checksum: str = ""
 
 
 def check_output(output: OutputSpec, two_d: bool, server_chunk_size: int) -> Tuple[int, str, int]:
@@ -140,11 +143,12 @@ def check_output(output: OutputSpec, two_d: bool, server_chunk_size: int) -> Tup
         ``(encoding, extension, chunk_size)``.
 
     Raises:
-        MONAILabelException: INVALID_INPUT for an unknown encoding or extension, or a chunk size
-            outside ``[MIN_CHUNK_SIZE, server_chunk_size]``.
+        MONAILabelException: INVALID_INPUT for an unknown encoding, extension or checksum, or a
+            chunk size outside ``[MIN_CHUNK_SIZE, server_chunk_size]``.
     """
     p = output.field_prefix
     check_enum(output.encoding, f"{p}.encoding", list(MASK_ENCODINGS), names=MASK_ENCODINGS)
+    check_checksum(output.checksum, f"{p}.checksum")
     ext = output.result_extension.lower()
     if ext and ext not in _RESULT_EXTENSIONS:
         raise invalid(f"{p}.result_extension", f"{p}.result_extension {shown(output.result_extension)} is not "
@@ -161,6 +165,17 @@ def check_output(output: OutputSpec, two_d: bool, server_chunk_size: int) -> Tup
                       f"{p}.chunk_size is {shown(chunk)}; use 0 (server default) or {MIN_CHUNK_SIZE} "
                       f"to {server_chunk_size} bytes")
     return encoding, extension, chunk or server_chunk_size
+
+
+def check_checksum(value: str, field_name: str) -> None:
+    """Checks a requested checksum name: "", or one of the digests the server computes.
+
+    Raises:
+        MONAILabelException: INVALID_INPUT for another value.
+    """
+    if value and value not in SUPPORTED:
+        raise invalid(field_name, f"{field_name} is {shown(value)}; use one of {', '.join(SUPPORTED)}, or leave it "
+                                  "empty for both")
 
 
 def check_points(points: Sequence[Sequence[int]], field_name: str, dimension: int,

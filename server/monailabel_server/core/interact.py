@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel_api.digests import SHA256, XXH3_128, Digests
 from monailabel_api.wire import apply_mask_delta as apply_delta
 
 __all__ = ["Delta", "MaskState", "apply_delta", "changed_box", "COMPRESS_NONE", "COMPRESS_ZLIB"]
@@ -49,7 +50,8 @@ class Delta:
         dtype: element type of the voxels (and of the whole mask from now on).
         data: the box's voxels, C order, compressed as ``compression`` says.
         compression: ``none`` or ``zlib``.
-        sha256: hex SHA-256 of the uncompressed voxels.
+        sha256: hex SHA-256 of the uncompressed voxels ("" when the stream asked for XXH3-128).
+        xxh3_128: hex XXH3-128 of the uncompressed voxels, when the stream asked for it.
         seconds: time spent finding the box and encoding it.
         full: the box is the whole mask (an answer to a full-mask request).
     """
@@ -64,6 +66,7 @@ class Delta:
     seconds: float = 0.0
     full: bool = False
     labels: Dict[str, int] = field(default_factory=dict)
+    xxh3_128: str = ""
 
 
 def changed_box(old: np.ndarray, new: np.ndarray) -> Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]]:
@@ -127,9 +130,12 @@ _hasher: Optional[ThreadPoolExecutor] = None
 _hasher_lock = threading.Lock()
 
 
-def _hash_and_compress(voxels: bytes, compression: str) -> Tuple[str, bytes]:
-    """SHA-256 (hex) of ``voxels`` and the compressed bytes, side by side for a large box."""
+def _hash_and_compress(voxels: bytes, compression: str, checksum: str = SHA256) -> Tuple[str, bytes]:
+    """The ``checksum`` (hex) of ``voxels`` and the compressed bytes; a large box's SHA-256 is computed
+    on another thread while it is compressed (XXH3-128 runs at memory speed: inline)."""
     global _hasher
+    if checksum == XXH3_128:
+        return Digests.of(voxels, XXH3_128), _compress(voxels, compression)
     if compression == COMPRESS_NONE or len(voxels) < _PARALLEL_BYTES:
         return hashlib.sha256(voxels).hexdigest(), _compress(voxels, compression)
     with _hasher_lock:
@@ -146,11 +152,13 @@ class MaskState:
     Args:
         shape: the session's spatial shape.
         compression: ``none`` or ``zlib``.
+        checksum: what each delta carries: ``sha256`` or ``xxh3_128``.
     """
 
-    def __init__(self, shape: Tuple[int, ...], compression: str = COMPRESS_ZLIB) -> None:
+    def __init__(self, shape: Tuple[int, ...], compression: str = COMPRESS_ZLIB, checksum: str = SHA256) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.compression = compression
+        self.checksum = checksum
         self.mask = np.zeros(self.shape, dtype=np.uint8)
 
     def update(self, new: np.ndarray) -> Delta:
@@ -184,8 +192,8 @@ class MaskState:
         box = changed_box(old, new)
         self.mask = np.ascontiguousarray(new)
         if box is None:
-            return Delta(self.shape, (), (), dtype, b"", self.compression, hashlib.sha256(b"").hexdigest(),
-                         time.perf_counter() - began)
+            return self._signed(Delta(self.shape, (), (), dtype, b"", self.compression, "",
+                                      time.perf_counter() - began), Digests.of(b"", self.checksum))
         return self._delta(box[0], box[1], began)
 
     def full(self) -> Delta:
@@ -196,6 +204,13 @@ class MaskState:
 
     def _delta(self, start: Tuple[int, ...], size: Tuple[int, ...], began: float) -> Delta:
         voxels = np.ascontiguousarray(self.mask[_box(start, size)]).tobytes()
-        digest, data = _hash_and_compress(voxels, self.compression)
-        return Delta(self.shape, start, size, self.mask.dtype, data, self.compression, digest,
-                     time.perf_counter() - began)
+        digest, data = _hash_and_compress(voxels, self.compression, self.checksum)
+        return self._signed(Delta(self.shape, start, size, self.mask.dtype, data, self.compression, "",
+                                  time.perf_counter() - began), digest)
+
+    def _signed(self, delta: Delta, digest: str) -> Delta:
+        if self.checksum == XXH3_128:
+            delta.xxh3_128 = digest
+        else:
+            delta.sha256 = digest
+        return delta

@@ -12,6 +12,7 @@ from typing import Iterator
 import nibabel as nib
 import numpy as np
 import pytest
+import xxhash
 
 from monailabel.datasets import write_phantoms
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
@@ -51,7 +52,13 @@ def test_mask_in_memory_with_checksum_and_geometry(core: InferCore) -> None:
     answer = core.infer_image("segmentation", "phantom_000", InferParams(), output, _never)
     mask = answer.mask
     assert mask is not None and mask.encoding == common_pb2.ENCODING_NIFTI and mask.extension == ".nii"
-    assert mask.sha256 == hashlib.sha256(mask.data).hexdigest()
+    # checksums are the answer header's: both by default, or the one the request names
+    from monailabel_server.infer_servicer import content_header
+
+    both = content_header(mask)
+    assert both.sha256 == hashlib.sha256(mask.data).hexdigest()
+    assert both.xxh3_128 == xxhash.xxh3_128_hexdigest(mask.data)
+    assert (content_header(mask, "xxh3_128").sha256, content_header(mask, "sha256").xxh3_128) == ("", "")
     img = _nifti(mask.data)
     assert img.shape == mask.shape == (32, 32, 24) and img.get_data_dtype() == np.uint8
     np.testing.assert_allclose(img.affine, mask.affine)

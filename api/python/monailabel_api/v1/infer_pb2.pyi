@@ -168,6 +168,7 @@ class OutputOptions(_message.Message):
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     SAVE_LABEL_FIELD_NUMBER: _builtins.int
     SKIP_MASK_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
     encoding: _common_pb2.Encoding.ValueType
     """Encoding of the mask; unspecified means NIfTI gzip, or what `result_extension` names."""
     result_extension: _builtins.str
@@ -182,6 +183,11 @@ class OutputOptions(_message.Message):
     """
     skip_mask: _builtins.bool
     """Send only the result, no mask bytes."""
+    checksum: _builtins.str
+    """The checksum the mask's header carries: "sha256", or "xxh3_128" (computed at memory speed,
+    where SHA-256 of a 32 MiB mask takes about 16 ms of one core) from a server whose
+    `ServerLimits.digests` lists it. Empty: both.
+    """
     def __init__(
         self,
         *,
@@ -190,10 +196,11 @@ class OutputOptions(_message.Message):
         chunk_size: _builtins.int = ...,
         save_label: _builtins.bool = ...,
         skip_mask: _builtins.bool = ...,
+        checksum: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "encoding", b"encoding", "result_extension", b"result_extension", "save_label", b"save_label", "skip_mask", b"skip_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "chunk_size", b"chunk_size", "encoding", b"encoding", "result_extension", b"result_extension", "save_label", b"save_label", "skip_mask", b"skip_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -880,6 +887,7 @@ class InteractStart(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     COMPRESSION_FIELD_NUMBER: _builtins.int
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session to click on."""
     model: _builtins.str
@@ -888,6 +896,10 @@ class InteractStart(_message.Message):
     """How voxels come back; unspecified means zlib."""
     chunk_size: _builtins.int
     """Largest chunk of voxel bytes per message; 0 means the server default (1 MiB)."""
+    checksum: _builtins.str
+    """The checksum each delta carries: "sha256" (empty means it), or "xxh3_128" from a server whose
+    `ServerLimits.digests` lists it.
+    """
     def __init__(
         self,
         *,
@@ -895,10 +907,11 @@ class InteractStart(_message.Message):
         model: _builtins.str = ...,
         compression: Global___VoxelCompression.ValueType = ...,
         chunk_size: _builtins.int = ...,
+        checksum: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "compression", b"compression", "model", b"model", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "chunk_size", b"chunk_size", "compression", b"compression", "model", b"model", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1058,6 +1071,7 @@ class MaskDelta(_message.Message):
     LATENCY_FIELD_NUMBER: _builtins.int
     FULL_FIELD_NUMBER: _builtins.int
     GEOMETRY_FIELD_NUMBER: _builtins.int
+    XXH3_128_FIELD_NUMBER: _builtins.int
     click_id: _builtins.int
     """The click (or full-mask request) answered."""
     data_type: _common_pb2.DataType.ValueType
@@ -1067,9 +1081,13 @@ class MaskDelta(_message.Message):
     compressed_size: _builtins.int
     """Voxel bytes that follow in chunks (after compression): the box, last axis fastest (C order)."""
     sha256: _builtins.str
-    """Hex SHA-256 of the box's voxel bytes before compression."""
+    """Hex SHA-256 of the box's voxel bytes before compression (empty when the start asked for xxh3_128)."""
     full: _builtins.bool
     """True when this answers a FullMaskRequest (the box is the whole volume)."""
+    xxh3_128: _builtins.str
+    """Hex XXH3-128 of the box's voxel bytes before compression, when the stream's start asked for
+    it (`sha256` is then empty).
+    """
     @_builtins.property
     def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Shape of the whole mask (spatial axes, as the session's volume)."""
@@ -1109,10 +1127,11 @@ class MaskDelta(_message.Message):
         latency: Global___Latency | None = ...,
         full: _builtins.bool = ...,
         geometry: _common_pb2.Geometry | None = ...,
+        xxh3_128: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "latency", b"latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box_size", b"box_size", "box_start", b"box_start", "click_id", b"click_id", "compressed_size", b"compressed_size", "compression", b"compression", "data_type", b"data_type", "full", b"full", "geometry", b"geometry", "labels", b"labels", "latency", b"latency", "sha256", b"sha256", "shape", b"shape"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box_size", b"box_size", "box_start", b"box_start", "click_id", b"click_id", "compressed_size", b"compressed_size", "compression", b"compression", "data_type", b"data_type", "full", b"full", "geometry", b"geometry", "labels", b"labels", "latency", b"latency", "sha256", b"sha256", "shape", b"shape", "xxh3_128", b"xxh3_128"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
