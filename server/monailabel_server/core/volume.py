@@ -63,6 +63,7 @@ def _anonymous_file() -> int:
 #: reading a fresh mapping page by page costs about 34 ms per 256 MiB here, which the next call
 #: would otherwise pay on its critical path. Below it the faults cost less than a thread.
 PREFAULT_BYTES = 16 << 20
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux's value; Python names it from 3.13
 
 
 class CowVolume:
@@ -103,11 +104,18 @@ class CowVolume:
         return mmap.mmap(self._fd, self.nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
 
     def _prepare(self) -> None:
-        """Maps the next call's view and reads one byte of each page, so its pages are mapped already."""
+        """Maps the next call's view and faults in its pages (read-only: no page is copied yet).
+
+        ``madvise(MADV_POPULATE_READ)`` (Linux 5.14) does it in one system call without the GIL, so the
+        running call's transforms are not held up; elsewhere one byte of each page is read.
+        """
         try:
             mapping: Optional[mmap.mmap] = self._map()
             assert mapping is not None
-            np.frombuffer(mapping, dtype=np.uint8)[:: mmap.PAGESIZE].sum()
+            try:
+                mapping.madvise(_MADV_POPULATE_READ)
+            except (OSError, ValueError):
+                np.frombuffer(mapping, dtype=np.uint8)[:: mmap.PAGESIZE].sum()
             with self._spare_lock:
                 if self._spare is None:
                     self._spare, mapping = mapping, None
