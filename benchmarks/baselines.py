@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 import sys
+import tempfile
 import time
 from concurrent import futures
 from typing import Iterator
@@ -24,6 +26,17 @@ def _echo_server(port_file: str) -> None:
             total += len(chunk)
         return str(total).encode()
 
+    def sink_file(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        # as Sink, but every byte is written to a file that is fsync'ed at the end (a durable upload)
+        total = 0
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(port_file), prefix="sink-") as f:
+            for chunk in requests:
+                f.write(chunk)
+                total += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        return str(total).encode()
+
     def source(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         total, block = int(request), b"\x01" * MIB
         for _ in range(total // MIB):
@@ -31,6 +44,7 @@ def _echo_server(port_file: str) -> None:
 
     handler = grpc.method_handlers_generic_handler("bench.Echo", {
         "Sink": grpc.stream_unary_rpc_method_handler(sink, *_IDENTITY),
+        "SinkFile": grpc.stream_unary_rpc_method_handler(sink_file, *_IDENTITY),
         "Source": grpc.unary_stream_rpc_method_handler(source, *_IDENTITY),
     })
     server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", 4 * MIB)])
@@ -58,10 +72,14 @@ def _tcp_server(port_file: str) -> None:
         conn.close()
 
 
-def grpc_upload(port: int, data: memoryview) -> float:
-    """Streams ``data`` in 1 MiB chunks to the bare server; returns MB/s."""
+def grpc_upload(port: int, data: memoryview, durable: bool = False) -> float:
+    """Streams ``data`` in 1 MiB chunks to the bare server; returns MB/s.
+
+    With ``durable`` the server writes the bytes to a file and fsyncs it, as any upload that keeps
+    them must.
+    """
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        sink = ch.stream_unary("/bench.Echo/Sink", *_IDENTITY)
+        sink = ch.stream_unary("/bench.Echo/SinkFile" if durable else "/bench.Echo/Sink", *_IDENTITY)
         sink(iter([b"warm"]))
         t = time.perf_counter()
         n = int(sink(bytes(data[i:i + MIB]) for i in range(0, len(data), MIB)))
