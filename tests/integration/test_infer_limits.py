@@ -13,6 +13,7 @@ import grpc
 import nibabel as nib
 import numpy as np
 import pytest
+import xxhash
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -205,20 +206,28 @@ def test_garbage_session_ids_and_model_names_are_not_echoed(client: MonaiLabelCl
 
 
 # -- the mask's checksum ----------------------------------------------------------------------------
-def test_mask_carries_its_sha256_and_the_client_checks_it(client: MonaiLabelClient) -> None:
+def test_mask_carries_its_checksum_and_the_client_checks_it(client: MonaiLabelClient) -> None:
     for encoding in (0, common_pb2.ENCODING_RAW, common_pb2.ENCODING_NRRD):
         out = client.infer("segmentation", image_id="phantom_002", encoding=encoding)
-        assert out.header.sha256 == hashlib.sha256(out.data).hexdigest()
+        # the client asks for the fast checksum, which this server has
+        assert out.header.xxh3_128 == xxhash.xxh3_128_hexdigest(out.data) and out.header.sha256 == ""
     good = client.infer("segmentation", image_id="phantom_002")
-    result = infer_pb2.InferResult(mask=good.header)
-    chunk = common_pb2.Chunk(offset=0, data=good.data[:-1] + bytes([good.data[-1] ^ 1]))
+    sha_only = common_pb2.ContentHeader()
+    sha_only.CopyFrom(good.header)
+    sha_only.xxh3_128, sha_only.sha256 = "", hashlib.sha256(good.data).hexdigest()
+    for header in (good.header, sha_only):  # checked by the checksum the header carries
+        result = infer_pb2.InferResult(mask=header)
+        chunk = common_pb2.Chunk(offset=0, data=good.data[:-1] + bytes([good.data[-1] ^ 1]))
 
-    def corrupted() -> Iterator[infer_pb2.InferResponse]:
-        yield infer_pb2.InferResponse(result=result)
-        yield infer_pb2.InferResponse(chunk=chunk)
+        def corrupted(result=result, chunk=chunk) -> Iterator[infer_pb2.InferResponse]:
+            yield infer_pb2.InferResponse(result=result)
+            yield infer_pb2.InferResponse(chunk=chunk)
 
-    with pytest.raises(ChecksumError):
-        client._collect(corrupted())
+        with pytest.raises(ChecksumError):
+            client._collect(corrupted())
+        whole = common_pb2.Chunk(offset=0, data=good.data)
+        assert client._collect(iter([infer_pb2.InferResponse(result=result),
+                                     infer_pb2.InferResponse(chunk=whole)])).data == good.data
 
 
 # -- session budget, on a server with tight limits ------------------------------------------------
