@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator, Optional
 import grpc
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-from monailabel_api.digests import SHA256, XXH3_128
+from monailabel_api.digests import HEX_DIGITS, SHA256, SUPPORTED, XXH3_128, is_hex_digest
 from monailabel_api.v1 import common_pb2
 from monailabel_server.convert import EXTENSION_BY_ENCODING, encoding_of_name
 from monailabel_server.file_digests import FILE_DIGESTS
@@ -59,16 +59,39 @@ def header_of(first: Any, kind: str) -> Any:
     return first.header
 
 
-def chunks_of(requests: Iterable[Any], kind: str) -> Iterator[common_pb2.Chunk]:
-    """Yields the chunks of the rest of a request stream.
+class StreamChunks:
+    """The chunks of the rest of a request stream, and the ``ContentTrailer`` that may end it.
 
-    Raises:
-        MONAILabelException: INVALID_INPUT when a second header comes.
+    Iterating raises INVALID_INPUT when a second header comes, or anything after the trailer.
+
+    Args:
+        requests: the stream after its header.
+        kind: the RPC's name, for messages.
     """
-    for message in requests:
-        if not message.HasField("chunk"):
-            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{kind}: only chunks may follow the header")
-        yield message.chunk
+
+    def __init__(self, requests: Iterable[Any], kind: str) -> None:
+        self._requests = requests
+        self.kind = kind
+        self.trailer: Optional[common_pb2.ContentTrailer] = None
+
+    def __iter__(self) -> Iterator[common_pb2.Chunk]:
+        for message in self._requests:
+            if self.trailer is not None:
+                raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{self.kind}: nothing may follow the trailer",
+                                          field="trailer")
+            part = message.WhichOneof("part")
+            if part == "chunk":
+                yield message.chunk
+            elif part == "trailer":
+                self.trailer = message.trailer
+            else:
+                raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                          f"{self.kind}: only chunks, then a trailer, may follow the header")
+
+
+def chunks_of(requests: Iterable[Any], kind: str) -> StreamChunks:
+    """The chunks of the rest of a request stream (and its trailer, once they are read)."""
+    return StreamChunks(requests, kind)
 
 
 def resolve_encoding(content: common_pb2.ContentHeader) -> int:
@@ -120,6 +143,11 @@ def receive(
     """
     encoding = resolve_encoding(content)
     check_header_size(content, max_bytes)
+    if content.trailer_checksum and not isinstance(chunks, StreamChunks):
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                  "content.trailer_checksum: this call takes its checksums in the header; a trailer "
+                                  "ends UploadImage, SaveLabel and CreateSession streams only",
+                                  field="content.trailer_checksum")
     prefix = _prefix(content, encoding, max_bytes)
     if encoding == common_pb2.ENCODING_IMAGE_2D:
         ext = ".img"  # renamed to the extension of the format it decodes as
@@ -130,10 +158,12 @@ def receive(
     resumable = key is not None
     part = staging / (f"{key}.part" if resumable else f"{uuid.uuid4().hex}.part")
     upload = StagedUpload(part, content.total_size, content.sha256, prefix, resumable, content.xxh3_128,
-                          want_sha256).open()
+                          want_sha256 or content.trailer_checksum == SHA256, content.trailer_checksum).open()
     try:
         for chunk in chunks:
             upload.write(chunk.offset, chunk.data)
+        if upload.committed == upload.total_size:
+            _take_trailer(upload, content, chunks.trailer if isinstance(chunks, StreamChunks) else None)
     except MONAILabelException as exc:
         upload.suspend() if exc.error == MONAILabelError.OUT_OF_RANGE else upload.discard()
         raise
@@ -163,6 +193,40 @@ def receive(
         path.unlink(missing_ok=True)
         raise
     return Received(path, encoding, "" if prefix else digest, volume)
+
+
+def _take_trailer(upload: StagedUpload, content: common_pb2.ContentHeader,
+                  trailer: Optional[common_pb2.ContentTrailer]) -> None:
+    """Sets the checksum a whole stream's trailer carries as the one its upload must match.
+
+    Raises:
+        MONAILabelException: OUT_OF_RANGE when the header announced a trailer and none came (the
+            bytes are kept: a stream that resumes may still send it); INVALID_INPUT for a trailer the
+            header did not announce, or one that carries other or malformed checksums.
+    """
+    name = content.trailer_checksum
+    if trailer is None:
+        if name:
+            raise MONAILabelException(MONAILabelError.OUT_OF_RANGE,
+                                      f"the stream ended without the trailer its header announced ({name}); resume "
+                                      "the upload and end it with the trailer", field="trailer",
+                                      reason="TRAILER_MISSING")
+        return
+    if not name:
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                  "a trailer ended a stream whose header announced none (content.trailer_checksum)",
+                                  field="trailer")
+    for other in SUPPORTED:
+        value = getattr(trailer, other)
+        if other != name and value:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                      f"trailer.{other} is set; the header announced a trailer with {name}",
+                                      field=f"trailer.{other}")
+        if other == name and not is_hex_digest(value, name):
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                      f"trailer.{name} must be {HEX_DIGITS[name]} lower-case hex digits",
+                                      field=f"trailer.{name}")
+    upload.expect(name, getattr(trailer, name))
 
 
 def _series_to_nifti(archive: Path, output: Path, max_bytes: int) -> Path:

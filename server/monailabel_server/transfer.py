@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.others.atomic import atomic_write_json
-from monailabel_api.digests import SHA256, XXH3_128, Digests, is_hex_digest
+from monailabel_api.digests import SHA256, SUPPORTED, XXH3_128, Digests, is_hex_digest
 from monailabel_api.v1 import common_pb2
 
 __all__ = ["StagedUpload", "append_at", "read_chunks", "check_header_size", "announced_checksums"]
@@ -80,11 +80,14 @@ def check_header_size(content: common_pb2.ContentHeader, max_bytes: int) -> None
         raise _invalid("content.sha256 must be 64 lower-case hex digits")
     if content.xxh3_128 and not is_hex_digest(content.xxh3_128, XXH3_128):
         raise _invalid("content.xxh3_128 must be 32 lower-case hex digits")
+    if content.trailer_checksum and content.trailer_checksum not in SUPPORTED:
+        raise _invalid(f"content.trailer_checksum must be one of {', '.join(SUPPORTED)}, or empty")
 
 
 def announced_checksums(content: common_pb2.ContentHeader) -> str:
     """The checksums a header announces, as one string: a resumed upload must announce the same."""
-    return content.sha256 + (f"/xxh3_128:{content.xxh3_128}" if content.xxh3_128 else "")
+    return (content.sha256 + (f"/xxh3_128:{content.xxh3_128}" if content.xxh3_128 else "")
+            + (f"/trailer:{content.trailer_checksum}" if content.trailer_checksum else ""))
 
 
 class _Stage(threading.Thread):
@@ -138,17 +141,19 @@ class StagedUpload:
         resumable: keep the file and a small state file next to it when the stream breaks.
         xxh3_128: XXH3-128 the stream announces ("" for none).
         want_sha256: compute the SHA-256 even when none is announced.
+        trailer_checksum: the checksum a trailer will carry (set by :meth:`expect` before :meth:`finish`).
     """
 
     def __init__(
         self, part_path: Path, total_size: int, sha256: str = "", prefix: bytes = b"", resumable: bool = True,
-        xxh3_128: str = "", want_sha256: bool = True,
+        xxh3_128: str = "", want_sha256: bool = True, trailer_checksum: str = "",
     ) -> None:
         self.path = part_path
         self.state_path = part_path.with_name(part_path.name + ".json")
         self.total_size = total_size
         self.sha256 = sha256
         self.xxh3_128 = xxh3_128
+        self.trailer_checksum = trailer_checksum
         self.prefix = prefix
         self.resumable = resumable
         self.committed = 0
@@ -172,6 +177,8 @@ class StagedUpload:
         state: Dict[str, Any] = {"total_size": self.total_size, "sha256": self.sha256, "prefix": len(self.prefix)}
         if self.xxh3_128:
             state["xxh3_128"] = self.xxh3_128
+        if self.trailer_checksum:
+            state["trailer"] = self.trailer_checksum
         resume = self.resumable and self._read_state() == state and self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | (0 if resume else os.O_TRUNC), 0o644)
         if self._sha is not None:
@@ -221,6 +228,13 @@ class StagedUpload:
         if self._sha is not None:
             self._hasher.put(data)
         self.committed += len(data)
+
+    def expect(self, name: str, value: str) -> None:
+        """Sets a checksum the bytes must match, known only once they are all sent (a stream's trailer)."""
+        if name == SHA256:
+            self.sha256 = value
+        else:
+            self.xxh3_128 = value
 
     def finish(self) -> Dict[str, str]:
         """Completes the upload: all bytes present, checksums verified, data durable.

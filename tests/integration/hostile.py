@@ -130,10 +130,13 @@ def chunks_of(data: bytes, size: int = 16 << 10, start: int = 0) -> List[common_
 
 
 def stream(message: Any, parts: Iterable[Any]) -> Iterator[Any]:
-    """A request stream: each part is a header message (wrapped as ``header=``) or a Chunk (``chunk=``)."""
+    """A request stream: each part is a header message (wrapped as ``header=``), a Chunk (``chunk=``) or a
+    ContentTrailer (``trailer=``)."""
     for part in parts:
         if isinstance(part, common_pb2.Chunk):
             yield message(chunk=part)
+        elif isinstance(part, common_pb2.ContentTrailer):
+            yield message(trailer=part)
         elif part.DESCRIPTOR.name.endswith("Header"):
             yield message(header=part)
         else:

@@ -4,6 +4,7 @@ server lists."""
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -149,3 +150,101 @@ def test_downloads_and_masks_announce_both_and_the_client_checks_by_xxh3(client:
     assert result.mask.sha256 and not result.mask.xxh3_128
     request.output.checksum = "md5"
     assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client._infer(request), "output.checksum")
+
+
+def _trailer_stream(image_id: str, data: bytes, trailer: object, upload_id: str = "", start: int = 0,
+                    announce: str = "xxh3_128") -> list:
+    content = common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=len(data),
+                                       trailer_checksum=announce)
+    header = datastore_pb2.UploadImageHeader(image_id=image_id, content=content, upload_id=upload_id)
+    messages = list(chunked(datastore_pb2.UploadImageRequest, header, data, size=4096,
+                            offsets=list(range(start, len(data), 4096))))
+    if trailer is not None:
+        messages.append(datastore_pb2.UploadImageRequest(trailer=trailer))
+    return messages
+
+
+def test_a_trailer_checks_the_stream_after_its_last_chunk(client: MonaiLabelClient, server: RunningServer,
+                                                          tmp_path: Path) -> None:
+    data = _nifti(tmp_path, "t.nii", 8)
+    right = common_pb2.ContentTrailer(xxh3_128=_xxh3(data))
+    answer = client.datastore.UploadImage(iter(_trailer_stream("dg_trailer", data, right)))
+    assert answer.image.sha256 == "" and client.get_image("dg_trailer").sha256 == sha256(data)
+    assert client.download_image("dg_trailer") == data
+    # a trailer with SHA-256: checked, and the answer has it
+    with_sha = common_pb2.ContentTrailer(sha256=sha256(data))
+    answer = client.datastore.UploadImage(iter(_trailer_stream("dg_trailer_sha", data, with_sha, announce="sha256")))
+    assert answer.image.sha256 == sha256(data)
+    before = staging_files(Path(server.app.studies))
+    for bad, reason in (
+        (common_pb2.ContentTrailer(xxh3_128=_xxh3(b"other")), "checksum mismatch"),
+        (common_pb2.ContentTrailer(xxh3_128="AB" * 16), "32 lower-case hex"),
+        (common_pb2.ContentTrailer(xxh3_128=_xxh3(data), sha256=sha256(data)), "trailer.sha256 is set"),
+    ):
+        assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda b=bad: client.datastore.UploadImage(
+            iter(_trailer_stream("dg_trailer_bad", data, b))), reason)
+        assert_status(grpc.StatusCode.NOT_FOUND, lambda: client.get_image("dg_trailer_bad"))
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.datastore.UploadImage(
+        iter(_trailer_stream("dg_trailer_bad", data, right, announce=""))), "announced none")
+    late = _trailer_stream("dg_trailer_bad", data, right) + [
+        datastore_pb2.UploadImageRequest(chunk=common_pb2.Chunk(offset=len(data), data=b"x"))]
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.datastore.UploadImage(iter(late)),
+                  "nothing may follow the trailer")
+    assert staging_files(Path(server.app.studies)) == before
+
+
+def test_a_stream_without_its_trailer_keeps_its_bytes_for_the_trailer_to_come(client: MonaiLabelClient,
+                                                                              tmp_path: Path) -> None:
+    data = _nifti(tmp_path, "u.nii", 9)
+    err = assert_status(grpc.StatusCode.OUT_OF_RANGE, lambda: client.datastore.UploadImage(
+        iter(_trailer_stream("dg_no_trailer", data, None))), "without the trailer")
+    assert err.details()
+    status = client.datastore.GetUploadStatus(datastore_pb2.GetUploadStatusRequest(image_id="dg_no_trailer"))
+    assert status.committed_size == len(data) and status.upload_id
+    # the resume sends no bytes, only the trailer
+    right = common_pb2.ContentTrailer(xxh3_128=_xxh3(data))
+    answer = client.datastore.UploadImage(iter(_trailer_stream("dg_no_trailer", data, right,
+                                                               upload_id=status.upload_id, start=len(data))))
+    assert answer.image.size == len(data) and client.download_image("dg_no_trailer") == data
+
+
+def test_calls_that_take_no_trailer_refuse_to_wait_for_one(client: MonaiLabelClient, tmp_path: Path) -> None:
+    data = _nifti(tmp_path, "v.nii", 10)
+    content = common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=len(data),
+                                       trailer_checksum="xxh3_128")
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.datastore.CreateUpload(
+        datastore_pb2.CreateUploadRequest(image=datastore_pb2.UploadImageHeader(image_id="dg_unary", content=content))),
+        "trailer_checksum")
+    content.trailer_checksum = "md5"
+    assert_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.datastore.UploadImage(
+        iter(_trailer_stream("dg_md5", data, None, announce="md5"))), "trailer_checksum")
+
+
+def test_the_client_sends_a_file_once_and_resumes_with_a_trailer_over_all_of_it(client: MonaiLabelClient,
+                                                                                tmp_path: Path) -> None:
+    src = tmp_path / "w.nii"
+    write_volume(src, shape=(64, 64, 32), seed=11)
+    data = src.read_bytes()
+    content, _ = client._source(src, None, None, trailer=True)
+    assert content.trailer_checksum == "xxh3_128" and not content.sha256 and not content.xxh3_128
+    header = datastore_pb2.UploadImageHeader(image_id="dg_client_trailer", content=content)
+    opened = []
+
+    class BreaksOnce(io.BytesIO):
+        """Fails after 100 KiB the first time, once the server has committed part of the stream."""
+
+        def read(self, n: int = -1) -> bytes:
+            if len(opened) == 1 and self.tell() >= 100 << 10:
+                wait_until("some bytes committed", lambda: client.datastore.GetUploadStatus(
+                    datastore_pb2.GetUploadStatusRequest(image_id="dg_client_trailer")).committed_size, 30)
+                raise OSError("source became unreadable")
+            return super().read(n)
+
+    def opener() -> BreaksOnce:
+        opened.append(True)
+        return BreaksOnce(data)
+
+    answer = client._upload(datastore_pb2.UploadImageRequest, header, opener, client._upload_image,
+                            "dg_client_trailer", "")
+    assert len(opened) == 2 and header.upload_id  # resumed: its trailer hashed the held bytes too
+    assert answer.image.size == len(data) and client.get_image("dg_client_trailer").sha256 == sha256(data)

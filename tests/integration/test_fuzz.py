@@ -23,7 +23,7 @@ import pkgutil
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Sequence
 
 import grpc
 import numpy as np
@@ -690,6 +690,53 @@ for name, parts in _shapes(lambda c: infer_pb2.InferVolumeHeader(model=MODEL, co
     streamed("InferService.InferVolume", f"stream_{name}", infer_pb2.InferVolumeRequest, parts)
 for name, parts in _shapes(lambda c: infer_pb2.CreateSessionHeader(ttl=TTL_60, content=c), volume_bytes).items():
     streamed("InferService.CreateSession", f"stream_{name}", infer_pb2.CreateSessionRequest, parts)
+
+
+def _trailer_shapes(header_for: Callable[[common_pb2.ContentHeader], Any],
+                    data: Callable[[], bytes]) -> Dict[str, Callable]:
+    """name -> parts of streams whose checksum comes (or should come) in a trailer."""
+
+    def parts(trailer: Any, announce: str = "xxh3_128", tail: Sequence[Any] = ()) -> Callable[[], List[Any]]:
+        def build() -> List[Any]:
+            d = data()
+            content = content_header(d, common_pb2.ENCODING_NIFTI, sha256="", trailer_checksum=announce)
+            made = trailer(d) if callable(trailer) else trailer
+            return [header_for(content), *chunks_of(d), *([made] if made is not None else []), *tail]
+        return build
+
+    def right(d: bytes) -> common_pb2.ContentTrailer:
+        return common_pb2.ContentTrailer(xxh3_128=xxhash.xxh3_128_hexdigest(d))
+
+    return {
+        "trailer_missing": parts(None),
+        "trailer_not_announced": parts(right, announce=""),
+        "trailer_wrong": parts(common_pb2.ContentTrailer(xxh3_128=xxhash.xxh3_128_hexdigest(b"other"))),
+        "trailer_empty": parts(common_pb2.ContentTrailer()),
+        "trailer_upper": parts(common_pb2.ContentTrailer(xxh3_128="AB" * 16)),
+        "trailer_other_checksum": parts(lambda d: common_pb2.ContentTrailer(
+            xxh3_128=xxhash.xxh3_128_hexdigest(d), sha256=hashlib.sha256(d).hexdigest())),
+        "trailer_sha_announced_xxh3_sent": parts(right, announce="sha256"),
+        "trailer_checksum_unknown": parts(right, announce="md5"),
+        "chunk_after_trailer": parts(right, tail=[chunk(0, b"x")]),
+        "trailer_twice": parts(right, tail=[common_pb2.ContentTrailer(xxh3_128="00" * 16)]),
+        "trailer_first": lambda: [header_for(content_header(data(), common_pb2.ENCODING_NIFTI, sha256="",
+                                                            trailer_checksum="xxh3_128")),
+                                  right(data()), *chunks_of(data())],
+    }
+
+
+for name in _trailer_shapes(lambda c: None, volume_bytes):
+    parts = _trailer_shapes(lambda c, name=name: upload_header(f"fz_trailer_{name}", c), volume_bytes)[name]
+    streamed("DatastoreService.UploadImage", f"stream_{name}", datastore_pb2.UploadImageRequest, parts)
+for name, parts in _trailer_shapes(lambda c: label_header(OTHER, "final", c), _label_bytes).items():
+    streamed("DatastoreService.SaveLabel", f"stream_{name}", datastore_pb2.SaveLabelRequest, parts)
+for name, parts in _trailer_shapes(lambda c: infer_pb2.CreateSessionHeader(ttl=TTL_60, content=c),
+                                   volume_bytes).items():
+    streamed("InferService.CreateSession", f"stream_{name}", infer_pb2.CreateSessionRequest, parts)
+streamed("InferService.InferVolume", "stream_trailer_checksum", infer_pb2.InferVolumeRequest, lambda: [
+    infer_pb2.InferVolumeHeader(model=MODEL, content=content_header(volume_bytes(), sha256="",
+                                                                    trailer_checksum="xxh3_128")),
+    *chunks_of(volume_bytes())])
 for label, ttl in {"negative": -1, "int32_max": 2**31 - 1, "int32_min": -(2**31)}.items():
     streamed("InferService.CreateSession", f"ttl_{label}", infer_pb2.CreateSessionRequest,
              lambda ttl=ttl: [infer_pb2.CreateSessionHeader(ttl=duration_pb2.Duration(seconds=ttl),

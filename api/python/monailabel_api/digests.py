@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional
 
 import xxhash
 
-__all__ = ["SHA256", "XXH3_128", "SUPPORTED", "is_hex_digest", "Digests", "fastest", "mismatch"]
+__all__ = ["SHA256", "XXH3_128", "SUPPORTED", "HEX_DIGITS", "is_hex_digest", "Digests", "fastest", "mismatch"]
 
 SHA256 = "sha256"
 XXH3_128 = "xxh3_128"

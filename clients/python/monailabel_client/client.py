@@ -410,7 +410,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             encoding: the file's encoding; guessed from the name when None.
             sha256: the file's SHA-256 when the caller has it already; computed when None.
         """
-        content, opener = self._source(source, affine, encoding, sha256)
+        content, opener = self._source(source, affine, encoding, sha256, trailer=True)
         header = datastore_pb2.UploadImageHeader(
             image_id=image_id, content=content, info=_struct(info), overwrite=overwrite
         )
@@ -440,7 +440,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         encoding: Optional[int] = None,
     ) -> datastore_pb2.Label:
         """Saves a label (file, bytes, or array with its affine) for an image under a tag."""
-        content, opener = self._source(source, affine, encoding)
+        content, opener = self._source(source, affine, encoding, trailer=True)
         header = datastore_pb2.SaveLabelHeader(image_id=image_id, tag=tag, content=content, info=_struct(info))
         return self._upload(datastore_pb2.SaveLabelRequest, header, opener, self._save_label, image_id, tag).label
 
@@ -543,7 +543,7 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
             return created.session
         if source is None:
             raise ValueError("pass a file, an array or image_id")
-        content, opener = self._source(source, affine, None)
+        content, opener = self._source(source, affine, None, trailer=True)
         header = infer_pb2.CreateSessionHeader(ttl=duration_pb2.Duration(seconds=ttl_seconds), content=content)
         requests = self._stream(infer_pb2.CreateSessionRequest, header, opener, 0, content.total_size)
         return self._create_session(requests, timeout=self.timeout).session
@@ -657,10 +657,11 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         affine: Optional[np.ndarray],
         encoding: Optional[int],
         sha256: Optional[str] = None,
+        trailer: bool = False,
     ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
         if isinstance(source, np.ndarray):
             return self._raw(source, affine)
-        return self._content(source, encoding, sha256)
+        return self._content(source, encoding, sha256, trailer)
 
     def upload_digest(self) -> str:
         """The checksum uploads announce: ``xxh3_128`` when the server verifies it (its limits list it),
@@ -683,8 +684,11 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         return header
 
     def _content(
-        self, source: Union[PathLike, bytes], encoding: Optional[int], sha256: Optional[str] = None
+        self, source: Union[PathLike, bytes], encoding: Optional[int], sha256: Optional[str] = None,
+        trailer: bool = False,
     ) -> tuple[common_pb2.ContentHeader, Callable[[], BinaryIO]]:
+        """The header and an opener of a file or bytes; a file's checksum goes in a trailer when ``trailer``
+        and the server takes XXH3-128 (the file is read once, as it is sent), else it is computed now."""
         if isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
             if encoding is None:
@@ -700,6 +704,8 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         )
         if sha256 is not None:  # the caller's: the server checks it (and stores it without hashing again)
             header.sha256 = sha256
+        elif trailer and self.upload_digest() == XXH3_128:  # a server this new takes trailers
+            header.trailer_checksum = XXH3_128
         else:
             name = self.upload_digest()
             digests, buf = Digests([name]), bytearray(4 * MIB)
@@ -741,14 +747,25 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         bar = self._bar(total, "upload")
         if bar is not None:
             bar.update(offset)
+        name = header.content.trailer_checksum
+        digests = Digests([name]) if name else None
         with opener() as f:
+            if digests is not None and offset:  # a resumed stream's trailer covers all the bytes
+                left = offset
+                while left and (block := f.read(min(self.chunk_size, left))):
+                    digests.update(block)
+                    left -= len(block)
             f.seek(offset)
             pos = offset
             while block := f.read(self.chunk_size):
                 yield encode_chunk_request(pos, block)
+                if digests is not None:
+                    digests.update(block)
                 pos += len(block)
                 if bar is not None:
                     bar.update(len(block))
+        if digests is not None:
+            yield message(trailer=common_pb2.ContentTrailer(**{name: digests.hexdigest(name) or ""}))
         if bar is not None:
             bar.close()
 

@@ -20,6 +20,7 @@ from google.protobuf import json_format
 
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel_api.digests import SHA256, XXH3_128
 from monailabel_api.v1 import common_pb2
 from monailabel_server.core.uploads import Target, UploadRegistry
 from monailabel_server.ingest import Received, receive, resolve_encoding, stage
@@ -167,7 +168,8 @@ class DatastoreCore:
         with self.uploads.begin(Target(image_id), upload_id, content.total_size, checksums) as upload:
             # a stream checked by its XXH3-128 alone leaves the image's SHA-256 to the datastore, after
             # the answer; otherwise it is computed here (to check the announced one, or to store it)
-            defer = bool(content.xxh3_128) and not content.sha256
+            fast = bool(content.xxh3_128) or content.trailer_checksum == XXH3_128
+            defer = fast and not content.sha256 and content.trailer_checksum != SHA256
             received = receive(content, chunks, self.store.staging_dir(), upload.id, self.max_volume_bytes,
                                want_sha256=not defer)
         try:
@@ -320,6 +322,10 @@ class DatastoreCore:
             self.store.image(image_id, compute_sha256=False)
         else:
             target = Target(uuid.uuid4().hex, volume=True)
+        if content.trailer_checksum:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                      "content.trailer_checksum: an upload made of calls takes its checksums in "
+                                      "this header (a trailer ends a stream)", field="content.trailer_checksum")
         self._check_content(content)
         spec = {"content": json_format.MessageToDict(content), "info": info, "overwrite": bool(overwrite)}
         with self.uploads.begin(target, "", content.total_size, announced_checksums(content), spec) as upload:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amonailabel/v1/common.proto\x12\rmonailabel.v1\">\n\x08Geometry\x12\x0f\n\x07spacing\x18\x01 \x03(\x01\x12\x0e\n\x06origin\x18\x02 \x03(\x01\x12\x11\n\tdirection\x18\x03 \x03(\x01\"\xee\x01\n\rContentHeader\x12)\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x17.monailabel.v1.Encoding\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12*\n\tdata_type\x18\x04 \x01(\x0e\x32\x17.monailabel.v1.DataType\x12\r\n\x05shape\x18\x05 \x03(\x03\x12)\n\x08geometry\x18\x06 \x01(\x0b\x32\x17.monailabel.v1.Geometry\x12\x16\n\x0e\x66ile_extension\x18\x07 \x01(\t\x12\x10\n\x08xxh3_128\x18\x08 \x01(\t\"%\n\x05\x43hunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*\xa3\x01\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45NCODING_NIFTI\x10\x01\x12\x15\n\x11\x45NCODING_NIFTI_GZ\x10\x02\x12\x11\n\rENCODING_NRRD\x10\x03\x12\x10\n\x0c\x45NCODING_RAW\x10\x04\x12\x15\n\x11\x45NCODING_IMAGE_2D\x10\x05\x12\x16\n\x12\x45NCODING_DICOM_ZIP\x10\x06*\xe7\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x01\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x02\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x04\x12\x14\n\x10\x44\x41TA_TYPE_UINT32\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x06\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x07\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x08\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\tB}\n\x12org.monai.label.v1B\x0b\x43ommonProtoP\x01ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\xaa\x02\rMonaiLabel.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amonailabel/v1/common.proto\x12\rmonailabel.v1\">\n\x08Geometry\x12\x0f\n\x07spacing\x18\x01 \x03(\x01\x12\x0e\n\x06origin\x18\x02 \x03(\x01\x12\x11\n\tdirection\x18\x03 \x03(\x01\"\x88\x02\n\rContentHeader\x12)\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x17.monailabel.v1.Encoding\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12*\n\tdata_type\x18\x04 \x01(\x0e\x32\x17.monailabel.v1.DataType\x12\r\n\x05shape\x18\x05 \x03(\x03\x12)\n\x08geometry\x18\x06 \x01(\x0b\x32\x17.monailabel.v1.Geometry\x12\x16\n\x0e\x66ile_extension\x18\x07 \x01(\t\x12\x10\n\x08xxh3_128\x18\x08 \x01(\t\x12\x18\n\x10trailer_checksum\x18\t \x01(\t\"2\n\x0e\x43ontentTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x10\n\x08xxh3_128\x18\x02 \x01(\t\"%\n\x05\x43hunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*\xa3\x01\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45NCODING_NIFTI\x10\x01\x12\x15\n\x11\x45NCODING_NIFTI_GZ\x10\x02\x12\x11\n\rENCODING_NRRD\x10\x03\x12\x10\n\x0c\x45NCODING_RAW\x10\x04\x12\x15\n\x11\x45NCODING_IMAGE_2D\x10\x05\x12\x16\n\x12\x45NCODING_DICOM_ZIP\x10\x06*\xe7\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x01\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x02\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x04\x12\x14\n\x10\x44\x41TA_TYPE_UINT32\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x06\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x07\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x08\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\tB}\n\x12org.monai.label.v1B\x0b\x43ommonProtoP\x01ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\xaa\x02\rMonaiLabel.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,14 +32,16 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'monailabel_api.v1.common_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022org.monai.label.v1B\013CommonProtoP\001ZHgithub.com/monai-label/monailabel-grpc/gen/go/monailabel/v1;monailabelv1\252\002\rMonaiLabel.V1'
-  _globals['_ENCODING']._serialized_start=390
-  _globals['_ENCODING']._serialized_end=553
-  _globals['_DATATYPE']._serialized_start=556
-  _globals['_DATATYPE']._serialized_end=787
+  _globals['_ENCODING']._serialized_start=468
+  _globals['_ENCODING']._serialized_end=631
+  _globals['_DATATYPE']._serialized_start=634
+  _globals['_DATATYPE']._serialized_end=865
   _globals['_GEOMETRY']._serialized_start=45
   _globals['_GEOMETRY']._serialized_end=107
   _globals['_CONTENTHEADER']._serialized_start=110
-  _globals['_CONTENTHEADER']._serialized_end=348
-  _globals['_CHUNK']._serialized_start=350
-  _globals['_CHUNK']._serialized_end=387
+  _globals['_CONTENTHEADER']._serialized_end=374
+  _globals['_CONTENTTRAILER']._serialized_start=376
+  _globals['_CONTENTTRAILER']._serialized_end=426
+  _globals['_CHUNK']._serialized_start=428
+  _globals['_CHUNK']._serialized_end=465
 # @@protoc_insertion_point(module_scope)

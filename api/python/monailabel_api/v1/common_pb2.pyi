@@ -165,6 +165,7 @@ class ContentHeader(_message.Message):
     GEOMETRY_FIELD_NUMBER: _builtins.int
     FILE_EXTENSION_FIELD_NUMBER: _builtins.int
     XXH3_128_FIELD_NUMBER: _builtins.int
+    TRAILER_CHECKSUM_FIELD_NUMBER: _builtins.int
     encoding: Global___Encoding.ValueType
     """How the bytes are encoded."""
     total_size: _builtins.int
@@ -180,6 +181,11 @@ class ContentHeader(_message.Message):
     the receiver when set. It hashes at memory speed where SHA-256 runs near 2 GB/s on one core:
     send it to a server whose `ServerLimits.digests` lists "xxh3_128". A server that verifies an
     upload by it alone computes the stored file's SHA-256 after answering.
+    """
+    trailer_checksum: _builtins.str
+    """The checksum a `ContentTrailer` after the last chunk carries: "sha256" or "xxh3_128". A sender
+    that hashes as it sends reads a file once instead of twice. Taken by UploadImage, SaveLabel and
+    CreateSession streams; a resumed stream announces the same.
     """
     @_builtins.property
     def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -200,14 +206,41 @@ class ContentHeader(_message.Message):
         geometry: Global___Geometry | None = ...,
         file_extension: _builtins.str = ...,
         xxh3_128: _builtins.str = ...,
+        trailer_checksum: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_type", b"data_type", "encoding", b"encoding", "file_extension", b"file_extension", "geometry", b"geometry", "sha256", b"sha256", "shape", b"shape", "total_size", b"total_size", "xxh3_128", b"xxh3_128"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_type", b"data_type", "encoding", b"encoding", "file_extension", b"file_extension", "geometry", b"geometry", "sha256", b"sha256", "shape", b"shape", "total_size", b"total_size", "trailer_checksum", b"trailer_checksum", "xxh3_128", b"xxh3_128"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContentHeader: _TypeAlias = ContentHeader  # noqa: Y015
+
+@_typing.final
+class ContentTrailer(_message.Message):
+    """Checksums of all of a stream's bytes, after its last chunk (see `ContentHeader.trailer_checksum`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    XXH3_128_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """Lower-case hex SHA-256 of all the bytes."""
+    xxh3_128: _builtins.str
+    """Lower-case hex XXH3-128 of all the bytes."""
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        xxh3_128: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256", "xxh3_128", b"xxh3_128"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContentTrailer: _TypeAlias = ContentTrailer  # noqa: Y015
 
 @_typing.final
 class Chunk(_message.Message):

@@ -419,6 +419,7 @@ class UploadImageRequest(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    TRAILER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___UploadImageHeader:
         """What is uploaded; first message only."""
@@ -427,17 +428,22 @@ class UploadImageRequest(_message.Message):
     def chunk(self) -> _common_pb2.Chunk:
         """Bytes, with offsets that follow each other from the committed size."""
 
+    @_builtins.property
+    def trailer(self) -> _common_pb2.ContentTrailer:
+        """Checksums of all the bytes, last, when the header's content announces them."""
+
     def __init__(
         self,
         *,
         header: Global___UploadImageHeader | None = ...,
         chunk: _common_pb2.Chunk | None = ...,
+        trailer: _common_pb2.ContentTrailer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part", "trailer", b"trailer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part", "trailer", b"trailer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk", "trailer"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
@@ -692,6 +698,7 @@ class SaveLabelRequest(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    TRAILER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___SaveLabelHeader:
         """What is uploaded; first message only."""
@@ -700,17 +707,22 @@ class SaveLabelRequest(_message.Message):
     def chunk(self) -> _common_pb2.Chunk:
         """Bytes, with offsets that follow each other from the committed size."""
 
+    @_builtins.property
+    def trailer(self) -> _common_pb2.ContentTrailer:
+        """Checksums of all the bytes, last, when the header's content announces them."""
+
     def __init__(
         self,
         *,
         header: Global___SaveLabelHeader | None = ...,
         chunk: _common_pb2.Chunk | None = ...,
+        trailer: _common_pb2.ContentTrailer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part", "trailer", b"trailer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part", "trailer", b"trailer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk", "trailer"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file monailabel/v1/common.proto.
  */
 export const file_monailabel_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Chptb25haWxhYmVsL3YxL2NvbW1vbi5wcm90bxINbW9uYWlsYWJlbC52MSI+CghHZW9tZXRyeRIPCgdzcGFjaW5nGAEgAygBEg4KBm9yaWdpbhgCIAMoARIRCglkaXJlY3Rpb24YAyADKAEi7gEKDUNvbnRlbnRIZWFkZXISKQoIZW5jb2RpbmcYASABKA4yFy5tb25haWxhYmVsLnYxLkVuY29kaW5nEhIKCnRvdGFsX3NpemUYAiABKAMSDgoGc2hhMjU2GAMgASgJEioKCWRhdGFfdHlwZRgEIAEoDjIXLm1vbmFpbGFiZWwudjEuRGF0YVR5cGUSDQoFc2hhcGUYBSADKAMSKQoIZ2VvbWV0cnkYBiABKAsyFy5tb25haWxhYmVsLnYxLkdlb21ldHJ5EhYKDmZpbGVfZXh0ZW5zaW9uGAcgASgJEhAKCHh4aDNfMTI4GAggASgJIiUKBUNodW5rEg4KBm9mZnNldBgBIAEoAxIMCgRkYXRhGAIgASgMKqMBCghFbmNvZGluZxIYChRFTkNPRElOR19VTlNQRUNJRklFRBAAEhIKDkVOQ09ESU5HX05JRlRJEAESFQoRRU5DT0RJTkdfTklGVElfR1oQAhIRCg1FTkNPRElOR19OUlJEEAMSEAoMRU5DT0RJTkdfUkFXEAQSFQoRRU5DT0RJTkdfSU1BR0VfMkQQBRIWChJFTkNPRElOR19ESUNPTV9aSVAQBirnAQoIRGF0YVR5cGUSGQoVREFUQV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPREFUQV9UWVBFX1VJTlQ4EAESEgoOREFUQV9UWVBFX0lOVDgQAhIUChBEQVRBX1RZUEVfVUlOVDE2EAMSEwoPREFUQV9UWVBFX0lOVDE2EAQSFAoQREFUQV9UWVBFX1VJTlQzMhAFEhMKD0RBVEFfVFlQRV9JTlQzMhAGEhUKEURBVEFfVFlQRV9GTE9BVDMyEAcSFQoRREFUQV9UWVBFX0ZMT0FUNjQQCBITCg9EQVRBX1RZUEVfSU5UNjQQCUJ9ChJvcmcubW9uYWkubGFiZWwudjFCC0NvbW1vblByb3RvUAFaSGdpdGh1Yi5jb20vbW9uYWktbGFiZWwvbW9uYWlsYWJlbC1ncnBjL2dlbi9nby9tb25haWxhYmVsL3YxO21vbmFpbGFiZWx2MaoCDU1vbmFpTGFiZWwuVjFiBnByb3RvMw");
+  fileDesc("Chptb25haWxhYmVsL3YxL2NvbW1vbi5wcm90bxINbW9uYWlsYWJlbC52MSI+CghHZW9tZXRyeRIPCgdzcGFjaW5nGAEgAygBEg4KBm9yaWdpbhgCIAMoARIRCglkaXJlY3Rpb24YAyADKAEiiAIKDUNvbnRlbnRIZWFkZXISKQoIZW5jb2RpbmcYASABKA4yFy5tb25haWxhYmVsLnYxLkVuY29kaW5nEhIKCnRvdGFsX3NpemUYAiABKAMSDgoGc2hhMjU2GAMgASgJEioKCWRhdGFfdHlwZRgEIAEoDjIXLm1vbmFpbGFiZWwudjEuRGF0YVR5cGUSDQoFc2hhcGUYBSADKAMSKQoIZ2VvbWV0cnkYBiABKAsyFy5tb25haWxhYmVsLnYxLkdlb21ldHJ5EhYKDmZpbGVfZXh0ZW5zaW9uGAcgASgJEhAKCHh4aDNfMTI4GAggASgJEhgKEHRyYWlsZXJfY2hlY2tzdW0YCSABKAkiMgoOQ29udGVudFRyYWlsZXISDgoGc2hhMjU2GAEgASgJEhAKCHh4aDNfMTI4GAIgASgJIiUKBUNodW5rEg4KBm9mZnNldBgBIAEoAxIMCgRkYXRhGAIgASgMKqMBCghFbmNvZGluZxIYChRFTkNPRElOR19VTlNQRUNJRklFRBAAEhIKDkVOQ09ESU5HX05JRlRJEAESFQoRRU5DT0RJTkdfTklGVElfR1oQAhIRCg1FTkNPRElOR19OUlJEEAMSEAoMRU5DT0RJTkdfUkFXEAQSFQoRRU5DT0RJTkdfSU1BR0VfMkQQBRIWChJFTkNPRElOR19ESUNPTV9aSVAQBirnAQoIRGF0YVR5cGUSGQoVREFUQV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPREFUQV9UWVBFX1VJTlQ4EAESEgoOREFUQV9UWVBFX0lOVDgQAhIUChBEQVRBX1RZUEVfVUlOVDE2EAMSEwoPREFUQV9UWVBFX0lOVDE2EAQSFAoQREFUQV9UWVBFX1VJTlQzMhAFEhMKD0RBVEFfVFlQRV9JTlQzMhAGEhUKEURBVEFfVFlQRV9GTE9BVDMyEAcSFQoRREFUQV9UWVBFX0ZMT0FUNjQQCBITCg9EQVRBX1RZUEVfSU5UNjQQCUJ9ChJvcmcubW9uYWkubGFiZWwudjFCC0NvbW1vblByb3RvUAFaSGdpdGh1Yi5jb20vbW9uYWktbGFiZWwvbW9uYWlsYWJlbC1ncnBjL2dlbi9nby9tb25haWxhYmVsL3YxO21vbmFpbGFiZWx2MaoCDU1vbmFpTGFiZWwuVjFiBnByb3RvMw");
 
 /**
  * Where voxels lie in the world, in the RAS+ convention of NIfTI and MONAI.
@@ -111,6 +111,15 @@ export type ContentHeader = Message<"monailabel.v1.ContentHeader"> & {
    * @generated from field: string xxh3_128 = 8;
    */
   xxh3128: string;
+
+  /**
+   * The checksum a `ContentTrailer` after the last chunk carries: "sha256" or "xxh3_128". A sender
+   * that hashes as it sends reads a file once instead of twice. Taken by UploadImage, SaveLabel and
+   * CreateSession streams; a resumed stream announces the same.
+   *
+   * @generated from field: string trailer_checksum = 9;
+   */
+  trailerChecksum: string;
 };
 
 /**
@@ -119,6 +128,34 @@ export type ContentHeader = Message<"monailabel.v1.ContentHeader"> & {
  */
 export const ContentHeaderSchema: GenMessage<ContentHeader> = /*@__PURE__*/
   messageDesc(file_monailabel_v1_common, 1);
+
+/**
+ * Checksums of all of a stream's bytes, after its last chunk (see `ContentHeader.trailer_checksum`).
+ *
+ * @generated from message monailabel.v1.ContentTrailer
+ */
+export type ContentTrailer = Message<"monailabel.v1.ContentTrailer"> & {
+  /**
+   * Lower-case hex SHA-256 of all the bytes.
+   *
+   * @generated from field: string sha256 = 1;
+   */
+  sha256: string;
+
+  /**
+   * Lower-case hex XXH3-128 of all the bytes.
+   *
+   * @generated from field: string xxh3_128 = 2;
+   */
+  xxh3128: string;
+};
+
+/**
+ * Describes the message monailabel.v1.ContentTrailer.
+ * Use `create(ContentTrailerSchema)` to create a new message.
+ */
+export const ContentTrailerSchema: GenMessage<ContentTrailer> = /*@__PURE__*/
+  messageDesc(file_monailabel_v1_common, 2);
 
 /**
  * A piece of a byte stream.
@@ -146,7 +183,7 @@ export type Chunk = Message<"monailabel.v1.Chunk"> & {
  * Use `create(ChunkSchema)` to create a new message.
  */
 export const ChunkSchema: GenMessage<Chunk> = /*@__PURE__*/
-  messageDesc(file_monailabel_v1_common, 2);
+  messageDesc(file_monailabel_v1_common, 3);
 
 /**
  * How the bytes of a volume, image or mask are encoded.
