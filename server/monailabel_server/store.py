@@ -12,7 +12,6 @@ import base64
 import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -167,18 +166,6 @@ class Store:
                 self.records.image_record(image_id)  # computes and stores the missing digest
             except Exception as exc:  # removed meanwhile, or unreadable: a later read tries again
                 logger.debug("no digest for image %s now: %s", image_id, exc)
-            finally:
-                self._digests.task_done()
-
-    def wait_for_digests(self, timeout: float = 30.0) -> bool:
-        """Waits until no image digest is pending; returns whether none is."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._pending and self._digests.unfinished_tasks == 0:
-                    return True
-            time.sleep(0.01)
-        return False
 
     def save_label(self, image_id: str, path: Path, tag: str, info: Dict[str, Any], sha256: str) -> LabelView:
         """Saves a finished upload as the image's label with that tag."""
