@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import socket
@@ -82,6 +83,7 @@ def test_client_command_line_upload_infer_download(served, tmp_path: Path) -> No
     src = root / "studies" / "phantom_001.nii.gz"
     uploaded = json.loads(_run(*cli, "upload", "cli_case", str(src)))
     assert uploaded["image_id"] == "cli_case" and uploaded["file_extension"] == ".nii.gz"
+    assert uploaded["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     out = tmp_path / "mask.nii.gz"
     result = json.loads(_run(*cli, "infer", "segmentation", "--image-id", "cli_case", "--output", str(out)))
     assert result["labels"] == {"organ": 1} and out.stat().st_size > 0

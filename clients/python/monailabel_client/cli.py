@@ -258,8 +258,9 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             for image in client.list_images(filter=args.filter):
                 print(image.image_id, image.size, ",".join(lb.tag for lb in image.labels))
         elif args.command == "upload":
-            _print(client.upload_image(args.image_id, args.file, overwrite=args.overwrite,
-                                       encoding=_file_encoding(args)))
+            client.upload_image(args.image_id, args.file, overwrite=args.overwrite, encoding=_file_encoding(args))
+            # read back: an upload checked by XXH3-128 is answered before the server has its SHA-256
+            _print(client.get_image(args.image_id))
         elif args.command == "save-label":
             _print(client.save_label(args.image_id, args.file, tag=args.tag, encoding=_file_encoding(args)))
         elif args.command == "download":
