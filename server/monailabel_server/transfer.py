@@ -1,8 +1,9 @@
 """Byte streams in and out: staged, in-order, checksummed, durable and resumable uploads; chunked downloads.
 
-An upload is written straight to its staging file as chunks arrive (no list of chunks joined at the
-end, so memory stays near one chunk), while a second thread hashes what was written: receiving,
-hashing and writing overlap. A stream that breaks keeps what it committed; a new stream for the same
+An upload is written straight to its staging file as chunks arrive, by the receiving thread (no list
+of chunks joined at the end, so memory stays near one chunk; ``os.write`` releases the GIL while
+gRPC goes on receiving), and hashed with XXH3-128 as it is written; a SHA-256, when one is needed,
+is computed on a second thread. A stream that breaks keeps what it committed; a new stream for the same
 staging file (named by its upload id, see ``core.uploads``) whose header announces the same size and
 checksum continues from there (as Google's ByteStream does).
 """
@@ -24,7 +25,7 @@ from monailabel_api.v1 import common_pb2
 __all__ = ["StagedUpload", "append_at", "read_chunks", "check_header_size", "announced_checksums"]
 
 _STAGE_QUEUE_CHUNKS = 32
-# the writer starts writeback every this many bytes, so the final fsync has little left to do: the
+# writeback starts every this many bytes, so the final fsync has little left to do: the
 # last fsync of a 128 MiB upload took 8.5 ms with 32 MiB here, 3 ms with 8 MiB, 2 ms with 4 MiB
 _FLUSH_EVERY = 8 << 20
 
@@ -94,8 +95,8 @@ def announced_checksums(content: common_pb2.ContentHeader) -> str:
 class _Stage(threading.Thread):
     """Applies ``fn`` to chunks in order on its own thread; the first error is kept and re-raised.
 
-    Hashing and ``os.write`` release the GIL on large buffers, so the RPC thread keeps receiving
-    while one stage writes and another hashes: the three overlap.
+    SHA-256 releases the GIL on large buffers, so the RPC thread keeps receiving and writing while
+    the stage hashes.
     """
 
     def __init__(self, name: str, fn: Callable[[bytes], None]) -> None:
@@ -159,12 +160,11 @@ class StagedUpload:
         self.resumable = resumable
         self.committed = 0
         self._fd = -1
-        # XXH3-128 keeps up with memory: the writer computes it as it writes. SHA-256 (about 2 GB/s)
+        # XXH3-128 keeps up with memory: computed as each chunk is written. SHA-256 (about 2 GB/s)
         # gets a thread of its own, when it is needed at all.
         self._fast = Digests([XXH3_128])
         self._sha = Digests([SHA256]) if sha256 or want_sha256 else None
         self._hasher = _Stage("upload-hasher", self._sha.update if self._sha is not None else lambda data: None)
-        self._writer = _Stage("upload-writer", self._write_all)
         self._unflushed = 0
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -194,7 +194,6 @@ class StagedUpload:
             if self.resumable:
                 self._write_state(state)
         os.lseek(self._fd, len(self.prefix) + self.committed, os.SEEK_SET)
-        self._writer.start()
         return self
 
     def write(self, offset: int, data: bytes) -> None:
@@ -225,7 +224,9 @@ class StagedUpload:
                 reason="UPLOAD_SIZE_EXCEEDED",
                 metadata={"committed_size": str(self.committed), "total_size": str(self.total_size)},
             )
-        self._writer.put(data)
+        # written here rather than on a writer thread: measured on this project's 2-core machine, a
+        # 128 MiB upload took a median 90 ms instead of 105 (fewer thread handoffs and GIL switches)
+        self._write_all(data)
         if self._sha is not None:
             self._hasher.put(data)
         self.committed += len(data)
@@ -253,7 +254,6 @@ class StagedUpload:
                 f"stream ended after {self.committed} of {self.total_size} bytes; "
                 f"resume from offset {self.committed} or send the whole volume"
             )
-        self._writer.drain()
         self._hasher.drain()
         digests = {XXH3_128: self._fast.hexdigest(XXH3_128) or ""}
         if self._sha is not None:
@@ -303,11 +303,10 @@ class StagedUpload:
             self._unflushed = 0
 
     def _stop_stages(self) -> None:
-        for stage in (self._writer, self._hasher):
-            try:
-                stage.drain()
-            except BaseException:  # the upload is being abandoned or suspended; keep what was written
-                pass
+        try:
+            self._hasher.drain()
+        except BaseException:  # the upload is being abandoned or suspended; keep what was written
+            pass
 
     def _rehash(self, held: int) -> None:
         pos, step = len(self.prefix), 1 << 20
