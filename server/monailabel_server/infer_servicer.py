@@ -68,7 +68,7 @@ def content_header(mask: EncodedMask, checksum: str = "") -> common_pb2.ContentH
     header = common_pb2.ContentHeader(encoding=common_pb2.Encoding.ValueType(mask.encoding),
                                       total_size=len(mask.data), file_extension=mask.extension)
     if checksum in ("", SHA256):
-        header.sha256 = mask.sha256 or Digests.of(mask.data, SHA256)
+        header.sha256 = Digests.of(mask.data, SHA256)
     if checksum in ("", XXH3_128):
         header.xxh3_128 = Digests.of(mask.data, XXH3_128)
     if mask.shape:

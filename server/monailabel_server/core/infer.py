@@ -60,7 +60,6 @@ class EncodedMask:
         data: the bytes.
         encoding: an ``Encoding`` value (0 for a result file of another kind, e.g. polygons).
         extension: the file extension the bytes are (``.nii.gz`` ...).
-        sha256: hex SHA-256 of ``data`` when already known ("": the answer's header computes it if asked).
         shape: array shape, for NIfTI and raw voxels.
         dtype: element type, for NIfTI and raw voxels.
         affine: voxel-to-world (4x4), for NIfTI and raw voxels.
@@ -69,7 +68,6 @@ class EncodedMask:
     data: bytes
     encoding: int
     extension: str
-    sha256: str = ""
     shape: Tuple[int, ...] = ()
     dtype: Optional[np.dtype] = None
     affine: Optional[np.ndarray] = None
@@ -470,7 +468,7 @@ class InferCore:
         staged.write_bytes(mask.data)
         try:
             info = {"model": model, "params": result}
-            return self.store.save_label(image_id, staged, "original", info, mask.sha256)
+            return self.store.save_label(image_id, staged, "original", info, "")  # the store hashes the file
         finally:
             staged.unlink(missing_ok=True)
 
@@ -532,7 +530,7 @@ class InferCore:
         shape = tuple(int(s) for s in array.shape)
         if encoding == common_pb2.ENCODING_RAW:
             data = fortran_bytes(array)
-            return EncodedMask(data, encoding, "", "", shape, array.dtype, affine_np)
+            return EncodedMask(data, encoding, "", shape, array.dtype, affine_np)
         import gzip
 
         import nibabel as nib
@@ -542,7 +540,7 @@ class InferCore:
         if encoding != common_pb2.ENCODING_NIFTI:
             encoding, extension = common_pb2.ENCODING_NIFTI_GZ, ".nii.gz"
             data = gzip.compress(data, compresslevel=1, mtime=0)  # speed over size: it is sent at once
-        return EncodedMask(data, encoding, extension, "", shape, array.dtype, affine_np)
+        return EncodedMask(data, encoding, extension, shape, array.dtype, affine_np)
 
     def _add(self, image: Any, reservation: Any, ttl: int, image_id: str) -> Session:
         nbytes = int(image.numel() * image.element_size())
@@ -583,7 +581,7 @@ def _encode_prepared(mask: PreparedMask, encoding: int, extension: str) -> Encod
                                       f"a {dtype.name} mask cannot travel as raw voxels; ask for NIfTI",
                                       field="output.encoding")
         data = fortran_bytes(np.asarray(array, dtype=dtype))
-        return EncodedMask(data, encoding, "", "", tuple(int(s) for s in array.shape),
+        return EncodedMask(data, encoding, "", tuple(int(s) for s in array.shape),
                            dtype, _nifti_affine(mask.affine))
     data = encode_mask(mask, extension)
     encoded = EncodedMask(data, encoding, extension)
