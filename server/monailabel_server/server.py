@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from monailabel.db import DATABASE_URL_ENV, open_database
 from monailabel.interfaces.app import MONAILabelApp
@@ -41,6 +41,7 @@ from monailabel_server.config import ServerConfig
 from monailabel_server.core.uploads import UploadRegistry
 from monailabel_server.datastore_servicer import DatastoreServicer
 from monailabel_server.errors import ErrorInterceptor
+from monailabel_server.health_service import HealthService
 from monailabel_server.infer_servicer import InferServicer
 from monailabel_server.job_servicer import JobServicer
 from monailabel_server.jobs import JobManager
@@ -95,7 +96,7 @@ class RunningServer:
     port: int
     app: MONAILabelApp
     workers: ModelWorkers
-    health: health.HealthServicer
+    health: HealthService
     jobs: Optional[JobManager] = None
     config: Optional[ServerConfig] = None
     sampler: Optional[NextSampler] = None
@@ -123,6 +124,7 @@ class RunningServer:
         if self.web is not None:
             self.web.stop()
         self.server.stop(grace).wait()
+        self.health.close()
         self.workers.shutdown(wait=False)
         self.app.set_job_submitter(None)
         if self.jobs is not None:
@@ -203,7 +205,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
     strategy_pb2_grpc.add_StrategyServiceServicer_to_server(StrategyServicer(app, config, sampler, jobs), server)
     logs = parity.add_services(server, app, config, jobs)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection == "on" or (config.reflection == "auto" and not auth.enable):
         enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
