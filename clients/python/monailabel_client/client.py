@@ -63,6 +63,7 @@ from monailabel_api.wire import (
     serialize_request,
 )
 from monailabel_client.affinity import with_affinity
+from monailabel_client.buffers import FilledBytes
 from monailabel_client.credentials import TOKEN_ENV, TokenSource, secure_channel, with_token
 from monailabel_client.interact import Interaction
 from monailabel_client.jobs import JobCalls
@@ -824,10 +825,9 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         """Receives a file (into memory, or to ``dest`` through a ``.part`` file), resuming after a broken
         stream, and checks it by the fastest checksum the header announces (XXH3-128 inline, SHA-256 on
         a thread of its own)."""
-        # into memory: a BytesIO, whose getvalue() hands over its buffer without a copy (a list of the
-        # received messages joined at the end keeps twice the memory and costs twice the page faults)
+        # into memory: straight into the bytes handed back, sized by the header (FilledBytes)
         tmp = Path(str(dest) + ".part") if dest is not None else None
-        sink: BinaryIO = open(tmp, "wb") if tmp is not None else io.BytesIO()
+        sink: Any = open(tmp, "wb") if tmp is not None else None
         header: Optional[common_pb2.ContentHeader] = None
         digest: Any = None
         expected = ""
@@ -837,14 +837,23 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                 try:
                     for message in call(received):
                         if message.HasField("header"):
+                            if header is not None and message.header.total_size != header.total_size:
+                                raise UploadError(f"the file changed during the download: {header.total_size} "
+                                                  f"bytes, then {message.header.total_size}")
                             header = message.header
                             bar = bar or self._bar(header.total_size, "download")
+                            if sink is None:
+                                sink = FilledBytes(header.total_size)
                             if digest is None:
                                 digest, expected = _stream_digest(header)
                             continue
                         data = message.chunk.data
                         if message.chunk.offset != received:
                             raise UploadError(f"chunk at {message.chunk.offset}, expected {received}")
+                        if header is None:
+                            raise UploadError("the server sent bytes before their header")
+                        if received + len(data) > header.total_size:
+                            raise UploadError(f"the server sent more than the {header.total_size} bytes it announced")
                         sink.write(data)
                         if digest is not None:
                             digest.update(data)
@@ -862,12 +871,16 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                 bar.close()
             if tmp is not None:
                 sink.close()
-        if header is not None and digest is not None and received == header.total_size:
+        if header is None:
+            raise UploadError("the download ended without a header")
+        if received != header.total_size:
+            raise UploadError(f"the download ended after {received} of the {header.total_size} bytes announced")
+        if digest is not None:
             actual = digest.hexdigest(XXH3_128) if isinstance(digest, Digests) else digest.hexdigest()
             if actual != expected:
                 raise UploadError("downloaded bytes do not match the server's checksum")
         if tmp is None:
-            return cast(io.BytesIO, sink).getvalue()
+            return cast(FilledBytes, sink).getvalue()
         assert dest is not None
         os.replace(tmp, dest)
         return Path(dest)
