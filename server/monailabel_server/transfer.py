@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.others.atomic import atomic_write_json
 from monailabel_api.digests import SHA256, SUPPORTED, XXH3_128, Digests, is_hex_digest
+from monailabel_api.files import release, reserve
 from monailabel_api.v1 import common_pb2
 
 __all__ = ["StagedUpload", "append_at", "read_chunks", "check_header_size", "announced_checksums"]
@@ -194,6 +195,7 @@ class StagedUpload:
             if self.resumable:
                 self._write_state(state)
         os.lseek(self._fd, len(self.prefix) + self.committed, os.SEEK_SET)
+        reserve(self._fd, len(self.prefix) + self.committed, self.total_size - self.committed)
         return self
 
     def write(self, offset: int, data: bytes) -> None:
@@ -277,6 +279,7 @@ class StagedUpload:
             return
         self._stop_stages()
         if self._fd >= 0:
+            release(self._fd)  # a stalled stream holds the disk it used, not all it announced
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1

@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from google.protobuf import duration_pb2, json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from monailabel_api.digests import SHA256, XXH3_128, Digests, mismatch
+from monailabel_api.files import reserve
 from monailabel_api.v1 import (
     app_pb2,
     app_pb2_grpc,
@@ -142,6 +144,18 @@ def _stream_digest(header: common_pb2.ContentHeader) -> Tuple[Any, str]:
     if header.sha256:
         return _BackgroundHash(), header.sha256
     return None, ""
+
+
+def _check_download(header: Optional[common_pb2.ContentHeader], received: int, digest: Any, expected: str) -> None:
+    """Raises UploadError unless a download received every byte its header announced, with its checksum."""
+    if header is None:
+        raise UploadError("the download ended without a header")
+    if received != header.total_size:
+        raise UploadError(f"the download ended after {received} of the {header.total_size} bytes announced")
+    if digest is not None:
+        actual = digest.hexdigest(XXH3_128) if isinstance(digest, Digests) else digest.hexdigest()
+        if actual != expected:
+            raise UploadError("downloaded bytes do not match the server's checksum")
 
 
 def _chunk_decoder(cls: Any) -> Callable[[bytes], Any]:
@@ -844,6 +858,8 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                             bar = bar or self._bar(header.total_size, "download")
                             if sink is None:
                                 sink = FilledBytes(header.total_size)
+                            elif tmp is not None and received == 0:
+                                reserve(sink.fileno(), 0, header.total_size)
                             if digest is None:
                                 digest, expected = _stream_digest(header)
                             continue
@@ -871,14 +887,14 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
                 bar.close()
             if tmp is not None:
                 sink.close()
-        if header is None:
-            raise UploadError("the download ended without a header")
-        if received != header.total_size:
-            raise UploadError(f"the download ended after {received} of the {header.total_size} bytes announced")
-        if digest is not None:
-            actual = digest.hexdigest(XXH3_128) if isinstance(digest, Digests) else digest.hexdigest()
-            if actual != expected:
-                raise UploadError("downloaded bytes do not match the server's checksum")
+            if tmp is not None and sys.exc_info()[0] is not None:
+                tmp.unlink(missing_ok=True)  # nothing resumes from it: a broken file is not left behind
+        try:
+            _check_download(header, received, digest, expected)
+        except UploadError:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
         if tmp is None:
             return cast(FilledBytes, sink).getvalue()
         assert dest is not None

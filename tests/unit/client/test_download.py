@@ -206,3 +206,17 @@ def test_corrupt_bytes_fail_the_checksum(peer) -> None:
     servicer.send = lambda request, context: iter([_header(DATA), *_chunks(bad)])
     with pytest.raises(UploadError, match="do not match the server's checksum"):
         client.download_image("x")
+
+
+def test_a_failed_download_to_a_file_leaves_no_part_file(peer, tmp_path: Path) -> None:
+    servicer, client = peer
+    servicer.send = lambda request, context: iter([_header(DATA, len(DATA) - 10), *_chunks(DATA)])
+    with pytest.raises(UploadError, match="more than"):
+        client.download_image("x", tmp_path / "x.nii")
+    servicer.send = lambda request, context: iter([_header(DATA), *_chunks(DATA[:MIB])])
+    with pytest.raises(UploadError, match="ended after"):
+        client.download_image("x", tmp_path / "x.nii")
+    assert list(tmp_path.iterdir()) == []
+    servicer.send = lambda request, context: iter([_header(DATA), *_chunks(DATA)])
+    assert client.download_image("x", tmp_path / "x.nii") == tmp_path / "x.nii"
+    assert (tmp_path / "x.nii").read_bytes() == DATA and list(tmp_path.iterdir()) == [tmp_path / "x.nii"]
