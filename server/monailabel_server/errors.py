@@ -11,6 +11,7 @@ long messages and echoed values are cut, so that trailers stay far below a clien
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import re
@@ -125,7 +126,18 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return STATUS_BY_ERROR.get(exc.error, grpc.StatusCode.INTERNAL), exc.msg
     if _is_out_of_memory(exc):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"out of device memory: {str(exc).splitlines()[0]}"
+    if _is_disk_full(exc):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, "the server's disk is full; try again once space is freed"
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    cause: Optional[BaseException] = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -147,6 +159,8 @@ def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     code = grpc.StatusCode.INTERNAL if status.code == code_pb2.INTERNAL else None
     if code is not None:
         logger.exception("%s failed", method, exc_info=exc)
+    elif _is_disk_full(exc):
+        logger.error("%s: %s", method, exc)  # the operator's problem, not the client's
     else:
         logger.info("%s: %s: %s", method, code_pb2.Code.Name(status.code), status.message)
     if _is_out_of_memory(exc):

@@ -195,7 +195,18 @@ class StagedUpload:
             if self.resumable:
                 self._write_state(state)
         os.lseek(self._fd, len(self.prefix) + self.committed, os.SEEK_SET)
-        reserve(self._fd, len(self.prefix) + self.committed, self.total_size - self.committed)
+        remaining = self.total_size - self.committed
+        try:
+            reserve(self._fd, len(self.prefix) + self.committed, remaining)
+        except OSError as exc:  # no room: said before the client sends a byte; what a resume held is kept
+            self.suspend() if self.committed else self.discard()
+            raise MONAILabelException(
+                MONAILabelError.RESOURCE_EXHAUSTED,
+                f"the server's disk has no room for the {remaining} bytes this upload still has to send; "
+                "try again once space is freed",
+                reason="DISK_FULL",
+                metadata={"committed_size": str(self.committed), "total_size": str(self.total_size)},
+            ) from exc
         return self
 
     def write(self, offset: int, data: bytes) -> None:

@@ -220,3 +220,24 @@ def test_a_failed_download_to_a_file_leaves_no_part_file(peer, tmp_path: Path) -
     servicer.send = lambda request, context: iter([_header(DATA), *_chunks(DATA)])
     assert client.download_image("x", tmp_path / "x.nii") == tmp_path / "x.nii"
     assert (tmp_path / "x.nii").read_bytes() == DATA and list(tmp_path.iterdir()) == [tmp_path / "x.nii"]
+
+
+def test_a_download_larger_than_the_disk_fails_before_its_bytes(peer, tmp_path: Path) -> None:
+    import os
+
+    from monailabel_api.files import reserve
+
+    fd = os.open(tmp_path / "probe", os.O_RDWR | os.O_CREAT)
+    try:
+        if not reserve(fd, 0, MIB):
+            pytest.skip("this file system cannot reserve space ahead (no fallocate)")
+    finally:
+        os.close(fd)
+        (tmp_path / "probe").unlink()
+    fs = os.statvfs(tmp_path)
+    servicer, client = peer
+    servicer.send = lambda request, context: iter([_header(DATA, fs.f_blocks * fs.f_frsize + (1 << 30)),
+                                                   *_chunks(DATA)])
+    with pytest.raises(OSError, match="no room"):
+        client.download_image("x", tmp_path / "x.nii")
+    assert list(tmp_path.iterdir()) == []

@@ -66,3 +66,18 @@ def test_a_staged_upload_reserves_its_total_and_a_stalled_one_gives_back_the_res
     resumed.write(3 * MIB, DATA[3 * MIB:])
     assert resumed.finish()["xxh3_128"] == digest
     assert part.read_bytes() == DATA
+
+
+def test_a_full_disk_is_resource_exhausted_not_an_internal_error() -> None:
+    import errno
+
+    import grpc
+
+    from monailabel_server.errors import status_of
+
+    code, message = status_of(OSError(errno.ENOSPC, "No space left on device"))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "disk is full" in message
+    wrapped = RuntimeError("writing the label failed")
+    wrapped.__cause__ = OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert status_of(wrapped)[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status_of(OSError(errno.EACCES, "Permission denied"))[0] == grpc.StatusCode.INTERNAL
