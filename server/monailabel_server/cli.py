@@ -56,6 +56,7 @@ _SETTING_HELP: Dict[str, str] = {
     "max_queue": "infer calls that may wait for a worker before RESOURCE_EXHAUSTED",
     "batch_wait_ms": "ms the first infer request of a batch waits for others for the same model (0: no batching)",
     "max_batch_size": "most requests in one batched forward (1: no batching; 0: 8 with a GPU, else 1)",
+    "retain_memory_mb": "freed memory kept for reuse by the next call, in MiB (0: the C allocator's defaults)",
     "max_message_mb": "largest gRPC message accepted, in MiB",
     "max_volume_mb": "largest volume an upload or inference may carry, in MiB",
     "session_ttl": "seconds an idle interactive session lives",
@@ -177,6 +178,7 @@ def config_of(args: argparse.Namespace) -> ServerConfig:
             max_queue=args.max_queue,
             batch_wait_ms=args.batch_wait_ms,
             max_batch_size=args.max_batch_size,
+            retain_memory_mb=args.retain_memory_mb,
             max_message_bytes=args.max_message_mb << 20 if args.max_message_mb else None,
             max_volume_bytes=args.max_volume_mb << 20 if args.max_volume_mb else None,
             session_ttl_s=args.session_ttl,
@@ -275,6 +277,7 @@ def add_start_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     s.add_argument("--max-queue", type=int, default=None, help=_default_help("max_queue"))
     s.add_argument("--batch-wait-ms", type=float, default=None, help=_default_help("batch_wait_ms"))
     s.add_argument("--max-batch-size", type=int, default=None, help=_default_help("max_batch_size"))
+    s.add_argument("--retain-memory-mb", type=int, default=None, help=_default_help("retain_memory_mb"))
     s.add_argument("--max-message-mb", type=int, default=None, help=_default_help("max_message_mb"))
     s.add_argument("--max-volume-mb", type=int, default=None, help=_default_help("max_volume_mb"))
     s.add_argument("--session-ttl", type=int, default=None, help=_default_help("session_ttl"))

@@ -72,6 +72,11 @@ class ServerConfig:
             default) means 8 when a GPU is present and 1 (off) on CPU. With
             batching on, ``max(model_workers, max_batch_size)`` model threads run pipelines at once
             (a network's forwards still run one at a time).
+        retain_memory_mb: freed memory the process keeps for reuse (glibc's allocator), in MiB: large
+            buffers come from the heap and the next call reuses them instead of faulting in fresh
+            pages (a 256x256x128 inference's transforms take about half the time). Resident memory
+            stays near its peak, up to this much above what is in use. 0 leaves the allocator's
+            defaults. Applies to the whole process, once.
     """
 
     app_dir: Path
@@ -110,6 +115,7 @@ class ServerConfig:
     train_join_timeout_s: float = 120.0
     batch_wait_ms: float = 2.0
     max_batch_size: int = 0
+    retain_memory_mb: int = 1024
 
     @property
     def batch_size(self) -> int:

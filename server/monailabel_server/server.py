@@ -45,6 +45,7 @@ from monailabel_server.health_service import HealthService
 from monailabel_server.infer_servicer import InferServicer
 from monailabel_server.job_servicer import JobServicer
 from monailabel_server.jobs import JobManager
+from monailabel_server.memory import retain_freed_memory
 from monailabel_server.observability import Metrics, MetricsInterceptor
 from monailabel_server.reflection import enable_reflection
 from monailabel_server.sampling import NextSampler
@@ -165,6 +166,7 @@ def start(config: ServerConfig, app: Optional[MONAILabelApp] = None) -> RunningS
     if config.database:
         open_database(config.database).close()  # unreachable or mistyped: fail now, before the app loads
         os.environ[DATABASE_URL_ENV] = config.database  # the app's datastore opens its index there
+    retain_freed_memory(config.retain_memory_mb << 20)  # before the app allocates its models
     if app is None:
         app = load_app(config.app_dir, config.studies, config.conf)
     audit = AuditLog(Path(config.audit_log) if config.audit_log else default_path(config.studies, config.app_dir))
