@@ -23,7 +23,7 @@ import logging
 import sys
 from typing import Any, Optional
 
-__all__ = ["retain_freed_memory"]
+__all__ = ["retain_freed_memory", "retained_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,3 +74,8 @@ def retain_freed_memory(keep_bytes: int) -> bool:
         _applied = keep
         logger.info("allocator: large buffers from the heap, up to %d MiB of freed memory kept", keep >> 20)
     return ok
+
+
+def retained_bytes() -> int:
+    """What :func:`retain_freed_memory` set in this process (0 if nothing): job processes inherit it."""
+    return _applied or 0

@@ -255,6 +255,8 @@ def test_scoring_method_that_raises_fails_its_job(server: RunningServer, client:
     assert server.jobs is not None
     log = (server.jobs.root / job.job_id / "job.log").read_text()
     assert "Traceback (most recent call last)" in log and "RuntimeError: scoring exploded on purpose" in log
+    # the job's process keeps freed memory for reuse, as the server's does (--retain-memory-mb)
+    assert "allocator: large buffers from the heap, up to 1024 MiB of freed memory kept" in log
     # the server is fine; one job API lists jobs of both kinds, and filters by kind
     client.health.Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert job.job_id in [j.job_id for j in client.list_jobs(model="exploding", kind="scoring")]

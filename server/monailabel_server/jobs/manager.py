@@ -78,6 +78,7 @@ from monailabel_server.jobs.store import (
     JobStore,
     Replica,
 )
+from monailabel_server.memory import retained_bytes
 
 __all__ = ["JobManager"]
 
@@ -596,6 +597,7 @@ class JobManager:
             "log_file": str(log_file),
             "lock_file": str(self.locks / lock_name(job.kind, job.model)) if lock else "",
             "server_pid": os.getpid(),
+            "retain_memory_bytes": retained_bytes(),  # the job's transforms reuse memory as the server's do
         }
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # regular packages (not namespace ones): their __file__ is always set

@@ -125,6 +125,9 @@ def main(argv: list[str]) -> int:
 
     from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
     from monailabel_server.app_loader import load_app
+    from monailabel_server.memory import retain_freed_memory
+
+    retain_freed_memory(int(spec.get("retain_memory_bytes") or 0))
 
     lock = _hold_lock(spec["lock_file"]) if spec.get("lock_file") else True
     if lock is None:
