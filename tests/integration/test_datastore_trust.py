@@ -230,14 +230,21 @@ def test_client_resumes_a_broken_upload_by_its_id(client: MonaiLabelClient, tigh
         not have started on it yet, and with nothing committed starting over is the right answer).
         """
 
-        def read(self, n: int = -1) -> bytes:
+        def _maybe_break(self) -> None:
             if len(opened) == 1 and self.tell() >= 100 << 10:
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline and not client.datastore.GetUploadStatus(
                         datastore_pb2.GetUploadStatusRequest(image_id="client_resume")).committed_size:
                     time.sleep(0.01)
                 raise OSError("source became unreadable")
+
+        def read(self, n: int | None = -1) -> bytes:
+            self._maybe_break()
             return super().read(n)
+
+        def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+            self._maybe_break()
+            return super().readinto(buffer)
 
     def opener():
         opened.append(True)

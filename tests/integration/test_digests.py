@@ -233,12 +233,19 @@ def test_the_client_sends_a_file_once_and_resumes_with_a_trailer_over_all_of_it(
     class BreaksOnce(io.BytesIO):
         """Fails after 100 KiB the first time, once the server has committed part of the stream."""
 
-        def read(self, n: int = -1) -> bytes:
+        def _maybe_break(self) -> None:
             if len(opened) == 1 and self.tell() >= 100 << 10:
                 wait_until("some bytes committed", lambda: client.datastore.GetUploadStatus(
                     datastore_pb2.GetUploadStatusRequest(image_id="dg_client_trailer")).committed_size, 30)
                 raise OSError("source became unreadable")
+
+        def read(self, n: int | None = -1) -> bytes:
+            self._maybe_break()
             return super().read(n)
+
+        def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+            self._maybe_break()
+            return super().readinto(buffer)
 
     def opener() -> BreaksOnce:
         opened.append(True)

@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from monailabel_api.buffers import unshared_bytes
 from monailabel_api.v1 import common_pb2
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "geometry_of_affine",
     "affine_of_geometry",
     "encode_chunk_request",
+    "read_chunk_request",
     "serialize_request",
     "RawChunk",
     "ChunkMessage",
@@ -133,12 +135,48 @@ def encode_chunk_request(offset: int, data: bytes) -> bytes:
     Returns:
         The serialized request message.
     """
-    head = b"\x08" + _varint(offset) if offset else b""  # proto3 leaves zero and empty fields out
     if not len(data):
+        head = b"\x08" + _varint(offset) if offset else b""  # proto3 leaves zero and empty fields out
         return b"\x12" + _varint(len(head)) + head
-    data_head = b"\x12" + _varint(len(data))
-    inner_size = len(head) + len(data_head) + len(data)
-    return b"".join((b"\x12", _varint(inner_size), head, data_head, data))
+    return b"".join((_chunk_prefix(offset, len(data)), data))
+
+
+def _chunk_prefix(offset: int, size: int) -> bytes:
+    """The bytes of ``{chunk: {offset, data}}`` that come before ``size`` bytes of data."""
+    head = b"\x08" + _varint(offset) if offset else b""
+    data_head = b"\x12" + _varint(size)
+    return b"\x12" + _varint(len(head) + len(data_head) + size) + head + data_head
+
+
+def read_chunk_request(source: Any, offset: int, size: int) -> Tuple[bytes, memoryview]:
+    """Reads up to ``size`` bytes of ``source`` into a serialized ``{chunk: {offset, data}}`` message.
+
+    The file's bytes are read straight into the message (:func:`monailabel_api.buffers.unshared_bytes`):
+    one copy, from the file, where reading a block and then :func:`encode_chunk_request` made two.
+
+    Args:
+        source: a binary file (``readinto``), positioned where the chunk starts.
+        offset: the chunk's position in the stream.
+        size: the most bytes to read.
+
+    Returns:
+        ``(message, data)``: the message (empty at the end of the file) and a view of its data.
+    """
+    prefix = _chunk_prefix(offset, size)
+    made = unshared_bytes(len(prefix) + size)
+    if made is not None:
+        message, view = made
+        view[: len(prefix)] = prefix
+        got = source.readinto(view[len(prefix):])
+        if got == size:
+            return message, view[len(prefix):]
+        block = bytes(view[len(prefix): len(prefix) + (got or 0)])  # the file's end: the short rest, copied
+    else:
+        block = source.read(size)
+    if not block:
+        return b"", memoryview(b"")
+    message = encode_chunk_request(offset, block)
+    return message, memoryview(message)[len(message) - len(block):]
 
 
 def serialize_request(message: object) -> bytes:

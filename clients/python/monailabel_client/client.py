@@ -40,6 +40,7 @@ import numpy as np
 from google.protobuf import duration_pb2, json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from monailabel_api.buffers import FilledBytes
 from monailabel_api.digests import SHA256, XXH3_128, Digests, mismatch
 from monailabel_api.files import reserve
 from monailabel_api.v1 import (
@@ -59,13 +60,12 @@ from monailabel_api.wire import (
     ENUM_BY_DTYPE,
     affine_of_geometry,
     decode_chunk_message,
-    encode_chunk_request,
     encoding_of_name,
     geometry_of_affine,
+    read_chunk_request,
     serialize_request,
 )
 from monailabel_client.affinity import with_affinity
-from monailabel_client.buffers import FilledBytes
 from monailabel_client.credentials import TOKEN_ENV, TokenSource, secure_channel, with_token
 from monailabel_client.interact import Interaction
 from monailabel_client.jobs import JobCalls
@@ -292,8 +292,8 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         self.datastore = datastore_pb2_grpc.DatastoreServiceStub(self.channel)
         self.infers = infer_pb2_grpc.InferServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        # The streaming uploads send chunks pre-serialized by encode_chunk_request (one copy of the
-        # data instead of two); headers still go through protobuf.
+        # The streaming uploads send chunks pre-serialized (read_chunk_request reads a file straight
+        # into the message: one copy of the data instead of three); headers still go through protobuf.
         ch = self.channel
         self._upload_image = ch.stream_unary(
             "/monailabel.v1.DatastoreService/UploadImage",
@@ -767,18 +767,24 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         with opener() as f:
             if digests is not None and offset:  # a resumed stream's trailer covers all the bytes
                 left = offset
-                while left and (block := f.read(min(self.chunk_size, left))):
-                    digests.update(block)
-                    left -= len(block)
+                while left and (held := f.read(min(self.chunk_size, left))):
+                    digests.update(held)
+                    left -= len(held)
             f.seek(offset)
             pos = offset
-            while block := f.read(self.chunk_size):
-                yield encode_chunk_request(pos, block)
+            while True:
+                # the file is read straight into the message sent (one copy of its bytes)
+                request, data = read_chunk_request(f, pos, self.chunk_size)
+                if not data:
+                    break
                 if digests is not None:
-                    digests.update(block)
-                pos += len(block)
+                    digests.update(data)
+                n = len(data)
+                pos += n
+                del data  # the message is whole: no view of it stays writable once it is sent
+                yield request
                 if bar is not None:
-                    bar.update(len(block))
+                    bar.update(n)
         if digests is not None:
             yield message(trailer=common_pb2.ContentTrailer(**{name: digests.hexdigest(name) or ""}))
         if bar is not None:

@@ -15,10 +15,10 @@ from typing import Callable, Iterator, List
 import grpc
 import pytest
 
+from monailabel_api.buffers import HUGE_PAGE_MIN, FilledBytes
 from monailabel_api.digests import XXH3_128, Digests
 from monailabel_api.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc
 from monailabel_client import MonaiLabelClient
-from monailabel_client.buffers import HUGE_PAGE_MIN, FilledBytes
 from monailabel_client.client import UploadError
 
 MIB = 1 << 20

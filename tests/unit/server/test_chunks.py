@@ -55,3 +55,31 @@ def test_serializer_passes_bytes_and_serializes_messages() -> None:
     message = datastore_pb2.UploadImageRequest(header=datastore_pb2.UploadImageHeader(image_id="b"))
     assert serialize_request(message) == message.SerializeToString()
     assert serialize_request(b"\x12\x00") == b"\x12\x00"
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_a_file_read_into_chunk_messages_is_what_protobuf_writes(tmp_path, monkeypatch, in_place: bool) -> None:
+    import io
+
+    from monailabel_api import wire
+
+    if not in_place:  # a Python that cannot fill a bytes in place: read, then encode
+        monkeypatch.setattr(wire, "unshared_bytes", lambda size: None)
+    data = os.urandom(3 * 4096 + 100)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    for source in (open(path, "rb"), io.BytesIO(data)):
+        with source as f:
+            pos, got = 0, b""
+            while True:
+                message, view = wire.read_chunk_request(f, pos, 4096)
+                if not view:
+                    assert message == b""
+                    break
+                chunk = data[pos:pos + 4096]
+                assert message == datastore_pb2.UploadImageRequest(
+                    chunk=common_pb2.Chunk(offset=pos, data=chunk)).SerializeToString()
+                assert bytes(view) == chunk and type(message) is bytes
+                got += bytes(view)
+                pos += len(view)
+            assert got == data

@@ -1,9 +1,12 @@
-"""A ``bytes`` of known size, filled in place: where a download into memory lands.
+"""``bytes`` objects filled in place: where a download into memory lands, and where an upload's file
+is read into its messages.
 
 A download announces its size in its header, so its bytes can be received straight into the object
-handed back, with no growing buffer and no final copy. The object is a ``bytes`` made uninitialized
-by CPython's own ``PyBytes_FromStringAndSize(NULL, n)`` (the documented way for C code to build one
-before it is shared) and written before anyone else sees it.
+handed back, with no growing buffer and no final copy. An upload's chunk message is its few header
+bytes and then the file's bytes, so the file can be read straight into the message gRPC sends. The
+object is a ``bytes`` made uninitialized by CPython's own ``PyBytes_FromStringAndSize(NULL, n)``
+(the documented way for C code to build one before it is shared) and written before anyone else
+sees it.
 
 Fresh memory is the other cost. Each 4 KiB page is faulted in on first write, about 0.5 ms per MiB
 on the virtual machines measured here, which is as long as gRPC takes to receive that MiB. A large
@@ -21,9 +24,9 @@ import ctypes.util
 import io
 import mmap
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
-__all__ = ["FilledBytes", "HUGE_PAGE_MIN"]
+__all__ = ["FilledBytes", "HUGE_PAGE_MIN", "unshared_bytes"]
 
 # below this a buffer comes from the heap, whose pages are usually faulted in already
 HUGE_PAGE_MIN = 8 << 20
@@ -57,6 +60,23 @@ _MADVISE = _madvise() if sys.platform.startswith("linux") else None
 _DATA_OFFSET = bytes.__basicsize__ - 1
 
 
+def unshared_bytes(size: int) -> Optional[Tuple[bytes, memoryview]]:
+    """A new ``bytes`` of ``size`` uninitialized bytes and a writable view of them, or None where this
+    Python cannot make one (the caller then builds its bytes the usual way).
+
+    The caller must fill the whole view before the object is shared, hashed or compared, and drop
+    the view then.
+    """
+    if _NEW_BYTES is None or size <= 0:
+        return None
+    try:
+        value = _NEW_BYTES(None, size)
+        view = memoryview((ctypes.c_char * size).from_address(id(value) + _DATA_OFFSET)).cast("B")
+    except (MemoryError, OSError, ValueError, TypeError):
+        return None
+    return value, view
+
+
 class FilledBytes:
     """A writable sink of exactly ``size`` bytes whose :meth:`getvalue` is the filled ``bytes``.
 
@@ -72,19 +92,15 @@ class FilledBytes:
         self._value: Any = None
         self._view: Optional[memoryview] = None
         self._fallback: Optional[io.BytesIO] = None
-        if _NEW_BYTES is not None and size > 0:
-            try:
-                value = _NEW_BYTES(None, size)
-                address = id(value) + _DATA_OFFSET
-                self._view = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
-                self._value = value
-                if size >= HUGE_PAGE_MIN and _MADVISE is not None:
-                    start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
-                    end = (address + size) // _HUGE_PAGE * _HUGE_PAGE
-                    if end > start:
-                        _MADVISE(start, end - start, _MADV_HUGEPAGE)  # advice only: an error changes nothing
-            except (MemoryError, OSError, ValueError, TypeError):
-                self._value = self._view = None
+        made = unshared_bytes(size)
+        if made is not None:
+            self._value, self._view = made
+            address = id(self._value) + _DATA_OFFSET
+            if size >= HUGE_PAGE_MIN and _MADVISE is not None:
+                start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
+                end = (address + size) // _HUGE_PAGE * _HUGE_PAGE
+                if end > start:
+                    _MADVISE(start, end - start, _MADV_HUGEPAGE)  # advice only: an error changes nothing
         if self._view is None:
             self._fallback = io.BytesIO()
 
