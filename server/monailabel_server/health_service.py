@@ -8,13 +8,15 @@ a status is being sent therefore stops the whole server: a client that cancels i
 the server begins to shut down froze the shutdown for good.
 
 Here the closed watch is removed on a thread of its own, so the completion-queue thread never waits
-for the lock. Everything else is the library's.
+for the lock. And a watch whose client left before the servicer registered that callback (it sends
+the first status first; ``add_callback`` then returns False and the callback never runs) is
+forgotten at once instead of staying listed for good. Everything else is the library's.
 """
 
 from __future__ import annotations
 
 from concurrent import futures
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from grpc_health.v1 import health
 
@@ -42,6 +44,26 @@ class HealthService(health.HealthServicer):
 
         return callback
 
+    # pylint: disable=arguments-differ
+    def Watch(self, request: Any, context: Any, send_response_callback: Any = None) -> Any:  # noqa: N802
+        return super().Watch(request, cast(Any, _ForgetIfEnded(context)), send_response_callback)
+
     def close(self) -> None:
         """Stops the thread that forgets closed watches (after the server stopped)."""
         self._closer.shutdown(wait=False)
+
+
+class _ForgetIfEnded:
+    """A call's context whose ``add_callback`` runs the callback at once when the call has already ended."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        added = bool(self._context.add_callback(callback))
+        if not added:
+            callback()  # hands the forgetting to the closer thread (the caller holds the lock now)
+        return added
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)

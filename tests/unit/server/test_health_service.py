@@ -93,3 +93,28 @@ def test_a_closed_watch_is_forgotten(served) -> None:
     # status changes after that reach nobody and do not fail
     service.set("", NOT_SERVING)
     assert stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == NOT_SERVING
+
+
+def test_a_watch_whose_call_ended_before_it_registered_is_forgotten() -> None:
+    """The race behind a flaky run: the client read the first status and left before the servicer
+    added its close callback; grpc then refuses the callback (add_callback returns False)."""
+
+    class EndedCall:
+        def add_callback(self, callback) -> bool:  # grpc's answer once the call has terminated
+            return False
+
+    service = HealthService()
+    try:
+        sent: list = []
+        service.Watch(health_pb2.HealthCheckRequest(), EndedCall(), sent.append)
+        assert sent[0].status == SERVING
+        for _ in range(200):
+            with service._lock:
+                if not service._send_response_callbacks.get(""):
+                    break
+            threading.Event().wait(0.01)
+        with service._lock:
+            assert not service._send_response_callbacks.get(""), "the ended watch is still listed"
+        assert sent[-1] is None  # told it is closed, as a cancelled watch is
+    finally:
+        service.close()
