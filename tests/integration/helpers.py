@@ -47,3 +47,18 @@ def assert_status(code: grpc.StatusCode, call: Callable[[], Any], contains: str 
     assert err.code() == code, f"expected {code}, got {err.code()}: {err.details()}"
     assert contains.lower() in (err.details() or "").lower(), err.details()
     return err
+
+
+def error_info(err: grpc.RpcError):
+    """The google.rpc.ErrorInfo detail of a failed call."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(err)
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError("no ErrorInfo in the status")

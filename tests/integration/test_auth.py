@@ -22,9 +22,7 @@ import numpy as np
 import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 import monailabel_api.v1 as api
 from monailabel.datasets import write_phantoms
@@ -37,6 +35,7 @@ from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
 
 from .conftest import copy_template
+from .helpers import error_info
 from .oidc import Issuer, IssuerServer, new_key
 
 AUDIENCE = "monailabel-app"
@@ -130,17 +129,6 @@ def info_call(channel: grpc.Channel, metadata: List[Tuple[str, str]]) -> grpc.Rp
     with pytest.raises(grpc.RpcError) as err:
         app_pb2_grpc.AppServiceStub(channel).GetAppInfo(app_pb2.GetAppInfoRequest(), metadata=metadata, timeout=20)
     return err.value
-
-
-def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(err)
-    assert status is not None, "auth failures carry google.rpc details"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError("no ErrorInfo detail")
 
 
 # -- the role matrix --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from monailabel_api.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc
 from monailabel_client import MonaiLabelClient
 from monailabel_server.server import RunningServer
 
-from .helpers import assert_status, chunked, sha256, write_volume
+from .helpers import assert_status, chunked, error_info, sha256, write_volume
 
 
 def _stub(channel: grpc.Channel) -> datastore_pb2_grpc.DatastoreServiceStub:
@@ -185,21 +185,6 @@ def wait_idle_upload(stub, image_id: str, tag: str = ""):
         if status.upload_id and not status.active or time.monotonic() > deadline:
             return status
         time.sleep(0.01)
-
-
-def error_info(err: grpc.RpcError):
-    """The google.rpc.ErrorInfo detail of a failed call."""
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
-
-    status = rpc_status.from_call(err)
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError("no ErrorInfo in the status")
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -14,8 +14,6 @@ from typing import Iterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from monailabel.datasets import write_phantoms
 from monailabel_api.files import reserve
@@ -24,6 +22,7 @@ from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
 
 from .conftest import copy_template
+from .helpers import error_info
 from .hostile import staging_files
 
 
@@ -51,17 +50,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running.stop(grace=1)
 
 
-def _reason(err: grpc.RpcError) -> str:
-    status = rpc_status.from_call(err)
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return ""
-
-
 def _header(total: int) -> common_pb2.ContentHeader:
     return common_pb2.ContentHeader(encoding=common_pb2.ENCODING_NIFTI, total_size=total)
 
@@ -82,7 +70,7 @@ def test_a_stream_larger_than_the_disk_is_refused_before_its_bytes(server: Runni
             datastore_pb2_grpc.DatastoreServiceStub(channel).UploadImage(requests(), timeout=30)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "no room" in info.value.details() and str(total) in info.value.details()
-    assert _reason(info.value) == "DISK_FULL"
+    assert error_info(info.value).reason == "DISK_FULL"
     assert staging_files(Path(server.app.studies)) == []
 
 
@@ -95,7 +83,7 @@ def test_a_resumable_upload_larger_than_the_disk_is_refused_at_create(server: Ru
                 image=datastore_pb2.UploadImageHeader(image_id="too_big_resumable", content=_header(total))),
                 timeout=30)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
-        assert _reason(info.value) == "DISK_FULL"
+        assert error_info(info.value).reason == "DISK_FULL"
         # the refusal left nothing to resume, and the server goes on taking uploads that fit
         data = (Path(server.app.studies) / "phantom_000.nii.gz").read_bytes()
         header = datastore_pb2.UploadImageHeader(image_id="fits", content=common_pb2.ContentHeader(
