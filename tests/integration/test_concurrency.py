@@ -44,6 +44,9 @@ from .hostile import (
 RPC_THREADS = 8
 STALLED = 20
 REPEATS = 10
+# how long a stream holds its last chunk for the other racer's call to end; both admitted at once (the
+# bug these tests catch) wait it out, then both finish, and the test sees two winners
+RACE_WAIT_S = 5.0
 LOSER_CODES = {grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION}
 # a stalled stream outlives the checks but not the test
 STALL_TIMEOUT_S = 60.0
@@ -78,8 +81,15 @@ def _race(call: Callable[..., Any], streams: List[List[Any]]) -> List[Tuple[grpc
     barrier = threading.Barrier(len(streams), timeout=5)
     results: List[Any] = [None] * len(streams)
 
-    def requests(parts: List[Any]) -> Iterator[Any]:
+    ended = [threading.Event() for _ in streams]
+
+    def requests(parts: List[Any], me: int) -> Iterator[Any]:
         for i, part in enumerate(parts):
+            if i == len(parts) - 1:
+                # the last chunk waits until the other call has ended: both headers have then reached
+                # the server while this stream was open (on a loaded machine the other call's handler
+                # may start late, and a stream that had ended by then was no race at all)
+                ended[1 - me].wait(RACE_WAIT_S)
             yield part
             if i == 1:
                 try:
@@ -89,9 +99,11 @@ def _race(call: Callable[..., Any], streams: List[List[Any]]) -> List[Tuple[grpc
 
     def run(i: int) -> None:
         try:
-            results[i] = (grpc.StatusCode.OK, "", call(requests(streams[i]), timeout=RPC_TIMEOUT_S))
+            results[i] = (grpc.StatusCode.OK, "", call(requests(streams[i], i), timeout=RPC_TIMEOUT_S))
         except grpc.RpcError as exc:
             results[i] = (exc.code(), exc.details() or "", None)
+        finally:
+            ended[i].set()
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(streams))]
     for t in threads:
