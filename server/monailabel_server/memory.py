@@ -18,10 +18,10 @@ allocators built for servers (jemalloc, tcmalloc) behave too.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
-import sys
-from typing import Any, Optional
+from typing import Optional
+
+from monailabel_api.libc import libc_function
 
 __all__ = ["retain_freed_memory", "retained_bytes"]
 
@@ -35,18 +35,6 @@ _M_ARENA_MAX = -8
 _TOP_PAD = 64 << 20  # the heap grows by this much beyond each request: fewer brk calls as it grows
 
 _applied: Optional[int] = None
-
-
-def _mallopt() -> Optional[Any]:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        call = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return None
-    call.restype = ctypes.c_int
-    call.argtypes = [ctypes.c_int, ctypes.c_int]
-    return call
 
 
 def retain_freed_memory(keep_bytes: int) -> bool:
@@ -64,7 +52,7 @@ def retain_freed_memory(keep_bytes: int) -> bool:
         return False
     if _applied is not None:
         return _applied == keep_bytes
-    mallopt = _mallopt()
+    mallopt = libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
     if mallopt is None:
         return False
     keep = min(int(keep_bytes), (1 << 31) - 1)

@@ -10,6 +10,7 @@ checksum continues from there (as Google's ByteStream does).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import queue
@@ -21,6 +22,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.utils.others.atomic import atomic_write_json
 from monailabel_api.digests import SHA256, SUPPORTED, XXH3_128, Digests, is_hex_digest
 from monailabel_api.files import release, reserve
+from monailabel_api.libc import libc_function
 from monailabel_api.v1 import common_pb2
 
 __all__ = ["StagedUpload", "append_at", "read_chunks", "check_header_size", "announced_checksums"]
@@ -39,13 +41,8 @@ def _writeback_starter() -> Callable[[int, int, int], None]:
     ``fsync`` at the end. Starting writeback early keeps that final ``fsync`` short without the
     stall. Elsewhere (no such call) nothing is started early and the final ``fsync`` does it all.
     """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        sync_file_range = libc.sync_file_range
-        sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    except (OSError, AttributeError):
+    sync_file_range = libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint])
+    if sync_file_range is None:
         return lambda fd, offset, length: None
 
     def start(fd: int, offset: int, length: int) -> None:

@@ -8,7 +8,6 @@ would on a full disk.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -16,32 +15,21 @@ import grpc
 import pytest
 
 from monailabel.datasets import write_phantoms
-from monailabel_api.files import reserve
 from monailabel_api.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc
 from monailabel_server.config import ServerConfig
 from monailabel_server.server import RunningServer, start
+from tests.disk import past_the_disk, reserves_ahead
 
 from .conftest import copy_template
 from .helpers import error_info
 from .hostile import staging_files
 
 
-def _past_the_disk(path: Path) -> int:
-    fs = os.statvfs(path)
-    return fs.f_blocks * fs.f_frsize + (1 << 30)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("diskfull")
-    probe = root / "probe"
-    fd = os.open(probe, os.O_RDWR | os.O_CREAT)
-    try:
-        if not reserve(fd, 0, 1 << 20):
-            pytest.skip("this file system cannot reserve space ahead (no fallocate): a full disk shows mid-stream")
-    finally:
-        os.close(fd)
-        probe.unlink()
+    if not reserves_ahead(root):
+        pytest.skip("this file system cannot reserve space ahead (no fallocate): a full disk shows mid-stream")
     app_dir = copy_template(root / "app")
     studies = root / "studies"
     write_phantoms(studies, count=1, shape=(16, 16, 8), labeled=0)
@@ -55,7 +43,7 @@ def _header(total: int) -> common_pb2.ContentHeader:
 
 
 def test_a_stream_larger_than_the_disk_is_refused_before_its_bytes(server: RunningServer) -> None:
-    total = _past_the_disk(Path(server.app.studies))
+    total = past_the_disk(Path(server.app.studies))
     sent = []
 
     def requests() -> Iterator[datastore_pb2.UploadImageRequest]:
@@ -75,7 +63,7 @@ def test_a_stream_larger_than_the_disk_is_refused_before_its_bytes(server: Runni
 
 
 def test_a_resumable_upload_larger_than_the_disk_is_refused_at_create(server: RunningServer) -> None:
-    total = _past_the_disk(Path(server.app.studies))
+    total = past_the_disk(Path(server.app.studies))
     with grpc.insecure_channel(server.address) as channel:
         stub = datastore_pb2_grpc.DatastoreServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:

@@ -20,11 +20,12 @@ Other Python implementations, and any failure to build the object, fall back to 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import io
 import mmap
 import sys
 from typing import Any, Optional, Tuple
+
+from monailabel_api.libc import libc_function
 
 __all__ = ["FilledBytes", "HUGE_PAGE_MIN", "unshared_bytes"]
 
@@ -43,19 +44,8 @@ def _new_bytes() -> Optional[Any]:
     return make
 
 
-def _madvise() -> Optional[Any]:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        advise = libc.madvise
-    except (OSError, AttributeError):
-        return None
-    advise.restype = ctypes.c_int
-    advise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return advise
-
-
 _NEW_BYTES = _new_bytes()
-_MADVISE = _madvise() if sys.platform.startswith("linux") else None
+_MADVISE = libc_function("madvise", [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int])
 # where a bytes object's characters start: its fixed size, less the one byte of its terminating NUL
 _DATA_OFFSET = bytes.__basicsize__ - 1
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import sys
-from typing import Any, Optional
+
+from monailabel_api.libc import last_errno, libc_function
 
 __all__ = ["reserve", "release"]
 
@@ -27,19 +27,7 @@ _KEEP_SIZE = 0x01  # FALLOC_FL_KEEP_SIZE
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def _fallocate() -> Optional[Any]:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        call = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):
-        return None
-    call.restype = ctypes.c_int
-    call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    return call
-
-
-_FALLOCATE = _fallocate()
+_FALLOCATE = libc_function("fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
 
 
 def reserve(fd: int, offset: int, length: int) -> bool:
@@ -58,7 +46,7 @@ def reserve(fd: int, offset: int, length: int) -> bool:
         return False
     if _FALLOCATE(fd, _KEEP_SIZE, offset, length) == 0:
         return True
-    code = ctypes.get_errno()
+    code = last_errno()
     if code in _NO_ROOM:
         raise OSError(code, f"{os.strerror(code)}: no room for {length} bytes")
     return False

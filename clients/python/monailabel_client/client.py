@@ -14,7 +14,6 @@ import hashlib
 import io
 import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -853,53 +852,52 @@ class MonaiLabelClient(StrategyCalls, JobCalls, ParityCalls):
         expected = ""
         received, bar = 0, None
         try:
-            for attempt in range(self.retries + 1):
-                try:
-                    for message in call(received):
-                        if message.HasField("header"):
-                            if header is not None and message.header.total_size != header.total_size:
-                                raise UploadError(f"the file changed during the download: {header.total_size} "
-                                                  f"bytes, then {message.header.total_size}")
-                            header = message.header
-                            bar = bar or self._bar(header.total_size, "download")
-                            if sink is None:
-                                sink = FilledBytes(header.total_size)
-                            elif tmp is not None and received == 0:
-                                reserve(sink.fileno(), 0, header.total_size)
-                            if digest is None:
-                                digest, expected = _stream_digest(header)
-                            continue
-                        data = message.chunk.data
-                        if message.chunk.offset != received:
-                            raise UploadError(f"chunk at {message.chunk.offset}, expected {received}")
-                        if header is None:
-                            raise UploadError("the server sent bytes before their header")
-                        if received + len(data) > header.total_size:
-                            raise UploadError(f"the server sent more than the {header.total_size} bytes it announced")
-                        sink.write(data)
-                        if digest is not None:
-                            digest.update(data)
-                        received += len(data)
-                        if bar is not None:
-                            bar.update(len(data))
-                    break
-                except grpc.RpcError as exc:
-                    if exc.code() not in _RETRYABLE or attempt == self.retries:
-                        raise
-        finally:
-            if isinstance(digest, _BackgroundHash):
-                digest.close()
-            if bar is not None:
-                bar.close()
-            if tmp is not None:
-                sink.close()
-            if tmp is not None and sys.exc_info()[0] is not None:
-                tmp.unlink(missing_ok=True)  # nothing resumes from it: a broken file is not left behind
-        try:
+            try:
+                for attempt in range(self.retries + 1):
+                    try:
+                        for message in call(received):
+                            if message.HasField("header"):
+                                if header is not None and message.header.total_size != header.total_size:
+                                    raise UploadError(f"the file changed during the download: {header.total_size} "
+                                                      f"bytes, then {message.header.total_size}")
+                                header = message.header
+                                bar = bar or self._bar(header.total_size, "download")
+                                if sink is None:
+                                    sink = FilledBytes(header.total_size)
+                                elif tmp is not None and received == 0:
+                                    reserve(sink.fileno(), 0, header.total_size)
+                                if digest is None:
+                                    digest, expected = _stream_digest(header)
+                                continue
+                            data = message.chunk.data
+                            if message.chunk.offset != received:
+                                raise UploadError(f"chunk at {message.chunk.offset}, expected {received}")
+                            if header is None:
+                                raise UploadError("the server sent bytes before their header")
+                            if received + len(data) > header.total_size:
+                                raise UploadError(
+                                    f"the server sent more than the {header.total_size} bytes it announced")
+                            sink.write(data)
+                            if digest is not None:
+                                digest.update(data)
+                            received += len(data)
+                            if bar is not None:
+                                bar.update(len(data))
+                        break
+                    except grpc.RpcError as exc:
+                        if exc.code() not in _RETRYABLE or attempt == self.retries:
+                            raise
+            finally:
+                if isinstance(digest, _BackgroundHash):
+                    digest.close()
+                if bar is not None:
+                    bar.close()
+                if tmp is not None:
+                    sink.close()
             _check_download(header, received, digest, expected)
-        except UploadError:
+        except BaseException:
             if tmp is not None:
-                tmp.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)  # nothing resumes from it: a broken file is not left behind
             raise
         if tmp is None:
             return cast(FilledBytes, sink).getvalue()

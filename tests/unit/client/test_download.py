@@ -20,6 +20,7 @@ from monailabel_api.digests import XXH3_128, Digests
 from monailabel_api.v1 import common_pb2, datastore_pb2, datastore_pb2_grpc
 from monailabel_client import MonaiLabelClient
 from monailabel_client.client import UploadError
+from tests.disk import past_the_disk, reserves_ahead
 
 MIB = 1 << 20
 
@@ -223,21 +224,10 @@ def test_a_failed_download_to_a_file_leaves_no_part_file(peer, tmp_path: Path) -
 
 
 def test_a_download_larger_than_the_disk_fails_before_its_bytes(peer, tmp_path: Path) -> None:
-    import os
-
-    from monailabel_api.files import reserve
-
-    fd = os.open(tmp_path / "probe", os.O_RDWR | os.O_CREAT)
-    try:
-        if not reserve(fd, 0, MIB):
-            pytest.skip("this file system cannot reserve space ahead (no fallocate)")
-    finally:
-        os.close(fd)
-        (tmp_path / "probe").unlink()
-    fs = os.statvfs(tmp_path)
+    if not reserves_ahead(tmp_path):
+        pytest.skip("this file system cannot reserve space ahead (no fallocate)")
     servicer, client = peer
-    servicer.send = lambda request, context: iter([_header(DATA, fs.f_blocks * fs.f_frsize + (1 << 30)),
-                                                   *_chunks(DATA)])
+    servicer.send = lambda request, context: iter([_header(DATA, past_the_disk(tmp_path)), *_chunks(DATA)])
     with pytest.raises(OSError, match="no room"):
         client.download_image("x", tmp_path / "x.nii")
     assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ that same thread. Its first round froze every time on this machine.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent import futures
 from typing import Iterator, Tuple
 
@@ -76,20 +77,25 @@ def test_open_watches_hear_not_serving_and_the_server_stops(served) -> None:
         assert next(w).status == NOT_SERVING
 
 
+def _forgotten(service: HealthService, within_s: float = 10.0) -> bool:
+    """Whether the service lists no watch of the overall status within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        with service._lock:
+            if not service._send_response_callbacks.get(""):
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
 def test_a_closed_watch_is_forgotten(served) -> None:
     _, service, channel = served
     stub = health_pb2_grpc.HealthStub(channel)
     watch = stub.Watch(health_pb2.HealthCheckRequest(), timeout=30)
     assert next(watch).status == SERVING
     watch.cancel()
-    deadline = threading.Event()
-    for _ in range(200):
-        with service._lock:
-            if not service._send_response_callbacks.get(""):
-                break
-        deadline.wait(0.05)
-    with service._lock:
-        assert not service._send_response_callbacks.get(""), "a cancelled watch is still sent statuses"
+    assert _forgotten(service), "a cancelled watch is still sent statuses"
     # status changes after that reach nobody and do not fail
     service.set("", NOT_SERVING)
     assert stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == NOT_SERVING
@@ -108,13 +114,7 @@ def test_a_watch_whose_call_ended_before_it_registered_is_forgotten() -> None:
         sent: list = []
         service.Watch(health_pb2.HealthCheckRequest(), EndedCall(), sent.append)
         assert sent[0].status == SERVING
-        for _ in range(200):
-            with service._lock:
-                if not service._send_response_callbacks.get(""):
-                    break
-            threading.Event().wait(0.01)
-        with service._lock:
-            assert not service._send_response_callbacks.get(""), "the ended watch is still listed"
+        assert _forgotten(service), "the ended watch is still listed"
         assert sent[-1] is None  # told it is closed, as a cancelled watch is
     finally:
         service.close()

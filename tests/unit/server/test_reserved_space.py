@@ -11,6 +11,7 @@ import xxhash
 
 from monailabel_api.files import release, reserve
 from monailabel_server.transfer import StagedUpload
+from tests.disk import reserves_ahead
 
 MIB = 1 << 20
 TOTAL = 16 * MIB
@@ -21,18 +22,9 @@ def _allocated(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
 
-def _reserving(tmp_path: Path) -> bool:
-    fd = os.open(tmp_path / "probe", os.O_RDWR | os.O_CREAT)
-    try:
-        return reserve(fd, 0, MIB)
-    finally:
-        os.close(fd)
-        (tmp_path / "probe").unlink()
-
-
 @pytest.fixture()
 def staging(tmp_path: Path) -> Path:
-    if not _reserving(tmp_path):
+    if not reserves_ahead(tmp_path):
         pytest.skip("this file system (or platform) cannot reserve space past a file's end")
     return tmp_path
 
